@@ -1,0 +1,95 @@
+"""Activities of the policy library: database writes and the working-day calendar."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core.workdays import SHANGHAI, WorkingCalendar
+from domain import library, notices
+from domain.errors import AppError
+from models.policy_change import DeadlineRequest, PolicyChangeInput, ReviewOutcome, StageOverdue
+
+log = structlog.get_logger()
+
+
+def as_application_error(exc: AppError) -> ApplicationError:
+    """Business errors become typed, non-retryable activity failures."""
+    return ApplicationError(exc.detail, type=type(exc).__name__, non_retryable=True)
+
+
+class PolicyLibraryActivities:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], calendar: WorkingCalendar
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._calendar = calendar
+
+    @activity.defn
+    async def working_deadline(self, request: DeadlineRequest) -> datetime:
+        return self._calendar.add_working_days(request.start, request.working_days)
+
+    @activity.defn
+    async def record_review(self, outcome: ReviewOutcome) -> None:
+        try:
+            async with self._sessionmaker.begin() as session:
+                await library.record_review(
+                    session,
+                    outcome.item_code,
+                    outcome.version,
+                    outcome.stage.value,
+                    outcome.approved,
+                    outcome.actor,
+                    outcome.comment,
+                    outcome.subject,
+                )
+        except AppError as exc:
+            raise as_application_error(exc) from exc
+        log.info(
+            "policy_change.reviewed",
+            item_code=outcome.item_code,
+            version=outcome.version,
+            stage=outcome.stage.value,
+            approved=outcome.approved,
+            actor=outcome.actor.name,
+        )
+
+    @activity.defn
+    async def publish_version(self, change: PolicyChangeInput) -> None:
+        try:
+            async with self._sessionmaker.begin() as session:
+                await library.publish_version(session, change.item_code, change.version)
+        except AppError as exc:
+            raise as_application_error(exc) from exc
+        log.info("policy_change.published", item_code=change.item_code, version=change.version)
+
+    @activity.defn
+    async def raise_overdue(self, overdue: StageOverdue) -> None:
+        due = overdue.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        async with self._sessionmaker.begin() as session:
+            await notices.raise_stage_warning(
+                session,
+                subject=overdue.subject,
+                stage=overdue.stage.value,
+                department_code=overdue.department_code,
+                due_at=overdue.due_at,
+                message=(
+                    f"政策条目 {overdue.item_code} 第{overdue.version}版的审核"
+                    f"（{STAGE_NAMES.get(overdue.stage.value, overdue.stage.value)}）"
+                    f"已超过办理时限（{due}），请尽快处理。"
+                ),
+            )
+        log.warning(
+            "policy_change.overdue",
+            item_code=overdue.item_code,
+            version=overdue.version,
+            stage=overdue.stage.value,
+            department_code=overdue.department_code,
+        )
+
+
+STAGE_NAMES = {"department_head_review": "部门负责人审核", "finance_review": "财政审核"}

@@ -1,0 +1,68 @@
+"""Enterprise registry endpoints and the data platform import."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from api.deps import CurrentUser, SessionDep
+from api.pagination import Page, PageDep
+from domain import enterprises, importer
+from domain.access import require_role
+from domain.errors import InvalidInput
+from models.enterprise import EnterpriseDetail, EnterprisePublic
+from models.reference import Role
+
+router = APIRouter(prefix="/api/v1", tags=["enterprises"])
+
+MAX_IMPORT_BYTES = 200 * 1024 * 1024
+
+
+@router.get("/enterprises", response_model=Page[EnterprisePublic])
+async def list_enterprises(
+    session: SessionDep,
+    user: CurrentUser,
+    page: PageDep,
+    region: str | None = None,
+    industry: Annotated[str | None, Query(max_length=5)] = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[EnterprisePublic]:
+    total, items = await enterprises.list_enterprises(
+        session,
+        user,
+        region_code=region,
+        industry_prefix=industry,
+        q=q,
+        offset=page.offset,
+        limit=page.limit,
+    )
+    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+
+
+@router.get("/enterprises/{uscc}", response_model=EnterpriseDetail)
+async def get_enterprise(session: SessionDep, user: CurrentUser, uscc: str) -> EnterpriseDetail:
+    return await enterprises.enterprise_detail(session, user, uscc)
+
+
+@router.post("/imports/enterprises", response_model=importer.ImportReport)
+async def import_enterprises(
+    session: SessionDep,
+    user: CurrentUser,
+    file: Annotated[UploadFile, File(description="CSV or JSONL export of the data platform")],
+    format: Annotated[Literal["csv", "jsonl"] | None, Query()] = None,
+) -> importer.ImportReport:
+    require_role(user, Role.ADMIN)
+    fmt = format or _format_from_name(file.filename or "")
+    content = await file.read(MAX_IMPORT_BYTES + 1)
+    if len(content) > MAX_IMPORT_BYTES:
+        raise InvalidInput.field("file", "larger than 200 MiB")
+    return await importer.import_content(session, content, fmt)
+
+
+def _format_from_name(name: str) -> str:
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    raise InvalidInput.field("format", "give format=csv or format=jsonl, or a .csv/.jsonl file")

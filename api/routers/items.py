@@ -1,0 +1,238 @@
+"""Policy library endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.pagination import Page, PageDep
+from core.workdays import SHANGHAI
+from domain import library
+from domain.access import require_staff_or_reader
+from domain.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound
+from models import search_attributes as sa_keys
+from models.policy import (
+    Category,
+    Decision,
+    DraftUpdate,
+    ItemCreate,
+    ItemDetail,
+    ItemSummary,
+    Rejection,
+    Suspension,
+    VersionPublic,
+    VersionStatus,
+)
+from models.policy_change import PolicyChangeState, ReviewDecision
+from workflows.policy_change import PolicyChangeWorkflow
+
+router = APIRouter(prefix="/api/v1/items", tags=["policy library"])
+
+RequestId = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes a retried decision idempotent: it is used as the Temporal update id.",
+    ),
+]
+
+
+@router.get("", response_model=Page[ItemSummary])
+async def list_items(
+    session: SessionDep,
+    user: CurrentUser,
+    page: PageDep,
+    category: Category | None = None,
+    department: str | None = None,
+    region: str | None = None,
+    status_: Annotated[VersionStatus | None, Query(alias="status")] = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[ItemSummary]:
+    total, items = await library.list_items(
+        session,
+        user,
+        category=category,
+        department_code=department,
+        region_code=region,
+        status=status_,
+        q=q,
+        offset=page.offset,
+        limit=page.limit,
+    )
+    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+
+
+@router.post("", response_model=ItemDetail, status_code=status.HTTP_201_CREATED)
+async def create_item(session: SessionDep, user: CurrentUser, body: ItemCreate) -> ItemDetail:
+    return await library.create_item(session, user, body)
+
+
+@router.get("/{code}", response_model=ItemDetail)
+async def get_item(session: SessionDep, user: CurrentUser, code: str) -> ItemDetail:
+    return await library.item_detail(session, user, code)
+
+
+@router.put("/{code}/draft", response_model=VersionPublic)
+async def edit_draft(
+    session: SessionDep, user: CurrentUser, code: str, body: DraftUpdate
+) -> VersionPublic:
+    return await library.update_draft(session, user, code, body)
+
+
+@router.post("/{code}/versions/{version}/submit", response_model=PolicyChangeState)
+async def submit(
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    code: str,
+    version: int,
+) -> PolicyChangeState:
+    change = await library.submit_version(
+        session,
+        user,
+        code,
+        version,
+        head_review_days=settings.policy_head_review_days,
+        finance_review_days=settings.policy_finance_review_days,
+    )
+    await session.commit()  # the workflow starts only after the submission is recorded
+    handle = await temporal.start_workflow(
+        PolicyChangeWorkflow.run,
+        change,
+        id=library.change_workflow_id(code, version),
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                sa_keys.KIND.value_set("policy_change"),
+                sa_keys.ITEM_CODE.value_set(code),
+                sa_keys.REGION.value_set(change.region_code),
+                sa_keys.DEPARTMENT.value_set(change.department_code),
+                sa_keys.STAGE.value_set("submitted"),
+            ]
+        ),
+    )
+    return await handle.query(PolicyChangeWorkflow.state)
+
+
+async def _review_handle(
+    session: AsyncSession, temporal: Client, code: str, version: int
+) -> WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]:
+    await library.get_version(session, code, version)
+    return temporal.get_workflow_handle_for(
+        PolicyChangeWorkflow.run, library.change_workflow_id(code, version)
+    )
+
+
+@router.get("/{code}/versions/{version}/review", response_model=PolicyChangeState)
+async def review_state(
+    session: SessionDep, temporal: TemporalDep, user: CurrentUser, code: str, version: int
+) -> PolicyChangeState:
+    require_staff_or_reader(user)
+    handle = await _review_handle(session, temporal, code, version)
+    try:
+        return await handle.query(PolicyChangeWorkflow.state)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise NotFound(f"version {version} of {code} has not been submitted") from None
+        raise
+
+
+@router.post("/{code}/versions/{version}/approve", response_model=PolicyChangeState)
+async def approve(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    code: str,
+    version: int,
+    body: Decision,
+    request_id: RequestId = None,
+) -> PolicyChangeState:
+    handle = await _review_handle(session, temporal, code, version)
+    return await _send(
+        handle.execute_update(
+            PolicyChangeWorkflow.approve,
+            ReviewDecision(actor=user, comment=body.comment),
+            id=request_id,
+        )
+    )
+
+
+@router.post("/{code}/versions/{version}/reject", response_model=PolicyChangeState)
+async def reject(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    code: str,
+    version: int,
+    body: Rejection,
+    request_id: RequestId = None,
+) -> PolicyChangeState:
+    handle = await _review_handle(session, temporal, code, version)
+    return await _send(
+        handle.execute_update(
+            PolicyChangeWorkflow.reject,
+            ReviewDecision(actor=user, comment=body.reason),
+            id=request_id,
+        )
+    )
+
+
+async def _send(update: Awaitable[PolicyChangeState]) -> PolicyChangeState:
+    """Await a workflow update, turning a validator's refusal into the matching 4xx."""
+    try:
+        return await update
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError):
+            raise _refusal(cause) from None
+        raise
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise Conflict("this version is not under review") from None
+        raise
+
+
+def _refusal(cause: ApplicationError) -> AppError:
+    kinds: dict[str | None, type[AppError]] = {
+        "Forbidden": Forbidden,
+        "WrongStage": Conflict,
+        "InvalidInput": InvalidInput,
+    }
+    return kinds.get(cause.type, Conflict)(cause.message)
+
+
+@router.post("/{code}/suspend", response_model=VersionPublic)
+async def suspend(
+    session: SessionDep, user: CurrentUser, code: str, body: Suspension
+) -> VersionPublic:
+    return await library.suspend_item(session, user, code, body.reason)
+
+
+@router.get("/{code}/eligibility/{uscc}", response_model=library.EligibilityReport)
+async def eligibility(
+    session: SessionDep,
+    user: CurrentUser,
+    code: str,
+    uscc: str,
+    as_of: date | None = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> library.EligibilityReport:
+    day = as_of or datetime.now(SHANGHAI).date()
+    return await library.evaluate_eligibility(session, user, code, uscc, day, version)
+

@@ -1,0 +1,27 @@
+"""structlog configuration: JSON in production, console lines in development."""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+
+from core.settings import Environment, Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    renderer: structlog.typing.Processor
+    if settings.environment is Environment.PRODUCTION:
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,85 @@
+"""Settings, read from ZHIDA_* environment variables only (never at import time)."""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEV_TOKEN_SECRET = "zhida-dev-secret-not-for-production-use"
+
+
+class Environment(enum.StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZHIDA_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    var_dir: Path = PROJECT_ROOT / "var"
+    database_url: str = ""
+    sql_echo: bool = False
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "zhida"
+    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = None
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    task_queue: str = "zhida-main"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)
+    token_ttl_hours: int = 24 * 30
+
+    # Time limits of the policy-change review stages, in working days.
+    policy_head_review_days: int = 3
+    policy_finance_review_days: int = 5
+
+    # Working-day calendar: the country's public holidays and make-up working days
+    # (调休) from the `holidays` package, plus local additions.
+    holiday_country: str = "CN"
+    extra_holidays: list[str] = Field(default_factory=list)
+    extra_working_days: list[str] = Field(default_factory=list)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Normalise the URL to the async driver the engine needs."""
+        for prefix, replacement in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgresql+psycopg2://", "postgresql+asyncpg://"),
+            ("sqlite:///", "sqlite+aiosqlite:///"),
+        ):
+            if value.startswith(prefix):
+                return replacement + value[len(prefix) :]
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_and_production_checks(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'zhida.db'}"
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.token_secret.get_secret_value() == DEV_TOKEN_SECRET
+        ):
+            raise ValueError("ZHIDA_TOKEN_SECRET must be set in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

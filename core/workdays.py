@@ -1,0 +1,51 @@
+"""Working-day arithmetic for stage time limits (weekends, public holidays, 调休)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import holidays
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@dataclass
+class WorkingCalendar:
+    """Public holidays and make-up working days of one country, plus local overrides."""
+
+    country: str = "CN"
+    extra_holidays: frozenset[date] = field(default_factory=frozenset)
+    extra_working_days: frozenset[date] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        self._public = holidays.country_holidays(self.country)
+
+    def is_working_day(self, day: date) -> bool:
+        if day in self.extra_working_days:
+            return True
+        if day in self.extra_holidays:
+            return False
+        return bool(self._public.is_working_day(day))
+
+    def add_working_days(self, start: datetime, days: int) -> datetime:
+        """The deadline `days` working days after `start`: end of that day, Shanghai time.
+
+        The day of `start` itself does not count (a case received on Monday with a
+        limit of one working day is due at the end of Tuesday).
+        """
+        if days < 0:
+            raise ValueError("days must not be negative")
+        day = start.astimezone(SHANGHAI).date()
+        remaining = days
+        while remaining > 0:
+            day += timedelta(days=1)
+            if self.is_working_day(day):
+                remaining -= 1
+        end_of_day = datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
+        return end_of_day.astimezone(UTC)
+
+
+def parse_days(values: list[str]) -> frozenset[date]:
+    return frozenset(date.fromisoformat(v) for v in values)

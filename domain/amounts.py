@@ -1,0 +1,159 @@
+"""Amount rules (奖补金额): fixed, rate × fact with floor and cap, or tiers.
+
+Every result is integer fen. A rate is a decimal; the product is rounded to whole
+fen with the rule's stated rounding (default: half up, as 四舍五入).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from domain.facts import FACT_KINDS, FactType
+from domain.rules import InvalidRule, KnownFact, RuleError, format_path
+
+
+class Rounding(enum.StrEnum):
+    HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
+    DOWN = "down"
+    UP = "up"
+
+
+_DECIMAL_ROUNDING = {
+    Rounding.HALF_UP: ROUND_HALF_UP,
+    Rounding.HALF_EVEN: ROUND_HALF_EVEN,
+    Rounding.DOWN: ROUND_DOWN,
+    Rounding.UP: ROUND_UP,
+}
+
+Fen = Annotated[int, Field(ge=0, strict=True)]
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _numeric_fact(fact: str) -> str:
+    kind = FACT_KINDS.get(fact)
+    if kind is None:
+        raise ValueError(f"unknown fact '{fact}'")
+    if kind.type is not FactType.INT:
+        raise ValueError(f"fact '{fact}' is not numeric")
+    return fact
+
+
+class FixedAmount(_Rule):
+    kind: Literal["fixed"]
+    amount_fen: Fen
+
+
+class RateAmount(_Rule):
+    """rate × fact, then clamped to [floor_fen, cap_fen]."""
+
+    kind: Literal["rate"]
+    fact: str
+    rate: Decimal = Field(gt=0, le=10)
+    floor_fen: Fen | None = None
+    cap_fen: Fen | None = None
+    rounding: Rounding = Rounding.HALF_UP
+
+    @model_validator(mode="after")
+    def _check(self) -> RateAmount:
+        _numeric_fact(self.fact)
+        if self.floor_fen is not None and self.cap_fen is not None:
+            if self.floor_fen > self.cap_fen:
+                raise ValueError("floor_fen must not exceed cap_fen")
+        return self
+
+
+class Tier(_Rule):
+    at_least: int
+    amount_fen: Fen
+
+
+class TieredAmount(_Rule):
+    """The amount of the highest tier whose threshold the fact reaches; none below all."""
+
+    kind: Literal["tiers"]
+    fact: str
+    tiers: list[Tier] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TieredAmount:
+        _numeric_fact(self.fact)
+        thresholds = [t.at_least for t in self.tiers]
+        if thresholds != sorted(set(thresholds)):
+            raise ValueError("tiers must have strictly increasing at_least")
+        return self
+
+
+AmountRule = Annotated[FixedAmount | RateAmount | TieredAmount, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[AmountRule] = TypeAdapter(AmountRule)
+
+
+def parse_amount_rule(raw: object, root: str = "amount_rule") -> AmountRule:
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidRule(
+            [
+                RuleError(
+                    format_path(_without_tag(e["loc"]), root),
+                    str(e["msg"]).removeprefix("Value error, "),
+                )
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+def _without_tag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    return loc[1:] if loc and loc[0] in {"fixed", "rate", "tiers"} else loc
+
+
+def amount_rule_to_json(rule: AmountRule) -> object:
+    return _ADAPTER.dump_python(rule, mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class AmountResult:
+    amount_fen: int | None
+    explanation: str
+
+
+def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountResult:
+    if isinstance(rule, FixedAmount):
+        return AmountResult(rule.amount_fen, f"定额 {format_yuan(rule.amount_fen)}")
+    known = facts.get(rule.fact)
+    label = FACT_KINDS[rule.fact].label
+    if known is None or isinstance(known.value, bool) or not isinstance(known.value, int):
+        return AmountResult(None, f"缺少{label}，无法计算金额")
+    base = known.value
+    if isinstance(rule, RateAmount):
+        raw = (Decimal(base) * rule.rate).quantize(Decimal(1), _DECIMAL_ROUNDING[rule.rounding])
+        amount = max(int(raw), 0)
+        note = f"{label} {format_yuan(base)} × {rule.rate} = {format_yuan(amount)}"
+        if rule.floor_fen is not None and amount < rule.floor_fen:
+            amount = rule.floor_fen
+            note += f"，按下限 {format_yuan(amount)}"
+        if rule.cap_fen is not None and amount > rule.cap_fen:
+            amount = rule.cap_fen
+            note += f"，按上限 {format_yuan(amount)}"
+        return AmountResult(amount, note)
+    reached = [t for t in rule.tiers if base >= t.at_least]
+    if not reached:
+        return AmountResult(0, f"{label} 未达到最低档")
+    tier = reached[-1]
+    return AmountResult(tier.amount_fen, f"{label} ≥ {tier.at_least}，{format_yuan(tier.amount_fen)}")
+
+
+def format_yuan(fen: int) -> str:
+    """Display form of an amount in fen, e.g. 1234567 -> '12,345.67元'."""
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{sign}{yuan:,}.{cents:02d}元"

@@ -1,0 +1,133 @@
+"""Enterprise registry services: listing, detail, and the facts the rules read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from domain.access import Actor, require_enterprise_access
+from domain.errors import NotFound
+from domain.facts import FACT_KINDS, FactValue, coerce_fact_value
+from domain.rules import KnownFact
+from models.enterprise import (
+    BankAccount,
+    BankAccountPublic,
+    Enterprise,
+    EnterpriseDetail,
+    EnterprisePublic,
+    Fact,
+    FactPublic,
+    mask_account,
+)
+from models.reference import Role
+
+
+async def get_enterprise(session: AsyncSession, uscc: str) -> Enterprise:
+    enterprise = await session.get(Enterprise, uscc)
+    if enterprise is None:
+        raise NotFound(f"enterprise {uscc} not found")
+    return enterprise
+
+
+async def list_enterprises(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    region_code: str | None,
+    industry_prefix: str | None,
+    q: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[int, list[EnterprisePublic]]:
+    query = select(Enterprise)
+    if actor.role is Role.ENTERPRISE:
+        query = query.where(Enterprise.uscc == actor.enterprise_uscc)
+    if region_code:
+        query = query.where(Enterprise.region_code == region_code)
+    if industry_prefix:
+        query = query.where(col(Enterprise.industry_code).startswith(industry_prefix))
+    if q:
+        query = query.where(
+            sa.or_(col(Enterprise.name).contains(q), col(Enterprise.uscc).startswith(q))
+        )
+    total = await session.scalar(select(sa.func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(col(Enterprise.uscc)).offset(offset).limit(limit)
+    )
+    return int(total or 0), [EnterprisePublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+async def enterprise_detail(session: AsyncSession, actor: Actor, uscc: str) -> EnterpriseDetail:
+    require_enterprise_access(actor, uscc)
+    enterprise = await get_enterprise(session, uscc)
+    accounts = await session.scalars(
+        select(BankAccount).where(BankAccount.uscc == uscc).order_by(col(BankAccount.id))
+    )
+    facts = await latest_facts(session, [uscc])
+    return EnterpriseDetail(
+        **EnterprisePublic.model_validate(enterprise, from_attributes=True).model_dump(),
+        accounts=[
+            BankAccountPublic(
+                id=a.id or 0,
+                bank_name=a.bank_name,
+                account_name=a.account_name,
+                account_number_masked=mask_account(a.account_number),
+                is_default=a.is_default,
+            )
+            for a in accounts
+        ],
+        facts=[
+            FactPublic(
+                kind=f.kind,
+                label=FACT_KINDS[f.kind].label,
+                value=f.value,
+                period=f.period,
+                source=f.source,
+                fetched_at=f.fetched_at,
+            )
+            for f in sorted(facts.get(uscc, {}).values(), key=lambda f: f.kind)
+        ],
+    )
+
+
+async def latest_facts(session: AsyncSession, usccs: Iterable[str]) -> dict[str, dict[str, Fact]]:
+    """For each firm, the fact of each kind with the latest period (newer supersedes older)."""
+    wanted = list(usccs)
+    newest = (
+        select(Fact.uscc, Fact.kind, sa.func.max(Fact.period_end).label("period_end"))
+        .where(col(Fact.uscc).in_(wanted))
+        .group_by(col(Fact.uscc), col(Fact.kind))
+        .subquery()
+    )
+    rows = await session.scalars(
+        select(Fact).join(
+            newest,
+            sa.and_(
+                Fact.uscc == newest.c.uscc,
+                Fact.kind == newest.c.kind,
+                Fact.period_end == newest.c.period_end,
+            ),
+        )
+    )
+    out: dict[str, dict[str, Fact]] = {u: {} for u in wanted}
+    for fact in rows:
+        out[fact.uscc][fact.kind] = fact
+    return out
+
+
+async def known_facts(session: AsyncSession, uscc: str) -> dict[str, KnownFact]:
+    """Everything the rule evaluator may read about one firm."""
+    enterprise = await get_enterprise(session, uscc)
+    known: dict[str, KnownFact] = {
+        "region_code": KnownFact(enterprise.region_code),
+        "industry_code": KnownFact(enterprise.industry_code),
+        "size_class": KnownFact(enterprise.size_class),
+        "established_on": KnownFact(enterprise.established_on),
+    }
+    for kind, fact in (await latest_facts(session, [uscc]))[uscc].items():
+        value: FactValue = coerce_fact_value(FACT_KINDS[kind], fact.value)
+        known[kind] = KnownFact(value, fact.period_end)
+    return known

@@ -1,0 +1,389 @@
+"""The eligibility rule language (条件准入) and its single-pair evaluator.
+
+People write rules in YAML; they are stored as JSON. A rule is a tree of nodes:
+
+    all: [node, ...]        every child must pass
+    any: [node, ...]        at least one child must pass
+    not: node               the child must fail
+    fact: NAME              a comparison over one named fact (domain.facts)
+      op: eq|ne|gt|gte|lt|lte|in|not_in|prefix|between
+      value: ...
+    manual: TEXT            a free-text condition no machine can check
+
+Evaluation is three-valued: a condition passes, fails, or is unknown because its
+fact is missing or too old, or because it is manual. `all`/`any`/`not` combine
+these with Kleene logic, so a verdict is `eligible` only when it is proven.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from domain.facts import FACT_KINDS, FactKind, FactType, FactValue, coerce_fact_value
+
+Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "prefix", "between"]
+
+_SCALAR_OPS = {"eq", "ne", "gt", "gte", "lt", "lte"}
+_LIST_OPS = {"in", "not_in", "prefix"}
+_OPS_BY_TYPE: dict[FactType, set[str]] = {
+    FactType.INT: _SCALAR_OPS | {"in", "not_in", "between"},
+    FactType.DATE: _SCALAR_OPS | {"between"},
+    FactType.STR: {"eq", "ne", "in", "not_in", "prefix"},
+    FactType.BOOL: {"eq", "ne"},
+}
+_OP_SYMBOL = {
+    "eq": "=",
+    "ne": "≠",
+    "gt": ">",
+    "gte": "≥",
+    "lt": "<",
+    "lte": "≤",
+    "in": "属于",
+    "not_in": "不属于",
+    "prefix": "以此开头",
+    "between": "介于",
+}
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Condition(_Node):
+    fact: str
+    op: Op
+    value: Any
+    label: str | None = Field(default=None, description="Chinese wording shown to people")
+
+    @field_validator("fact")
+    @classmethod
+    def _known_fact(cls, fact: str) -> str:
+        if fact not in FACT_KINDS:
+            raise ValueError(f"unknown fact '{fact}'")
+        return fact
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        fact, op = info.data.get("fact"), info.data.get("op")
+        if fact is None or op is None:
+            return value  # the fact or op error is reported already
+        kind = FACT_KINDS[fact]
+        if op not in _OPS_BY_TYPE[kind.type]:
+            raise ValueError(f"operator '{op}' does not apply to {kind.type.value} fact '{fact}'")
+        if op in _SCALAR_OPS:
+            return _coerce(kind, value, op)
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"operator '{op}' needs a non-empty list")
+        if op == "prefix":
+            if not all(isinstance(v, str) and v for v in value):
+                raise ValueError("prefixes must be non-empty strings")
+            return list(value)
+        items = [_coerce(kind, v, op) for v in value]
+        if op == "between":
+            if len(items) != 2:
+                raise ValueError("between needs [low, high]")
+            if items[0] > items[1]:
+                raise ValueError("between needs low <= high")
+        return items
+
+
+def _coerce(kind: FactKind, raw: Any, op: str) -> FactValue:
+    try:
+        value = coerce_fact_value(kind, raw)
+    except ValueError as exc:
+        raise ValueError(f"value for '{kind.name}': {exc}") from None
+    if kind.choices is not None and op in {"gt", "gte", "lt", "lte"}:
+        raise ValueError("categorical facts are compared with eq, ne, in or not_in")
+    return value
+
+
+class ManualCondition(_Node):
+    manual: str = Field(min_length=1)
+
+
+class AllOf(_Node):
+    all: list[RuleNode] = Field(min_length=1)
+
+
+class AnyOf(_Node):
+    any: list[RuleNode] = Field(min_length=1)
+
+
+class NotRule(_Node):
+    not_: RuleNode = Field(alias="not")
+
+
+def _node_kind(raw: Any) -> str | None:
+    if isinstance(raw, BaseModel):
+        return type(raw).__name__
+    if isinstance(raw, dict):
+        for key, tag in (
+            ("all", "AllOf"),
+            ("any", "AnyOf"),
+            ("not", "NotRule"),
+            ("manual", "ManualCondition"),
+            ("fact", "Condition"),
+        ):
+            if key in raw:
+                return tag
+    return None
+
+
+RuleNode = Annotated[
+    Annotated[AllOf, Tag("AllOf")]
+    | Annotated[AnyOf, Tag("AnyOf")]
+    | Annotated[NotRule, Tag("NotRule")]
+    | Annotated[ManualCondition, Tag("ManualCondition")]
+    | Annotated[Condition, Tag("Condition")],
+    Discriminator(
+        _node_kind,
+        custom_error_type="invalid_rule_node",
+        custom_error_message="a rule node needs one of the keys all, any, not, fact, manual",
+    ),
+]
+
+for _model in (AllOf, AnyOf, NotRule):
+    _model.model_rebuild()
+
+_RULE_ADAPTER: TypeAdapter[RuleNode] = TypeAdapter(RuleNode)
+_TAGS = {"AllOf", "AnyOf", "NotRule", "ManualCondition", "Condition"}
+
+
+@dataclass(frozen=True)
+class RuleError:
+    path: str
+    message: str
+
+
+class InvalidRule(ValueError):
+    def __init__(self, errors: list[RuleError]) -> None:
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def format_path(loc: Sequence[int | str], root: str = "") -> str:
+    """Render a pydantic error location as `all[2].any[0].value`, without union tags."""
+    out = root
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TAGS:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out or "$"
+
+
+def parse_rule(raw: Any, root: str = "") -> RuleNode:
+    try:
+        return _RULE_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidRule(
+            [RuleError(format_path(e["loc"], root), _message(e)) for e in exc.errors()]
+        ) from None
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def rule_to_json(rule: RuleNode) -> Any:
+    return _RULE_ADAPTER.dump_python(rule, mode="json", by_alias=True, exclude_none=True)
+
+
+# ----- evaluation -----------------------------------------------------------------
+
+
+class Outcome(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+class UnknownReason(enum.StrEnum):
+    MISSING = "missing"
+    STALE = "stale"
+    MANUAL = "manual"
+
+
+class Verdict(enum.StrEnum):
+    ELIGIBLE = "eligible"
+    POSSIBLY_ELIGIBLE = "possibly_eligible"
+    NOT_ELIGIBLE = "not_eligible"
+
+
+@dataclass(frozen=True)
+class KnownFact:
+    value: FactValue
+    period_end: date | None = None  # None for profile facts, which never go stale
+
+
+class ConditionResult(BaseModel):
+    path: str
+    description: str
+    outcome: Outcome
+    fact: str | None = None
+    expected: Any = None
+    actual: Any = None
+    reason: UnknownReason | None = None
+
+
+class Evaluation(BaseModel):
+    verdict: Verdict
+    conditions: list[ConditionResult]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, list):
+        return "、".join(_show(v) for v in value)
+    return str(value)
+
+
+def describe(condition: Condition) -> str:
+    if condition.label:
+        return condition.label
+    kind = FACT_KINDS[condition.fact]
+    unit = f" {kind.unit}" if kind.unit else ""
+    return f"{kind.label} {_OP_SYMBOL[condition.op]} {_show(condition.value)}{unit}"
+
+
+def _child(path: str, segment: str) -> str:
+    return f"{path}.{segment}" if path else segment
+
+
+def evaluate(rule: RuleNode, facts: Mapping[str, KnownFact], as_of: date) -> Evaluation:
+    """Evaluate one enterprise's facts against one rule, with a result per leaf."""
+    results: list[ConditionResult] = []
+    outcome = _eval(rule, facts, as_of, "", results)
+    verdict = {
+        Outcome.PASS: Verdict.ELIGIBLE,
+        Outcome.UNKNOWN: Verdict.POSSIBLY_ELIGIBLE,
+        Outcome.FAIL: Verdict.NOT_ELIGIBLE,
+    }[outcome]
+    return Evaluation(verdict=verdict, conditions=results)
+
+
+def _eval(
+    node: RuleNode,
+    facts: Mapping[str, KnownFact],
+    as_of: date,
+    path: str,
+    results: list[ConditionResult],
+    negated: bool = False,
+) -> Outcome:
+    """Return the node's outcome. Under an odd number of `not`s (negated) a leaf reports
+    whether its negation holds, so every reported outcome reads toward eligibility."""
+    if isinstance(node, AllOf):
+        outs = [
+            _eval(c, facts, as_of, _child(path, f"all[{i}]"), results, negated)
+            for i, c in enumerate(node.all)
+        ]
+        if Outcome.FAIL in outs:
+            return Outcome.FAIL
+        return Outcome.UNKNOWN if Outcome.UNKNOWN in outs else Outcome.PASS
+    if isinstance(node, AnyOf):
+        outs = [
+            _eval(c, facts, as_of, _child(path, f"any[{i}]"), results, negated)
+            for i, c in enumerate(node.any)
+        ]
+        if Outcome.PASS in outs:
+            return Outcome.PASS
+        return Outcome.UNKNOWN if Outcome.UNKNOWN in outs else Outcome.FAIL
+    if isinstance(node, NotRule):
+        return _flip(
+            _eval(node.not_, facts, as_of, _child(path, "not"), results, not negated), True
+        )
+    leaf_path = path or "$"
+    if isinstance(node, ManualCondition):
+        results.append(
+            ConditionResult(
+                path=leaf_path,
+                description=node.manual,
+                outcome=Outcome.UNKNOWN,
+                reason=UnknownReason.MANUAL,
+            )
+        )
+        return Outcome.UNKNOWN
+    outcome, reason, actual = _compare(node, facts, as_of)
+    reported = _flip(outcome, negated)
+    results.append(
+        ConditionResult(
+            path=leaf_path,
+            description=("并非：" if negated else "") + describe(node),
+            outcome=reported,
+            fact=node.fact,
+            expected=node.value,
+            actual=actual,
+            reason=reason,
+        )
+    )
+    return outcome
+
+
+def _flip(outcome: Outcome, flip: bool) -> Outcome:
+    if not flip:
+        return outcome
+    return {Outcome.PASS: Outcome.FAIL, Outcome.FAIL: Outcome.PASS}.get(outcome, outcome)
+
+
+def is_stale(kind: FactKind, known: KnownFact, as_of: date) -> bool:
+    if kind.max_age_days is None or known.period_end is None:
+        return False
+    return known.period_end < as_of - timedelta(days=kind.max_age_days)
+
+
+def _compare(
+    cond: Condition, facts: Mapping[str, KnownFact], as_of: date
+) -> tuple[Outcome, UnknownReason | None, FactValue | None]:
+    known = facts.get(cond.fact)
+    if known is None:
+        return Outcome.UNKNOWN, UnknownReason.MISSING, None
+    if is_stale(FACT_KINDS[cond.fact], known, as_of):
+        return Outcome.UNKNOWN, UnknownReason.STALE, known.value
+    ok = compare_value(cond.op, known.value, cond.value)
+    return (Outcome.PASS if ok else Outcome.FAIL), None, known.value
+
+
+def compare_value(op: str, actual: Any, expected: Any) -> bool:
+    match op:
+        case "eq":
+            return bool(actual == expected)
+        case "ne":
+            return bool(actual != expected)
+        case "gt":
+            return bool(actual > expected)
+        case "gte":
+            return bool(actual >= expected)
+        case "lt":
+            return bool(actual < expected)
+        case "lte":
+            return bool(actual <= expected)
+        case "in":
+            return actual in expected
+        case "not_in":
+            return actual not in expected
+        case "prefix":
+            return any(str(actual).startswith(p) for p in expected)
+        case "between":
+            return bool(expected[0] <= actual <= expected[1])
+    raise ValueError(f"unknown operator {op}")

@@ -1,0 +1,307 @@
+"""Policy library (政策库): documents, items and their immutable versions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import Field as PydanticField
+from sqlmodel import Field, SQLModel
+
+from models.types import UTCDateTime, utcnow
+
+
+class Category(enum.StrEnum):
+    RECOGNITION = "recognition"
+    COMMITMENT = "commitment"
+    APPLICATION = "application"
+
+
+class Level(enum.StrEnum):
+    PROVINCE = "province"
+    CITY = "city"
+    DISTRICT = "district"
+
+
+class VersionStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    PUBLISHED = "published"
+    SUPERSEDED = "superseded"
+    SUSPENDED = "suspended"
+    EXPIRED = "expired"
+
+
+class Stage(enum.StrEnum):
+    """Stages of a case; each item version names who acts at each and in how long."""
+
+    IDENTIFY = "identify"
+    JOINT_REVIEW = "joint_review"
+    DEPARTMENT_REVIEW = "department_review"
+    FINANCE_REVIEW = "finance_review"
+    PREPAYMENT = "prepayment"
+    COMPLETION_REVIEW = "completion_review"
+    SETTLEMENT = "settlement"
+    PAYMENT = "payment"
+
+
+STAGES_BY_CATEGORY: dict[Category, tuple[Stage, ...]] = {
+    Category.RECOGNITION: (
+        Stage.IDENTIFY,
+        Stage.DEPARTMENT_REVIEW,
+        Stage.FINANCE_REVIEW,
+        Stage.PAYMENT,
+    ),
+    Category.COMMITMENT: (
+        Stage.JOINT_REVIEW,
+        Stage.PREPAYMENT,
+        Stage.COMPLETION_REVIEW,
+        Stage.SETTLEMENT,
+    ),
+    Category.APPLICATION: (Stage.DEPARTMENT_REVIEW, Stage.FINANCE_REVIEW, Stage.PAYMENT),
+}
+FINANCE_STAGES = frozenset({Stage.FINANCE_REVIEW, Stage.PAYMENT, Stage.PREPAYMENT, Stage.SETTLEMENT})
+
+
+class PolicyDocument(SQLModel, table=True):
+    __tablename__ = "policy_document"
+
+    id: int | None = Field(default=None, primary_key=True)
+    doc_number: str = Field(max_length=64, unique=True)
+    title: str = Field(max_length=256)
+    issuer: str = Field(max_length=128)
+    level: Level = Field(sa_type=sa.String(16))
+    issued_on: date
+    text: str = Field(default="", sa_type=sa.Text)
+
+
+class PolicyItem(SQLModel, table=True):
+    __tablename__ = "policy_item"
+
+    code: str = Field(primary_key=True, max_length=40)
+    document_id: int = Field(foreign_key="policy_document.id", index=True)
+    department_code: str = Field(foreign_key="department.code", max_length=32, index=True)
+    region_code: str = Field(foreign_key="region.code", max_length=16, index=True)
+    latest_version: int = 1
+    published_version: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PolicyItemVersion(SQLModel, table=True):
+    """One version of an item. Content is frozen from submission on; only status moves."""
+
+    __tablename__ = "policy_item_version"
+    __table_args__ = (sa.UniqueConstraint("item_code", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_code: str = Field(foreign_key="policy_item.code", max_length=40, index=True)
+    version: int
+    status: VersionStatus = Field(sa_type=sa.String(16), index=True)
+    title: str = Field(max_length=256, index=True)
+    summary: str = Field(default="", sa_type=sa.Text)
+    category: Category = Field(sa_type=sa.String(16), index=True)
+    eligibility: Any = Field(sa_type=sa.JSON)
+    amount_rule: Any = Field(sa_type=sa.JSON)
+    annual_quota_fen: int = Field(sa_type=sa.BigInteger)
+    exclusivity_group: str | None = Field(default=None, max_length=64)
+    stages: Any = Field(sa_type=sa.JSON)
+    valid_from: date
+    valid_to: date
+    author: str = Field(foreign_key="user.name", max_length=64)
+    change_reason: str = Field(default="", sa_type=sa.Text)
+    money_changed: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    submitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    review_workflow_id: str | None = Field(default=None, max_length=128)
+
+
+class PolicyChangeEvent(SQLModel, table=True):
+    """Who did what to an item version, when and why (the library's audit trail)."""
+
+    __tablename__ = "policy_change_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_code: str = Field(foreign_key="policy_item.code", max_length=40, index=True)
+    version: int
+    action: str = Field(max_length=32)
+    actor: str = Field(max_length=64)
+    actor_role: str = Field(max_length=32)
+    reason: str = Field(default="", sa_type=sa.Text)
+    details: Any = Field(default=None, sa_type=sa.JSON)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class StageWarning(SQLModel, table=True):
+    """A stage not acted on within its time limit (预警)."""
+
+    __tablename__ = "stage_warning"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=128, index=True)  # workflow id of the case or change
+    stage: str = Field(max_length=32)
+    department_code: str | None = Field(default=None, max_length=32, index=True)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    raised_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    escalated_to_role: str = Field(max_length=32)
+    message: str = Field(sa_type=sa.Text)
+    resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# ----- payloads -------------------------------------------------------------------
+
+
+class StageLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage
+    department_code: str = PydanticField(min_length=1, max_length=32)
+    working_days: int = PydanticField(ge=1, le=60)
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    doc_number: str = PydanticField(min_length=3, max_length=64)
+    title: str = PydanticField(min_length=1, max_length=256)
+    issuer: str = PydanticField(min_length=1, max_length=128)
+    level: Level
+    issued_on: date
+    text: str = ""
+
+
+class ItemContent(BaseModel):
+    """The editable content of a version. Rules arrive as JSON (or YAML, parsed first)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    title: str = PydanticField(min_length=1, max_length=256)
+    summary: str = ""
+    category: Category
+    eligibility: Any
+    amount_rule: Any
+    annual_quota_fen: int = PydanticField(ge=0, strict=True)
+    exclusivity_group: str | None = PydanticField(default=None, max_length=64)
+    stages: list[StageLimit]
+    valid_from: date
+    valid_to: date
+
+    @field_validator("eligibility", "amount_rule", mode="before")
+    @classmethod
+    def _yaml_text(cls, value: Any) -> Any:
+        """People write rules in YAML; a string is parsed as YAML (JSON is YAML too)."""
+        if isinstance(value, str):
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"not valid YAML: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _window_and_stages(self) -> ItemContent:
+        if self.valid_to < self.valid_from:
+            raise ValueError("valid_to must not be before valid_from")
+        wanted = STAGES_BY_CATEGORY[self.category]
+        given = tuple(s.stage for s in self.stages)
+        if given != wanted:
+            names = ", ".join(s.value for s in wanted)
+            raise ValueError(f"stages of a {self.category.value} item must be, in order: {names}")
+        return self
+
+
+class ItemCreate(ItemContent):
+    code: str = PydanticField(pattern=r"^[A-Z0-9][A-Z0-9-]{2,39}$")
+    document: DocumentIn
+    department_code: str
+    region_code: str
+    change_reason: str = PydanticField(min_length=1)
+
+
+class DraftUpdate(ItemContent):
+    change_reason: str = PydanticField(min_length=1)
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    comment: str = ""
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = PydanticField(min_length=1)
+
+
+class Suspension(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = PydanticField(min_length=1)
+
+
+class VersionPublic(BaseModel):
+    version: int
+    status: VersionStatus
+    title: str
+    summary: str
+    category: Category
+    eligibility: Any
+    amount_rule: Any
+    annual_quota_fen: int
+    exclusivity_group: str | None
+    stages: list[StageLimit]
+    valid_from: date
+    valid_to: date
+    author: str
+    change_reason: str
+    money_changed: bool
+    created_at: datetime
+    submitted_at: datetime | None
+    published_at: datetime | None
+
+
+class ChangeEventPublic(BaseModel):
+    version: int
+    action: str
+    actor: str
+    actor_role: str
+    reason: str
+    details: Any
+    at: datetime
+
+
+class ItemSummary(BaseModel):
+    code: str
+    title: str
+    category: Category
+    department_code: str
+    region_code: str
+    status: VersionStatus
+    latest_version: int
+    published_version: int | None
+    annual_quota_fen: int
+    valid_from: date
+    valid_to: date
+
+
+class DocumentPublic(BaseModel):
+    doc_number: str
+    title: str
+    issuer: str
+    level: Level
+    issued_on: date
+
+
+class ItemDetail(BaseModel):
+    code: str
+    department_code: str
+    region_code: str
+    document: DocumentPublic
+    latest_version: int
+    published_version: int | None
+    versions: list[VersionPublic]
+    history: list[ChangeEventPublic]

@@ -1,0 +1,71 @@
+"""The worker that hosts zhida's workflows and activities on the main task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.policy_library import PolicyLibraryActivities
+from core.db import make_engine, make_sessionmaker
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from core.workdays import WorkingCalendar, parse_days
+from workflows.policy_change import PolicyChangeWorkflow
+
+log = structlog.get_logger()
+
+WORKFLOWS = [PolicyChangeWorkflow]
+
+
+def calendar_from(settings: Settings) -> WorkingCalendar:
+    return WorkingCalendar(
+        country=settings.holiday_country,
+        extra_holidays=parse_days(settings.extra_holidays),
+        extra_working_days=parse_days(settings.extra_working_days),
+    )
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    calendar: WorkingCalendar,
+) -> Worker:
+    library = PolicyLibraryActivities(sessionmaker, calendar)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[library.working_deadline, library.record_review, library.publish_version, library.raise_overdue],
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    engine = make_engine(settings.database_url, echo=settings.sql_echo)
+    client = await connect(settings, identity="zhida-worker")
+    worker = build_worker(client, settings.task_queue, make_sessionmaker(engine), calendar_from(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace)
+    async with worker:
+        await stop.wait()
+    await engine.dispose()
+    log.info("worker.stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Policy-change approval: a submitted item version on its way to publication."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.policy_library import PolicyLibraryActivities
+    from models import search_attributes as sa_keys
+    from models.policy_change import (
+        REVIEWER_ROLE,
+        ChangeStage,
+        DeadlineRequest,
+        PolicyChangeInput,
+        PolicyChangeState,
+        ReviewDecision,
+        ReviewOutcome,
+        ReviewRecord,
+        StageOverdue,
+    )
+    from models.reference import Actor
+
+DB_ACTIVITY = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(
+        maximum_interval=timedelta(seconds=30), non_retryable_error_types=["Conflict", "NotFound"]
+    ),
+)
+
+
+@workflow.defn
+class PolicyChangeWorkflow:
+    """Takes one submitted version through approval to publication.
+
+    Stages: department_head_review, then finance_review when the amount rule or the
+    quota changes, then published (or rejected: the version goes back to draft).
+    Updates: `approve` and `reject` (validators refuse a wrong role, department or
+    region, a stage that is not open, and the author reviewing their own change).
+    Query: `state`. A stage not acted on by its working-day deadline raises a
+    warning once, flags the workflow overdue and keeps waiting.
+    """
+
+    @workflow.init
+    def __init__(self, input: PolicyChangeInput) -> None:
+        self._input = input
+        self._stage = ChangeStage.DEPARTMENT_HEAD_REVIEW
+        self._due_at: datetime | None = None
+        self._overdue = False
+        self._pending: ReviewRecord | None = None
+        self._pending_actor: Actor | None = None
+        self._decisions: list[ReviewRecord] = []
+
+    @workflow.run
+    async def run(self, input: PolicyChangeInput) -> PolicyChangeState:
+        stages = [(ChangeStage.DEPARTMENT_HEAD_REVIEW, input.head_review_days)]
+        if input.money_changed:
+            stages.append((ChangeStage.FINANCE_REVIEW, input.finance_review_days))
+        for stage, days in stages:
+            record = await self._review(stage, days)
+            outcome = ReviewOutcome(
+                item_code=input.item_code,
+                version=input.version,
+                stage=stage,
+                approved=record.decision == "approved",
+                actor=self._reviewer(),
+                comment=record.comment,
+                subject=workflow.info().workflow_id,
+            )
+            await workflow.execute_activity_method(
+                PolicyLibraryActivities.record_review, outcome, **DB_ACTIVITY
+            )
+            if not outcome.approved:
+                self._finish(ChangeStage.REJECTED)
+                return await self._done()
+        await workflow.execute_activity_method(
+            PolicyLibraryActivities.publish_version, input, **DB_ACTIVITY
+        )
+        self._finish(ChangeStage.PUBLISHED)
+        return await self._done()
+
+    async def _review(self, stage: ChangeStage, working_days: int) -> ReviewRecord:
+        self._stage, self._overdue = stage, False
+        self._pending = self._pending_actor = None
+        self._due_at = await workflow.execute_activity_method(
+            PolicyLibraryActivities.working_deadline,
+            DeadlineRequest(start=workflow.now(), working_days=working_days),
+            **DB_ACTIVITY,
+        )
+        workflow.upsert_search_attributes(
+            [sa_keys.STAGE.value_set(stage.value), sa_keys.OVERDUE.value_set(False)]
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self._pending is not None,
+                timeout=max(self._due_at - workflow.now(), timedelta(0)),
+            )
+        except asyncio.TimeoutError:
+            await self._raise_overdue(stage)
+            await workflow.wait_condition(lambda: self._pending is not None)
+        assert self._pending is not None
+        return self._pending
+
+    async def _raise_overdue(self, stage: ChangeStage) -> None:
+        self._overdue = True
+        workflow.upsert_search_attributes([sa_keys.OVERDUE.value_set(True)])
+        assert self._due_at is not None
+        department = (
+            self._input.department_code
+            if stage is ChangeStage.DEPARTMENT_HEAD_REVIEW
+            else self._input.finance_department_code
+        )
+        await workflow.execute_activity_method(
+            PolicyLibraryActivities.raise_overdue,
+            StageOverdue(
+                subject=workflow.info().workflow_id,
+                item_code=self._input.item_code,
+                version=self._input.version,
+                stage=stage,
+                department_code=department,
+                due_at=self._due_at,
+            ),
+            **DB_ACTIVITY,
+        )
+
+    def _reviewer(self) -> Actor:
+        assert self._pending_actor is not None
+        return self._pending_actor
+
+    def _finish(self, stage: ChangeStage) -> None:
+        self._stage, self._due_at, self._overdue = stage, None, False
+        workflow.upsert_search_attributes(
+            [sa_keys.STAGE.value_set(stage.value), sa_keys.OVERDUE.value_set(False)]
+        )
+
+    async def _done(self) -> PolicyChangeState:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.state()
+
+    # ----- updates and query ------------------------------------------------------
+
+    @workflow.update
+    def approve(self, decision: ReviewDecision) -> PolicyChangeState:
+        return self._decide("approved", decision)
+
+    @approve.validator
+    def validate_approve(self, decision: ReviewDecision) -> None:
+        self._check_reviewer(decision)
+
+    @workflow.update
+    def reject(self, decision: ReviewDecision) -> PolicyChangeState:
+        return self._decide("rejected", decision)
+
+    @reject.validator
+    def validate_reject(self, decision: ReviewDecision) -> None:
+        self._check_reviewer(decision)
+        if not decision.comment.strip():
+            raise ApplicationError("a rejection needs a reason", type="InvalidInput")
+
+    @workflow.query
+    def state(self) -> PolicyChangeState:
+        role = REVIEWER_ROLE.get(self._stage)
+        department = None
+        if self._stage is ChangeStage.DEPARTMENT_HEAD_REVIEW:
+            department = self._input.department_code
+        elif self._stage is ChangeStage.FINANCE_REVIEW:
+            department = self._input.finance_department_code
+        return PolicyChangeState(
+            item_code=self._input.item_code,
+            version=self._input.version,
+            stage=self._stage,
+            waiting_for_role=role if self._pending is None else None,
+            waiting_for_department=department if self._pending is None else None,
+            due_at=self._due_at,
+            overdue=self._overdue,
+            decisions=list(self._decisions),
+        )
+
+    def _decide(self, decision: str, request: ReviewDecision) -> PolicyChangeState:
+        record = ReviewRecord(
+            stage=self._stage,
+            decision=decision,
+            actor=request.actor.name,
+            comment=request.comment,
+            at=workflow.now(),
+        )
+        self._pending, self._pending_actor = record, request.actor
+        self._decisions.append(record)
+        return self.state()
+
+    def _check_reviewer(self, decision: ReviewDecision) -> None:
+        role = REVIEWER_ROLE.get(self._stage)
+        if role is None or self._pending is not None:
+            raise ApplicationError(f"stage {self._stage.value} takes no decision", type="WrongStage")
+        actor = decision.actor
+        if actor.role is not role:
+            raise ApplicationError(
+                f"stage {self._stage.value} is decided by {role.value}, not {actor.role.value}",
+                type="Forbidden",
+            )
+        wanted = (
+            self._input.department_code
+            if self._stage is ChangeStage.DEPARTMENT_HEAD_REVIEW
+            else self._input.finance_department_code
+        )
+        if actor.department_code != wanted:
+            raise ApplicationError(
+                f"stage {self._stage.value} is decided by department {wanted}", type="Forbidden"
+            )
+        if actor.name == self._input.author:
+            raise ApplicationError("the author may not approve their own change", type="Forbidden")
