@@ -58,7 +58,7 @@ class RateAmount(_Rule):
 
     kind: Literal["rate"]
     fact: str
-    rate: Decimal = Field(gt=0, le=10)
+    rate: Decimal = Field(gt=0, le=1_000_000)
     floor_fen: Fen | None = None
     cap_fen: Fen | None = None
     rounding: Rounding = Rounding.HALF_UP
@@ -134,10 +134,13 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
     if known is None or isinstance(known.value, bool) or not isinstance(known.value, int):
         return AmountResult(None, f"缺少{label}，无法计算金额")
     base = known.value
+    shown = format_quantity(rule.fact, base)
     if isinstance(rule, RateAmount):
         raw = (Decimal(base) * rule.rate).quantize(Decimal(1), _DECIMAL_ROUNDING[rule.rounding])
         amount = max(int(raw), 0)
-        note = f"{label} {format_yuan(base)} × {rule.rate} = {format_yuan(amount)}"
+        note = f"{label} {shown} × {rule.rate}分 = {format_yuan(amount)}"
+        if FACT_KINDS[rule.fact].unit == "分":
+            note = f"{label} {shown} × {rule.rate} = {format_yuan(amount)}"
         if rule.floor_fen is not None and amount < rule.floor_fen:
             amount = rule.floor_fen
             note += f"，按下限 {format_yuan(amount)}"
@@ -149,7 +152,15 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
     if not reached:
         return AmountResult(0, f"{label} 未达到最低档")
     tier = reached[-1]
-    return AmountResult(tier.amount_fen, f"{label} ≥ {tier.at_least}，{format_yuan(tier.amount_fen)}")
+    threshold = format_quantity(rule.fact, tier.at_least)
+    return AmountResult(tier.amount_fen, f"{label} {shown} ≥ {threshold}，{format_yuan(tier.amount_fen)}")
+
+
+def format_quantity(fact: str, value: int) -> str:
+    unit = FACT_KINDS[fact].unit
+    if unit.startswith("分"):
+        return format_yuan(value) + unit[1:]
+    return f"{value}{unit}"
 
 
 def format_yuan(fen: int) -> str:

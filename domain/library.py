@@ -199,7 +199,7 @@ async def _validated_content(session: AsyncSession, content: ItemContent) -> dic
             )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
-    values = content.model_dump(mode="json")
+    values = content.model_dump(mode="json", include=set(CONTENT_FIELDS))
     values.update(
         eligibility=eligibility,
         amount_rule=amount,

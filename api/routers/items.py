@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -119,11 +120,11 @@ async def submit(
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=TypedSearchAttributes(
             [
-                sa_keys.KIND.value_set("policy_change"),
-                sa_keys.ITEM_CODE.value_set(code),
-                sa_keys.REGION.value_set(change.region_code),
-                sa_keys.DEPARTMENT.value_set(change.department_code),
-                sa_keys.STAGE.value_set("submitted"),
+                SearchAttributePair(sa_keys.KIND, "policy_change"),
+                SearchAttributePair(sa_keys.ITEM_CODE, code),
+                SearchAttributePair(sa_keys.REGION, change.region_code),
+                SearchAttributePair(sa_keys.DEPARTMENT, change.department_code),
+                SearchAttributePair(sa_keys.STAGE, "submitted"),
             ]
         ),
     )

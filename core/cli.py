@@ -1,0 +1,219 @@
+"""The `zhida` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from core import migrate
+from core.db import make_engine, make_sessionmaker
+from core.devstack import (
+    Children,
+    DevServerConfig,
+    child_env,
+    prepare_namespace,
+    temporal_binary,
+    wait_for_http,
+    wait_for_temporal,
+)
+from core.logging import configure_logging
+from core.security import issue_token
+from core.settings import Settings, get_settings
+from core.workdays import SHANGHAI
+
+app = typer.Typer(help="zhida 直达: fiscal funds to enterprises, fast and traceable.", no_args_is_help=True)
+import_app = typer.Typer(help="Import public data platform exports.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+DEMO_USERS = ("admin", "jxj_staff", "jxj_head", "kjj_staff", "czj_staff", "auditor", "qiye")
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply database migrations."""
+    settings = _settings()
+    migrate.upgrade(settings.database_url)
+    typer.echo("database is at the latest migration")
+
+
+@app.command()
+def sample(
+    enterprises: Annotated[int, typer.Option(min=1, help="how many firms to generate")] = 2000,
+) -> None:
+    """Load the deterministic Huzhou sample data set (idempotent)."""
+    settings = _settings()
+    migrate.upgrade(settings.database_url)
+    summary = asyncio.run(_load_sample(settings, enterprises))
+    if summary.skipped:
+        typer.echo(f"registry already loaded; policy items added: {summary.items}")
+    else:
+        typer.echo(
+            f"loaded enterprises={summary.enterprises} facts={summary.facts} "
+            f"accounts={summary.accounts} items={summary.items}"
+        )
+
+
+async def _load_sample(settings: Settings, enterprises: int):  # type: ignore[no-untyped-def]
+    from domain.sample import load_sample
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            return await load_sample(session, enterprises, datetime.now(SHANGHAI).date())
+    finally:
+        await engine.dispose()
+
+
+@import_app.command("enterprises")
+def import_enterprises(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    format: Annotated[str | None, typer.Option(help="csv or jsonl; default from the file name")] = None,
+) -> None:
+    """Import enterprises, facts and accounts; a file with any bad row is rejected whole."""
+    from domain.errors import AppError
+
+    settings = _settings()
+    fmt = format or ("jsonl" if file.suffix in (".jsonl", ".ndjson") else "csv")
+    try:
+        report = asyncio.run(_import(settings, file.read_bytes(), fmt))
+    except AppError as exc:
+        typer.echo(f"rejected: {exc.detail}", err=True)
+        for error in exc.errors:
+            typer.echo(f"  {error.field}: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report.model_dump_json())
+
+
+async def _import(settings: Settings, content: bytes, fmt: str):  # type: ignore[no-untyped-def]
+    from domain.importer import import_content
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            return await import_content(session, content, fmt)
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def token(user: Annotated[str, typer.Option("--user", help="a user name, e.g. admin")]) -> None:
+    """Print a bearer token for a user."""
+    settings = _settings()
+    if not asyncio.run(_user_exists(settings, user)):
+        typer.echo(f"no such user: {user}", err=True)
+        raise typer.Exit(1)
+    typer.echo(issue_token(settings, user))
+
+
+async def _user_exists(settings: Settings, name: str) -> bool:
+    from models.reference import User
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await session.get(User, name) is not None
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker."""
+    from workers.main import main
+
+    main()
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API."""
+    settings = _settings()
+    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=settings.api_port)
+
+
+@app.command()
+def run(
+    enterprises: Annotated[int, typer.Option(min=1, help="sample firms on first start")] = 2000,
+    external_temporal: Annotated[
+        bool, typer.Option(help="use ZHIDA_TEMPORAL_ADDRESS instead of starting a dev server")
+    ] = False,
+) -> None:
+    """Start the whole platform on embedded defaults; Ctrl-C stops everything."""
+    settings = _settings()
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children as Ctrl-C does
+    migrate.upgrade(settings.database_url)
+    children = Children()
+    logs = settings.var_dir
+    try:
+        address = settings.temporal_address
+        ui = None
+        if not external_temporal:
+            config = DevServerConfig.load()
+            address = config.address
+            ui = f"http://{config.ip}:{config.ui_port}/namespaces/{config.namespace}/workflows"
+            children.start("temporal", config.command(temporal_binary()), dict(child_env(settings, address)), logs / "temporal.log")
+            asyncio.run(_prepare_temporal(config))
+        summary = asyncio.run(_load_sample(settings, enterprises))
+        env = child_env(settings, address)
+        children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
+        children.start(
+            "api",
+            [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
+             "--host", settings.api_host, "--port", str(settings.api_port)],
+            env,
+            logs / "api.log",
+        )
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        asyncio.run(wait_for_http(f"{base}/healthz"))
+        _banner(settings, base, ui, summary.skipped, time.monotonic() - started)
+        while (gone := children.exited()) is None:
+            time.sleep(0.5)
+        typer.echo(f"{gone} exited; stopping (see {logs / (gone + '.log')})", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping…")
+    finally:
+        children.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+async def _prepare_temporal(config: DevServerConfig) -> None:
+    client = await wait_for_temporal(config.address, config.namespace)
+    await prepare_namespace(client, config)
+
+
+def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, seconds: float) -> None:
+    lines = [
+        "",
+        f"zhida is up in {seconds:.0f}s ({'resumed with existing data' if resumed else 'sample data loaded'})",
+        f"  API        {base}/api/v1   (docs: {base}/docs, health: {base}/healthz)",
+    ]
+    if ui:
+        lines.append(f"  Temporal   {ui}")
+    lines.append(f"  Database   {settings.database_url}")
+    lines.append("  Demo tokens (Authorization: Bearer <token>):")
+    for user in DEMO_USERS:
+        lines.append(f"    {user:<10} {issue_token(settings, user)}")
+    lines.append("Ctrl-C stops everything.")
+    typer.echo("\n".join(lines))
+
+
