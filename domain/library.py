@@ -111,7 +111,7 @@ async def list_items(
         )
     total = await session.scalar(select(sa.func.count()).select_from(query.subquery()))
     rows = await session.execute(query.order_by(col(PolicyItem.code)).offset(offset).limit(limit))
-    return int(total or 0), [_summary(item, version) for item, version in rows.tuples()]
+    return int(total or 0), [_summary(item, version) for item, version in rows]
 
 
 def _summary(item: PolicyItem, version: PolicyItemVersion) -> ItemSummary:
@@ -440,8 +440,12 @@ async def publish_version(session: AsyncSession, code: str, version: int) -> Non
     row.status = VersionStatus.PUBLISHED
     row.published_at = utcnow()
     item.published_version = version
-    system = Actor(name="system", role=Role.ADMIN)
-    await _record(session, code, version, "published", system, "审批通过，自动发布")
+    session.add(
+        PolicyChangeEvent(
+            item_code=code, version=version, action="published", actor="system",
+            actor_role="system", reason="审批通过，自动发布",
+        )
+    )
     await session.flush()
 
 

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
@@ -116,15 +116,11 @@ class FactRow(_Row):
         period_end(value)
         return value
 
-    @model_validator(mode="after")
-    def _value(self) -> FactRow:
-        kind = FACT_KINDS.get(self.kind)
-        if kind is not None:
-            try:
-                self.value = coerce_fact_value(kind, self.value)
-            except ValueError as exc:
-                raise ValueError(f"value: {exc}") from None
-        return self
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = FACT_KINDS.get(info.data.get("kind", ""))
+        return value if kind is None else coerce_fact_value(kind, value)
 
     @property
     def typed_value(self) -> FactValue:

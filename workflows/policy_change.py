@@ -54,6 +54,10 @@ class PolicyChangeWorkflow:
         self._pending: ReviewRecord | None = None
         self._pending_actor: Actor | None = None
         self._decisions: list[ReviewRecord] = []
+        # How many decisions the main loop has carried through to the next stage;
+        # an update returns only then, so its answer shows where the change now stands.
+        self._settled = 0
+        self._recorded = 0
 
     @workflow.run
     async def run(self, input: PolicyChangeInput) -> PolicyChangeState:
@@ -74,6 +78,8 @@ class PolicyChangeWorkflow:
             await workflow.execute_activity_method(
                 PolicyLibraryActivities.record_review, outcome, **DB_ACTIVITY
             )
+            self._recorded += 1
+            self._pending = self._pending_actor = None
             if not outcome.approved:
                 self._finish(ChangeStage.REJECTED)
                 return await self._done()
@@ -85,7 +91,6 @@ class PolicyChangeWorkflow:
 
     async def _review(self, stage: ChangeStage, working_days: int) -> ReviewRecord:
         self._stage, self._overdue = stage, False
-        self._pending = self._pending_actor = None
         self._due_at = await workflow.execute_activity_method(
             PolicyLibraryActivities.working_deadline,
             DeadlineRequest(start=workflow.now(), working_days=working_days),
@@ -94,6 +99,7 @@ class PolicyChangeWorkflow:
         workflow.upsert_search_attributes(
             [sa_keys.STAGE.value_set(stage.value), sa_keys.OVERDUE.value_set(False)]
         )
+        self._settled = self._recorded
         try:
             await workflow.wait_condition(
                 lambda: self._pending is not None,
@@ -136,6 +142,7 @@ class PolicyChangeWorkflow:
         workflow.upsert_search_attributes(
             [sa_keys.STAGE.value_set(stage.value), sa_keys.OVERDUE.value_set(False)]
         )
+        self._settled = self._recorded
 
     async def _done(self) -> PolicyChangeState:
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -144,16 +151,16 @@ class PolicyChangeWorkflow:
     # ----- updates and query ------------------------------------------------------
 
     @workflow.update
-    def approve(self, decision: ReviewDecision) -> PolicyChangeState:
-        return self._decide("approved", decision)
+    async def approve(self, decision: ReviewDecision) -> PolicyChangeState:
+        return await self._decide("approved", decision)
 
     @approve.validator
     def validate_approve(self, decision: ReviewDecision) -> None:
         self._check_reviewer(decision)
 
     @workflow.update
-    def reject(self, decision: ReviewDecision) -> PolicyChangeState:
-        return self._decide("rejected", decision)
+    async def reject(self, decision: ReviewDecision) -> PolicyChangeState:
+        return await self._decide("rejected", decision)
 
     @reject.validator
     def validate_reject(self, decision: ReviewDecision) -> None:
@@ -180,7 +187,7 @@ class PolicyChangeWorkflow:
             decisions=list(self._decisions),
         )
 
-    def _decide(self, decision: str, request: ReviewDecision) -> PolicyChangeState:
+    async def _decide(self, decision: str, request: ReviewDecision) -> PolicyChangeState:
         record = ReviewRecord(
             stage=self._stage,
             decision=decision,
@@ -190,6 +197,8 @@ class PolicyChangeWorkflow:
         )
         self._pending, self._pending_actor = record, request.actor
         self._decisions.append(record)
+        count = len(self._decisions)
+        await workflow.wait_condition(lambda: self._settled >= count)
         return self.state()
 
     def _check_reviewer(self, decision: ReviewDecision) -> None:

