@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Database tests run on SQLite and, when this URL is set (the default: the local
+# server), again on PostgreSQL. `make test ZHIDA_TEST_POSTGRES_URL=` skips PostgreSQL.
+ZHIDA_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export ZHIDA_TEST_POSTGRES_URL
+
 .PHONY: run test lint typecheck pytest install clean
 
 $(BIN)/python:

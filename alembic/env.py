@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import models.all  # noqa: F401  (registers every table on the metadata)
+from alembic import context
 from core.db import make_engine
 from core.settings import get_settings
 

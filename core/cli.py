@@ -28,8 +28,15 @@ from core.logging import configure_logging
 from core.security import issue_token
 from core.settings import Settings, get_settings
 from core.workdays import SHANGHAI
+from domain.errors import AppError
+from domain.importer import ImportReport, import_content
+from domain.sample import SampleSummary, load_sample
+from models.reference import User
+from workers.main import main as worker_main
 
-app = typer.Typer(help="zhida 直达: fiscal funds to enterprises, fast and traceable.", no_args_is_help=True)
+app = typer.Typer(
+    help="zhida 直达: fiscal funds to enterprises, fast and traceable.", no_args_is_help=True
+)
 import_app = typer.Typer(help="Import public data platform exports.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
@@ -68,9 +75,7 @@ def sample(
         )
 
 
-async def _load_sample(settings: Settings, enterprises: int):  # type: ignore[no-untyped-def]
-    from domain.sample import load_sample
-
+async def _load_sample(settings: Settings, enterprises: int) -> SampleSummary:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
@@ -82,11 +87,11 @@ async def _load_sample(settings: Settings, enterprises: int):  # type: ignore[no
 @import_app.command("enterprises")
 def import_enterprises(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    format: Annotated[str | None, typer.Option(help="csv or jsonl; default from the file name")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="csv or jsonl; default from the file name")
+    ] = None,
 ) -> None:
     """Import enterprises, facts and accounts; a file with any bad row is rejected whole."""
-    from domain.errors import AppError
-
     settings = _settings()
     fmt = format or ("jsonl" if file.suffix in (".jsonl", ".ndjson") else "csv")
     try:
@@ -99,9 +104,7 @@ def import_enterprises(
     typer.echo(report.model_dump_json())
 
 
-async def _import(settings: Settings, content: bytes, fmt: str):  # type: ignore[no-untyped-def]
-    from domain.importer import import_content
-
+async def _import(settings: Settings, content: bytes, fmt: str) -> ImportReport:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
@@ -121,8 +124,6 @@ def token(user: Annotated[str, typer.Option("--user", help="a user name, e.g. ad
 
 
 async def _user_exists(settings: Settings, name: str) -> bool:
-    from models.reference import User
-
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
@@ -134,9 +135,7 @@ async def _user_exists(settings: Settings, name: str) -> bool:
 @app.command()
 def worker() -> None:
     """Run the Temporal worker."""
-    from workers.main import main
-
-    main()
+    worker_main()
 
 
 @app.command()
@@ -167,15 +166,29 @@ def run(
             config = DevServerConfig.load()
             address = config.address
             ui = f"http://{config.ip}:{config.ui_port}/namespaces/{config.namespace}/workflows"
-            children.start("temporal", config.command(temporal_binary()), dict(child_env(settings, address)), logs / "temporal.log")
+            children.start(
+                "temporal",
+                config.command(temporal_binary()),
+                dict(child_env(settings, address)),
+                logs / "temporal.log",
+            )
             asyncio.run(_prepare_temporal(config))
         summary = asyncio.run(_load_sample(settings, enterprises))
         env = child_env(settings, address)
         children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
         children.start(
             "api",
-            [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-             "--host", settings.api_host, "--port", str(settings.api_port)],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:create_app",
+                "--factory",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(settings.api_port),
+            ],
             env,
             logs / "api.log",
         )
@@ -202,9 +215,10 @@ async def _prepare_temporal(config: DevServerConfig) -> None:
 
 
 def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, seconds: float) -> None:
+    data = "resumed with existing data" if resumed else "sample data loaded"
     lines = [
         "",
-        f"zhida is up in {seconds:.0f}s ({'resumed with existing data' if resumed else 'sample data loaded'})",
+        f"zhida is up in {seconds:.0f}s ({data})",
         f"  API        {base}/api/v1   (docs: {base}/docs, health: {base}/healthz)",
     ]
     if ui:
@@ -215,5 +229,3 @@ def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, second
         lines.append(f"    {user:<10} {issue_token(settings, user)}")
     lines.append("Ctrl-C stops everything.")
     typer.echo("\n".join(lines))
-
-

@@ -19,12 +19,12 @@ import structlog
 import yaml
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
 from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
-from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.client import Client
 
 from core.settings import PROJECT_ROOT, Settings
@@ -77,13 +77,21 @@ class DevServerConfig:
 
     def command(self, binary: str) -> list[str]:
         args = [
-            binary, "server", "start-dev",
-            "--ip", self.ip,
-            "--port", str(self.port),
-            "--ui-port", str(self.ui_port),
-            "--db-filename", str(self.db_filename),
-            "--namespace", self.namespace,
-            "--log-level", self.log_level,
+            binary,
+            "server",
+            "start-dev",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--db-filename",
+            str(self.db_filename),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            self.log_level,
         ]
         for key, value in self.sqlite_pragmas.items():
             args += ["--sqlite-pragma", f"{key}={value}"]
@@ -132,8 +140,8 @@ async def ensure_search_attributes(client: Client, namespace: str, wanted: dict[
         )
 
 
-async def wait_for_temporal(address: str, namespace: str, timeout: float = 60) -> Client:
-    deadline = time.monotonic() + timeout
+async def wait_for_temporal(address: str, namespace: str, within: float = 60) -> Client:
+    deadline = time.monotonic() + within
     while True:
         try:
             return await Client.connect(address, namespace=namespace)
@@ -143,8 +151,8 @@ async def wait_for_temporal(address: str, namespace: str, timeout: float = 60) -
             await asyncio.sleep(0.5)
 
 
-async def wait_for_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for_http(url: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
     async with httpx.AsyncClient() as http:
         while True:
             try:
@@ -154,7 +162,7 @@ async def wait_for_http(url: str, timeout: float = 60) -> None:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout}s")
+                raise TimeoutError(f"{url} did not answer within {within}s")
             await asyncio.sleep(0.3)
 
 
@@ -167,7 +175,11 @@ class Children:
     def start(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> None:
         out = log_file.open("ab")
         proc = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+            args,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
             start_new_session=True,  # Ctrl-C reaches us, and we stop them in order
         )
         self._procs.append((name, proc))

@@ -17,12 +17,11 @@ async def connect(settings: Settings, *, identity: str | None = None) -> Client:
             client_private_key=settings.temporal_tls_client_key.read_bytes(),
         )
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
-    kwargs = {"identity": identity} if identity else {}
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         tls=tls,
         api_key=api_key,
-        **kwargs,
+        identity=identity,
     )

@@ -66,9 +66,9 @@ class RateAmount(_Rule):
     @model_validator(mode="after")
     def _check(self) -> RateAmount:
         _numeric_fact(self.fact)
-        if self.floor_fen is not None and self.cap_fen is not None:
-            if self.floor_fen > self.cap_fen:
-                raise ValueError("floor_fen must not exceed cap_fen")
+        floor, cap = self.floor_fen, self.cap_fen
+        if floor is not None and cap is not None and floor > cap:
+            raise ValueError("floor_fen must not exceed cap_fen")
         return self
 
 
@@ -153,7 +153,9 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
         return AmountResult(0, f"{label} 未达到最低档")
     tier = reached[-1]
     threshold = format_quantity(rule.fact, tier.at_least)
-    return AmountResult(tier.amount_fen, f"{label} {shown} ≥ {threshold}，{format_yuan(tier.amount_fen)}")
+    return AmountResult(
+        tier.amount_fen, f"{label} {shown} ≥ {threshold}，{format_yuan(tier.amount_fen)}"
+    )
 
 
 def format_quantity(fact: str, value: int) -> str:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.access import Actor, require_enterprise_access
+from domain.access import require_enterprise_access
 from domain.errors import NotFound
 from domain.facts import FACT_KINDS, FactValue, coerce_fact_value
 from domain.rules import KnownFact
@@ -22,7 +22,7 @@ from models.enterprise import (
     FactPublic,
     mask_account,
 )
-from models.reference import Role
+from models.reference import Actor, Role
 
 
 async def get_enterprise(session: AsyncSession, uscc: str) -> Enterprise:
@@ -54,9 +54,7 @@ async def list_enterprises(
             sa.or_(col(Enterprise.name).contains(q), col(Enterprise.uscc).startswith(q))
         )
     total = await session.scalar(select(sa.func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(col(Enterprise.uscc)).offset(offset).limit(limit)
-    )
+    rows = await session.scalars(query.order_by(col(Enterprise.uscc)).offset(offset).limit(limit))
     return int(total or 0), [EnterprisePublic.model_validate(r, from_attributes=True) for r in rows]
 
 
@@ -106,9 +104,9 @@ async def latest_facts(session: AsyncSession, usccs: Iterable[str]) -> dict[str,
         select(Fact).join(
             newest,
             sa.and_(
-                Fact.uscc == newest.c.uscc,
-                Fact.kind == newest.c.kind,
-                Fact.period_end == newest.c.period_end,
+                col(Fact.uscc) == newest.c.uscc,
+                col(Fact.kind) == newest.c.kind,
+                col(Fact.period_end) == newest.c.period_end,
             ),
         )
     )

@@ -47,14 +47,22 @@ FACT_KINDS: dict[str, FactKind] = {
         FactKind("industry_code", FactType.STR, "国民经济行业分类", profile=True),
         FactKind("size_class", FactType.STR, "企业规模", choices=SIZE_CLASSES, profile=True),
         FactKind("established_on", FactType.DATE, "成立日期", profile=True),
-        FactKind("mu_grade", FactType.STR, "亩均效益评价等级", max_age_days=_ANNUAL, choices=MU_GRADES),
+        FactKind(
+            "mu_grade", FactType.STR, "亩均效益评价等级", max_age_days=_ANNUAL, choices=MU_GRADES
+        ),
         FactKind("tax_per_mu_fen", FactType.INT, "亩均税收", "分/亩", max_age_days=_ANNUAL),
         FactKind(
-            "credit_rating", FactType.STR, "公共信用评价等级", max_age_days=400,
+            "credit_rating",
+            FactType.STR,
+            "公共信用评价等级",
+            max_age_days=400,
             choices=ZHEJIANG_CREDIT_RATINGS,
         ),
         FactKind(
-            "env_credit_colour", FactType.STR, "环保信用等级", max_age_days=400,
+            "env_credit_colour",
+            FactType.STR,
+            "环保信用等级",
+            max_age_days=400,
             choices=ENV_CREDIT_COLOURS,
         ),
         FactKind("social_security_headcount", FactType.INT, "社保参保人数", "人", max_age_days=120),
@@ -62,16 +70,24 @@ FACT_KINDS: dict[str, FactKind] = {
         FactKind("tax_paid_fen", FactType.INT, "实缴税金", "分", max_age_days=_ANNUAL),
         FactKind("rd_expense_fen", FactType.INT, "研发费用", "分", max_age_days=_ANNUAL),
         FactKind("export_value_fen", FactType.INT, "出口额", "分", max_age_days=_ANNUAL),
-        FactKind("renovation_investment_fen", FactType.INT, "技改设备投资额", "分", max_age_days=_ANNUAL),
+        FactKind(
+            "renovation_investment_fen", FactType.INT, "技改设备投资额", "分", max_age_days=_ANNUAL
+        ),
         FactKind("energy_saved_tce", FactType.INT, "年节能量", "吨标准煤", max_age_days=_ANNUAL),
         FactKind("talent_count", FactType.INT, "高层次人才数", "人", max_age_days=_ANNUAL),
         FactKind("high_tech", FactType.BOOL, "高新技术企业", max_age_days=1100),
         FactKind(
-            "specialised_level", FactType.STR, "专精特新等级", max_age_days=1100,
+            "specialised_level",
+            FactType.STR,
+            "专精特新等级",
+            max_age_days=1100,
             choices=SPECIALISED_LEVELS,
         ),
         FactKind(
-            "green_factory_level", FactType.STR, "绿色工厂等级", max_age_days=1100,
+            "green_factory_level",
+            FactType.STR,
+            "绿色工厂等级",
+            max_age_days=1100,
             choices=GREEN_FACTORY_LEVELS,
         ),
         FactKind("blacklisted", FactType.BOOL, "列入严重失信名单", max_age_days=31),

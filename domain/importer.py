@@ -103,9 +103,7 @@ def validate_content(content: bytes, fmt: str) -> tuple[ValidRows, list[FieldErr
             continue
         model = ROW_MODELS.get(record or "")
         if model is None:
-            errors.append(
-                FieldError(f"line {line}.record", "must be enterprise, fact or account")
-            )
+            errors.append(FieldError(f"line {line}.record", "must be enterprise, fact or account"))
             continue
         try:
             row = model.model_validate(data)
@@ -138,19 +136,24 @@ async def _check_references(session: AsyncSession, rows: ValidRows) -> list[Fiel
     for e in rows.enterprises:
         if e.region_code not in regions:
             errors.append(
-                FieldError(f"line {rows.lines[id(e)]}.region_code", f"unknown region {e.region_code}")
+                FieldError(
+                    f"line {rows.lines[id(e)]}.region_code", f"unknown region {e.region_code}"
+                )
             )
     in_file = {e.uscc for e in rows.enterprises}
-    referenced = sorted({r.uscc for r in [*rows.facts, *rows.accounts]} - in_file)
+    referencing: list[FactRow | AccountRow] = [*rows.facts, *rows.accounts]
+    referenced = sorted({r.uscc for r in referencing} - in_file)
     known: set[str] = set()
     for chunk in _chunks(referenced):
         known.update(
             await session.scalars(select(Enterprise.uscc).where(col(Enterprise.uscc).in_(chunk)))
         )
-    for r in [*rows.facts, *rows.accounts]:
+    for r in referencing:
         if r.uscc not in in_file and r.uscc not in known:
             errors.append(
-                FieldError(f"line {rows.lines[id(r)]}.uscc", f"enterprise {r.uscc} is not registered")
+                FieldError(
+                    f"line {rows.lines[id(r)]}.uscc", f"enterprise {r.uscc} is not registered"
+                )
             )
     return errors
 

@@ -87,8 +87,8 @@ async def list_items(
     query = select(PolicyItem, PolicyItemVersion).join(
         PolicyItemVersion,
         sa.and_(
-            PolicyItemVersion.item_code == PolicyItem.code,
-            PolicyItemVersion.version == current,
+            col(PolicyItemVersion.item_code) == col(PolicyItem.code),
+            col(PolicyItemVersion.version) == current,
         ),
     )
     if actor.role is Role.ENTERPRISE:
@@ -191,11 +191,16 @@ async def _validated_content(session: AsyncSession, content: ItemContent) -> dic
         wanted = DepartmentKind.FINANCE if stage.stage in FINANCE_STAGES else DepartmentKind.POLICY
         if dept is None:
             errors.append(
-                FieldError(f"stages[{i}].department_code", f"unknown department {stage.department_code}")
+                FieldError(
+                    f"stages[{i}].department_code", f"unknown department {stage.department_code}"
+                )
             )
         elif dept.kind != wanted:
             errors.append(
-                FieldError(f"stages[{i}].department_code", f"stage {stage.stage.value} needs a {wanted.value} department")
+                FieldError(
+                    f"stages[{i}].department_code",
+                    f"stage {stage.stage.value} needs a {wanted.value} department",
+                )
             )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
@@ -288,7 +293,9 @@ async def update_draft(
         for f in CONTENT_FIELDS:
             setattr(latest, f, values[f])
         latest.change_reason = body.change_reason
-        await _record(session, code, latest.version, "edited", actor, body.change_reason, {"fields": changed})
+        await _record(
+            session, code, latest.version, "edited", actor, body.change_reason, {"fields": changed}
+        )
         await session.flush()
         return version_public(latest)
     changed = [f for f in CONTENT_FIELDS if getattr(latest, f) != values[f]]
@@ -305,7 +312,12 @@ async def update_draft(
     )
     session.add(draft)
     await _record(
-        session, code, draft.version, "drafted", actor, body.change_reason,
+        session,
+        code,
+        draft.version,
+        "drafted",
+        actor,
+        body.change_reason,
         {"from_version": latest.version, "fields": changed},
     )
     await session.flush()
@@ -354,7 +366,12 @@ async def submit_version(
     row.money_changed = money_changed
     row.review_workflow_id = change_workflow_id(code, version)
     await _record(
-        session, code, version, "submitted", actor, row.change_reason,
+        session,
+        code,
+        version,
+        "submitted",
+        actor,
+        row.change_reason,
         {"money_changed": money_changed},
     )
     await session.flush()
@@ -382,7 +399,9 @@ async def _change_input(
     )
 
 
-async def suspend_item(session: AsyncSession, actor: Actor, code: str, reason: str) -> VersionPublic:
+async def suspend_item(
+    session: AsyncSession, actor: Actor, code: str, reason: str
+) -> VersionPublic:
     item = await get_item(session, code)
     require_department_staff(actor, item.department_code)
     if item.published_version is None:
@@ -410,7 +429,12 @@ async def record_review(
     subject: str,
 ) -> None:
     await _record(
-        session, code, version, "approved" if approved else "rejected", actor, comment,
+        session,
+        code,
+        version,
+        "approved" if approved else "rejected",
+        actor,
+        comment,
         {"stage": stage},
     )
     await session.execute(
@@ -442,8 +466,12 @@ async def publish_version(session: AsyncSession, code: str, version: int) -> Non
     item.published_version = version
     session.add(
         PolicyChangeEvent(
-            item_code=code, version=version, action="published", actor="system",
-            actor_role="system", reason="审批通过，自动发布",
+            item_code=code,
+            version=version,
+            action="published",
+            actor="system",
+            actor_role="system",
+            reason="审批通过，自动发布",
         )
     )
     await session.flush()
@@ -489,4 +517,3 @@ async def evaluate_eligibility(
         amount_fen=amount.amount_fen if eligible else None,
         amount_explanation=amount.explanation if eligible else "不符合条件，不计算金额",
     )
-

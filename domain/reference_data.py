@@ -34,19 +34,29 @@ CITY_DEPARTMENTS = (
 
 def departments() -> list[Department]:
     out = [
-        Department(code=f"{CITY}-{code}", name=f"湖州市{name}", kind=DepartmentKind.POLICY, region_code=CITY)
+        Department(
+            code=f"{CITY}-{code}",
+            name=f"湖州市{name}",
+            kind=DepartmentKind.POLICY,
+            region_code=CITY,
+        )
         for code, name in CITY_DEPARTMENTS
     ]
     for region, name, _level, _parent in REGIONS:
         out.append(
             Department(
-                code=f"{region}-CZJ", name=f"{name}财政局", kind=DepartmentKind.FINANCE, region_code=region
+                code=f"{region}-CZJ",
+                name=f"{name}财政局",
+                kind=DepartmentKind.FINANCE,
+                region_code=region,
             )
         )
         if region != CITY:
             out.append(
                 Department(
-                    code=f"{region}-JXJ", name=f"{name}经济和信息化局", kind=DepartmentKind.POLICY,
+                    code=f"{region}-JXJ",
+                    name=f"{name}经济和信息化局",
+                    kind=DepartmentKind.POLICY,
                     region_code=region,
                 )
             )
@@ -57,17 +67,58 @@ def demo_users(enterprise_uscc: str | None) -> list[User]:
     jxj, kjj, czj = f"{CITY}-JXJ", f"{CITY}-KJJ", f"{CITY}-CZJ"
     users = [
         User(name="admin", display_name="平台管理员", role=Role.ADMIN, region_code=CITY),
-        User(name="jxj_staff", display_name="市经信局经办人", role=Role.DEPARTMENT_CASEWORKER, department_code=jxj, region_code=CITY),
-        User(name="jxj_head", display_name="市经信局负责人", role=Role.DEPARTMENT_HEAD, department_code=jxj, region_code=CITY),
-        User(name="kjj_staff", display_name="市科技局经办人", role=Role.DEPARTMENT_CASEWORKER, department_code=kjj, region_code=CITY),
-        User(name="kjj_head", display_name="市科技局负责人", role=Role.DEPARTMENT_HEAD, department_code=kjj, region_code=CITY),
-        User(name="czj_staff", display_name="市财政局经办人", role=Role.FINANCE_CASEWORKER, department_code=czj, region_code=CITY),
-        User(name="wx_czj_staff", display_name="吴兴区财政局经办人", role=Role.FINANCE_CASEWORKER, department_code="330502-CZJ", region_code="330502"),
+        User(
+            name="jxj_staff",
+            display_name="市经信局经办人",
+            role=Role.DEPARTMENT_CASEWORKER,
+            department_code=jxj,
+            region_code=CITY,
+        ),
+        User(
+            name="jxj_head",
+            display_name="市经信局负责人",
+            role=Role.DEPARTMENT_HEAD,
+            department_code=jxj,
+            region_code=CITY,
+        ),
+        User(
+            name="kjj_staff",
+            display_name="市科技局经办人",
+            role=Role.DEPARTMENT_CASEWORKER,
+            department_code=kjj,
+            region_code=CITY,
+        ),
+        User(
+            name="kjj_head",
+            display_name="市科技局负责人",
+            role=Role.DEPARTMENT_HEAD,
+            department_code=kjj,
+            region_code=CITY,
+        ),
+        User(
+            name="czj_staff",
+            display_name="市财政局经办人",
+            role=Role.FINANCE_CASEWORKER,
+            department_code=czj,
+            region_code=CITY,
+        ),
+        User(
+            name="wx_czj_staff",
+            display_name="吴兴区财政局经办人",
+            role=Role.FINANCE_CASEWORKER,
+            department_code="330502-CZJ",
+            region_code="330502",
+        ),
         User(name="auditor", display_name="市审计局审计员", role=Role.AUDITOR, region_code=CITY),
     ]
     if enterprise_uscc is not None:
         users.append(
-            User(name="qiye", display_name="示例企业经办人", role=Role.ENTERPRISE, enterprise_uscc=enterprise_uscc)
+            User(
+                name="qiye",
+                display_name="示例企业经办人",
+                role=Role.ENTERPRISE,
+                enterprise_uscc=enterprise_uscc,
+            )
         )
     return users
 

@@ -95,11 +95,12 @@ class Condition(_Node):
             if not all(isinstance(v, str) and v for v in value):
                 raise ValueError("prefixes must be non-empty strings")
             return list(value)
-        items = [_coerce(kind, v, op) for v in value]
+        items: list[Any] = [_coerce(kind, v, op) for v in value]
         if op == "between":
             if len(items) != 2:
                 raise ValueError("between needs [low, high]")
-            if items[0] > items[1]:
+            low, high = items
+            if low > high:
                 raise ValueError("between needs low <= high")
         return items
 

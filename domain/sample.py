@@ -42,19 +42,45 @@ SAMPLE_SOURCE = "湖州市公共数据平台"
 
 # Region weights roughly follow the number of firms per district/county.
 REGION_WEIGHTS = (
-    ("330502", 22), ("330503", 15), ("330521", 18), ("330522", 20), ("330523", 15),
-    ("NTH", 6), ("CHQ", 4),
+    ("330502", 22),
+    ("330503", 15),
+    ("330521", 18),
+    ("330522", 20),
+    ("330523", 15),
+    ("NTH", 6),
+    ("CHQ", 4),
 )
 # GB/T 4754 classes typical of Huzhou, with a short name used in firm names.
 INDUSTRIES = (
-    ("C1711", "纺织", 8), ("C1810", "服饰", 6), ("C2110", "家居", 8), ("C2631", "化工", 3),
-    ("C2710", "医药", 3), ("C3011", "建材", 5), ("C3311", "金属制品", 6), ("C3411", "机械", 7),
-    ("C3511", "装备", 4), ("C3670", "汽车部件", 5), ("C3811", "电机", 6), ("C3841", "新能源", 5),
-    ("C3971", "电子", 4), ("F5123", "贸易", 8), ("F5261", "电子商务", 4), ("I6513", "软件", 5),
-    ("M7320", "科技服务", 3), ("E4710", "建设", 3), ("L7212", "商务服务", 2), ("A0141", "农业", 2),
+    ("C1711", "纺织", 8),
+    ("C1810", "服饰", 6),
+    ("C2110", "家居", 8),
+    ("C2631", "化工", 3),
+    ("C2710", "医药", 3),
+    ("C3011", "建材", 5),
+    ("C3311", "金属制品", 6),
+    ("C3411", "机械", 7),
+    ("C3511", "装备", 4),
+    ("C3670", "汽车部件", 5),
+    ("C3811", "电机", 6),
+    ("C3841", "新能源", 5),
+    ("C3971", "电子", 4),
+    ("F5123", "贸易", 8),
+    ("F5261", "电子商务", 4),
+    ("I6513", "软件", 5),
+    ("M7320", "科技服务", 3),
+    ("E4710", "建设", 3),
+    ("L7212", "商务服务", 2),
+    ("A0141", "农业", 2),
 )
 BRANDS = "华瑞恒达鑫源丰泰宏远德隆新盛永嘉天成博兴金诚安康卓越明阳振宇润发中研"
-BANKS = ("湖州银行", "中国工商银行湖州分行", "中国农业银行湖州分行", "浙江农商联合银行", "中国银行湖州分行")
+BANKS = (
+    "湖州银行",
+    "中国工商银行湖州分行",
+    "中国农业银行湖州分行",
+    "浙江农商联合银行",
+    "中国银行湖州分行",
+)
 SIZE_WEIGHTS = (("large", 3), ("medium", 12), ("small", 45), ("micro", 40))
 
 
@@ -77,7 +103,9 @@ def _periods(as_of: date) -> tuple[str, str]:
     return str(as_of.year - 1), f"{last_month.year}-{last_month.month:02d}"
 
 
-def generate(count: int, as_of: date, seed: int = SEED) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]:
+def generate(
+    count: int, as_of: date, seed: int = SEED
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]:
     """Yield (enterprise, facts, account) rows for `count` firms."""
     rng = random.Random(seed)
     year, month = _periods(as_of)
@@ -95,8 +123,15 @@ def generate(count: int, as_of: date, seed: int = SEED) -> Iterator[tuple[dict[s
         produced += 1
         industry, trade, _w = _pick(rng, INDUSTRIES)
         size = _pick(rng, SIZE_WEIGHTS)[0]
-        place = {"330502": "吴兴", "330503": "南浔", "330521": "德清", "330522": "长兴",
-                 "330523": "安吉", "NTH": "南太湖", "CHQ": "长兴"}[region]
+        place = {
+            "330502": "吴兴",
+            "330503": "南浔",
+            "330521": "德清",
+            "330522": "长兴",
+            "330523": "安吉",
+            "NTH": "南太湖",
+            "CHQ": "长兴",
+        }[region]
         name = f"湖州{place}{rng.choice(BRANDS)}{rng.choice(BRANDS)}{trade}有限公司"
         enterprise = {
             "uscc": uscc,
@@ -104,7 +139,9 @@ def generate(count: int, as_of: date, seed: int = SEED) -> Iterator[tuple[dict[s
             "region_code": region,
             "industry_code": industry,
             "size_class": size,
-            "established_on": date(rng.randint(1995, as_of.year - 1), rng.randint(1, 12), rng.randint(1, 28)),
+            "established_on": date(
+                rng.randint(1995, as_of.year - 1), rng.randint(1, 12), rng.randint(1, 28)
+            ),
         }
         facts = list(_facts(rng, uscc, industry, size, year, month, fetched))
         account = {
@@ -118,7 +155,13 @@ def generate(count: int, as_of: date, seed: int = SEED) -> Iterator[tuple[dict[s
 
 
 def _facts(
-    rng: random.Random, uscc: str, industry: str, size: str, year: str, month: str, fetched: datetime
+    rng: random.Random,
+    uscc: str,
+    industry: str,
+    size: str,
+    year: str,
+    month: str,
+    fetched: datetime,
 ) -> Iterator[dict[str, Any]]:
     scale = {"large": 80.0, "medium": 12.0, "small": 2.0, "micro": 0.4}[size]
     headcount = max(1, int(rng.lognormvariate(3.0, 0.8) * scale**0.6))
@@ -135,7 +178,8 @@ def _facts(
         "talent_count": (rng.choices((0, 1, 2, 3, 5, 8), weights=(70, 12, 7, 5, 4, 2))[0], year),
         "high_tech": (rng.random() < 0.15 + (0.2 if size in ("large", "medium") else 0), year),
         "specialised_level": (
-            rng.choices(("none", "city", "province", "national"), weights=(85, 7, 6, 2))[0], year
+            rng.choices(("none", "city", "province", "national"), weights=(85, 7, 6, 2))[0],
+            year,
         ),
         "blacklisted": (rng.random() < 0.01, month),
     }
@@ -149,10 +193,14 @@ def _facts(
         values["mu_grade"] = (grade, year)
         values["tax_per_mu_fen"] = (int(base * rng.uniform(0.6, 1.6)), year)
         values["green_factory_level"] = (
-            rng.choices(("none", "city", "province", "national"), weights=(80, 10, 7, 3))[0], year
+            rng.choices(("none", "city", "province", "national"), weights=(80, 10, 7, 3))[0],
+            year,
         )
         if rng.random() < 0.3:
-            values["renovation_investment_fen"] = (int(rng.lognormvariate(0, 1.0) * scale * 5e7), year)
+            values["renovation_investment_fen"] = (
+                int(rng.lognormvariate(0, 1.0) * scale * 5e7),
+                year,
+            )
         if rng.random() < 0.15:
             values["energy_saved_tce"] = (int(rng.lognormvariate(5.5, 1.2)), year)
     for kind, (value, period) in values.items():
@@ -191,7 +239,9 @@ async def load_sample(session: AsyncSession, enterprises: int, as_of: date) -> S
                 await _flush(session, batch, counts)
         await _flush(session, batch, counts)
     else:
-        first_uscc = await session.scalar(select(Enterprise.uscc).order_by(Enterprise.uscc).limit(1))
+        first_uscc = await session.scalar(
+            select(Enterprise.uscc).order_by(Enterprise.uscc).limit(1)
+        )
     await ensure_users(session, demo_users(first_uscc))
     items = await load_policies(session)
     return SampleSummary(
@@ -203,7 +253,9 @@ async def load_sample(session: AsyncSession, enterprises: int, as_of: date) -> S
     )
 
 
-async def _flush(session: AsyncSession, batch: dict[str, list[dict[str, Any]]], counts: dict[str, int]) -> None:
+async def _flush(
+    session: AsyncSession, batch: dict[str, list[dict[str, Any]]], counts: dict[str, int]
+) -> None:
     for key, table in (("enterprises", Enterprise), ("facts", Fact), ("accounts", BankAccount)):
         if batch[key]:
             await session.execute(sa.insert(table), batch[key])
@@ -233,7 +285,9 @@ async def load_policies(session: AsyncSession) -> int:
         documents[doc["doc_number"]] = row.id
     finance = {
         d.region_code: d.code
-        for d in await session.scalars(select(Department).where(Department.kind == DepartmentKind.FINANCE))
+        for d in await session.scalars(
+            select(Department).where(Department.kind == DepartmentKind.FINANCE)
+        )
     }
     added = 0
     now = datetime.now(UTC)
@@ -283,8 +337,12 @@ async def load_policies(session: AsyncSession) -> int:
         )
         session.add(
             PolicyChangeEvent(
-                item_code=spec["code"], version=1, action="published", actor="admin",
-                actor_role="admin", reason="示例政策库初始化",
+                item_code=spec["code"],
+                version=1,
+                action="published",
+                actor="admin",
+                actor_role="admin",
+                reason="示例政策库初始化",
             )
         )
         added += 1

@@ -64,7 +64,9 @@ STAGES_BY_CATEGORY: dict[Category, tuple[Stage, ...]] = {
     ),
     Category.APPLICATION: (Stage.DEPARTMENT_REVIEW, Stage.FINANCE_REVIEW, Stage.PAYMENT),
 }
-FINANCE_STAGES = frozenset({Stage.FINANCE_REVIEW, Stage.PAYMENT, Stage.PREPAYMENT, Stage.SETTLEMENT})
+FINANCE_STAGES = frozenset(
+    {Stage.FINANCE_REVIEW, Stage.PAYMENT, Stage.PREPAYMENT, Stage.SETTLEMENT}
+)
 
 
 class PolicyDocument(SQLModel, table=True):

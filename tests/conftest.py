@@ -27,10 +27,10 @@ from core.devstack import INDEXED_TYPES, ensure_search_attributes
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
+from domain.facts import period_end
 from domain.reference_data import demo_users, ensure_reference_data, ensure_users
 from domain.uscc import make_uscc
 from models import search_attributes as sa_keys
-from domain.facts import period_end
 from models.enterprise import BankAccount, Enterprise, Fact
 from models.reference import Actor, User
 
@@ -48,7 +48,9 @@ def _backends() -> list[str]:
 
 
 @pytest.fixture(scope="session", params=_backends())
-async def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AsyncEngine]:
     """A migrated database: a SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
@@ -132,7 +134,9 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
-            search_attributes={name: INDEXED_TYPES[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+            search_attributes={
+                name: INDEXED_TYPES[kind] for name, kind in SEARCH_ATTRIBUTES.items()
+            },
         )
     )
     yield env
@@ -189,20 +193,32 @@ async def create_enterprise(
     for kind, (value, period) in (facts or {}).items():
         session.add(
             Fact(
-                uscc=uscc, kind=kind, period=period, period_end=period_end(period), value=value,
-                source="test", fetched_at=datetime.now(UTC),
+                uscc=uscc,
+                kind=kind,
+                period=period,
+                period_end=period_end(period),
+                value=value,
+                source="test",
+                fetched_at=datetime.now(UTC),
             )
         )
     if account:
         session.add(
-            BankAccount(uscc=uscc, bank_name="湖州银行", account_name=enterprise.name,
-                        account_number="6222000011112222333", is_default=True)
+            BankAccount(
+                uscc=uscc,
+                bank_name="湖州银行",
+                account_name=enterprise.name,
+                account_number="6222000011112222333",
+                is_default=True,
+            )
         )
     await session.flush()
     return enterprise
 
 
-async def create_users(session: AsyncSession, enterprise_uscc: str | None = None) -> dict[str, Actor]:
+async def create_users(
+    session: AsyncSession, enterprise_uscc: str | None = None
+) -> dict[str, Actor]:
     await ensure_users(session, demo_users(enterprise_uscc))
     if enterprise_uscc is not None:
         user = await session.get(User, "qiye")

@@ -1,10 +1,12 @@
+from collections.abc import Mapping
+
 import pytest
 
 from domain.amounts import compute_amount, format_yuan, parse_amount_rule
 from domain.rules import InvalidRule, KnownFact
 
 
-def _amount(rule: dict[str, object], **facts: int) -> int | None:
+def _amount(rule: Mapping[str, object], **facts: int) -> int | None:
     known = {k: KnownFact(v) for k, v in facts.items()}
     return compute_amount(parse_amount_rule(rule), known).amount_fen
 
@@ -35,7 +37,13 @@ def test_rate_is_exact_decimal_not_float() -> None:
 
 
 def test_rate_floor_and_cap() -> None:
-    rule = {"kind": "rate", "fact": "rd_expense_fen", "rate": "0.1", "floor_fen": 1_000, "cap_fen": 50_000}
+    rule = {
+        "kind": "rate",
+        "fact": "rd_expense_fen",
+        "rate": "0.1",
+        "floor_fen": 1_000,
+        "cap_fen": 50_000,
+    }
     assert _amount(rule, rd_expense_fen=5_000) == 1_000
     assert _amount(rule, rd_expense_fen=100_000) == 10_000
     assert _amount(rule, rd_expense_fen=10_000_000) == 50_000
@@ -66,7 +74,14 @@ def test_missing_fact_gives_no_amount_and_says_why() -> None:
         ({"kind": "fixed", "amount_fen": -1}, "amount_rule.amount_fen"),
         ({"kind": "rate", "fact": "mu_grade", "rate": "0.1"}, "amount_rule"),
         ({"kind": "rate", "fact": "rd_expense_fen", "rate": "x"}, "amount_rule.rate"),
-        ({"kind": "tiers", "fact": "revenue_fen", "tiers": [{"at_least": 2, "amount_fen": 1}, {"at_least": 1, "amount_fen": 2}]}, "amount_rule"),
+        (
+            {
+                "kind": "tiers",
+                "fact": "revenue_fen",
+                "tiers": [{"at_least": 2, "amount_fen": 1}, {"at_least": 1, "amount_fen": 2}],
+            },
+            "amount_rule",
+        ),
         ({"kind": "lottery"}, "amount_rule"),
     ],
 )

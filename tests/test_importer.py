@@ -3,6 +3,7 @@ import json
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from domain.enterprises import known_facts, latest_facts
 from domain.importer import ImportRejected, import_content
@@ -18,14 +19,27 @@ def _jsonl(*rows: dict[str, object]) -> bytes:
 
 def _firm(uscc: str, **over: object) -> dict[str, object]:
     return {
-        "record": "enterprise", "uscc": uscc, "name": "湖州测试纺织有限公司", "region_code": "330502",
-        "industry_code": "C1711", "size_class": "small", "established_on": "2012-03-04", **over,
+        "record": "enterprise",
+        "uscc": uscc,
+        "name": "湖州测试纺织有限公司",
+        "region_code": "330502",
+        "industry_code": "C1711",
+        "size_class": "small",
+        "established_on": "2012-03-04",
+        **over,
     }
 
 
 def _fact(uscc: str, kind: str, value: object, period: str = "2025") -> dict[str, object]:
-    return {"record": "fact", "uscc": uscc, "kind": kind, "value": value, "period": period,
-            "source": "亩均论英雄平台", "fetched_at": FETCHED}
+    return {
+        "record": "fact",
+        "uscc": uscc,
+        "kind": kind,
+        "value": value,
+        "period": period,
+        "source": "亩均论英雄平台",
+        "fetched_at": FETCHED,
+    }
 
 
 async def _count(session: AsyncSession, table: type) -> int:
@@ -38,14 +52,25 @@ async def test_jsonl_import_then_reimport_changes_nothing(session: AsyncSession)
         _firm(uscc),
         _fact(uscc, "mu_grade", "A"),
         _fact(uscc, "tax_per_mu_fen", 4_200_000),
-        {"record": "account", "uscc": uscc, "bank_name": "湖州银行", "account_name": "湖州测试纺织有限公司",
-         "account_number": "6222000011112222333", "is_default": True},
+        {
+            "record": "account",
+            "uscc": uscc,
+            "bank_name": "湖州银行",
+            "account_name": "湖州测试纺织有限公司",
+            "account_number": "6222000011112222333",
+            "is_default": True,
+        },
     )
     first = await import_content(session, content, "jsonl")
     assert (first.enterprises_created, first.facts_created, first.accounts_created) == (1, 2, 1)
     again = await import_content(session, content, "jsonl")
     assert again.unchanged == 4
-    assert (again.enterprises_created, again.facts_created, again.facts_updated, again.accounts_created) == (0, 0, 0, 0)
+    assert (
+        again.enterprises_created,
+        again.facts_created,
+        again.facts_updated,
+        again.accounts_created,
+    ) == (0, 0, 0, 0)
     facts = await known_facts(session, uscc)
     assert facts["mu_grade"].value == "A"
     assert facts["tax_per_mu_fen"].value == 4_200_000
@@ -74,13 +99,17 @@ async def test_csv_of_one_kind_is_recognised_by_its_header(session: AsyncSession
 
 async def test_newer_period_supersedes_older(session: AsyncSession) -> None:
     uscc = new_uscc()
-    await import_content(session, _jsonl(_firm(uscc), _fact(uscc, "mu_grade", "C", "2024")), "jsonl")
+    await import_content(
+        session, _jsonl(_firm(uscc), _fact(uscc, "mu_grade", "C", "2024")), "jsonl"
+    )
     await import_content(session, _jsonl(_fact(uscc, "mu_grade", "A", "2025")), "jsonl")
-    await import_content(session, _jsonl(_fact(uscc, "mu_grade", "D", "2023")), "jsonl")  # late, older
+    await import_content(
+        session, _jsonl(_fact(uscc, "mu_grade", "D", "2023")), "jsonl"
+    )  # late, older
     latest = await latest_facts(session, [uscc])
     assert latest[uscc]["mu_grade"].value == "A"
     assert latest[uscc]["mu_grade"].period == "2025"
-    assert await session.scalar(sa.select(sa.func.count()).where(Fact.uscc == uscc)) == 3
+    assert await session.scalar(sa.select(sa.func.count()).where(col(Fact.uscc) == uscc)) == 3
 
 
 async def test_bad_rows_reject_the_whole_file_and_write_nothing(session: AsyncSession) -> None:
@@ -94,8 +123,15 @@ async def test_bad_rows_reject_the_whole_file_and_write_nothing(session: AsyncSe
         _fact(good, "mu_grade", "E"),
         _fact(good, "tax_per_mu_fen", "很多"),
         _firm(new_uscc(), region_code="999999"),
-        {"record": "fact", "uscc": new_uscc(), "kind": "revenue_fen", "value": 1, "period": "2025",
-         "source": "x", "fetched_at": FETCHED},
+        {
+            "record": "fact",
+            "uscc": new_uscc(),
+            "kind": "revenue_fen",
+            "value": 1,
+            "period": "2025",
+            "source": "x",
+            "fetched_at": FETCHED,
+        },
         {"record": "invoice"},
     )
     with pytest.raises(ImportRejected) as caught:

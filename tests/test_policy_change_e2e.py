@@ -26,7 +26,9 @@ from workflows.policy_change import PolicyChangeWorkflow
 
 
 @pytest.fixture
-async def stack(dev_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+async def stack(
+    dev_server: WorkflowEnvironment, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
     settings = Settings(
         environment=Environment.TEST,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
@@ -41,9 +43,12 @@ async def stack(dev_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterato
         await ensure_users(session, demo_users(None))
     app = create_app(settings, temporal=dev_server.client)
     worker = build_worker(dev_server.client, settings.task_queue, sessionmaker, WorkingCalendar())
-    async with worker, app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client:
-            yield client, settings
+    async with (
+        worker,
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client,
+    ):
+        yield client, settings
     await engine.dispose()
 
 
@@ -52,30 +57,44 @@ async def test_submitted_draft_is_approved_and_published(
 ) -> None:
     api, settings = stack
     code = f"E2E-{uuid.uuid4().hex[:6].upper()}"
-    created = await api.post("/api/v1/items", json=item_payload(code), headers=auth(settings, "jxj_staff"))
+    created = await api.post(
+        "/api/v1/items", json=item_payload(code), headers=auth(settings, "jxj_staff")
+    )
     assert created.status_code == 201, created.text
 
-    submitted = await api.post(f"/api/v1/items/{code}/versions/1/submit", headers=auth(settings, "jxj_staff"))
+    submitted = await api.post(
+        f"/api/v1/items/{code}/versions/1/submit", headers=auth(settings, "jxj_staff")
+    )
     assert submitted.status_code == 200, submitted.text
-    again = await api.post(f"/api/v1/items/{code}/versions/1/submit", headers=auth(settings, "jxj_staff"))
+    again = await api.post(
+        f"/api/v1/items/{code}/versions/1/submit", headers=auth(settings, "jxj_staff")
+    )
     assert again.status_code == 200  # a retried submit finds the same workflow
 
     refused = await api.post(
-        f"/api/v1/items/{code}/versions/1/approve", json={"comment": "越权"}, headers=auth(settings, "czj_staff")
+        f"/api/v1/items/{code}/versions/1/approve",
+        json={"comment": "越权"},
+        headers=auth(settings, "czj_staff"),
     )
     assert refused.status_code == 403
     assert "department_head" in refused.json()["detail"]
 
     head = auth(settings, "jxj_head") | {"Idempotency-Key": f"req-{uuid.uuid4()}"}
-    first = await api.post(f"/api/v1/items/{code}/versions/1/approve", json={"comment": "同意"}, headers=head)
+    first = await api.post(
+        f"/api/v1/items/{code}/versions/1/approve", json={"comment": "同意"}, headers=head
+    )
     assert first.status_code == 200, first.text
     assert first.json()["stage"] == "finance_review"
     assert first.json()["due_at"] is not None
-    repeat = await api.post(f"/api/v1/items/{code}/versions/1/approve", json={"comment": "同意"}, headers=head)
+    repeat = await api.post(
+        f"/api/v1/items/{code}/versions/1/approve", json={"comment": "同意"}, headers=head
+    )
     assert repeat.json() == first.json()  # the same request id is answered, not applied twice
 
     finance = await api.post(
-        f"/api/v1/items/{code}/versions/1/approve", json={"comment": "资金已落实"}, headers=auth(settings, "czj_staff")
+        f"/api/v1/items/{code}/versions/1/approve",
+        json={"comment": "资金已落实"},
+        headers=auth(settings, "czj_staff"),
     )
     assert finance.status_code == 200, finance.text
     assert finance.json()["stage"] == "published"
@@ -95,11 +114,15 @@ async def test_submitted_draft_is_approved_and_published(
         ("published", "system"),
     ]
     late = await api.post(
-        f"/api/v1/items/{code}/versions/1/approve", json={"comment": "迟到"}, headers=auth(settings, "czj_staff")
+        f"/api/v1/items/{code}/versions/1/approve",
+        json={"comment": "迟到"},
+        headers=auth(settings, "czj_staff"),
     )
     assert late.status_code == 409
 
     history = await handle.fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
     assert PolicyChangeWorkflow in WORKFLOWS
     assert PolicyItem.__tablename__ == "policy_item"

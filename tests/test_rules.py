@@ -39,7 +39,9 @@ GOOD_FIRM = {
 }
 
 
-def _outcomes(facts: dict[str, KnownFact]) -> tuple[Verdict, dict[str, tuple[Outcome, UnknownReason | None]]]:
+def _outcomes(
+    facts: dict[str, KnownFact],
+) -> tuple[Verdict, dict[str, tuple[Outcome, UnknownReason | None]]]:
     result = evaluate(parse_rule(RULE), facts, TODAY)
     return result.verdict, {c.path: (c.outcome, c.reason) for c in result.conditions}
 
@@ -98,7 +100,14 @@ def test_any_passes_on_its_second_branch() -> None:
 
 
 def test_manual_condition_makes_possibly_eligible_at_best() -> None:
-    rule = parse_rule({"all": [{"fact": "size_class", "op": "eq", "value": "small"}, {"manual": "项目已竣工验收"}]})
+    rule = parse_rule(
+        {
+            "all": [
+                {"fact": "size_class", "op": "eq", "value": "small"},
+                {"manual": "项目已竣工验收"},
+            ]
+        }
+    )
     result = evaluate(rule, {"size_class": KnownFact("small")}, TODAY)
     assert result.verdict is Verdict.POSSIBLY_ELIGIBLE
     assert result.conditions[1].reason is UnknownReason.MANUAL
@@ -119,19 +128,53 @@ def test_rule_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     ("raw", "path", "message"),
     [
-        ({"all": [{"fact": "nope", "op": "eq", "value": 1}]}, "eligibility.all[0].fact", "unknown fact"),
-        ({"all": [{"fact": "mu_grade", "op": "gte", "value": "A"}]}, "eligibility.all[0].value", "does not apply"),
-        ({"all": [{"fact": "mu_grade", "op": "eq", "value": "E"}]}, "eligibility.all[0].value", "must be one of"),
-        ({"any": [{"not": {"fact": "tax_per_mu_fen", "op": "between", "value": [5, 1]}}]}, "eligibility.any[0].not.value", "low <= high"),
-        ({"all": [{"fact": "revenue_fen", "op": "gte", "value": "lots"}]}, "eligibility.all[0].value", "integer"),
-        ({"all": [{"fact": "revenue_fen", "op": "in", "value": []}]}, "eligibility.all[0].value", "non-empty list"),
-        ({"all": [{"fact": "revenue_fen", "op": "like", "value": 1}]}, "eligibility.all[0].op", "Input should be"),
+        (
+            {"all": [{"fact": "nope", "op": "eq", "value": 1}]},
+            "eligibility.all[0].fact",
+            "unknown fact",
+        ),
+        (
+            {"all": [{"fact": "mu_grade", "op": "gte", "value": "A"}]},
+            "eligibility.all[0].value",
+            "does not apply",
+        ),
+        (
+            {"all": [{"fact": "mu_grade", "op": "eq", "value": "E"}]},
+            "eligibility.all[0].value",
+            "must be one of",
+        ),
+        (
+            {"any": [{"not": {"fact": "tax_per_mu_fen", "op": "between", "value": [5, 1]}}]},
+            "eligibility.any[0].not.value",
+            "low <= high",
+        ),
+        (
+            {"all": [{"fact": "revenue_fen", "op": "gte", "value": "lots"}]},
+            "eligibility.all[0].value",
+            "integer",
+        ),
+        (
+            {"all": [{"fact": "revenue_fen", "op": "in", "value": []}]},
+            "eligibility.all[0].value",
+            "non-empty list",
+        ),
+        (
+            {"all": [{"fact": "revenue_fen", "op": "like", "value": 1}]},
+            "eligibility.all[0].op",
+            "Input should be",
+        ),
         ({"all": [{"colour": "red"}]}, "eligibility.all[0]", "needs one of the keys"),
         ({"all": []}, "eligibility.all", "at least 1 item"),
-        ({"all": [{"fact": "established_on", "op": "gte", "value": "2020-13-01"}]}, "eligibility.all[0].value", "date"),
+        (
+            {"all": [{"fact": "established_on", "op": "gte", "value": "2020-13-01"}]},
+            "eligibility.all[0].value",
+            "date",
+        ),
     ],
 )
 def test_invalid_rules_name_the_path_of_the_bad_node(raw: object, path: str, message: str) -> None:
     with pytest.raises(InvalidRule) as caught:
         parse_rule(raw, "eligibility")
-    assert any(e.path == path and message in e.message for e in caught.value.errors), caught.value.errors
+    assert any(e.path == path and message in e.message for e in caught.value.errors), (
+        caught.value.errors
+    )

@@ -7,7 +7,9 @@ def test_weekend_is_skipped() -> None:
     calendar = WorkingCalendar()
     friday = datetime(2026, 11, 27, 10, 0, tzinfo=SHANGHAI)
     # One working day after Friday is Monday; the deadline is the end of Monday, Shanghai.
-    assert calendar.add_working_days(friday, 1) == datetime(2026, 12, 1, 0, 0, tzinfo=SHANGHAI).astimezone(UTC)
+    assert calendar.add_working_days(friday, 1) == datetime(
+        2026, 12, 1, 0, 0, tzinfo=SHANGHAI
+    ).astimezone(UTC)
 
 
 def test_national_day_holidays_and_make_up_working_day() -> None:

@@ -42,19 +42,28 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[library.working_deadline, library.record_review, library.publish_version, library.raise_overdue],
+        activities=[
+            library.working_deadline,
+            library.record_review,
+            library.publish_version,
+            library.raise_overdue,
+        ],
     )
 
 
 async def run_worker(settings: Settings) -> None:
     engine = make_engine(settings.database_url, echo=settings.sql_echo)
     client = await connect(settings, identity="zhida-worker")
-    worker = build_worker(client, settings.task_queue, make_sessionmaker(engine), calendar_from(settings))
+    worker = build_worker(
+        client, settings.task_queue, make_sessionmaker(engine), calendar_from(settings)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace)
+    log.info(
+        "worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace
+    )
     async with worker:
         await stop.wait()
     await engine.dispose()

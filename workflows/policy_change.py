@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -105,7 +104,7 @@ class PolicyChangeWorkflow:
                 lambda: self._pending is not None,
                 timeout=max(self._due_at - workflow.now(), timedelta(0)),
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._raise_overdue(stage)
             await workflow.wait_condition(lambda: self._pending is not None)
         assert self._pending is not None
@@ -204,7 +203,9 @@ class PolicyChangeWorkflow:
     def _check_reviewer(self, decision: ReviewDecision) -> None:
         role = REVIEWER_ROLE.get(self._stage)
         if role is None or self._pending is not None:
-            raise ApplicationError(f"stage {self._stage.value} takes no decision", type="WrongStage")
+            raise ApplicationError(
+                f"stage {self._stage.value} takes no decision", type="WrongStage"
+            )
         actor = decision.actor
         if actor.role is not role:
             raise ApplicationError(

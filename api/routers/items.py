@@ -239,4 +239,3 @@ async def eligibility(
 ) -> library.EligibilityReport:
     day = as_of or datetime.now(SHANGHAI).date()
     return await library.evaluate_eligibility(session, user, code, uscc, day, version)
-

@@ -20,7 +20,10 @@ async def me(user: CurrentUser) -> Actor:
 @router.get("/me/notices", response_model=list[NoticePublic])
 async def my_notices(session: SessionDep, user: CurrentUser) -> list[NoticePublic]:
     rows = await session.scalars(
-        select(Notice).where(Notice.recipient == user.name).order_by(col(Notice.id).desc()).limit(100)
+        select(Notice)
+        .where(Notice.recipient == user.name)
+        .order_by(col(Notice.id).desc())
+        .limit(100)
     )
     return [NoticePublic.model_validate(n, from_attributes=True) for n in rows]
 
