@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import col, select
 
 from domain.notices import raise_stage_warning
 from models.notice import Notice
@@ -27,6 +27,6 @@ async def test_overdue_stage_warns_its_unit_and_head_once(session: AsyncSession)
         ("department_head_review", "330500-JXJ", "department_head", due)
     ]
     recipients = await session.scalars(
-        sa.select(Notice.recipient).where(col(Notice.subject) == "policy-change/X/v1")
+        select(Notice.recipient).where(col(Notice.subject) == "policy-change/X/v1")
     )
     assert sorted(recipients) == ["jxj_head", "jxj_staff"]
