@@ -155,7 +155,10 @@ def run(
     """Start the whole platform on embedded defaults; Ctrl-C stops everything."""
     settings = _settings()
     started = time.monotonic()
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children as Ctrl-C does
+    # Ctrl-C and `kill` both stop the children in order, even where the shell that
+    # started us in the background had set SIGINT to be ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     migrate.upgrade(settings.database_url)
     children = Children()
     logs = settings.var_dir
