@@ -68,6 +68,13 @@ class PolicyLibraryActivities:
         log.info("policy_change.published", item_code=change.item_code, version=change.version)
 
     @activity.defn
+    async def expire_lapsed_versions(self, now: datetime) -> list[str]:
+        async with self._sessionmaker.begin() as session:
+            expired = await library.expire_lapsed_versions(session, now.astimezone(SHANGHAI).date())
+        log.info("policy_library.expired", versions=expired)
+        return expired
+
+    @activity.defn
     async def raise_overdue(self, overdue: StageOverdue) -> None:
         due = overdue.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
         async with self._sessionmaker.begin() as session:

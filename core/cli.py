@@ -25,8 +25,10 @@ from core.devstack import (
     wait_for_temporal,
 )
 from core.logging import configure_logging
+from core.schedules import ensure_schedules
 from core.security import issue_token
 from core.settings import Settings, get_settings
+from core.temporal import connect
 from core.workdays import SHANGHAI
 from domain.errors import AppError
 from domain.importer import ImportReport, import_content
@@ -133,6 +135,18 @@ async def _user_exists(settings: Settings, name: str) -> bool:
 
 
 @app.command()
+def schedules() -> None:
+    """Create the Temporal Schedules (idempotent); `run` does this on the dev server."""
+    settings = _settings()
+    asyncio.run(_ensure_schedules(settings))
+    typer.echo("schedules are in place")
+
+
+async def _ensure_schedules(settings: Settings) -> None:
+    await ensure_schedules(await connect(settings), settings.task_queue)
+
+
+@app.command()
 def worker() -> None:
     """Run the Temporal worker."""
     worker_main()
@@ -175,7 +189,7 @@ def run(
                 dict(child_env(settings, address)),
                 logs / "temporal.log",
             )
-            asyncio.run(_prepare_temporal(config))
+            asyncio.run(_prepare_temporal(config, settings.task_queue))
         summary = asyncio.run(_load_sample(settings, enterprises))
         env = child_env(settings, address)
         children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
@@ -212,9 +226,10 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-async def _prepare_temporal(config: DevServerConfig) -> None:
+async def _prepare_temporal(config: DevServerConfig, task_queue: str) -> None:
     client = await wait_for_temporal(config.address, config.namespace)
     await prepare_namespace(client, config)
+    await ensure_schedules(client, task_queue)
 
 
 def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, seconds: float) -> None:

@@ -26,6 +26,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.settings import PROJECT_ROOT, Settings
 
@@ -144,7 +145,9 @@ async def wait_for_temporal(address: str, namespace: str, within: float = 60) ->
     deadline = time.monotonic() + within
     while True:
         try:
-            return await Client.connect(address, namespace=namespace)
+            return await Client.connect(
+                address, namespace=namespace, data_converter=pydantic_data_converter
+            )
         except Exception:
             if time.monotonic() > deadline:
                 raise

@@ -477,6 +477,32 @@ async def publish_version(session: AsyncSession, code: str, version: int) -> Non
     await session.flush()
 
 
+async def expire_lapsed_versions(session: AsyncSession, today: date) -> list[str]:
+    """Mark versions in force whose validity window has closed as expired."""
+    lapsed = await session.scalars(
+        select(PolicyItemVersion).where(
+            col(PolicyItemVersion.status).in_([VersionStatus.PUBLISHED, VersionStatus.SUSPENDED]),
+            col(PolicyItemVersion.valid_to) < today,
+        )
+    )
+    expired = []
+    for row in lapsed:
+        row.status = VersionStatus.EXPIRED
+        session.add(
+            PolicyChangeEvent(
+                item_code=row.item_code,
+                version=row.version,
+                action="expired",
+                actor="system",
+                actor_role="system",
+                reason=f"有效期至{row.valid_to.isoformat()}，已到期",
+            )
+        )
+        expired.append(f"{row.item_code}/v{row.version}")
+    await session.flush()
+    return expired
+
+
 # ----- eligibility -----------------------------------------------------------------
 
 

@@ -150,6 +150,11 @@ async def test_enterprise_sees_only_its_own_data(
     assert (await api.get(f"/api/v1/enterprises/{other.uscc}", headers=headers)).status_code == 403
     response = await api.get(f"/api/v1/items/HZ-X/eligibility/{other.uscc}", headers=headers)
     assert response.status_code == 403
+    wrong = mine.uscc[:-1] + ("0" if mine.uscc[-1] != "0" else "1")
+    response = await api.get(f"/api/v1/enterprises/{wrong}", headers=headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "uscc"
+    assert response.json()["errors"][0]["message"].startswith("check character is")
 
 
 async def test_enterprise_sees_published_items_only(

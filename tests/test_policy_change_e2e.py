@@ -3,10 +3,12 @@ real activities, a committed SQLite database; then the history replays on curren
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -15,20 +17,27 @@ from temporalio.worker import Replayer
 from api.main import create_app
 from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
+from core.schedules import ensure_schedules
 from core.settings import Environment, Settings
 from core.workdays import WorkingCalendar
+from domain import library
 from domain.library import change_workflow_id
 from domain.reference_data import demo_users, ensure_reference_data, ensure_users
-from models.policy import PolicyItem, VersionStatus
-from tests.conftest import auth, item_payload
+from models.policy import ItemCreate, VersionStatus
+from tests.conftest import auth, create_users, item_payload
 from workers.main import WORKFLOWS, build_worker
-from workflows.policy_change import PolicyChangeWorkflow
+from workflows.library_expiry import SCHEDULE_ID, LibraryExpiryWorkflow
+
+
+@dataclass
+class Stack:
+    api: httpx.AsyncClient
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
 
 
 @pytest.fixture
-async def stack(
-    dev_server: WorkflowEnvironment, tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+async def stack(dev_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
     settings = Settings(
         environment=Environment.TEST,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
@@ -48,14 +57,14 @@ async def stack(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client,
     ):
-        yield client, settings
+        yield Stack(client, settings, sessionmaker)
     await engine.dispose()
 
 
 async def test_submitted_draft_is_approved_and_published(
-    stack: tuple[httpx.AsyncClient, Settings], dev_server: WorkflowEnvironment
+    stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
-    api, settings = stack
+    api, settings = stack.api, stack.settings
     code = f"E2E-{uuid.uuid4().hex[:6].upper()}"
     created = await api.post(
         "/api/v1/items", json=item_payload(code), headers=auth(settings, "jxj_staff")
@@ -124,5 +133,32 @@ async def test_submitted_draft_is_approved_and_published(
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
         history
     )
-    assert PolicyChangeWorkflow in WORKFLOWS
-    assert PolicyItem.__tablename__ == "policy_item"
+
+
+async def test_nightly_schedule_expires_lapsed_versions(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    code = f"E2E-{uuid.uuid4().hex[:6].upper()}"
+    async with stack.sessionmaker.begin() as session:
+        staff = (await create_users(session))["jxj_staff"]
+        payload = item_payload(code) | {"valid_from": "2024-01-01", "valid_to": "2025-12-31"}
+        await library.create_item(session, staff, ItemCreate.model_validate(payload))
+        await library.submit_version(
+            session, staff, code, 1, head_review_days=3, finance_review_days=5
+        )
+        await library.publish_version(session, code, 1)
+
+    await ensure_schedules(dev_server.client, stack.settings.task_queue)
+    await ensure_schedules(dev_server.client, stack.settings.task_queue)  # idempotent
+    schedule = await dev_server.client.get_schedule_handle(SCHEDULE_ID).describe()
+    assert schedule.schedule.spec.time_zone_name == "Asia/Shanghai"
+
+    expired = await dev_server.client.execute_workflow(
+        LibraryExpiryWorkflow.run,
+        id=f"expiry-{uuid.uuid4()}",
+        task_queue=stack.settings.task_queue,
+    )
+    assert f"{code}/v1" in expired
+    async with stack.sessionmaker() as session:
+        version = await library.get_version(session, code, 1)
+        assert version.status == VersionStatus.EXPIRED

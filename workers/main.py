@@ -16,11 +16,12 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import WorkingCalendar, parse_days
+from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.policy_change import PolicyChangeWorkflow
 
 log = structlog.get_logger()
 
-WORKFLOWS = [PolicyChangeWorkflow]
+WORKFLOWS = [PolicyChangeWorkflow, LibraryExpiryWorkflow]
 
 
 def calendar_from(settings: Settings) -> WorkingCalendar:
@@ -47,6 +48,7 @@ def build_worker(
             library.record_review,
             library.publish_version,
             library.raise_overdue,
+            library.expire_lapsed_versions,
         ],
     )
 

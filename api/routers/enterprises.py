@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from api.deps import CurrentUser, SessionDep
 from api.pagination import Page, PageDep
+from api.params import CreditCode
 from domain import enterprises, importer
 from domain.access import require_role
 from domain.errors import InvalidInput
@@ -41,7 +42,9 @@ async def list_enterprises(
 
 
 @router.get("/enterprises/{uscc}", response_model=EnterpriseDetail)
-async def get_enterprise(session: SessionDep, user: CurrentUser, uscc: str) -> EnterpriseDetail:
+async def get_enterprise(
+    session: SessionDep, user: CurrentUser, uscc: CreditCode
+) -> EnterpriseDetail:
     return await enterprises.enterprise_detail(session, user, uscc)
 
 

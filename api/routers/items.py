@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.pagination import Page, PageDep
+from api.params import CreditCode
 from core.workdays import SHANGHAI
 from domain import library
 from domain.access import require_staff_or_reader
@@ -233,7 +234,7 @@ async def eligibility(
     session: SessionDep,
     user: CurrentUser,
     code: str,
-    uscc: str,
+    uscc: CreditCode,
     as_of: date | None = None,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> library.EligibilityReport:

@@ -1,0 +1,30 @@
+"""Nightly upkeep of the policy library, started by a Temporal Schedule."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.policy_library import PolicyLibraryActivities
+
+SCHEDULE_ID = "policy-library-expiry"
+
+
+@workflow.defn
+class LibraryExpiryWorkflow:
+    """Marks published or suspended versions whose validity window has closed as expired.
+
+    No updates or queries; returns the `item/vN` keys it expired.
+    """
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        return await workflow.execute_activity_method(
+            PolicyLibraryActivities.expire_lapsed_versions,
+            workflow.now(),
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+        )
