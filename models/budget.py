@@ -1,0 +1,70 @@
+"""Budget quotas (预算指标) per item and year, and the ledger of every money movement."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
+from sqlmodel import Field, SQLModel
+
+from models.types import UTCDateTime, utcnow
+
+
+class BudgetQuota(SQLModel, table=True):
+    """One item's annual quota. available = quota - reserved - paid, never below zero."""
+
+    __tablename__ = "budget_quota"
+    __table_args__ = (
+        sa.CheckConstraint("reserved_fen >= 0", name="reserved_not_negative"),
+        sa.CheckConstraint("paid_fen >= 0", name="paid_not_negative"),
+        sa.CheckConstraint("reserved_fen + paid_fen <= quota_fen", name="quota_not_overspent"),
+    )
+
+    item_code: str = Field(foreign_key="policy_item.code", primary_key=True, max_length=40)
+    year: int = Field(primary_key=True)
+    quota_fen: int = Field(sa_type=sa.BigInteger)
+    reserved_fen: int = Field(default=0, sa_type=sa.BigInteger)
+    paid_fen: int = Field(default=0, sa_type=sa.BigInteger)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LedgerKind(enum.StrEnum):
+    RESERVE = "reserve"
+    RELEASE = "release"
+    INSTRUCT = "instruct"
+    RECEIPT = "receipt"
+    RETURN = "return"
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Every reservation, release, instruction, receipt and return, once each per
+    case and instalment (the unique key makes activity retries harmless)."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (sa.UniqueConstraint("case_id", "instalment", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=128, index=True)
+    instalment: int
+    kind: LedgerKind = Field(sa_type=sa.String(16))
+    item_code: str = Field(max_length=40, index=True)
+    year: int
+    amount_fen: int = Field(sa_type=sa.BigInteger)
+    idempotency_key: str | None = Field(default=None, max_length=160, index=True)
+    voucher_no: str | None = Field(default=None, max_length=64)
+    bank_serial: str | None = Field(default=None, max_length=64)
+    details: Any = Field(default=None, sa_type=sa.JSON)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class QuotaPublic(BaseModel):
+    item_code: str
+    year: int
+    quota_fen: int
+    reserved_fen: int
+    paid_fen: int
+    available_fen: int = PydanticField(ge=0)

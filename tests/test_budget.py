@@ -1,0 +1,108 @@
+"""Budget quota and ledger: exactly-once movements and no overspending under concurrency."""
+
+import asyncio
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlmodel import col, select
+
+from core.db import make_sessionmaker
+from domain import budget, library
+from domain.errors import Conflict
+from domain.reference_data import demo_users, ensure_reference_data, ensure_users
+from models.budget import LedgerEntry, LedgerKind
+from models.policy import ItemCreate
+from models.reference import Actor, User
+from tests.conftest import create_users, item_payload
+
+YEAR = 2026
+
+
+async def _published(session: AsyncSession, staff: Actor, code: str, quota_fen: int) -> None:
+    await library.create_item(
+        session, staff, ItemCreate.model_validate(item_payload(code, quota_fen=quota_fen))
+    )
+    await library.submit_version(session, staff, code, 1, head_review_days=3, finance_review_days=5)
+    await library.publish_version(session, code, 1)
+
+
+async def test_reserve_consume_release_are_idempotent(session: AsyncSession) -> None:
+    users = await create_users(session)
+    await _published(session, users["jxj_staff"], "BUDGET-1", 1_000)
+    first = await budget.reserve(session, "case-a", 1, "BUDGET-1", YEAR, 600)
+    again = await budget.reserve(session, "case-a", 1, "BUDGET-1", YEAR, 600)  # activity retry
+    assert again.id == first.id
+    status = await budget.quota_status(session, "BUDGET-1", YEAR)
+    assert (status.reserved_fen, status.paid_fen, status.available_fen) == (600, 0, 400)
+
+    with pytest.raises(budget.QuotaExhausted):
+        await budget.reserve(session, "case-b", 1, "BUDGET-1", YEAR, 401)
+    await budget.reserve(session, "case-b", 1, "BUDGET-1", YEAR, 400)
+
+    await budget.consume(session, "case-a", 1, voucher_no="V1", bank_serial="B1")
+    await budget.consume(session, "case-a", 1, voucher_no="V1", bank_serial="B1")
+    await budget.release(session, "case-b", 1)
+    await budget.release(session, "case-b", 1)
+    with pytest.raises(Conflict):
+        await budget.release(session, "case-a", 1)  # paid money is not released
+    status = await budget.quota_status(session, "BUDGET-1", YEAR)
+    assert (status.reserved_fen, status.paid_fen, status.available_fen) == (0, 600, 400)
+    kinds = await session.scalars(
+        select(LedgerEntry.kind)
+        .where(col(LedgerEntry.item_code) == "BUDGET-1")
+        .order_by(col(LedgerEntry.id))
+    )
+    assert list(kinds) == [
+        LedgerKind.RESERVE,
+        LedgerKind.RESERVE,
+        LedgerKind.RECEIPT,
+        LedgerKind.RELEASE,
+    ]
+
+
+async def test_quota_cannot_be_lowered_below_commitments(session: AsyncSession) -> None:
+    users = await create_users(session)
+    await _published(session, users["jxj_staff"], "BUDGET-2", 1_000)
+    await budget.reserve(session, "case-a", 1, "BUDGET-2", YEAR, 700)
+    with pytest.raises(Conflict):
+        await budget.set_quota(session, "BUDGET-2", YEAR, 600)
+    raised = await budget.set_quota(session, "BUDGET-2", YEAR, 2_000)
+    assert raised.quota_fen == 2_000
+
+
+async def test_racing_reservations_never_overspend(engine: AsyncEngine) -> None:
+    """Many approvals race for one quota on separate connections: the sum of what
+    succeeds never exceeds it, and the last yuan goes to exactly one case."""
+    sessionmaker = make_sessionmaker(engine)
+    code = f"RACE-{uuid.uuid4().hex[:6].upper()}"
+    async with sessionmaker.begin() as session:
+        await ensure_reference_data(session)
+        await ensure_users(session, demo_users(None))
+        staff = Actor.of(await session.get_one(User, "jxj_staff"))
+        await _published(session, staff, code, 1_000)
+
+    async def attempt(case: str, amount: int) -> bool:
+        for _ in range(50):
+            try:
+                async with sessionmaker.begin() as session:
+                    await budget.reserve(session, case, 1, code, YEAR, amount)
+                return True
+            except budget.QuotaExhausted:
+                return False
+            except sa.exc.OperationalError:
+                await asyncio.sleep(0.01)  # SQLite busy: the activity would retry
+        raise AssertionError("reservation never got through")
+
+    results = await asyncio.gather(*(attempt(f"case-{n}", 150) for n in range(20)))
+    assert sum(results) == 6  # 6 × 150 = 900 of 1,000
+    last = await asyncio.gather(attempt("last-a", 100), attempt("last-b", 100))
+    assert sorted(last) == [False, True]
+
+    async with sessionmaker() as session:
+        status = await budget.quota_status(session, code, YEAR)
+        reserved = await session.scalar(
+            sa.select(sa.func.sum(LedgerEntry.amount_fen)).where(col(LedgerEntry.item_code) == code)
+        )
+    assert (status.reserved_fen, status.available_fen, reserved) == (1_000, 0, 1_000)
