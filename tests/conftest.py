@@ -4,6 +4,8 @@ Temporal test servers, and small factories."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.deps import get_session
 from api.main import create_app
 from core.db import make_engine
-from core.devstack import INDEXED_TYPES, ensure_search_attributes
+from core.devstack import INDEXED_TYPES, ensure_search_attributes, wait_for_http
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
@@ -271,3 +273,48 @@ def item_payload(
         "valid_to": "2027-12-31",
         "change_reason": "新增政策条目",
     }
+
+
+# ----- the budget-system simulator, as its own process --------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+async def budget_simulator_url() -> AsyncIterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once per session, before any test
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "simulators.budget_system:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_for_http(f"{url}/v1/_simulator/config", within=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+async def budget_simulator(budget_simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client to the simulator, reset to well-behaved defaults for each test."""
+    async with httpx.AsyncClient(base_url=budget_simulator_url, timeout=5) as http:
+        await http.put("/v1/_simulator/config", json={"seed": 7, "receipt_delay_s": 0.2})
+        yield http

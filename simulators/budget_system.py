@@ -1,0 +1,153 @@
+"""A simulator of the provincial budget system, run as its own process.
+
+It accepts payment instructions idempotently on their key, pays them after a
+delay, returns a configurable share (退票), and fails on demand: latency, 5xx
+before or after doing the work, and answers slower than any client waits.
+Failures are dialled at start (`zhida simulate budget --failure-rate 0.2`) or at
+run time (`PUT /v1/_simulator/config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from models.budget_system import InstructionState, InstructionStatus, PaymentInstruction
+
+CLOSED_ACCOUNT_SUFFIX = "0000"  # accounts ending so are closed: always returned
+
+
+class SimulatorConfig(BaseModel):
+    latency_ms: int = Field(default=0, ge=0)
+    failure_rate: float = Field(default=0.0, ge=0, le=1, description="5xx before any work")
+    lost_reply_rate: float = Field(default=0.0, ge=0, le=1, description="work done, then 5xx")
+    timeout_rate: float = Field(default=0.0, ge=0, le=1, description="work done, reply too late")
+    timeout_s: float = Field(default=15.0, ge=0)
+    return_rate: float = Field(default=0.0, ge=0, le=1, description="share of payments returned")
+    receipt_delay_s: float = Field(default=0.2, ge=0)
+    seed: int | None = None
+
+
+@dataclass
+class _Record:
+    instruction: PaymentInstruction
+    voucher_no: str
+    accepted_at: datetime
+    returned: bool
+    serial: str
+
+    def status(self, now: datetime, delay: timedelta) -> InstructionStatus:
+        settled = now >= self.accepted_at + delay
+        if not settled:
+            state = InstructionState.ACCEPTED
+        else:
+            state = InstructionState.RETURNED if self.returned else InstructionState.PAID
+        done_at = self.accepted_at + delay if settled else None
+        return InstructionStatus(
+            idempotency_key=self.instruction.idempotency_key,
+            state=state,
+            voucher_no=self.voucher_no,
+            amount_fen=self.instruction.amount_fen,
+            accepted_at=self.accepted_at,
+            bank_serial=self.serial if state is InstructionState.PAID else None,
+            paid_at=done_at if state is InstructionState.PAID else None,
+            returned_at=done_at if state is InstructionState.RETURNED else None,
+            return_reason="收款账户已销户或户名不符"
+            if state is InstructionState.RETURNED
+            else None,
+        )
+
+
+def create_app(config: SimulatorConfig | None = None) -> FastAPI:
+    app = FastAPI(title="预算管理一体化系统 (simulator)")
+    state = {"config": config or SimulatorConfig()}
+    records: dict[str, _Record] = {}
+    lock = asyncio.Lock()
+    rng = random.Random(state["config"].seed)
+
+    def cfg() -> SimulatorConfig:
+        return state["config"]
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    async def misbehave_before() -> None:
+        if cfg().latency_ms:
+            await asyncio.sleep(cfg().latency_ms / 1000)
+        if rng.random() < cfg().failure_rate:
+            raise HTTPException(503, "budget system busy")
+
+    async def misbehave_after() -> None:
+        if rng.random() < cfg().lost_reply_rate:
+            raise HTTPException(502, "reply lost after the work was done")
+        if rng.random() < cfg().timeout_rate:
+            await asyncio.sleep(cfg().timeout_s)
+
+    @app.post("/v1/payment-instructions", response_model=InstructionStatus)
+    async def instruct(
+        instruction: PaymentInstruction,
+        response: Response,
+        idempotency_key: Annotated[str, Header(alias="Idempotency-Key")],
+    ) -> InstructionStatus:
+        await misbehave_before()
+        if idempotency_key != instruction.idempotency_key:
+            raise HTTPException(422, "Idempotency-Key header and body differ")
+        async with lock:
+            record = records.get(idempotency_key)
+            if record is None:
+                returned = (
+                    instruction.payee_account.endswith(CLOSED_ACCOUNT_SUFFIX)
+                    or rng.random() < cfg().return_rate
+                )
+                n = len(records) + 1
+                record = _Record(
+                    instruction=instruction,
+                    voucher_no=f"ZFPZ{now():%Y%m%d}{n:08d}",
+                    accepted_at=now(),
+                    returned=returned,
+                    serial=f"YHLS{rng.randrange(10**12):012d}",
+                )
+                records[idempotency_key] = record
+                response.status_code = 201
+            elif record.instruction != instruction:
+                raise HTTPException(409, "this key was used for a different instruction")
+        await misbehave_after()
+        return record.status(now(), timedelta(seconds=cfg().receipt_delay_s))
+
+    @app.get("/v1/payment-instructions/{key:path}", response_model=InstructionStatus)
+    async def status(key: str) -> InstructionStatus:
+        await misbehave_before()
+        record = records.get(key)
+        if record is None:
+            raise HTTPException(404, "no such instruction")
+        return record.status(now(), timedelta(seconds=cfg().receipt_delay_s))
+
+    @app.get("/v1/payment-instructions", response_model=list[InstructionStatus])
+    async def statement() -> list[InstructionStatus]:
+        """Every instruction with its state: what reconciliation compares against."""
+        delay = timedelta(seconds=cfg().receipt_delay_s)
+        return [r.status(now(), delay) for r in records.values()]
+
+    @app.get("/v1/_simulator/config", response_model=SimulatorConfig)
+    async def get_config() -> SimulatorConfig:
+        return cfg()
+
+    @app.put("/v1/_simulator/config", response_model=SimulatorConfig)
+    async def put_config(new: SimulatorConfig) -> SimulatorConfig:
+        state["config"] = new
+        if new.seed is not None:
+            rng.seed(new.seed)
+        return new
+
+    @app.exception_handler(HTTPException)
+    async def _problem(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    return app
