@@ -10,12 +10,14 @@ changes nothing.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.errors import Conflict, NotFound
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind, QuotaPublic
+from models.budget_system import InstructionState, InstructionStatus
 from models.policy import PolicyItem, PolicyItemVersion
 from models.types import utcnow
 
@@ -196,4 +198,137 @@ async def quota_status(session: AsyncSession, item_code: str, year: int) -> Quot
         reserved_fen=quota.reserved_fen,
         paid_fen=quota.paid_fen,
         available_fen=quota.quota_fen - quota.reserved_fen - quota.paid_fen,
+    )
+
+
+async def record_instruction(
+    session: AsyncSession, case_id: str, instalment: int, idempotency_key: str, voucher_no: str
+) -> LedgerEntry:
+    """The budget system accepted the instalment's payment instruction. Idempotent."""
+    existing = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
+    if existing is not None:
+        return existing
+    reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
+    if reserved is None:
+        raise Conflict(f"instalment {instalment} of {case_id} was never reserved")
+    entry = LedgerEntry(
+        case_id=case_id,
+        instalment=instalment,
+        kind=LedgerKind.INSTRUCT,
+        item_code=reserved.item_code,
+        year=reserved.year,
+        amount_fen=reserved.amount_fen,
+        idempotency_key=idempotency_key,
+        voucher_no=voucher_no,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def record_return(
+    session: AsyncSession, case_id: str, instalment: int, next_instalment: int, reason: str
+) -> LedgerEntry:
+    """退票: the bank sent the instalment back. Its reservation moves to the next
+    instalment (which pays again under a new key), so the quota neither grows nor
+    shrinks and the repayment cannot fail for lack of budget. Idempotent."""
+    existing = await _entry(session, case_id, instalment, LedgerKind.RETURN)
+    if existing is not None:
+        return existing
+    instructed = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
+    if instructed is None:
+        raise Conflict(f"instalment {instalment} of {case_id} was never instructed")
+    entry = LedgerEntry(
+        case_id=case_id,
+        instalment=instalment,
+        kind=LedgerKind.RETURN,
+        item_code=instructed.item_code,
+        year=instructed.year,
+        amount_fen=instructed.amount_fen,
+        idempotency_key=instructed.idempotency_key,
+        voucher_no=instructed.voucher_no,
+        details={"reason": reason, "repaid_as": next_instalment},
+    )
+    session.add(entry)
+    await release(session, case_id, instalment)
+    await reserve(
+        session,
+        case_id,
+        next_instalment,
+        instructed.item_code,
+        instructed.year,
+        instructed.amount_fen,
+    )
+    await session.flush()
+    return entry
+
+
+class ReconciliationLine(BaseModel):
+    idempotency_key: str
+    case_id: str | None
+    instalment: int | None
+    ours: str  # instructed | paid | returned | missing
+    theirs: str  # accepted | paid | returned | missing
+    amount_ours_fen: int | None
+    amount_theirs_fen: int | None
+
+
+class Reconciliation(BaseModel):
+    instructions: int
+    paid_fen_ours: int
+    paid_fen_theirs: int
+    differences: list[ReconciliationLine]
+
+
+_OURS_TO_THEIRS = {"instructed": "accepted", "paid": "paid", "returned": "returned"}
+
+
+async def reconcile(session: AsyncSession, statement: list[InstructionStatus]) -> Reconciliation:
+    """Compare our ledger with the budget system's statement, instruction by instruction."""
+    entries = list(
+        await session.scalars(
+            select(LedgerEntry).where(
+                col(LedgerEntry.kind).in_(
+                    [LedgerKind.INSTRUCT, LedgerKind.RECEIPT, LedgerKind.RETURN]
+                )
+            )
+        )
+    )
+    ours: dict[str, tuple[LedgerEntry, str]] = {}
+    settled: dict[tuple[str, int], str] = {}
+    for e in entries:
+        if e.kind == LedgerKind.RECEIPT:
+            settled[(e.case_id, e.instalment)] = "paid"
+        elif e.kind == LedgerKind.RETURN:
+            settled[(e.case_id, e.instalment)] = "returned"
+    for e in entries:
+        if e.kind == LedgerKind.INSTRUCT and e.idempotency_key:
+            state = settled.get((e.case_id, e.instalment), "instructed")
+            ours[e.idempotency_key] = (e, state)
+    theirs = {s.idempotency_key: s for s in statement}
+    differences = []
+    for key in sorted(set(ours) | set(theirs)):
+        entry, our_state = ours.get(key, (None, "missing"))
+        status = theirs.get(key)
+        their_state = status.state.value if status else "missing"
+        amounts_differ = (
+            entry is not None and status is not None and entry.amount_fen != status.amount_fen
+        )
+        if _OURS_TO_THEIRS.get(our_state) != their_state or amounts_differ:
+            differences.append(
+                ReconciliationLine(
+                    idempotency_key=key,
+                    case_id=entry.case_id if entry else None,
+                    instalment=entry.instalment if entry else None,
+                    ours=our_state,
+                    theirs=their_state,
+                    amount_ours_fen=entry.amount_fen if entry else None,
+                    amount_theirs_fen=status.amount_fen if status else None,
+                )
+            )
+    return Reconciliation(
+        instructions=len(set(ours) | set(theirs)),
+        paid_fen_ours=sum(e.amount_fen for e in entries if e.kind == LedgerKind.RECEIPT),
+        paid_fen_theirs=sum(s.amount_fen for s in statement if s.state is InstructionState.PAID),
+        differences=differences,
     )

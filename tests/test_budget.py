@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from domain import budget, library
 from domain.errors import Conflict
 from domain.reference_data import demo_users, ensure_reference_data, ensure_users
 from models.budget import LedgerEntry, LedgerKind
+from models.budget_system import InstructionState, InstructionStatus
 from models.policy import ItemCreate
 from models.reference import Actor, User
 from tests.conftest import create_users, item_payload
@@ -106,3 +108,55 @@ async def test_racing_reservations_never_overspend(engine: AsyncEngine) -> None:
             sa.select(sa.func.sum(LedgerEntry.amount_fen)).where(col(LedgerEntry.item_code) == code)
         )
     assert (status.reserved_fen, status.available_fen, reserved) == (1_000, 0, 1_000)
+
+
+def _status(key: str, state: InstructionState, amount: int) -> InstructionStatus:
+    return InstructionStatus(
+        idempotency_key=key,
+        state=state,
+        voucher_no=f"V-{key}",
+        amount_fen=amount,
+        accepted_at=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+
+
+async def test_returned_payment_moves_its_reservation_to_the_next_instalment(
+    session: AsyncSession,
+) -> None:
+    users = await create_users(session)
+    await _published(session, users["jxj_staff"], "BUDGET-3", 1_000)
+    await budget.reserve(session, "case-r", 1, "BUDGET-3", YEAR, 1_000)  # the whole quota
+    await budget.record_instruction(session, "case-r", 1, "zhida:case-r:1", "V1")
+    await budget.record_return(session, "case-r", 1, 2, "账户已销户")
+    await budget.record_return(session, "case-r", 1, 2, "账户已销户")  # retried
+    status = await budget.quota_status(session, "BUDGET-3", YEAR)
+    assert (status.reserved_fen, status.paid_fen) == (1_000, 0)  # still held, for instalment 2
+    await budget.record_instruction(session, "case-r", 2, "zhida:case-r:2", "V2")
+    await budget.consume(session, "case-r", 2, voucher_no="V2", bank_serial="B2")
+    status = await budget.quota_status(session, "BUDGET-3", YEAR)
+    assert (status.reserved_fen, status.paid_fen) == (0, 1_000)
+
+    clean = await budget.reconcile(
+        session,
+        [
+            _status("zhida:case-r:1", InstructionState.RETURNED, 1_000),
+            _status("zhida:case-r:2", InstructionState.PAID, 1_000),
+        ],
+    )
+    assert clean.differences == []
+    assert (clean.paid_fen_ours, clean.paid_fen_theirs) == (1_000, 1_000)
+
+    off = await budget.reconcile(
+        session,
+        [
+            _status(
+                "zhida:case-r:1", InstructionState.PAID, 1_000
+            ),  # they paid what we saw returned
+            _status("zhida:case-r:2", InstructionState.PAID, 1_000),
+            _status("zhida:stranger:1", InstructionState.PAID, 5),  # a payment we never made
+        ],
+    )
+    assert [(d.idempotency_key, d.ours, d.theirs) for d in off.differences] == [
+        ("zhida:case-r:1", "returned", "paid"),
+        ("zhida:stranger:1", "missing", "paid"),
+    ]
