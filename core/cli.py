@@ -10,9 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 import uvicorn
 
+from activities.budget_system import BudgetSystemClient
 from core import migrate
 from core.db import make_engine, make_sessionmaker
 from core.devstack import (
@@ -30,10 +32,14 @@ from core.security import issue_token
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import SHANGHAI
+from domain import budget
+from domain.budget import Reconciliation
 from domain.errors import AppError
 from domain.importer import ImportReport, import_content
 from domain.sample import SampleSummary, load_sample
 from models.reference import User
+from simulators.budget_system import SimulatorConfig
+from simulators.budget_system import create_app as create_budget_simulator
 from workers.main import main as worker_main
 
 app = typer.Typer(
@@ -42,6 +48,7 @@ app = typer.Typer(
 import_app = typer.Typer(help="Import public data platform exports.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
+SIMULATED_BUDGET_SYSTEM = "http://127.0.0.1:8100"
 DEMO_USERS = ("admin", "jxj_staff", "jxj_head", "kjj_staff", "czj_staff", "auditor", "qiye")
 
 
@@ -134,6 +141,65 @@ async def _user_exists(settings: Settings, name: str) -> bool:
         await engine.dispose()
 
 
+simulate_app = typer.Typer(help="Simulators of the external systems.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+
+
+@simulate_app.command("budget")
+def simulate_budget(
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    latency_ms: Annotated[int, typer.Option(min=0)] = 0,
+    failure_rate: Annotated[float, typer.Option(min=0, max=1, help="5xx before any work")] = 0.0,
+    lost_reply_rate: Annotated[float, typer.Option(min=0, max=1, help="5xx after the work")] = 0.0,
+    timeout_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="reply later than clients wait")
+    ] = 0.0,
+    return_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="share of payments returned")
+    ] = 0.0,
+    receipt_delay_s: Annotated[float, typer.Option(min=0)] = 2.0,
+) -> None:
+    """Run the budget-system simulator (its failures can also be changed at run time)."""
+    config = SimulatorConfig(
+        latency_ms=latency_ms,
+        failure_rate=failure_rate,
+        lost_reply_rate=lost_reply_rate,
+        timeout_rate=timeout_rate,
+        return_rate=return_rate,
+        receipt_delay_s=receipt_delay_s,
+    )
+    uvicorn.run(create_budget_simulator(config), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def reconcile() -> None:
+    """Compare the ledger with the budget system's statement; exit 1 on any difference."""
+    settings = _settings()
+    report = asyncio.run(_reconcile(settings))
+    typer.echo(
+        f"instructions={report.instructions} paid_fen_ours={report.paid_fen_ours} "
+        f"paid_fen_theirs={report.paid_fen_theirs} differences={len(report.differences)}"
+    )
+    for line in report.differences:
+        typer.echo(f"  {line.model_dump_json()}")
+    if report.differences:
+        raise typer.Exit(1)
+
+
+async def _reconcile(settings: Settings) -> Reconciliation:
+    engine = make_engine(settings.database_url)
+    try:
+        async with httpx.AsyncClient(
+            base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
+        ) as http:
+            statement = await BudgetSystemClient(http).statement()
+        async with make_sessionmaker(engine)() as session:
+            return await budget.reconcile(session, statement)
+    finally:
+        await engine.dispose()
+
+
 @app.command()
 def schedules() -> None:
     """Create the Temporal Schedules (idempotent); `run` does this on the dev server."""
@@ -192,6 +258,13 @@ def run(
             asyncio.run(_prepare_temporal(config, settings.task_queue))
         summary = asyncio.run(_load_sample(settings, enterprises))
         env = child_env(settings, address)
+        if settings.budget_system_url == SIMULATED_BUDGET_SYSTEM:
+            children.start(
+                "budget-simulator",
+                [sys.executable, "-m", "core.cli", "simulate", "budget"],
+                env,
+                logs / "budget-simulator.log",
+            )
         children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
         children.start(
             "api",
@@ -247,3 +320,7 @@ def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, second
         lines.append(f"    {user:<10} {issue_token(settings, user)}")
     lines.append("Ctrl-C stops everything.")
     typer.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app()

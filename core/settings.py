@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     temporal_tls_client_key: Path | None = None
     task_queue: str = "zhida-main"
 
+    # The provincial budget system (the simulator on the embedded stack).
+    budget_system_url: str = "http://127.0.0.1:8100"
+    budget_system_timeout_s: float = 10.0
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)

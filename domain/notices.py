@@ -53,3 +53,15 @@ async def raise_stage_warning(
         session.add(Notice(recipient=name, title="办理超时预警", body=message, subject=subject))
     await session.flush()
     return warning
+
+
+async def notify_enterprise(
+    session: AsyncSession, *, uscc: str, subject: str, title: str, body: str
+) -> None:
+    """An in-app notice to every user of a firm (no-op for a firm with no users yet)."""
+    recipients = await session.scalars(
+        select(User.name).where(User.enterprise_uscc == uscc, col(User.active))
+    )
+    for name in recipients:
+        session.add(Notice(recipient=name, title=title, body=body, subject=subject))
+    await session.flush()

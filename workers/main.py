@@ -5,23 +5,29 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.budget_system import BudgetSystemClient
+from activities.cases import CaseActivities
+from activities.payments import PaymentActivities
 from activities.policy_library import PolicyLibraryActivities
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import WorkingCalendar, parse_days
+from workflows.application import ApplicationWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
+from workflows.payment import PaymentWorkflow
 from workflows.policy_change import PolicyChangeWorkflow
 
 log = structlog.get_logger()
 
-WORKFLOWS = [PolicyChangeWorkflow, LibraryExpiryWorkflow]
+WORKFLOWS = [PolicyChangeWorkflow, LibraryExpiryWorkflow, ApplicationWorkflow, PaymentWorkflow]
 
 
 def calendar_from(settings: Settings) -> WorkingCalendar:
@@ -37,8 +43,11 @@ def build_worker(
     task_queue: str,
     sessionmaker: async_sessionmaker[AsyncSession],
     calendar: WorkingCalendar,
+    budget_system: BudgetSystemClient,
 ) -> Worker:
     library = PolicyLibraryActivities(sessionmaker, calendar)
+    cases = CaseActivities(sessionmaker)
+    payments = PaymentActivities(sessionmaker, budget_system)
     return Worker(
         client,
         task_queue=task_queue,
@@ -49,6 +58,14 @@ def build_worker(
             library.publish_version,
             library.raise_overdue,
             library.expire_lapsed_versions,
+            cases.check_application,
+            cases.project_case,
+            cases.raise_case_overdue,
+            cases.reserve_budget,
+            payments.send_instruction,
+            payments.await_settlement,
+            payments.record_receipt,
+            payments.record_returned_payment,
         ],
     )
 
@@ -56,18 +73,25 @@ def build_worker(
 async def run_worker(settings: Settings) -> None:
     engine = make_engine(settings.database_url, echo=settings.sql_echo)
     client = await connect(settings, identity="zhida-worker")
-    worker = build_worker(
-        client, settings.task_queue, make_sessionmaker(engine), calendar_from(settings)
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace
-    )
-    async with worker:
-        await stop.wait()
+    async with httpx.AsyncClient(
+        base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
+    ) as http:
+        worker = build_worker(
+            client,
+            settings.task_queue,
+            make_sessionmaker(engine),
+            calendar_from(settings),
+            BudgetSystemClient(http),
+        )
+        log.info(
+            "worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace
+        )
+        async with worker:
+            await stop.wait()
     await engine.dispose()
     log.info("worker.stopped")
 

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
 from api.pagination import Page, PageDep
 from api.params import CreditCode
+from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import library
 from domain.access import require_staff_or_reader
-from domain.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound
+from domain.errors import NotFound
 from models import search_attributes as sa_keys
 from models.policy import (
     Category,
@@ -169,7 +168,7 @@ async def approve(
     request_id: RequestId = None,
 ) -> PolicyChangeState:
     handle = await _review_handle(session, temporal, code, version)
-    return await _send(
+    return await send_update(
         handle.execute_update(
             PolicyChangeWorkflow.approve,
             ReviewDecision(actor=user, comment=body.comment),
@@ -189,37 +188,13 @@ async def reject(
     request_id: RequestId = None,
 ) -> PolicyChangeState:
     handle = await _review_handle(session, temporal, code, version)
-    return await _send(
+    return await send_update(
         handle.execute_update(
             PolicyChangeWorkflow.reject,
             ReviewDecision(actor=user, comment=body.reason),
             id=request_id,
         )
     )
-
-
-async def _send(update: Awaitable[PolicyChangeState]) -> PolicyChangeState:
-    """Await a workflow update, turning a validator's refusal into the matching 4xx."""
-    try:
-        return await update
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError):
-            raise _refusal(cause) from None
-        raise
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            raise Conflict("this version is not under review") from None
-        raise
-
-
-def _refusal(cause: ApplicationError) -> AppError:
-    kinds: dict[str | None, type[AppError]] = {
-        "Forbidden": Forbidden,
-        "WrongStage": Conflict,
-        "InvalidInput": InvalidInput,
-    }
-    return kinds.get(cause.type, Conflict)(cause.message)
 
 
 @router.post("/{code}/suspend", response_model=VersionPublic)

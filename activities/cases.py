@@ -1,0 +1,69 @@
+"""Activities of the case workflows that touch our database."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.policy_library import as_application_error
+from core.workdays import SHANGHAI
+from domain import budget, cases, notices
+from domain.errors import AppError
+from models.case import ApplicationInput, CaseState, CheckResult, Reservation, StageDeadlineMissed
+
+log = structlog.get_logger()
+
+STAGE_NAMES = {"department_review": "部门审核", "finance_review": "财政审核"}
+
+
+class CaseActivities:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    @activity.defn
+    async def check_application(self, application: ApplicationInput) -> CheckResult:
+        today = datetime.now(SHANGHAI).date()
+        try:
+            async with self._sessionmaker() as session:
+                return await cases.check_application(session, application, today)
+        except AppError as exc:
+            raise as_application_error(exc) from exc
+
+    @activity.defn
+    async def project_case(self, state: CaseState) -> None:
+        async with self._sessionmaker.begin() as session:
+            await cases.project(session, state)
+
+    @activity.defn
+    async def raise_case_overdue(self, missed: StageDeadlineMissed) -> None:
+        due = missed.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        stage = STAGE_NAMES.get(missed.stage.value, missed.stage.value)
+        async with self._sessionmaker.begin() as session:
+            await notices.raise_stage_warning(
+                session,
+                subject=missed.case_id,
+                stage=missed.stage.value,
+                department_code=missed.department_code,
+                due_at=missed.due_at,
+                message=f"{missed.item_code} 申报件的{stage}已超过办理时限（{due}），请尽快处理。",
+            )
+        log.warning("case.overdue", case_id=missed.case_id, stage=missed.stage.value)
+
+    @activity.defn
+    async def reserve_budget(self, reservation: Reservation) -> None:
+        try:
+            async with self._sessionmaker.begin() as session:
+                await budget.reserve(
+                    session,
+                    reservation.case_id,
+                    reservation.instalment,
+                    reservation.item_code,
+                    reservation.year,
+                    reservation.amount_fen,
+                )
+        except AppError as exc:
+            raise as_application_error(exc) from exc
+        log.info("budget.reserved", case_id=reservation.case_id, amount_fen=reservation.amount_fen)

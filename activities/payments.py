@@ -1,0 +1,120 @@
+"""Activities of the payment workflow: the budget system and the ledger."""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.budget_system import (
+    BudgetSystemClient,
+    BudgetSystemRefused,
+    BudgetSystemUnavailable,
+    payment_key,
+)
+from activities.policy_library import as_application_error
+from domain import budget, cases, notices
+from domain.errors import AppError
+from models.budget_system import InstructionState, PaymentInstruction
+from models.case import PaymentOutcome, PaymentRequest
+
+log = structlog.get_logger()
+
+
+class PaymentActivities:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], budget_system: BudgetSystemClient
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._budget_system = budget_system
+
+    @activity.defn
+    async def send_instruction(self, request: PaymentRequest) -> str:
+        """Instruct the payment (idempotent on the key) and record it; returns the voucher."""
+        key = payment_key(request.case_id, request.instalment)
+        async with self._sessionmaker() as session:
+            enterprise, account = await cases.default_payee(session, request.uscc)
+        instruction = PaymentInstruction(
+            idempotency_key=key,
+            quota_code=f"{request.item_code}/{request.year}",
+            payee_name=account.account_name or enterprise.name,
+            payee_account=account.account_number,
+            payee_bank=account.bank_name,
+            amount_fen=request.amount_fen,
+            purpose=request.purpose,
+        )
+        try:
+            status = await self._budget_system.instruct(instruction)
+        except BudgetSystemUnavailable as exc:
+            raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
+        except BudgetSystemRefused as exc:
+            raise ApplicationError(
+                str(exc), type="BudgetSystemRefused", non_retryable=True
+            ) from exc
+        try:
+            async with self._sessionmaker.begin() as session:
+                await budget.record_instruction(
+                    session, request.case_id, request.instalment, key, status.voucher_no
+                )
+        except AppError as exc:
+            raise as_application_error(exc) from exc
+        log.info("payment.instructed", case_id=request.case_id, instalment=request.instalment)
+        return status.voucher_no
+
+    @activity.defn
+    async def await_settlement(self, request: PaymentRequest) -> PaymentOutcome:
+        """Poll the instruction; a not-yet-settled one fails retryably (the retry policy
+        is the polling schedule, and it survives any crash)."""
+        key = payment_key(request.case_id, request.instalment)
+        try:
+            status = await self._budget_system.status(key)
+        except BudgetSystemUnavailable as exc:
+            raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
+        if status is None:
+            raise ApplicationError(f"{key} unknown to the budget system", type="InstructionMissing")
+        if status.state is InstructionState.ACCEPTED:
+            raise ApplicationError(f"{key} not settled yet", type="NotSettled")
+        if status.state is InstructionState.PAID:
+            assert status.bank_serial is not None
+            return PaymentOutcome(
+                state="paid",
+                voucher_no=status.voucher_no,
+                bank_serial=status.bank_serial,
+                paid_at=status.paid_at,
+            )
+        return PaymentOutcome(
+            state="returned", voucher_no=status.voucher_no, return_reason=status.return_reason
+        )
+
+    @activity.defn
+    async def record_receipt(self, request: PaymentRequest, outcome: PaymentOutcome) -> None:
+        assert outcome.bank_serial is not None
+        async with self._sessionmaker.begin() as session:
+            await budget.consume(
+                session,
+                request.case_id,
+                request.instalment,
+                voucher_no=outcome.voucher_no,
+                bank_serial=outcome.bank_serial,
+            )
+        log.info("payment.paid", case_id=request.case_id, instalment=request.instalment)
+
+    @activity.defn
+    async def record_returned_payment(
+        self, request: PaymentRequest, outcome: PaymentOutcome
+    ) -> None:
+        """退票: move the reservation to the next instalment and ask the firm to fix its account."""
+        reason = outcome.return_reason or "退票"
+        async with self._sessionmaker.begin() as session:
+            await budget.record_return(
+                session, request.case_id, request.instalment, request.instalment + 1, reason
+            )
+            await notices.notify_enterprise(
+                session,
+                uscc=request.uscc,
+                subject=request.case_id,
+                title="资金退票，请核对收款账户",
+                body=f"您的{request.purpose}资金被银行退回（{reason}），请核对并更正收款账户后确认。",
+            )
+        log.warning("payment.returned", case_id=request.case_id, instalment=request.instalment)

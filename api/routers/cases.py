@@ -1,0 +1,206 @@
+"""Case endpoints: apply, follow, decide, correct, and the inboxes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.pagination import Page, PageDep
+from api.params import CreditCode
+from api.updates import send_update
+from core.workdays import SHANGHAI
+from domain import cases
+from domain.access import require_enterprise_access, require_role, require_staff_or_reader
+from domain.errors import NotFound
+from models import search_attributes as sa_keys
+from models.case import (
+    ApplicationRequest,
+    CaseDecision,
+    CaseState,
+    CaseSummary,
+    DecisionRequest,
+    Resubmission,
+    ResubmitRequest,
+    application_case_id,
+)
+from models.reference import Actor, Role
+from workflows.application import ApplicationWorkflow
+from workflows.payment import PaymentWorkflow
+
+router = APIRouter(prefix="/api/v1", tags=["cases"])
+
+RequestId = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Used as the Temporal update id: a retry is answered, not applied twice.",
+    ),
+]
+CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
+
+
+@router.post("/cases", response_model=CaseState, status_code=status.HTTP_201_CREATED)
+async def apply(
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    body: ApplicationRequest,
+    response: Response,
+) -> CaseState:
+    """Apply to a published application item; applying twice returns the first case (200)."""
+    application = await cases.admit_application(session, user, body, datetime.now(SHANGHAI).date())
+    await session.commit()
+    try:
+        handle = await temporal.start_workflow(
+            ApplicationWorkflow.run,
+            application,
+            id=application.case_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa_keys.KIND, "case"),
+                    SearchAttributePair(sa_keys.CATEGORY, "application"),
+                    SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
+                    SearchAttributePair(sa_keys.STAGE, "check"),
+                ]
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        handle = temporal.get_workflow_handle_for(ApplicationWorkflow.run, application.case_id)
+        response.status_code = status.HTTP_200_OK
+    return await handle.query(ApplicationWorkflow.state)
+
+
+def _case_path(item_code: str, period: str, uscc: str) -> str:
+    return application_case_id(item_code, period, uscc)
+
+
+async def _handle(
+    session: AsyncSession, temporal: Client, user: Actor, case_id: str, uscc: str
+) -> CaseHandle:
+    require_enterprise_access(user, uscc)
+    await cases.get_record(session, case_id)
+    await session.commit()  # never hold a transaction while waiting on a workflow
+    return temporal.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+
+
+@router.get("/cases/application/{item_code}/{period}/{uscc}", response_model=CaseState)
+async def get_case(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    item_code: str,
+    period: str,
+    uscc: CreditCode,
+) -> CaseState:
+    if user.role is not Role.ENTERPRISE:
+        require_staff_or_reader(user)
+    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    try:
+        return await handle.query(ApplicationWorkflow.state)
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise NotFound("case not found") from None
+        raise
+
+
+@router.post("/cases/application/{item_code}/{period}/{uscc}/decisions", response_model=CaseState)
+async def decide(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    item_code: str,
+    period: str,
+    uscc: CreditCode,
+    body: CaseDecision,
+    request_id: RequestId = None,
+) -> CaseState:
+    require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
+    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    return await send_update(
+        handle.execute_update(
+            ApplicationWorkflow.decide, DecisionRequest(actor=user, decision=body), id=request_id
+        )
+    )
+
+
+@router.post("/cases/application/{item_code}/{period}/{uscc}/resubmit", response_model=CaseState)
+async def resubmit(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    item_code: str,
+    period: str,
+    uscc: CreditCode,
+    body: Resubmission,
+    request_id: RequestId = None,
+) -> CaseState:
+    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    return await send_update(
+        handle.execute_update(
+            ApplicationWorkflow.resubmit,
+            ResubmitRequest(actor=user, resubmission=body),
+            id=request_id,
+        )
+    )
+
+
+@router.post(
+    "/cases/application/{item_code}/{period}/{uscc}/account-confirmation", response_model=int
+)
+async def confirm_account(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    item_code: str,
+    period: str,
+    uscc: CreditCode,
+    request_id: RequestId = None,
+) -> int:
+    """After a returned payment (退票) the firm confirms its corrected account; the
+    payment is made again under the next instalment, whose number is returned."""
+    case_id = _case_path(item_code, period, uscc)
+    await _handle(session, temporal, user, case_id, uscc)
+    payment = temporal.get_workflow_handle_for(PaymentWorkflow.run, f"{case_id}/payment")
+    return await send_update(
+        payment.execute_update(PaymentWorkflow.account_corrected, user, id=request_id)
+    )
+
+
+@router.get("/inbox", response_model=Page[CaseSummary])
+async def my_inbox(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[CaseSummary]:
+    """Cases waiting on my unit, soonest deadline first."""
+    total, items = await cases.inbox(session, user, page.offset, page.limit)
+    return Page(
+        total=total,
+        offset=page.offset,
+        limit=page.limit,
+        items=[CaseSummary.model_validate(r, from_attributes=True) for r in items],
+    )
+
+
+@router.get("/my/cases", response_model=Page[CaseSummary])
+async def my_cases(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[CaseSummary]:
+    total, items = await cases.cases_of_enterprise(session, user, page.offset, page.limit)
+    return Page(
+        total=total,
+        offset=page.offset,
+        limit=page.limit,
+        items=[CaseSummary.model_validate(r, from_attributes=True) for r in items],
+    )
