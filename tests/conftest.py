@@ -332,6 +332,7 @@ class Stack:
     api: httpx.AsyncClient
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
+    budget_http: httpx.AsyncClient
 
 
 @pytest.fixture
@@ -365,5 +366,5 @@ async def stack(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client,
     ):
-        yield Stack(client, settings, sessionmaker)
+        yield Stack(client, settings, sessionmaker, budget_http)
     await engine.dispose()

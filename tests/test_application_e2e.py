@@ -1,0 +1,257 @@
+"""Application cases end to end on the real dev server: API, worker with the real
+activities, a committed SQLite database and the budget-system simulator process."""
+
+import asyncio
+import uuid
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from activities.budget_system import BudgetSystemClient
+from domain import budget, library
+from models.budget import LedgerEntry, LedgerKind
+from models.case import CaseState, application_case_id
+from models.enterprise import BankAccount
+from models.policy import ItemCreate
+from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
+from workers.main import WORKFLOWS
+from workflows.application import ApplicationWorkflow
+from workflows.payment import PaymentWorkflow
+
+AMOUNT = 5_000_000
+
+
+def final_id(code: str, uscc: str) -> str:
+    return application_case_id(code, "2026", uscc)
+
+
+def case_handle(
+    env: WorkflowEnvironment, case_id: str
+) -> WorkflowHandle[ApplicationWorkflow, CaseState]:
+    return env.client.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+
+
+async def _setup(
+    stack: Stack, *, quota_fen: int = 100_000_000, account: str | None = None
+) -> tuple[str, str]:
+    """A published application item and a firm that meets it; returns (item, uscc)."""
+    code = f"APP-{uuid.uuid4().hex[:6].upper()}"
+    async with stack.sessionmaker.begin() as session:
+        firm = await create_enterprise(session, facts={"credit_rating": ("A", "2025")})
+        if account is not None:
+            await session.execute(
+                sa.update(BankAccount)
+                .where(col(BankAccount.uscc) == firm.uscc)
+                .values(account_number=account)
+            )
+        users = await create_users(session, enterprise_uscc=firm.uscc)
+        payload = item_payload(
+            code, quota_fen=quota_fen, amount_rule={"kind": "fixed", "amount_fen": AMOUNT}
+        )
+        await library.create_item(session, users["jxj_staff"], ItemCreate.model_validate(payload))
+        await library.submit_version(
+            session, users["jxj_staff"], code, 1, head_review_days=3, finance_review_days=5
+        )
+        await library.publish_version(session, code, 1)
+    return code, firm.uscc
+
+
+async def test_apply_review_correct_pay_and_reconcile(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    api, settings = stack.api, stack.settings
+    code, uscc = await _setup(stack)
+    base = f"/api/v1/cases/application/{code}/2026/{uscc}"
+
+    applied = await api.post(
+        "/api/v1/cases",
+        json={"item_code": code, "period": "2026", "materials": {"申请表": "a.pdf"}},
+        headers=auth(settings, "qiye"),
+    )
+    assert applied.status_code == 201, applied.text
+    again = await api.post(
+        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
+    )
+    assert again.status_code == 200  # the same business key finds the same case
+    assert again.json()["case_id"] == application_case_id(code, "2026", uscc)
+
+    handle = case_handle(dev_server, application_case_id(code, "2026", uscc))
+    for _ in range(50):
+        state = await handle.query(ApplicationWorkflow.state)
+        if state.stage.value == "department_review":
+            break
+    assert state.stage.value == "department_review"
+    assert state.computed_amount_fen == AMOUNT
+
+    wrong = await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "kjj_staff")
+    )
+    assert wrong.status_code == 403
+    too_much = await api.post(
+        f"{base}/decisions",
+        json={"action": "approve", "amount_fen": AMOUNT + 1},
+        headers=auth(settings, "jxj_staff"),
+    )
+    assert too_much.status_code == 422
+
+    key = {"Idempotency-Key": f"req-{uuid.uuid4()}"}
+    reduced = await api.post(
+        f"{base}/decisions",
+        json={"action": "approve", "amount_fen": 4_000_000, "reason": "部分设备不在支持范围"},
+        headers=auth(settings, "jxj_staff") | key,
+    )
+    assert reduced.status_code == 200, reduced.text
+    assert (reduced.json()["stage"], reduced.json()["approved_amount_fen"]) == (
+        "finance_review",
+        4_000_000,
+    )
+    repeated = await api.post(
+        f"{base}/decisions",
+        json={"action": "approve", "amount_fen": 4_000_000, "reason": "部分设备不在支持范围"},
+        headers=auth(settings, "jxj_staff") | key,
+    )
+    assert repeated.json()["stage"] == "finance_review"  # answered, not applied to finance
+
+    inbox = (await api.get("/api/v1/inbox", headers=auth(settings, "czj_staff"))).json()
+    assert [c["case_id"] for c in inbox["items"]] == [application_case_id(code, "2026", uscc)]
+
+    returned = await api.post(
+        f"{base}/decisions",
+        json={"action": "return", "reason": "缺发票", "corrections": ["补充设备发票"]},
+        headers=auth(settings, "czj_staff"),
+    )
+    assert returned.json()["stage"] == "correction"
+    assert returned.json()["corrections"] == ["补充设备发票"]
+    other_firm = await api.post(
+        f"{base}/resubmit", json={"materials": {}}, headers=auth(settings, "jxj_staff")
+    )
+    assert other_firm.status_code == 403
+    back = await api.post(
+        f"{base}/resubmit",
+        json={"materials": {"发票": "invoice.pdf"}, "note": "已补充"},
+        headers=auth(settings, "qiye"),
+    )
+    assert back.json()["stage"] == "finance_review"  # back to the stage that returned it
+
+    approved = await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "czj_staff")
+    )
+    assert approved.status_code == 200, approved.text
+    final = await handle.result()
+    assert (final.stage.value, final.paid_amount_fen, final.instalment) == ("paid", 4_000_000, 1)
+
+    mine = (await api.get("/api/v1/my/cases", headers=auth(settings, "qiye"))).json()
+    assert [(c["stage"], c["paid_amount_fen"]) for c in mine["items"]] == [("paid", 4_000_000)]
+
+    async with stack.sessionmaker() as session:
+        kinds = list(
+            await session.scalars(
+                select(LedgerEntry.kind)
+                .where(col(LedgerEntry.case_id) == final.case_id)
+                .order_by(col(LedgerEntry.id))
+            )
+        )
+        assert kinds == [LedgerKind.RESERVE, LedgerKind.INSTRUCT, LedgerKind.RECEIPT]
+        quota = await budget.quota_status(session, code, 2026)
+        assert (quota.paid_fen, quota.reserved_fen) == (4_000_000, 0)
+        statement = await BudgetSystemClient(stack.budget_http).statement()
+        mine_only = [
+            s for s in statement if s.idempotency_key.startswith(f"zhida:{final.case_id}:")
+        ]
+        report = await budget.reconcile(session, mine_only)
+    assert report.differences == []
+    assert report.paid_fen_ours == report.paid_fen_theirs == 4_000_000
+
+    history = await handle.fetch_history()
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+
+
+async def test_not_eligible_firm_is_rejected_with_reasons(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    code, _ = await _setup(stack)
+    async with stack.sessionmaker.begin() as session:
+        firm = await create_enterprise(session, facts={"credit_rating": ("D", "2025")})
+        await create_users(session, enterprise_uscc=firm.uscc)
+    response = await stack.api.post(
+        "/api/v1/cases",
+        json={"item_code": code, "period": "2026"},
+        headers=auth(stack.settings, "qiye"),
+    )
+    assert response.status_code == 201
+    handle = case_handle(dev_server, application_case_id(code, "2026", firm.uscc))
+    final = await handle.result()
+    assert final.stage.value == "rejected"
+    assert final.verdict is not None and final.verdict.value == "not_eligible"
+    assert "公共信用评价等级" in final.timeline[-1].detail
+
+
+async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    code, uscc = await _setup(stack, account="6222000011110000")  # a closed account
+    api, settings = stack.api, stack.settings
+    base = f"/api/v1/cases/application/{code}/2026/{uscc}"
+    await api.post(
+        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
+    )
+    handle = case_handle(dev_server, application_case_id(code, "2026", uscc))
+    for _ in range(50):
+        if (await handle.query(ApplicationWorkflow.state)).stage.value == "department_review":
+            break
+    await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
+    )
+    await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "czj_staff")
+    )
+
+    premature = await api.post(f"{base}/account-confirmation", headers=auth(settings, "qiye"))
+    assert premature.status_code == 409  # nothing has come back yet
+    payment = dev_server.client.get_workflow_handle_for(
+        PaymentWorkflow.run, f"{final_id(code, uscc)}/payment"
+    )
+    for _ in range(200):
+        try:
+            if await payment.query(PaymentWorkflow.awaiting_account):
+                break
+        except RPCError:
+            pass  # the payment workflow has not started yet
+        await asyncio.sleep(0.1)
+    assert await payment.query(PaymentWorkflow.returned_instalments) == [1]
+    # The firm fixes its account, then confirms it; the payment goes out again.
+    async with stack.sessionmaker.begin() as session:
+        await session.execute(
+            sa.update(BankAccount)
+            .where(col(BankAccount.uscc) == uscc)
+            .values(account_number="6222000011112222")
+        )
+    confirmed = await api.post(f"{base}/account-confirmation", headers=auth(settings, "qiye"))
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json() == 2
+    final = await handle.result()
+    assert (final.stage.value, final.instalment, final.paid_amount_fen) == ("paid", 2, AMOUNT)
+    async with stack.sessionmaker() as session:
+        kinds = list(
+            await session.scalars(
+                select(LedgerEntry.kind)
+                .where(col(LedgerEntry.case_id) == final.case_id)
+                .order_by(col(LedgerEntry.id))
+            )
+        )
+    assert kinds == [
+        LedgerKind.RESERVE,
+        LedgerKind.INSTRUCT,
+        LedgerKind.RETURN,
+        LedgerKind.RELEASE,
+        LedgerKind.RESERVE,
+        LedgerKind.INSTRUCT,
+        LedgerKind.RECEIPT,
+    ]
