@@ -15,10 +15,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, Forbidden, NotFound
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind, QuotaPublic
 from models.budget_system import InstructionState, InstructionStatus
 from models.policy import PolicyItem, PolicyItemVersion
+from models.reference import Actor, Department, DepartmentKind, Role
 from models.types import utcnow
 
 
@@ -332,3 +333,21 @@ async def reconcile(session: AsyncSession, statement: list[InstructionStatus]) -
         paid_fen_theirs=sum(s.amount_fen for s in statement if s.state is InstructionState.PAID),
         differences=differences,
     )
+
+
+async def adjust_quota(
+    session: AsyncSession, actor: Actor, item_code: str, year: int, quota_fen: int
+) -> QuotaPublic:
+    """Finance sets a year's quota of an item in its region (追加或调减指标)."""
+    item = await session.get(PolicyItem, item_code)
+    if item is None:
+        raise NotFound(f"policy item {item_code} not found")
+    finance = await session.scalar(
+        select(Department.code).where(
+            Department.region_code == item.region_code, Department.kind == DepartmentKind.FINANCE
+        )
+    )
+    if actor.role is not Role.FINANCE_CASEWORKER or actor.department_code != finance:
+        raise Forbidden(f"only finance department {finance} sets the quota of {item_code}")
+    await set_quota(session, item_code, year, quota_fen)
+    return await quota_status(session, item_code, year)

@@ -161,3 +161,12 @@ async def get_record(session: AsyncSession, case_id: str) -> CaseRecord:
     if record is None:
         raise NotFound(f"case {case_id} not found")
     return record
+
+
+async def awaiting_budget(session: AsyncSession, item_code: str) -> list[str]:
+    rows = await session.scalars(
+        select(CaseRecord.case_id).where(
+            col(CaseRecord.item_code) == item_code, col(CaseRecord.stage) == "awaiting_budget"
+        )
+    )
+    return list(rows)

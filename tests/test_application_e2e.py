@@ -255,3 +255,46 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
         LedgerKind.INSTRUCT,
         LedgerKind.RECEIPT,
     ]
+
+
+async def test_case_waits_for_budget_until_finance_adds_quota(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    code, uscc = await _setup(stack, quota_fen=AMOUNT - 1)
+    api, settings = stack.api, stack.settings
+    base = f"/api/v1/cases/application/{code}/2026/{uscc}"
+    await api.post(
+        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
+    )
+    handle = case_handle(dev_server, final_id(code, uscc))
+    for _ in range(50):
+        if (await handle.query(ApplicationWorkflow.state)).stage.value == "department_review":
+            break
+    await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
+    )
+    await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "czj_staff")
+    )
+    for _ in range(100):
+        state = await handle.query(ApplicationWorkflow.state)
+        if state.stage.value == "awaiting_budget":
+            break
+        await asyncio.sleep(0.05)
+    assert state.stage.value == "awaiting_budget"
+
+    refused = await api.put(
+        f"/api/v1/items/{code}/quota/2026",
+        json={"quota_fen": AMOUNT},
+        headers=auth(settings, "jxj_head"),
+    )
+    assert refused.status_code == 403
+    added = await api.put(
+        f"/api/v1/items/{code}/quota/2026",
+        json={"quota_fen": AMOUNT * 2},
+        headers=auth(settings, "czj_staff"),
+    )
+    assert added.status_code == 200, added.text
+    assert added.json()["available_fen"] == AMOUNT * 2
+    final = await handle.result()
+    assert (final.stage.value, final.paid_amount_fen) == ("paid", AMOUNT)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Path, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -22,10 +23,11 @@ from api.pagination import Page, PageDep
 from api.params import CreditCode
 from api.updates import send_update
 from core.workdays import SHANGHAI
-from domain import cases
+from domain import budget, cases
 from domain.access import require_enterprise_access, require_role, require_staff_or_reader
 from domain.errors import NotFound
 from models import search_attributes as sa_keys
+from models.budget import QuotaPublic
 from models.case import (
     ApplicationRequest,
     CaseDecision,
@@ -204,3 +206,27 @@ async def my_cases(session: SessionDep, user: CurrentUser, page: PageDep) -> Pag
         limit=page.limit,
         items=[CaseSummary.model_validate(r, from_attributes=True) for r in items],
     )
+
+
+class QuotaChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quota_fen: int = Field(ge=0, strict=True)
+
+
+@router.put("/items/{item_code}/quota/{year}", response_model=QuotaPublic)
+async def set_quota(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    item_code: str,
+    year: Annotated[int, Path(ge=2000, le=2100)],
+    body: QuotaChange,
+) -> QuotaPublic:
+    """Set a year's quota; cases waiting for budget on this item try again at once."""
+    quota = await budget.adjust_quota(session, user, item_code, year, body.quota_fen)
+    waiting = await cases.awaiting_budget(session, item_code)
+    await session.commit()
+    for case_id in waiting:
+        await temporal.get_workflow_handle(case_id).signal(ApplicationWorkflow.budget_added)
+    return quota
