@@ -1,15 +1,21 @@
-"""Sending a workflow update from a route: a validator's refusal becomes the matching 4xx."""
+"""Sending a workflow update from a route: a validator's refusal becomes the matching 4xx,
+and an update the server could not deliver becomes a 503 that is safe to retry."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.errors import AppError, Conflict, Forbidden, InvalidInput
+from domain.errors import AppError, Conflict, Forbidden, InvalidInput, Unavailable
 
 T = TypeVar("T")
 
@@ -18,9 +24,10 @@ _REFUSALS: dict[str | None, type[AppError]] = {
     "WrongStage": Conflict,
     "InvalidInput": InvalidInput,
 }
+RETRY = "not delivered this time; send it again with the same Idempotency-Key"
 
 
-async def send_update(update: Awaitable[T]) -> T:
+async def send_update(handle: WorkflowHandle[Any, Any], update: Awaitable[T]) -> T:
     try:
         return await update
     except WorkflowUpdateFailedError as exc:
@@ -28,7 +35,21 @@ async def send_update(update: Awaitable[T]) -> T:
         if isinstance(cause, ApplicationError):
             raise _REFUSALS.get(cause.type, Conflict)(cause.message) from None
         raise
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise Unavailable(RETRY) from None
+    except RPCError as exc:
+        # NOT_FOUND means no such workflow, or an update lost with a crashed worker
+        # before it was accepted: only the first is final.
+        if exc.status is RPCStatusCode.NOT_FOUND and not await _running(handle):
+            raise Conflict("nothing is waiting for this decision any more") from None
+        raise Unavailable(RETRY) from None
+
+
+async def _running(handle: WorkflowHandle[Any, Any]) -> bool:
+    try:
+        description = await handle.describe()
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
-            raise Conflict("nothing is waiting for this decision any more") from None
+            return False
         raise
+    return description.status == WorkflowExecutionStatus.RUNNING

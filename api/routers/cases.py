@@ -96,8 +96,9 @@ def _case_path(item_code: str, period: str, uscc: str) -> str:
 async def _handle(
     session: AsyncSession, temporal: Client, user: Actor, case_id: str, uscc: str
 ) -> CaseHandle:
+    """The case's workflow. Temporal, not the list projection (which may lag a moment
+    behind), says whether it exists."""
     require_enterprise_access(user, uscc)
-    await cases.get_record(session, case_id)
     await session.commit()  # never hold a transaction while waiting on a workflow
     return temporal.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
 
@@ -136,9 +137,10 @@ async def decide(
     require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
     handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
     return await send_update(
+        handle,
         handle.execute_update(
             ApplicationWorkflow.decide, DecisionRequest(actor=user, decision=body), id=request_id
-        )
+        ),
     )
 
 
@@ -155,11 +157,12 @@ async def resubmit(
 ) -> CaseState:
     handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
     return await send_update(
+        handle,
         handle.execute_update(
             ApplicationWorkflow.resubmit,
             ResubmitRequest(actor=user, resubmission=body),
             id=request_id,
-        )
+        ),
     )
 
 
@@ -181,7 +184,7 @@ async def confirm_account(
     await _handle(session, temporal, user, case_id, uscc)
     payment = temporal.get_workflow_handle_for(PaymentWorkflow.run, f"{case_id}/payment")
     return await send_update(
-        payment.execute_update(PaymentWorkflow.account_corrected, user, id=request_id)
+        payment, payment.execute_update(PaymentWorkflow.account_corrected, user, id=request_id)
     )
 
 

@@ -169,11 +169,12 @@ async def approve(
 ) -> PolicyChangeState:
     handle = await _review_handle(session, temporal, code, version)
     return await send_update(
+        handle,
         handle.execute_update(
             PolicyChangeWorkflow.approve,
             ReviewDecision(actor=user, comment=body.comment),
             id=request_id,
-        )
+        ),
     )
 
 
@@ -189,11 +190,12 @@ async def reject(
 ) -> PolicyChangeState:
     handle = await _review_handle(session, temporal, code, version)
     return await send_update(
+        handle,
         handle.execute_update(
             PolicyChangeWorkflow.reject,
             ReviewDecision(actor=user, comment=body.reason),
             id=request_id,
-        )
+        ),
     )
 
 
