@@ -201,7 +201,7 @@ async def _reach(handle: WorkflowHandle[ApplicationWorkflow, CaseState], stage: 
                 return
         except RPCError:
             pass  # no worker to answer the query just now
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
 
 
 async def _retry(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:

@@ -192,7 +192,7 @@ async def run(cases: int, concurrency: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=20)
     args = parser.parse_args()
     asyncio.run(run(args.cases, args.concurrency))
 

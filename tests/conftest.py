@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -53,17 +54,14 @@ def _backends() -> list[str]:
     return backends
 
 
-@pytest.fixture(scope="session", params=_backends())
-async def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AsyncEngine]:
-    """A migrated database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+@asynccontextmanager
+async def migrated_database(kind: str, directory: Path) -> AsyncIterator[str]:
+    """The URL of a new, migrated database: a SQLite file or a PostgreSQL database
+    created on the server at ZHIDA_TEST_POSTGRES_URL and dropped afterwards."""
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{directory / f'{uuid.uuid4().hex[:8]}.db'}"
         await upgrade_async(url)
-        engine = make_engine(url)
-        yield engine
-        await engine.dispose()
+        yield url
         return
     server_url = Settings(database_url=os.environ["ZHIDA_TEST_POSTGRES_URL"]).database_url
     name = f"zhida_test_{uuid.uuid4().hex[:8]}"
@@ -72,14 +70,25 @@ async def engine(
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = server_url.rsplit("/", 1)[0] + f"/{name}"
-    await upgrade_async(url)
-    engine = make_engine(url)
-    yield engine
-    await engine.dispose()
-    async with admin.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session", params=_backends())
+async def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AsyncEngine]:
+    """A migrated database shared by the rolled-back tests of one backend."""
+    async with migrated_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        engine = make_engine(url)
+        yield engine
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -335,17 +344,25 @@ class Stack:
     budget_http: httpx.AsyncClient
 
 
+@pytest.fixture(scope="session", params=_backends())
+async def live_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """A committed database of its own for the live-stack tests, per backend."""
+    async with migrated_database(request.param, tmp_path_factory.mktemp("live")) as url:
+        yield url
+
+
 @pytest.fixture
 async def stack(
-    dev_server: WorkflowEnvironment, tmp_path: Path, budget_simulator: httpx.AsyncClient
+    dev_server: WorkflowEnvironment, live_database: str, budget_simulator: httpx.AsyncClient
 ) -> AsyncIterator[Stack]:
     settings = Settings(
         environment=Environment.TEST,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
+        database_url=live_database,
         task_queue=f"e2e-{uuid.uuid4()}",
         temporal_namespace=dev_server.client.namespace,
     )
-    await upgrade_async(settings.database_url)
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
     async with sessionmaker.begin() as session:

@@ -15,7 +15,7 @@ from temporalio.worker import Replayer
 from activities.budget_system import BudgetSystemClient
 from domain import budget, library
 from models.budget import LedgerEntry, LedgerKind
-from models.case import CaseState, application_case_id
+from models.case import CaseState, PaymentResult, application_case_id
 from models.enterprise import BankAccount
 from models.policy import ItemCreate
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
@@ -215,8 +215,10 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
 
     premature = await api.post(f"{base}/account-confirmation", headers=auth(settings, "qiye"))
     assert premature.status_code == 409  # nothing has come back yet
-    payment = dev_server.client.get_workflow_handle_for(
-        PaymentWorkflow.run, f"{final_id(code, uscc)}/payment"
+    payment: WorkflowHandle[PaymentWorkflow, PaymentResult] = (
+        dev_server.client.get_workflow_handle_for(
+            PaymentWorkflow.run, f"{final_id(code, uscc)}/payment"
+        )
     )
     for _ in range(200):
         try:
