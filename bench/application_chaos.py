@@ -59,6 +59,7 @@ from models.reference import Actor, Role, User  # noqa: E402
 from models.search_attributes import ALL as SEARCH_ATTRIBUTES  # noqa: E402
 from workflows.application import ApplicationWorkflow  # noqa: E402
 
+CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
 ITEM = "CHAOS-01"
 AMOUNT = 1_000_000
 PERIOD = "2026"
@@ -181,7 +182,7 @@ async def _drive_case(
         partial(api.post, "/api/v1/cases", json={"item_code": ITEM, "period": PERIOD}, headers=firm)
     )
     case_id = application_case_id(ITEM, PERIOD, uscc)
-    handle = env.client.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+    handle: CaseHandle = env.client.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
     base = f"/api/v1/cases/application/{ITEM}/{PERIOD}/{uscc}/decisions"
     for stage, user in (("department_review", "jxj_staff"), ("finance_review", "czj_staff")):
         await _reach(handle, stage)
@@ -316,7 +317,9 @@ async def run(cases: int, kills: int, seed: int, failure_share: float) -> int:
             for n, task in enumerate(tasks, start=1):
                 if task in pending:
                     case_id = application_case_id(ITEM, PERIOD, firms[n - 1])
-                    handle = env.client.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+                    handle: CaseHandle = env.client.get_workflow_handle_for(
+                        ApplicationWorkflow.run, case_id
+                    )
                     try:
                         state = await asyncio.wait_for(handle.query(ApplicationWorkflow.state), 5)
                         print(f"unfinished: {case_id} stage={state.stage.value}", file=sys.stderr)

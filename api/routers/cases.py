@@ -34,6 +34,7 @@ from models.case import (
     CaseState,
     CaseSummary,
     DecisionRequest,
+    PaymentResult,
     Resubmission,
     ResubmitRequest,
     application_case_id,
@@ -182,7 +183,9 @@ async def confirm_account(
     payment is made again under the next instalment, whose number is returned."""
     case_id = _case_path(item_code, period, uscc)
     await _handle(session, temporal, user, case_id, uscc)
-    payment = temporal.get_workflow_handle_for(PaymentWorkflow.run, f"{case_id}/payment")
+    payment: WorkflowHandle[PaymentWorkflow, PaymentResult] = temporal.get_workflow_handle_for(
+        PaymentWorkflow.run, f"{case_id}/payment"
+    )
     return await send_update(
         payment, payment.execute_update(PaymentWorkflow.account_corrected, user, id=request_id)
     )
