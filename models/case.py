@@ -201,7 +201,7 @@ class CaseRecord(SQLModel, table=True):
     uscc: str = Field(max_length=18, index=True)
     region_code: str = Field(max_length=16, index=True)
     stage: str = Field(max_length=24, index=True)
-    waiting_for_role: str | None = Field(default=None, max_length=32)
+    waiting_for_role: str | None = Field(default=None, max_length=64)
     waiting_for_department: str | None = Field(default=None, max_length=32, index=True)
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     overdue: bool = False

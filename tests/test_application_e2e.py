@@ -26,6 +26,16 @@ from workflows.payment import PaymentWorkflow
 AMOUNT = 5_000_000
 
 
+async def reach(handle: WorkflowHandle[ApplicationWorkflow, CaseState], stage: str) -> CaseState:
+    """Wait (up to 20 s) until the case stands at `stage`, as a user's page would."""
+    for _ in range(200):
+        state = await handle.query(ApplicationWorkflow.state)
+        if state.stage.value == stage:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"case never reached {stage}; it is at {state.stage.value}")
+
+
 def final_id(code: str, uscc: str) -> str:
     return application_case_id(code, "2026", uscc)
 
@@ -81,10 +91,7 @@ async def test_apply_review_correct_pay_and_reconcile(
     assert again.json()["case_id"] == application_case_id(code, "2026", uscc)
 
     handle = case_handle(dev_server, application_case_id(code, "2026", uscc))
-    for _ in range(50):
-        state = await handle.query(ApplicationWorkflow.state)
-        if state.stage.value == "department_review":
-            break
+    state = await reach(handle, "department_review")
     assert state.stage.value == "department_review"
     assert state.computed_amount_fen == AMOUNT
 
@@ -203,9 +210,7 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
         "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
     )
     handle = case_handle(dev_server, application_case_id(code, "2026", uscc))
-    for _ in range(50):
-        if (await handle.query(ApplicationWorkflow.state)).stage.value == "department_review":
-            break
+    await reach(handle, "department_review")
     await api.post(
         f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
     )
@@ -269,20 +274,14 @@ async def test_case_waits_for_budget_until_finance_adds_quota(
         "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
     )
     handle = case_handle(dev_server, final_id(code, uscc))
-    for _ in range(50):
-        if (await handle.query(ApplicationWorkflow.state)).stage.value == "department_review":
-            break
+    await reach(handle, "department_review")
     await api.post(
         f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
     )
     await api.post(
         f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "czj_staff")
     )
-    for _ in range(100):
-        state = await handle.query(ApplicationWorkflow.state)
-        if state.stage.value == "awaiting_budget":
-            break
-        await asyncio.sleep(0.05)
+    state = await reach(handle, "awaiting_budget")
     assert state.stage.value == "awaiting_budget"
 
     refused = await api.put(

@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("uscc", sqlmodel.sql.sqltypes.AutoString(length=18), nullable=False),
         sa.Column("region_code", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("stage", sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),
-        sa.Column("waiting_for_role", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
+        sa.Column("waiting_for_role", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column(
             "waiting_for_department", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True
         ),
