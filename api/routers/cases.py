@@ -19,7 +19,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
-from api.pagination import Page, PageDep
+from api.pagination import Page, PageDep, PageParams
 from api.params import CreditCode
 from api.updates import send_update
 from core.workdays import SHANGHAI
@@ -31,6 +31,7 @@ from models.budget import QuotaPublic
 from models.case import (
     ApplicationRequest,
     CaseDecision,
+    CaseRecord,
     CaseState,
     CaseSummary,
     DecisionRequest,
@@ -191,27 +192,22 @@ async def confirm_account(
     )
 
 
+def _summaries(total: int, page: PageParams, rows: list[CaseRecord]) -> Page[CaseSummary]:
+    items = [CaseSummary.model_validate(r, from_attributes=True) for r in rows]
+    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+
+
 @router.get("/inbox", response_model=Page[CaseSummary])
 async def my_inbox(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[CaseSummary]:
     """Cases waiting on my unit, soonest deadline first."""
     total, items = await cases.inbox(session, user, page.offset, page.limit)
-    return Page(
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-        items=[CaseSummary.model_validate(r, from_attributes=True) for r in items],
-    )
+    return _summaries(total, page, items)
 
 
 @router.get("/my/cases", response_model=Page[CaseSummary])
 async def my_cases(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[CaseSummary]:
     total, items = await cases.cases_of_enterprise(session, user, page.offset, page.limit)
-    return Page(
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-        items=[CaseSummary.model_validate(r, from_attributes=True) for r in items],
-    )
+    return _summaries(total, page, items)
 
 
 class QuotaChange(BaseModel):
