@@ -9,6 +9,8 @@ changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
@@ -133,14 +135,7 @@ async def release(session: AsyncSession, case_id: str, instalment: int) -> Ledge
     if await _entry(session, case_id, instalment, LedgerKind.RECEIPT) is not None:
         raise Conflict(f"instalment {instalment} of {case_id} is paid; it cannot be released")
     await _move(session, reserved, reserved_delta=-reserved.amount_fen, paid_delta=0)
-    entry = LedgerEntry(
-        case_id=case_id,
-        instalment=instalment,
-        kind=LedgerKind.RELEASE,
-        item_code=reserved.item_code,
-        year=reserved.year,
-        amount_fen=reserved.amount_fen,
-    )
+    entry = _next_entry(reserved, LedgerKind.RELEASE)
     session.add(entry)
     await session.flush()
     return entry
@@ -159,19 +154,28 @@ async def consume(
     await _move(
         session, reserved, reserved_delta=-reserved.amount_fen, paid_delta=reserved.amount_fen
     )
-    entry = LedgerEntry(
-        case_id=case_id,
-        instalment=instalment,
-        kind=LedgerKind.RECEIPT,
-        item_code=reserved.item_code,
-        year=reserved.year,
-        amount_fen=reserved.amount_fen,
+    entry = _next_entry(
+        reserved,
+        LedgerKind.RECEIPT,
         voucher_no=voucher_no,
         bank_serial=bank_serial,
     )
     session.add(entry)
     await session.flush()
     return entry
+
+
+def _next_entry(source: LedgerEntry, kind: LedgerKind, **extra: Any) -> LedgerEntry:
+    """The next movement of the same case instalment, for the same amount."""
+    return LedgerEntry(
+        case_id=source.case_id,
+        instalment=source.instalment,
+        kind=kind,
+        item_code=source.item_code,
+        year=source.year,
+        amount_fen=source.amount_fen,
+        **extra,
+    )
 
 
 async def _move(
@@ -212,13 +216,9 @@ async def record_instruction(
     reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
     if reserved is None:
         raise Conflict(f"instalment {instalment} of {case_id} was never reserved")
-    entry = LedgerEntry(
-        case_id=case_id,
-        instalment=instalment,
-        kind=LedgerKind.INSTRUCT,
-        item_code=reserved.item_code,
-        year=reserved.year,
-        amount_fen=reserved.amount_fen,
+    entry = _next_entry(
+        reserved,
+        LedgerKind.INSTRUCT,
         idempotency_key=idempotency_key,
         voucher_no=voucher_no,
     )
@@ -239,13 +239,9 @@ async def record_return(
     instructed = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
     if instructed is None:
         raise Conflict(f"instalment {instalment} of {case_id} was never instructed")
-    entry = LedgerEntry(
-        case_id=case_id,
-        instalment=instalment,
-        kind=LedgerKind.RETURN,
-        item_code=instructed.item_code,
-        year=instructed.year,
-        amount_fen=instructed.amount_fen,
+    entry = _next_entry(
+        instructed,
+        LedgerKind.RETURN,
         idempotency_key=instructed.idempotency_key,
         voucher_no=instructed.voucher_no,
         details={"reason": reason, "repaid_as": next_instalment},
