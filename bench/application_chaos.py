@@ -222,7 +222,7 @@ async def _retry(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Respons
 
 async def _chaos(worker: Worker, done: asyncio.Event, kills: int, rng: random.Random) -> None:
     while not done.is_set() and worker.kills < kills:
-        await asyncio.sleep(rng.uniform(1.0, 4.0))
+        await asyncio.sleep(rng.uniform(0.3, 1.5))
         if done.is_set():
             return
         worker.kill()
