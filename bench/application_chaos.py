@@ -19,88 +19,40 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from functools import partial
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import httpx
+from stack import BenchStack, Worker, bench_stack
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
-import httpx  # noqa: E402
-from temporalio.client import WorkflowHandle  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.service import RPCError  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from activities.budget_system import BudgetSystemClient  # noqa: E402
-from api.main import create_app  # noqa: E402
-from core.db import make_engine, make_sessionmaker  # noqa: E402
-from core.devstack import ensure_search_attributes, wait_for_http  # noqa: E402
-from core.migrate import upgrade_async  # noqa: E402
-from core.security import issue_token  # noqa: E402
-from core.settings import Environment, Settings  # noqa: E402
-from core.workdays import SHANGHAI  # noqa: E402
-from domain import budget, library  # noqa: E402
-from domain.reference_data import demo_users, ensure_reference_data, ensure_users  # noqa: E402
-from domain.sample import generate  # noqa: E402
-from models.budget_system import InstructionState  # noqa: E402
-from models.case import CaseState, application_case_id  # noqa: E402
-from models.enterprise import BankAccount, Enterprise, Fact  # noqa: E402
-from models.policy import ItemCreate  # noqa: E402
-from models.reference import Actor, Role, User  # noqa: E402
-from models.search_attributes import ALL as SEARCH_ATTRIBUTES  # noqa: E402
-from workflows.application import ApplicationWorkflow  # noqa: E402
+from activities.budget_system import BudgetSystemClient
+from api.main import create_app
+from core.db import make_engine, make_sessionmaker
+from core.migrate import upgrade_async
+from core.security import issue_token
+from core.settings import Settings
+from core.workdays import SHANGHAI
+from domain import budget, library
+from domain.reference_data import demo_users, ensure_reference_data, ensure_users
+from domain.sample import generate
+from models.budget_system import InstructionState
+from models.case import CaseState, application_case_id
+from models.enterprise import BankAccount, Enterprise, Fact
+from models.policy import ItemCreate
+from models.reference import Actor, Role, User
+from workflows.application import ApplicationWorkflow
 
 CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
 ITEM = "CHAOS-01"
 AMOUNT = 1_000_000
 PERIOD = "2026"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Worker:
-    """The worker as its own process, so that it can be killed outright."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._env, self._log = env, log
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        out = self._log.open("ab")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.main"], env=self._env, cwd=ROOT, stdout=out, stderr=out
-        )
-
-    def kill(self) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(signal.SIGKILL)
-        self._proc.wait()
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
 
 
 async def _prepare(settings: Settings, cases: int) -> list[str]:
@@ -174,9 +126,17 @@ def _item(cases: int) -> dict[str, object]:
 
 
 async def _drive_case(
-    api: httpx.AsyncClient, settings: Settings, env: WorkflowEnvironment, n: int, uscc: str
+    api: httpx.AsyncClient,
+    settings: Settings,
+    env: WorkflowEnvironment,
+    n: int,
+    uscc: str,
+    hold: asyncio.Event | None = None,
 ) -> CaseState:
-    """A firm applies; a scripted caseworker and finance officer approve."""
+    """A firm applies; a scripted caseworker and finance officer approve.
+
+    With `hold`, finance waits for it before approving, so the case is provably in
+    flight until then."""
     firm = {"Authorization": f"Bearer {issue_token(settings, f'firm-{n}')}"}
     await _retry(
         partial(api.post, "/api/v1/cases", json={"item_code": ITEM, "period": PERIOD}, headers=firm)
@@ -186,6 +146,8 @@ async def _drive_case(
     base = f"/api/v1/cases/application/{ITEM}/{PERIOD}/{uscc}/decisions"
     for stage, user in (("department_review", "jxj_staff"), ("finance_review", "czj_staff")):
         await _reach(handle, stage)
+        if stage == "finance_review" and hold is not None:
+            await hold.wait()
         headers = {
             "Authorization": f"Bearer {issue_token(settings, user)}",
             "Idempotency-Key": f"{case_id}:{stage}",
@@ -220,131 +182,94 @@ async def _retry(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Respons
     raise RuntimeError("request kept failing")
 
 
-async def _chaos(worker: Worker, done: asyncio.Event, kills: int, rng: random.Random) -> None:
-    while not done.is_set() and worker.kills < kills:
-        await asyncio.sleep(rng.uniform(0.3, 1.5))
-        if done.is_set():
-            return
-        worker.kill()
-        await asyncio.sleep(rng.uniform(0.2, 1.0))
-        worker.start()
+async def _chaos(worker: Worker, kills: int, rng: random.Random, finished: asyncio.Event) -> None:
+    """Kill the worker `kills` times at random moments, restarting it after each."""
+    try:
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            worker.kill()
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            worker.start()
+    finally:
+        finished.set()
 
 
 async def run(cases: int, kills: int, seed: int, failure_share: float) -> int:
     rng = random.Random(seed)
-    work = Path(tempfile.mkdtemp(prefix="zhida-chaos-"))
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        ui=False,
-    )
-    await ensure_search_attributes(
-        env.client,
-        env.client.namespace,
-        {k.name: ("Bool" if k.name == "ZhidaOverdue" else "Keyword") for k in SEARCH_ATTRIBUTES},
-    )
-    sim_port = _free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    # The share of failing calls is split between the three kinds of failure.
-    third = failure_share / 3
-    simulator = subprocess.Popen(  # noqa: ASYNC220 - once, before the run
-        [
-            sys.executable,
-            "-m",
-            "core.cli",
-            "simulate",
-            "budget",
-            "--port",
-            str(sim_port),
-            "--failure-rate",
-            str(third),
-            "--lost-reply-rate",
-            str(third),
-            "--timeout-rate",
-            str(third),
-            "--receipt-delay-s",
-            "0.5",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    settings = Settings(
-        environment=Environment.TEST,
-        database_url=f"sqlite+aiosqlite:///{work / 'chaos.db'}",
-        temporal_address=env.client.service_client.config.target_host,
-        temporal_namespace=env.client.namespace,
-        task_queue=f"chaos-{uuid.uuid4()}",
-        budget_system_url=sim_url,
-        budget_system_timeout_s=2.0,
-    )
-    worker_env = dict(os.environ)
-    worker_env.update(
-        ZHIDA_DATABASE_URL=settings.database_url,
-        ZHIDA_TEMPORAL_ADDRESS=settings.temporal_address,
-        ZHIDA_TEMPORAL_NAMESPACE=settings.temporal_namespace,
-        ZHIDA_TASK_QUEUE=settings.task_queue,
-        ZHIDA_BUDGET_SYSTEM_URL=sim_url,
-        ZHIDA_BUDGET_SYSTEM_TIMEOUT_S="2",
-        ZHIDA_ENVIRONMENT="test",
-    )
-    worker = Worker(worker_env, work / "worker.log")
+    third = failure_share / 3  # split between the three kinds of failure
+    simulator_args = [
+        "--failure-rate",
+        str(third),
+        "--lost-reply-rate",
+        str(third),
+        "--timeout-rate",
+        str(third),
+        "--receipt-delay-s",
+        "0.5",
+    ]
     started = time.monotonic()
-    try:
-        await wait_for_http(f"{sim_url}/v1/_simulator/config", within=30)
-        firms = await _prepare(settings, cases)
-        worker.start()
-        app = create_app(settings, temporal=env.client)
-        done = asyncio.Event()
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://chaos", timeout=60
-            ) as api,
-        ):
-            chaos = asyncio.create_task(_chaos(worker, done, kills, rng))
-            limit = asyncio.Semaphore(25)
-
-            async def one(n: int, uscc: str) -> CaseState:
-                async with limit:
-                    return await _drive_case(api, settings, env, n, uscc)
-
-            tasks = [asyncio.create_task(one(n, u)) for n, u in enumerate(firms, start=1)]
-            finished, pending = await asyncio.wait(tasks, timeout=max(300, cases * 3))
-            done.set()
-            for task in pending:
-                task.cancel()
-            for n, task in enumerate(tasks, start=1):
-                if task in pending:
-                    case_id = application_case_id(ITEM, PERIOD, firms[n - 1])
-                    handle: CaseHandle = env.client.get_workflow_handle_for(
-                        ApplicationWorkflow.run, case_id
-                    )
-                    try:
-                        state = await asyncio.wait_for(handle.query(ApplicationWorkflow.state), 5)
-                        print(f"unfinished: {case_id} stage={state.stage.value}", file=sys.stderr)
-                        if os.environ.get("CHAOS_DEBUG"):
-                            history = await handle.fetch_history()
-                            kinds = [e.WhichOneof("attributes") for e in history.events]
-                            print(
-                                "   "
-                                + " ".join(k.replace("_event_attributes", "") for k in kinds if k),
-                                file=sys.stderr,
-                            )
-                    except Exception as exc:
-                        print(
-                            f"unfinished: {case_id} ({type(exc).__name__}: {exc})", file=sys.stderr
-                        )
-            results = [_outcome(t, finished) for t in tasks]
-            await chaos
+    async with bench_stack("chaos", simulator_args) as stack:
+        firms = await _prepare(stack.settings, cases)
+        stack.worker.start()
+        results = await _run_cases(stack, firms, kills, rng)
         return await _verify(
-            settings, sim_url, firms, results, worker.kills, time.monotonic() - started
+            stack.settings,
+            stack.simulator_url,
+            firms,
+            results,
+            kills,
+            stack.worker.kills,
+            time.monotonic() - started,
         )
-    finally:
-        worker.stop()
-        simulator.terminate()
-        simulator.wait(timeout=10)
-        await env.shutdown()
+
+
+async def _run_cases(
+    stack: BenchStack, firms: list[str], kills: int, rng: random.Random
+) -> list[CaseState | BaseException]:
+    settings, env = stack.settings, stack.env
+    app = create_app(settings, temporal=env.client)
+    # The last case's finance approval waits for the last kill, so every kill lands
+    # while at least one case is in flight, however fast the others are.
+    kills_done = asyncio.Event()
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://chaos", timeout=60
+        ) as api,
+    ):
+        chaos = asyncio.create_task(_chaos(stack.worker, kills, rng, kills_done))
+        limit = asyncio.Semaphore(25)
+
+        async def one(n: int, uscc: str) -> CaseState:
+            async with limit:
+                hold = kills_done if n == len(firms) else None
+                return await _drive_case(api, settings, env, n, uscc, hold)
+
+        tasks = [asyncio.create_task(one(n, u)) for n, u in enumerate(firms, start=1)]
+        finished, pending = await asyncio.wait(tasks, timeout=max(300, len(firms) * 3))
+        chaos.cancel()
+        for task in pending:
+            task.cancel()
+        for task, uscc in zip(tasks, firms, strict=True):
+            if task in pending:
+                await _describe_unfinished(env, application_case_id(ITEM, PERIOD, uscc))
+        return [_outcome(t, finished) for t in tasks]
+
+
+async def _describe_unfinished(env: WorkflowEnvironment, case_id: str) -> None:
+    handle: CaseHandle = env.client.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+    try:
+        state = await asyncio.wait_for(handle.query(ApplicationWorkflow.state), 5)
+        print(f"unfinished: {case_id} stage={state.stage.value}", file=sys.stderr)
+        if os.environ.get("CHAOS_DEBUG"):
+            history = await handle.fetch_history()
+            kinds = [e.WhichOneof("attributes") for e in history.events]
+            print(
+                "   " + " ".join(k.replace("_event_attributes", "") for k in kinds if k),
+                file=sys.stderr,
+            )
+    except Exception as exc:
+        print(f"unfinished: {case_id} ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 def _outcome(
@@ -360,6 +285,7 @@ async def _verify(
     sim_url: str,
     firms: list[str],
     results: list[CaseState | BaseException],
+    kills_wanted: int,
     kills: int,
     seconds: float,
 ) -> int:
@@ -403,7 +329,7 @@ async def _verify(
     ok = (
         paid_once == len(firms) and double_paid == lost == overspent == len(report.differences) == 0
     )
-    return 0 if ok and kills > 0 else 1
+    return 0 if ok and kills == kills_wanted > 0 else 1
 
 
 def main() -> None:

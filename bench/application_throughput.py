@@ -13,27 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-from application_chaos import ROOT, Worker, _drive_case, _free_port, _prepare
+from application_chaos import _drive_case, _prepare
+from stack import bench_stack
 from temporalio import activity, workflow
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker import Worker as TemporalWorker
 
 from api.main import create_app
-from core.devstack import ensure_search_attributes, wait_for_http
-from core.settings import Environment, Settings
-from models.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 PARENT_ACTIVITIES = 9  # check, 2 deadlines, 5 projections, reservation
 CHILD_ACTIVITIES = 3  # instruct, settlement, receipt
@@ -106,57 +98,10 @@ async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int) -> float
 
 
 async def run(cases: int, concurrency: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="zhida-throughput-"))
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        ui=False,
-    )
-    await ensure_search_attributes(
-        env.client,
-        env.client.namespace,
-        {k.name: ("Bool" if k.name == "ZhidaOverdue" else "Keyword") for k in SEARCH_ATTRIBUTES},
-    )
-    sim_port = _free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    simulator = subprocess.Popen(  # noqa: ASYNC220 - once, before the run
-        [
-            sys.executable,
-            "-m",
-            "core.cli",
-            "simulate",
-            "budget",
-            "--port",
-            str(sim_port),
-            "--receipt-delay-s",
-            "0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    settings = Settings(
-        environment=Environment.TEST,
-        database_url=f"sqlite+aiosqlite:///{work / 'throughput.db'}",
-        temporal_address=env.client.service_client.config.target_host,
-        temporal_namespace=env.client.namespace,
-        task_queue=f"throughput-{uuid.uuid4()}",
-        budget_system_url=sim_url,
-    )
-    worker_env = dict(os.environ)
-    worker_env.update(
-        ZHIDA_DATABASE_URL=settings.database_url,
-        ZHIDA_TEMPORAL_ADDRESS=settings.temporal_address,
-        ZHIDA_TEMPORAL_NAMESPACE=settings.temporal_namespace,
-        ZHIDA_TASK_QUEUE=settings.task_queue,
-        ZHIDA_BUDGET_SYSTEM_URL=sim_url,
-        ZHIDA_ENVIRONMENT="test",
-    )
-    worker = Worker(worker_env, work / "worker.log")
-    try:
-        await wait_for_http(f"{sim_url}/v1/_simulator/config", within=30)
+    async with bench_stack("throughput", ["--receipt-delay-s", "0"]) as stack:
+        settings, env = stack.settings, stack.env
         firms = await _prepare(settings, cases)
-        worker.start()
+        stack.worker.start()
         app = create_app(settings, temporal=env.client)
         async with (
             app.router.lifespan_context(app),
@@ -174,19 +119,14 @@ async def run(cases: int, concurrency: int) -> None:
             started = time.monotonic()
             await asyncio.gather(*(one(n, u) for n, u in enumerate(firms, start=1)))
             elapsed = time.monotonic() - started
-        worker.stop()
+        stack.worker.stop()
         cases_per_s = cases / elapsed
         baseline_per_s = await _bare(env, cases, concurrency)
-        print(f"cases={cases} seconds={elapsed:.1f} (submission to receipt, approvals via the API)")
-        print(
-            f"cases_per_s={cases_per_s:.1f} baseline_per_s={baseline_per_s:.1f} "
-            f"ratio={cases_per_s / baseline_per_s:.2f}"
-        )
-    finally:
-        worker.stop()
-        simulator.terminate()
-        simulator.wait(timeout=10)
-        await env.shutdown()
+    print(f"cases={cases} seconds={elapsed:.1f} (submission to receipt, approvals via the API)")
+    print(
+        f"cases_per_s={cases_per_s:.1f} baseline_per_s={baseline_per_s:.1f} "
+        f"ratio={cases_per_s / baseline_per_s:.2f}"
+    )
 
 
 def main() -> None:

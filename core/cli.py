@@ -169,7 +169,13 @@ def simulate_budget(
         return_rate=return_rate,
         receipt_delay_s=receipt_delay_s,
     )
-    uvicorn.run(create_budget_simulator(config), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_budget_simulator(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,  # a deliberately slow reply must not hold up shutdown
+    )
 
 
 @app.command()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
+from typing import TextIO
 
 import structlog
 
 from core.settings import Environment, Settings
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, stream: TextIO = sys.stdout) -> None:
     renderer: structlog.typing.Processor
     if settings.environment is Environment.PRODUCTION:
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -23,5 +25,6 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )

