@@ -12,7 +12,15 @@ from activities.policy_library import as_application_error
 from core.workdays import SHANGHAI
 from domain import budget, cases, notices
 from domain.errors import AppError
-from models.case import ApplicationInput, CaseState, CheckResult, Reservation, StageDeadlineMissed
+from models.case import (
+    ApplicationInput,
+    CaseClosure,
+    CaseStage,
+    CaseState,
+    CheckResult,
+    Reservation,
+    StageDeadlineMissed,
+)
 
 log = structlog.get_logger()
 
@@ -67,3 +75,24 @@ class CaseActivities:
         except AppError as exc:
             raise as_application_error(exc) from exc
         log.info("budget.reserved", case_id=reservation.case_id, amount_fen=reservation.amount_fen)
+
+    @activity.defn
+    async def close_case(self, closure: CaseClosure) -> None:
+        """Give back any reservation the case holds and, when finance cancelled it,
+        tell the firm why; both or neither."""
+        async with self._sessionmaker.begin() as session:
+            released = await budget.release(session, closure.case_id, closure.instalment)
+            if closure.stage is CaseStage.CANCELLED:
+                await notices.notify_enterprise(
+                    session,
+                    uscc=closure.uscc,
+                    subject=closure.case_id,
+                    title="申报事项已撤销",
+                    body=f"您申报的{closure.item_code}事项已由财政部门撤销，原因：{closure.reason}。",
+                )
+        log.info(
+            "case.closed",
+            case_id=closure.case_id,
+            stage=closure.stage.value,
+            released_fen=released.amount_fen if released else 0,
+        )

@@ -27,6 +27,8 @@ class CaseStage(enum.StrEnum):
     ACCOUNT_CORRECTION = "account_correction"  # 退票: the firm must fix its account
     PAID = "paid"
     REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"  # 撤回: by the firm
+    CANCELLED = "cancelled"  # 撤销: by finance, e.g. the account is never corrected
 
 
 OPEN_STAGES = frozenset(
@@ -108,6 +110,19 @@ class ResubmitRequest(BaseModel):
     resubmission: Resubmission
 
 
+class Withdrawal(BaseModel):
+    """What a firm sends to withdraw its application, or finance to cancel a case."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = PydanticField(default="", max_length=500)
+
+
+class WithdrawRequest(BaseModel):
+    actor: Actor
+    withdrawal: Withdrawal
+
+
 class TimelineEntry(BaseModel):
     at: datetime
     stage: CaseStage
@@ -152,13 +167,25 @@ class Reservation(BaseModel):
     amount_fen: int
 
 
+class CaseClosure(BaseModel):
+    """A case ended by its firm (withdrawn) or by finance (cancelled) before payment."""
+
+    case_id: str
+    item_code: str
+    uscc: str
+    instalment: int
+    stage: CaseStage
+    actor: str
+    reason: str
+
+
 class PaymentInput(BaseModel):
     case_id: str
     item_code: str
     year: int
     uscc: str
     amount_fen: int
-    first_instalment: int
+    instalment: int
     purpose: str
 
 
@@ -180,12 +207,10 @@ class PaymentOutcome(BaseModel):
     return_reason: str | None = None
 
 
-class PaymentResult(BaseModel):
+class PaymentResult(PaymentOutcome):
+    """How one instalment ended: paid, or returned by the bank (退票)."""
+
     instalment: int
-    voucher_no: str
-    bank_serial: str
-    paid_at: datetime
-    returned_instalments: list[int]
 
 
 class CaseRecord(SQLModel, table=True):

@@ -8,20 +8,19 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from activities.budget_system import BudgetSystemClient
 from domain import budget, library
 from models.budget import LedgerEntry, LedgerKind
-from models.case import CaseState, PaymentResult, application_case_id
+from models.case import CaseState, application_case_id
 from models.enterprise import BankAccount
+from models.notice import Notice
 from models.policy import ItemCreate
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
 from workers.main import WORKFLOWS
 from workflows.application import ApplicationWorkflow
-from workflows.payment import PaymentWorkflow
 
 AMOUNT = 5_000_000
 
@@ -220,19 +219,11 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
 
     premature = await api.post(f"{base}/account-confirmation", headers=auth(settings, "qiye"))
     assert premature.status_code == 409  # nothing has come back yet
-    payment: WorkflowHandle[PaymentWorkflow, PaymentResult] = (
-        dev_server.client.get_workflow_handle_for(
-            PaymentWorkflow.run, f"{final_id(code, uscc)}/payment"
-        )
-    )
-    for _ in range(200):
-        try:
-            if await payment.query(PaymentWorkflow.awaiting_account):
-                break
-        except RPCError:
-            pass  # the payment workflow has not started yet
-        await asyncio.sleep(0.1)
-    assert await payment.query(PaymentWorkflow.returned_instalments) == [1]
+    returned = await reach(handle, "account_correction")
+    assert returned.waiting_for_role == "enterprise"
+    assert returned.timeline[-1].action == "returned"
+    mine = await api.get("/api/v1/my/cases", headers=auth(settings, "qiye"))
+    assert [c["stage"] for c in mine.json()["items"]] == ["account_correction"]
     # The firm fixes its account, then confirms it; the payment goes out again.
     async with stack.sessionmaker.begin() as session:
         await session.execute(
@@ -242,7 +233,7 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
         )
     confirmed = await api.post(f"{base}/account-confirmation", headers=auth(settings, "qiye"))
     assert confirmed.status_code == 200, confirmed.text
-    assert confirmed.json() == 2
+    assert (confirmed.json()["stage"], confirmed.json()["instalment"]) == ("payment", 2)
     final = await handle.result()
     assert (final.stage.value, final.instalment, final.paid_amount_fen) == ("paid", 2, AMOUNT)
     async with stack.sessionmaker() as session:
@@ -299,3 +290,94 @@ async def test_case_waits_for_budget_until_finance_adds_quota(
     assert added.json()["available_fen"] == AMOUNT * 2
     final = await handle.result()
     assert (final.stage.value, final.paid_amount_fen) == ("paid", AMOUNT)
+
+
+async def test_firm_withdraws_and_only_the_right_people_may_end_a_case(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    code, uscc = await _setup(stack)
+    api, settings = stack.api, stack.settings
+    base = f"/api/v1/cases/application/{code}/2026/{uscc}"
+    await api.post(
+        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
+    )
+    handle = case_handle(dev_server, final_id(code, uscc))
+    await reach(handle, "department_review")
+
+    reviewer = await api.post(f"{base}/withdrawal", json={}, headers=auth(settings, "jxj_staff"))
+    assert reviewer.status_code == 403  # a reviewer rejects; only finance cancels
+    finance = await api.post(
+        f"{base}/withdrawal", json={"reason": "撤销"}, headers=auth(settings, "czj_staff")
+    )
+    assert finance.status_code == 409  # nothing stands in the way of paying it yet
+    unknown = await api.post(
+        f"{base}/withdrawal", json={"why": "x"}, headers=auth(settings, "qiye")
+    )
+    assert unknown.status_code == 422
+
+    withdrawn = await api.post(
+        f"{base}/withdrawal", json={"reason": "项目延期"}, headers=auth(settings, "qiye")
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["stage"] == "withdrawn"
+    late = await api.post(
+        f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
+    )
+    assert late.status_code == 409
+    mine = (await api.get("/api/v1/my/cases", headers=auth(settings, "qiye"))).json()
+    assert [c["stage"] for c in mine["items"]] == ["withdrawn"]
+
+
+async def test_finance_cancels_a_returned_payment_and_the_reservation_is_released(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    code, uscc = await _setup(stack, account="6222000011110000")  # a closed account
+    api, settings = stack.api, stack.settings
+    base = f"/api/v1/cases/application/{code}/2026/{uscc}"
+    await api.post(
+        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
+    )
+    handle = case_handle(dev_server, final_id(code, uscc))
+    await reach(handle, "department_review")
+    for user in ("jxj_staff", "czj_staff"):
+        await api.post(
+            f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, user)
+        )
+    await reach(handle, "account_correction")
+    async with stack.sessionmaker() as session:
+        held = await budget.quota_status(session, code, 2026)
+    assert held.reserved_fen == AMOUNT  # held for the next instalment
+
+    no_reason = await api.post(f"{base}/withdrawal", json={}, headers=auth(settings, "czj_staff"))
+    assert no_reason.status_code == 422
+    cancelled = await api.post(
+        f"{base}/withdrawal",
+        json={"reason": "企业已注销，账户无法更正"},
+        headers=auth(settings, "czj_staff"),
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["stage"] == "cancelled"
+    final = await handle.result()
+    assert (final.stage.value, final.paid_amount_fen) == ("cancelled", 0)
+    async with stack.sessionmaker() as session:
+        entries = list(
+            await session.execute(
+                select(LedgerEntry.kind, LedgerEntry.instalment)
+                .where(col(LedgerEntry.case_id) == final.case_id)
+                .order_by(col(LedgerEntry.id))
+            )
+        )
+        quota = await budget.quota_status(session, code, 2026)
+        notices = list(
+            await session.scalars(select(Notice.title).where(col(Notice.subject) == final.case_id))
+        )
+    assert [tuple(e) for e in entries] == [
+        (LedgerKind.RESERVE, 1),
+        (LedgerKind.INSTRUCT, 1),
+        (LedgerKind.RETURN, 1),
+        (LedgerKind.RELEASE, 1),
+        (LedgerKind.RESERVE, 2),
+        (LedgerKind.RELEASE, 2),
+    ]
+    assert (quota.paid_fen, quota.reserved_fen) == (0, 0)
+    assert "申报事项已撤销" in notices

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -19,6 +19,7 @@ from domain.rules import Verdict
 from models import search_attributes as sa_keys
 from models.case import (
     ApplicationInput,
+    CaseClosure,
     CaseDecision,
     CaseStage,
     CaseState,
@@ -29,6 +30,8 @@ from models.case import (
     Reservation,
     ReviewAction,
     StageDeadlineMissed,
+    Withdrawal,
+    WithdrawRequest,
 )
 from models.policy import Stage, StageLimit
 from models.policy_change import DeadlineRequest
@@ -37,6 +40,8 @@ from workflows.application import ApplicationWorkflow
 from workflows.payment import PaymentWorkflow
 
 CASEWORKER = Actor(name="jxj_staff", role=Role.DEPARTMENT_CASEWORKER, department_code="330500-JXJ")
+FIRM = Actor(name="qiye", role=Role.ENTERPRISE, enterprise_uscc="91330502T000000019")
+OTHER_FIRM = Actor(name="other", role=Role.ENTERPRISE, enterprise_uscc="91330502MA2B3C4D5E")
 FINANCE = Actor(name="czj_staff", role=Role.FINANCE_CASEWORKER, department_code="330500-CZJ")
 STAGES = [
     StageLimit(stage=Stage.DEPARTMENT_REVIEW, department_code="330500-JXJ", working_days=3),
@@ -53,6 +58,9 @@ class Edges:
     projected: list[CaseStage] = field(default_factory=list)
     paid: list[PaymentRequest] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    returns: int = 0  # how many instalments the bank sends back before one is paid
+    returned: list[PaymentRequest] = field(default_factory=list)
+    closed: list[CaseClosure] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         calendar = WorkingCalendar()
@@ -92,6 +100,10 @@ class Edges:
 
         @activity.defn(name="await_settlement")
         async def await_settlement(request: PaymentRequest) -> PaymentOutcome:
+            if request.instalment <= self.returns:
+                return PaymentOutcome(
+                    state="returned", voucher_no=f"V{request.instalment}", return_reason="销户"
+                )
             return PaymentOutcome(
                 state="paid",
                 voucher_no=f"V{request.instalment}",
@@ -105,7 +117,11 @@ class Edges:
 
         @activity.defn(name="record_returned_payment")
         async def record_returned_payment(request: PaymentRequest, outcome: PaymentOutcome) -> None:
-            raise AssertionError("no returns in these tests")
+            self.returned.append(request)
+
+        @activity.defn(name="close_case")
+        async def close_case(closure: CaseClosure) -> None:
+            self.closed.append(closure)
 
         return [
             check_application,
@@ -117,6 +133,7 @@ class Edges:
             await_settlement,
             record_receipt,
             record_returned_payment,
+            close_case,
         ]
 
 
@@ -239,3 +256,91 @@ async def test_duplicate_request_id_is_applied_once(harness: Harness) -> None:
     assert first.stage is again.stage is CaseStage.FINANCE_REVIEW
     state = await handle.query(ApplicationWorkflow.state)
     assert [e.action for e in state.timeline].count("approve") == 1
+
+
+def withdrawal(actor: Actor, reason: str = "") -> WithdrawRequest:
+    return WithdrawRequest(actor=actor, withdrawal=Withdrawal(reason=reason))
+
+
+async def refused(
+    handle: WorkflowHandle[ApplicationWorkflow, CaseState], request: WithdrawRequest
+) -> str:
+    """The type of the validator's refusal of a withdrawal."""
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(ApplicationWorkflow.withdraw, request)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    return str(cause.type)
+
+
+async def test_firm_withdraws_during_review_and_nothing_is_reserved(harness: Harness) -> None:
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    assert await refused(handle, withdrawal(OTHER_FIRM)) == "Forbidden"
+    assert await refused(handle, withdrawal(CASEWORKER, "不想办了")) == "Forbidden"
+    # Finance cancels only a case that cannot be paid; in review, the reviewer rejects.
+    assert await refused(handle, withdrawal(FINANCE, "撤销")) == "WrongStage"
+    state = await handle.execute_update(
+        ApplicationWorkflow.withdraw, withdrawal(FIRM, "项目已取消")
+    )
+    assert state.stage is CaseStage.WITHDRAWN
+    assert (state.timeline[-1].action, state.timeline[-1].detail) == ("withdrawn", "项目已取消")
+    assert (await handle.result()).stage is CaseStage.WITHDRAWN
+    assert harness.edges.reservations == [] and harness.edges.paid == []
+    [closure] = harness.edges.closed
+    assert (closure.stage, closure.instalment) == (CaseStage.WITHDRAWN, 1)
+
+
+async def test_firm_withdraws_while_awaiting_budget(harness: Harness) -> None:
+    harness.edges.quota_open = False
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    await _until(handle, CaseStage.AWAITING_BUDGET)
+    state = await handle.execute_update(ApplicationWorkflow.withdraw, withdrawal(FIRM))
+    assert state.stage is CaseStage.WITHDRAWN
+    assert harness.edges.paid == [] and len(harness.edges.closed) == 1
+
+
+async def test_returned_payment_waits_for_the_firm_then_pays_the_next_instalment(
+    harness: Harness,
+) -> None:
+    harness.edges.returns = 1
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    waiting = await _until(handle, CaseStage.ACCOUNT_CORRECTION)
+    assert (waiting.waiting_for_role, waiting.instalment) == ("enterprise", 2)
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(ApplicationWorkflow.confirm_account, OTHER_FIRM)
+    state = await handle.execute_update(ApplicationWorkflow.confirm_account, FIRM)
+    assert (state.stage, state.instalment) == (CaseStage.PAYMENT, 2)
+    final = await handle.result()
+    assert (final.stage, final.instalment, final.paid_amount_fen) == (CaseStage.PAID, 2, 1_000_000)
+    assert [r.instalment for r in harness.edges.returned] == [1]
+    assert [p.instalment for p in harness.edges.paid] == [2]
+
+
+async def test_finance_cancels_a_case_whose_account_is_never_corrected(harness: Harness) -> None:
+    harness.edges.returns = 1
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    await _until(handle, CaseStage.ACCOUNT_CORRECTION)
+    assert await refused(handle, withdrawal(FINANCE)) == "InvalidInput"  # a reason is owed
+    state = await handle.execute_update(
+        ApplicationWorkflow.withdraw, withdrawal(FINANCE, "企业账户三个月未更正")
+    )
+    assert state.stage is CaseStage.CANCELLED
+    assert harness.edges.paid == []
+    # The reservation moved to the next instalment when the payment came back:
+    # that is the one to release.
+    [closure] = harness.edges.closed
+    assert (closure.stage, closure.instalment, closure.actor) == (
+        CaseStage.CANCELLED,
+        2,
+        "czj_staff",
+    )

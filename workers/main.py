@@ -62,6 +62,7 @@ def build_worker(
             cases.project_case,
             cases.raise_case_overdue,
             cases.reserve_budget,
+            cases.close_case,
             payments.send_instruction,
             payments.await_settlement,
             payments.record_receipt,

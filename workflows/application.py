@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -16,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from models import search_attributes as sa_keys
     from models.case import (
         ApplicationInput,
+        CaseClosure,
         CaseStage,
         CaseState,
         CheckResult,
@@ -26,10 +28,11 @@ with workflow.unsafe.imports_passed_through():
         ReviewAction,
         StageDeadlineMissed,
         TimelineEntry,
+        WithdrawRequest,
     )
     from models.policy import Stage, StageLimit
     from models.policy_change import DeadlineRequest
-    from models.reference import Role
+    from models.reference import Actor, Role
     from workflows.payment import PaymentWorkflow
 
 DB = workflow.ActivityConfig(
@@ -45,6 +48,22 @@ REVIEWER_ROLES = {
     CaseStage.FINANCE_REVIEW: (Role.FINANCE_CASEWORKER,),
 }
 BUDGET_RETRY = timedelta(days=1)
+# Before any payment instruction exists, the firm may withdraw; finance may cancel a
+# case that cannot be paid (no quota, or an account the firm never corrects).
+WITHDRAWABLE = frozenset(
+    {
+        CaseStage.DEPARTMENT_REVIEW,
+        CaseStage.FINANCE_REVIEW,
+        CaseStage.CORRECTION,
+        CaseStage.AWAITING_BUDGET,
+        CaseStage.ACCOUNT_CORRECTION,
+    }
+)
+CANCELLABLE = frozenset({CaseStage.AWAITING_BUDGET, CaseStage.ACCOUNT_CORRECTION})
+
+
+class _Withdrawn(Exception):
+    """Unwinds the run to its close-down when a withdrawal has been accepted."""
 
 
 @workflow.defn
@@ -53,11 +72,15 @@ class ApplicationWorkflow:
 
     Stages: check (automatic eligibility and amount), department_review,
     finance_review, awaiting_budget (only while the quota cannot cover it), payment
-    (child PaymentWorkflow), then paid; or rejected. A reviewer may return the case
-    for correction (补正); the firm's `resubmit` sends it back to that stage.
+    (one child PaymentWorkflow per instalment), then paid; or rejected, withdrawn
+    (by the firm) or cancelled (by finance). A reviewer may return the case for
+    correction (补正); the firm's `resubmit` sends it back to that stage. A payment
+    the bank returns (退票) waits in account_correction until the firm confirms its
+    corrected account, then pays again under the next instalment.
     Updates: `decide` (approve, possibly with a lower amount; reject; return),
-    `resubmit`. Signal: `budget_added`. Query: `state`. A review past its working-day
-    limit raises one overdue warning to its unit and head, and keeps waiting.
+    `resubmit`, `confirm_account`, `withdraw`. Signal: `budget_added`. Query:
+    `state`. A review past its working-day limit raises one overdue warning to its
+    unit and head, and keeps waiting.
     """
 
     @workflow.init
@@ -74,6 +97,8 @@ class ApplicationWorkflow:
         self._timeline: list[TimelineEntry] = []
         self._decision: DecisionRequest | None = None
         self._resubmission: ResubmitRequest | None = None
+        self._account_confirmation: Actor | None = None
+        self._withdrawal: WithdrawRequest | None = None
         self._budget_added = False
         # Updates return once the main loop has acted on them (see _settle).
         self._received = 0
@@ -81,6 +106,12 @@ class ApplicationWorkflow:
 
     @workflow.run
     async def run(self, input: ApplicationInput) -> CaseState:
+        try:
+            return await self._proceed(input)
+        except _Withdrawn:
+            return await self._close()
+
+    async def _proceed(self, input: ApplicationInput) -> CaseState:
         check = await workflow.execute_activity_method(
             CaseActivities.check_application, input, **DB
         )
@@ -107,26 +138,9 @@ class ApplicationWorkflow:
             else:
                 await self._await_correction(decision.corrections)
 
-        await self._reserve_budget(int(input.period[:4]))
-        await self._enter(CaseStage.PAYMENT)
-        assert self._approved is not None
-        result = await workflow.execute_child_workflow(
-            PaymentWorkflow.run,
-            PaymentInput(
-                case_id=input.case_id,
-                item_code=input.item_code,
-                year=int(input.period[:4]),
-                uscc=input.uscc,
-                amount_fen=self._approved,
-                first_instalment=self._instalment,
-                purpose=f"{input.item_code} {input.period} 惠企资金",
-            ),
-            id=f"{input.case_id}/payment",
-        )
-        self._paid, self._instalment = self._approved, result.instalment
-        self._log(
-            "budget_system", "paid", f"凭证 {result.voucher_no}，银行流水 {result.bank_serial}"
-        )
+        year = int(input.period[:4])
+        await self._reserve_budget(year)
+        await self._pay(year)
         return await self._finish(CaseStage.PAID)
 
     # ----- stages -----------------------------------------------------------------
@@ -141,13 +155,13 @@ class ApplicationWorkflow:
         )
         await self._enter(stage)
         try:
-            await workflow.wait_condition(
+            await self._wait_for(
                 lambda: self._decision is not None,
-                timeout=max(self._due_at - workflow.now(), timedelta(0)),
+                within=max(self._due_at - workflow.now(), timedelta(0)),
             )
         except TimeoutError:
             await self._raise_overdue(stage, limit.department_code)
-            await workflow.wait_condition(lambda: self._decision is not None)
+            await self._wait_for(lambda: self._decision is not None)
         assert self._decision is not None
         return self._decision
 
@@ -172,7 +186,7 @@ class ApplicationWorkflow:
     async def _await_correction(self, corrections: list[str]) -> None:
         self._corrections, self._resubmission, self._due_at = corrections, None, None
         await self._enter(CaseStage.CORRECTION)
-        await workflow.wait_condition(lambda: self._resubmission is not None)
+        await self._wait_for(lambda: self._resubmission is not None)
         assert self._resubmission is not None
         self._input.materials.update(self._resubmission.resubmission.materials)
         self._log(
@@ -195,6 +209,8 @@ class ApplicationWorkflow:
                     CaseActivities.reserve_budget, reservation, **DB
                 )
                 self._log("system", "reserved", f"{self._approved} 分")
+                if self._withdrawal is not None:  # accepted while the reservation ran
+                    raise _Withdrawn
                 return
             except ActivityError as exc:
                 cause = exc.cause
@@ -206,7 +222,70 @@ class ApplicationWorkflow:
                 await self._enter(CaseStage.AWAITING_BUDGET)
             self._budget_added = False
             with contextlib.suppress(TimeoutError):  # retry daily even without a signal
-                await workflow.wait_condition(lambda: self._budget_added, timeout=BUDGET_RETRY)
+                await self._wait_for(lambda: self._budget_added, within=BUDGET_RETRY)
+
+    async def _pay(self, year: int) -> None:
+        assert self._approved is not None
+        while True:
+            await self._enter(CaseStage.PAYMENT)
+            result = await workflow.execute_child_workflow(
+                PaymentWorkflow.run,
+                PaymentInput(
+                    case_id=self._input.case_id,
+                    item_code=self._input.item_code,
+                    year=year,
+                    uscc=self._input.uscc,
+                    amount_fen=self._approved,
+                    instalment=self._instalment,
+                    purpose=f"{self._input.item_code} {self._input.period} 惠企资金",
+                ),
+                id=f"{self._input.case_id}/payment/{self._instalment}",
+            )
+            if result.state == "paid":
+                self._paid = self._approved
+                detail = f"凭证 {result.voucher_no}，银行流水 {result.bank_serial}"
+                self._log("budget_system", "paid", detail)
+                return
+            detail = f"凭证 {result.voucher_no}：{result.return_reason}"
+            self._log("budget_system", "returned", detail)
+            # The returned instalment's reservation now stands under the next one.
+            self._instalment += 1
+            self._account_confirmation = None
+            await self._enter(CaseStage.ACCOUNT_CORRECTION)
+            await self._wait_for(lambda: self._account_confirmation is not None)
+            assert self._account_confirmation is not None
+            self._log(self._account_confirmation.name, "account_confirmed")
+
+    async def _close(self) -> CaseState:
+        """Withdrawn or cancelled: give back any reservation, then end."""
+        assert self._withdrawal is not None
+        actor, reason = self._withdrawal.actor, self._withdrawal.withdrawal.reason
+        stage = CaseStage.WITHDRAWN if actor.role is Role.ENTERPRISE else CaseStage.CANCELLED
+        self._log(actor.name, stage.value, reason)
+        await workflow.execute_activity_method(
+            CaseActivities.close_case,
+            CaseClosure(
+                case_id=self._input.case_id,
+                item_code=self._input.item_code,
+                uscc=self._input.uscc,
+                instalment=self._instalment,
+                stage=stage,
+                actor=actor.name,
+                reason=reason,
+            ),
+            **DB,
+        )
+        return await self._finish(stage)
+
+    async def _wait_for(
+        self, condition: Callable[[], bool], within: timedelta | None = None
+    ) -> None:
+        """Wait for `condition`, unless a withdrawal is accepted first."""
+        await workflow.wait_condition(
+            lambda: condition() or self._withdrawal is not None, timeout=within
+        )
+        if self._withdrawal is not None:
+            raise _Withdrawn
 
     def _limit(self, stage: CaseStage) -> StageLimit:
         assert self._check is not None
@@ -246,6 +325,7 @@ class ApplicationWorkflow:
 
     @decide.validator
     def validate_decide(self, request: DecisionRequest) -> None:
+        self._refuse_while_busy()
         if self._stage not in REVIEW_STAGES or self._decision is not None:
             raise ApplicationError(
                 f"stage {self._stage.value} takes no review decision", type="WrongStage"
@@ -276,6 +356,7 @@ class ApplicationWorkflow:
 
     @resubmit.validator
     def validate_resubmit(self, request: ResubmitRequest) -> None:
+        self._refuse_while_busy()
         if self._stage is not CaseStage.CORRECTION or self._resubmission is not None:
             raise ApplicationError("the case is not waiting for a correction", type="WrongStage")
         if (
@@ -283,6 +364,53 @@ class ApplicationWorkflow:
             or request.actor.enterprise_uscc != self._input.uscc
         ):
             raise ApplicationError("only the applicant firm resubmits", type="Forbidden")
+
+    @workflow.update
+    async def confirm_account(self, actor: Actor) -> CaseState:
+        self._account_confirmation = actor
+        return await self._settle()
+
+    @confirm_account.validator
+    def validate_confirm_account(self, actor: Actor) -> None:
+        self._refuse_while_busy()
+        if actor.role is not Role.ENTERPRISE or actor.enterprise_uscc != self._input.uscc:
+            raise ApplicationError("only the firm confirms its own account", type="Forbidden")
+        if self._stage is not CaseStage.ACCOUNT_CORRECTION:
+            raise ApplicationError("no returned payment is waiting", type="WrongStage")
+
+    @workflow.update
+    async def withdraw(self, request: WithdrawRequest) -> CaseState:
+        self._withdrawal = request
+        return await self._settle()
+
+    @withdraw.validator
+    def validate_withdraw(self, request: WithdrawRequest) -> None:
+        self._refuse_while_busy()
+        actor = request.actor
+        if actor.role is Role.ENTERPRISE:
+            if actor.enterprise_uscc != self._input.uscc:
+                raise ApplicationError("only the applicant firm withdraws", type="Forbidden")
+            allowed = WITHDRAWABLE
+        else:
+            finance = self._limit(CaseStage.FINANCE_REVIEW).department_code if self._check else None
+            if actor.role is not Role.FINANCE_CASEWORKER or actor.department_code != finance:
+                raise ApplicationError(
+                    f"a case is cancelled by finance department {finance}", type="Forbidden"
+                )
+            if not request.withdrawal.reason:
+                raise ApplicationError("cancellation needs a reason", type="InvalidInput")
+            allowed = CANCELLABLE
+        if self._stage not in allowed:
+            raise ApplicationError(
+                f"a case at stage {self._stage.value} cannot be "
+                + ("withdrawn" if actor.role is Role.ENTERPRISE else "cancelled"),
+                type="WrongStage",
+            )
+
+    def _refuse_while_busy(self) -> None:
+        """One accepted update at a time: the next waits until the case has moved on."""
+        if self._received > self._settled:
+            raise ApplicationError("the case is changing; try again", type="WrongStage")
 
     @workflow.signal
     def budget_added(self) -> None:
@@ -301,7 +429,7 @@ class ApplicationWorkflow:
         if self._stage in REVIEW_STAGES and self._check is not None:
             waiting_role = "/".join(r.value for r in REVIEWER_ROLES[self._stage])
             waiting_department = self._limit(self._stage).department_code
-        elif self._stage is CaseStage.CORRECTION:
+        elif self._stage in (CaseStage.CORRECTION, CaseStage.ACCOUNT_CORRECTION):
             waiting_role = Role.ENTERPRISE.value
         return CaseState(
             case_id=self._input.case_id,

@@ -35,14 +35,14 @@ from models.case import (
     CaseState,
     CaseSummary,
     DecisionRequest,
-    PaymentResult,
     Resubmission,
     ResubmitRequest,
+    Withdrawal,
+    WithdrawRequest,
     application_case_id,
 )
 from models.reference import Actor, Role
 from workflows.application import ApplicationWorkflow
-from workflows.payment import PaymentWorkflow
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 
@@ -169,7 +169,8 @@ async def resubmit(
 
 
 @router.post(
-    "/cases/application/{item_code}/{period}/{uscc}/account-confirmation", response_model=int
+    "/cases/application/{item_code}/{period}/{uscc}/account-confirmation",
+    response_model=CaseState,
 )
 async def confirm_account(
     session: SessionDep,
@@ -179,16 +180,38 @@ async def confirm_account(
     period: str,
     uscc: CreditCode,
     request_id: RequestId = None,
-) -> int:
+) -> CaseState:
     """After a returned payment (退票) the firm confirms its corrected account; the
-    payment is made again under the next instalment, whose number is returned."""
-    case_id = _case_path(item_code, period, uscc)
-    await _handle(session, temporal, user, case_id, uscc)
-    payment: WorkflowHandle[PaymentWorkflow, PaymentResult] = temporal.get_workflow_handle_for(
-        PaymentWorkflow.run, f"{case_id}/payment"
-    )
+    payment is made again under the next instalment."""
+    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
     return await send_update(
-        payment, payment.execute_update(PaymentWorkflow.account_corrected, user, id=request_id)
+        handle, handle.execute_update(ApplicationWorkflow.confirm_account, user, id=request_id)
+    )
+
+
+@router.post("/cases/application/{item_code}/{period}/{uscc}/withdrawal", response_model=CaseState)
+async def withdraw(
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    item_code: str,
+    period: str,
+    uscc: CreditCode,
+    body: Withdrawal,
+    request_id: RequestId = None,
+) -> CaseState:
+    """The firm withdraws its application (撤回) before payment, or finance cancels a
+    case that cannot be paid (撤销, with a reason). Any budget reservation is released."""
+    if user.role is not Role.ENTERPRISE:
+        require_role(user, Role.FINANCE_CASEWORKER)
+    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    return await send_update(
+        handle,
+        handle.execute_update(
+            ApplicationWorkflow.withdraw,
+            WithdrawRequest(actor=user, withdrawal=body),
+            id=request_id,
+        ),
     )
 
 
