@@ -348,3 +348,82 @@ async def load_policies(session: AsyncSession) -> int:
         added += 1
     await session.flush()
     return added
+
+
+# ----- synthetic data for the matching benchmark and tests ------------------------------
+
+
+def generated_facts(
+    count: int, as_of: date, seed: int = SEED
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(credit code, facts) of `count` generated firms, in the evaluator's form: what
+    `domain.enterprises.known_facts` would read back after `load_sample`."""
+    from domain.facts import FACT_KINDS, coerce_fact_value
+    from domain.rules import KnownFact
+
+    for enterprise, facts, _account in generate(count, as_of, seed):
+        known = {
+            name: KnownFact(enterprise[name])
+            for name in ("region_code", "industry_code", "size_class", "established_on")
+        }
+        for fact in facts:
+            kind = FACT_KINDS[fact["kind"]]
+            known[kind.name] = KnownFact(coerce_fact_value(kind, fact["value"]), fact["period_end"])
+        yield enterprise["uscc"], known
+
+
+REGION_CODES = tuple(code for code, _weight in REGION_WEIGHTS)
+
+
+def synthetic_items(count: int, seed: int = SEED) -> list[dict[str, Any]]:
+    """`count` item specs varied from the sample library: the same kinds of
+    conditions, with thresholds scaled at random, and some items narrowed to a few
+    regions or industry sections, as district and sector variants of a city policy are."""
+    rng = random.Random(seed)
+    base = sample_policies()["items"]
+    out = []
+    for n in range(count):
+        spec = base[n % len(base)]
+        rule = _vary(spec["eligibility"], rng)
+        extra = []
+        if rng.random() < 0.4:
+            extra.append(
+                {
+                    "fact": "region_code",
+                    "op": "in",
+                    "value": rng.sample(REGION_CODES, rng.randint(1, 3)),
+                }
+            )
+        if rng.random() < 0.2:
+            sections = sorted({code[0] for code, _t, _w in INDUSTRIES})
+            extra.append(
+                {"fact": "industry_code", "op": "prefix", "value": rng.sample(sections, 2)}
+            )
+        if extra:
+            rule = {"all": [rule, *extra]}
+        out.append(
+            {
+                "code": f"{spec['code']}-S{n:04d}",
+                "eligibility": rule,
+                "amount": _vary(spec["amount"], rng),
+                "category": spec["category"],
+            }
+        )
+    return out
+
+
+def _vary(node: Any, rng: random.Random) -> Any:
+    """Scale every integer threshold or amount in a rule by one random factor (one, so
+    that tiers and ranges keep their order)."""
+    factor = rng.uniform(0.5, 2.0)
+
+    def scaled(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: scaled(v) for key, v in value.items()}
+        if isinstance(value, list):
+            return [scaled(v) for v in value]
+        if isinstance(value, int) and not isinstance(value, bool) and value > 10:
+            return int(value * factor)
+        return value
+
+    return scaled(node)
