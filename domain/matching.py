@@ -25,6 +25,7 @@ with generated rules and firms.
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,22 +103,12 @@ class FactTable:
     def build(cls, firms: Iterable[tuple[str, Mapping[str, KnownFact]]]) -> FactTable:
         """From (credit code, facts) pairs, as `domain.enterprises.known_facts` gives them."""
         uscc: list[str] = []
-        raw: dict[str, tuple[list[int], list[Any], list[int]]] = {
-            name: ([], [], []) for name in FACT_KINDS
-        }
+        builders = {name: _ColumnBuilder(kind) for name, kind in FACT_KINDS.items()}
         for row, (code, facts) in enumerate(firms):
             uscc.append(code)
             for name, known in facts.items():
-                rows, values, ends = raw[name]
-                rows.append(row)
-                values.append(known.value)
-                ends.append(known.period_end.toordinal() if known.period_end else 0)
-        n = len(uscc)
-        columns = {
-            name: _column(FACT_KINDS[name], n, rows, values, ends)
-            for name, (rows, values, ends) in raw.items()
-        }
-        return cls(uscc, columns)
+                builders[name].add(row, known)
+        return cls(uscc, {name: b.finish(len(uscc)) for name, b in builders.items()})
 
     def onehot(self, fact: str) -> Bits:
         """For a text fact, one packed mask per dictionary entry (row c: firms whose
@@ -203,28 +194,39 @@ class FactTable:
         )
 
 
-def _column(
-    kind: FactKind, n: int, rows: list[int], values: list[Any], ends: list[int]
-) -> FactColumn:
-    index = np.asarray(rows, dtype=np.int64)
-    present = np.zeros(n, dtype=np.bool_)
-    present[index] = True
-    column_values = np.full(n, _MISSING, dtype=np.int64)
-    dictionary: list[str] = []
-    if kind.type is FactType.STR:
-        codes: dict[str, int] = {}
-        encoded = [codes.setdefault(str(v), len(codes)) for v in values]
-        dictionary = list(codes)
-        column_values[index] = np.asarray(encoded, dtype=np.int64)
-    elif kind.type is FactType.DATE:
-        column_values[index] = np.asarray([v.toordinal() for v in values], dtype=np.int64)
-    else:
-        column_values[index] = np.asarray([int(v) for v in values], dtype=np.int64)
-    period_end = None
-    if not kind.profile:
-        period_end = np.zeros(n, dtype=np.int32)
-        period_end[index] = np.asarray(ends, dtype=np.int32)
-    return FactColumn(kind, column_values, present, period_end, dictionary)
+class _ColumnBuilder:
+    """Collects one fact kind in compact arrays (300,000 firms × 20 kinds would be
+    millions of Python objects in lists)."""
+
+    def __init__(self, kind: FactKind) -> None:
+        self.kind = kind
+        self.rows = array("q")
+        self.values = array("q")
+        self.ends = array("i")
+        self.codes: dict[str, int] = {}
+
+    def add(self, row: int, known: KnownFact) -> None:
+        self.rows.append(row)
+        value = known.value
+        if self.kind.type is FactType.STR:
+            self.values.append(self.codes.setdefault(str(value), len(self.codes)))
+        elif isinstance(value, date):
+            self.values.append(value.toordinal())
+        else:
+            self.values.append(int(value))
+        self.ends.append(known.period_end.toordinal() if known.period_end else 0)
+
+    def finish(self, n: int) -> FactColumn:
+        index = np.frombuffer(self.rows, dtype=np.int64)
+        present = np.zeros(n, dtype=np.bool_)
+        present[index] = True
+        values = np.full(n, _MISSING, dtype=np.int64)
+        values[index] = np.frombuffer(self.values, dtype=np.int64)
+        period_end = None
+        if not self.kind.profile:
+            period_end = np.zeros(n, dtype=np.int32)
+            period_end[index] = np.frombuffer(self.ends, dtype=np.int32)
+        return FactColumn(self.kind, values, present, period_end, list(self.codes))
 
 
 def _decode(column: FactColumn, value: int) -> FactValue:
