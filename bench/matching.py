@@ -11,6 +11,7 @@ Prints, last line:
 
 full_run_s   every pair's verdict plus every eligible pair's amount (best of 3)
 per_firm_ms  one firm re-matched against every item after one of its facts changed
+             (verdicts, amounts and per-condition outcomes of its matches)
 peak_mb      peak resident memory of this process
 loop_ratio   a straightforward loop (domain.rules.evaluate + compute_amount per
              pair), timed on a random sample of pairs and extrapolated to N×K,
@@ -35,7 +36,7 @@ from domain.matching import (
     CompiledItem,
     FactTable,
     ItemMatches,
-    RowEvaluator,
+    match_firm,
     match_items,
 )
 from domain.rules import KnownFact, Verdict, evaluate, parse_rule
@@ -106,10 +107,7 @@ def _one_firm_at_a_time(
         firms.append(facts)
     started = time.perf_counter()
     for facts in firms:
-        evaluator = RowEvaluator(facts, AS_OF)
-        for item in items:
-            if evaluator.verdict(item.rule) is not Verdict.NOT_ELIGIBLE:
-                compute_amount(item.amount_rule, facts)
+        match_firm("firm", facts, items, AS_OF)  # verdicts, amounts and reasons
     return (time.perf_counter() - started) / sample
 
 

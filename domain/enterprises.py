@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from domain.access import require_enterprise_access
 from domain.errors import NotFound
-from domain.facts import FACT_KINDS, FactValue, coerce_fact_value
+from domain.facts import FACT_KINDS, coerce_fact_value
 from domain.rules import KnownFact
 from models.enterprise import (
     BankAccount,
@@ -94,38 +96,73 @@ async def enterprise_detail(session: AsyncSession, actor: Actor, uscc: str) -> E
 async def latest_facts(session: AsyncSession, usccs: Iterable[str]) -> dict[str, dict[str, Fact]]:
     """For each firm, the fact of each kind with the latest period (newer supersedes older)."""
     wanted = list(usccs)
-    newest = (
-        select(Fact.uscc, Fact.kind, sa.func.max(Fact.period_end).label("period_end"))
-        .where(col(Fact.uscc).in_(wanted))
-        .group_by(col(Fact.uscc), col(Fact.kind))
-        .subquery()
-    )
-    rows = await session.scalars(
-        select(Fact).join(
-            newest,
-            sa.and_(
-                col(Fact.uscc) == newest.c.uscc,
-                col(Fact.kind) == newest.c.kind,
-                col(Fact.period_end) == newest.c.period_end,
-            ),
-        )
-    )
     out: dict[str, dict[str, Fact]] = {u: {} for u in wanted}
-    for fact in rows:
-        out[fact.uscc][fact.kind] = fact
+    for chunk in _chunks(wanted):
+        for fact in await session.scalars(_latest_facts_query(chunk)):
+            out[fact.uscc][fact.kind] = fact
     return out
+
+
+def _latest_facts_query(usccs: list[str] | None) -> SelectOfScalar[Fact]:
+    newest = select(Fact.uscc, Fact.kind, sa.func.max(Fact.period_end).label("period_end"))
+    if usccs is not None:
+        newest = newest.where(col(Fact.uscc).in_(usccs))
+    latest = newest.group_by(col(Fact.uscc), col(Fact.kind)).subquery()
+    return select(Fact).join(
+        latest,
+        sa.and_(
+            col(Fact.uscc) == latest.c.uscc,
+            col(Fact.kind) == latest.c.kind,
+            col(Fact.period_end) == latest.c.period_end,
+        ),
+    )
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class FirmFacts:
+    uscc: str
+    region_code: str
+    facts: dict[str, KnownFact]
+
+
+async def firms_with_facts(
+    session: AsyncSession, usccs: Iterable[str] | None = None
+) -> list[FirmFacts]:
+    """Everything the rule evaluator may read about each firm (all firms when `usccs`
+    is None), in credit-code order: profile facts and the latest fact of each kind."""
+    query = select(Enterprise).order_by(col(Enterprise.uscc))
+    wanted = None if usccs is None else sorted(set(usccs))
+    firms: dict[str, FirmFacts] = {}
+    for chunk in [None] if wanted is None else list(_chunks(wanted)):
+        chunk_query = query if chunk is None else query.where(col(Enterprise.uscc).in_(chunk))
+        for enterprise in await session.scalars(chunk_query):
+            firms[enterprise.uscc] = FirmFacts(
+                enterprise.uscc,
+                enterprise.region_code,
+                {
+                    "region_code": KnownFact(enterprise.region_code),
+                    "industry_code": KnownFact(enterprise.industry_code),
+                    "size_class": KnownFact(enterprise.size_class),
+                    "established_on": KnownFact(enterprise.established_on),
+                },
+            )
+        for fact in await session.scalars(_latest_facts_query(chunk)):
+            firm = firms.get(fact.uscc)
+            if firm is not None:
+                kind = FACT_KINDS[fact.kind]
+                firm.facts[fact.kind] = KnownFact(
+                    coerce_fact_value(kind, fact.value), fact.period_end
+                )
+    return list(firms.values())
 
 
 async def known_facts(session: AsyncSession, uscc: str) -> dict[str, KnownFact]:
     """Everything the rule evaluator may read about one firm."""
-    enterprise = await get_enterprise(session, uscc)
-    known: dict[str, KnownFact] = {
-        "region_code": KnownFact(enterprise.region_code),
-        "industry_code": KnownFact(enterprise.industry_code),
-        "size_class": KnownFact(enterprise.size_class),
-        "established_on": KnownFact(enterprise.established_on),
-    }
-    for kind, fact in (await latest_facts(session, [uscc]))[uscc].items():
-        value: FactValue = coerce_fact_value(FACT_KINDS[kind], fact.value)
-        known[kind] = KnownFact(value, fact.period_end)
-    return known
+    await get_enterprise(session, uscc)  # 404 for an unknown firm
+    [firm] = await firms_with_facts(session, [uscc])
+    return firm.facts

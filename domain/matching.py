@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -41,6 +41,7 @@ from domain.amounts import (
     FixedAmount,
     Rounding,
     TieredAmount,
+    compute_amount,
 )
 from domain.facts import FACT_KINDS, FactKind, FactType, FactValue
 from domain.rules import (
@@ -503,12 +504,17 @@ class MatchedRows:
 
 
 def match_items(
-    table: FactTable, items: Sequence[CompiledItem], as_of: date, threads: int = 2
+    table: FactTable,
+    items: Sequence[CompiledItem],
+    as_of: date,
+    threads: int = 2,
+    context: MaskContext | None = None,
 ) -> list[ItemMatches]:
     """Every item against every firm of `table`: distinct conditions first (shared by
     all items, spread over `threads`; numpy releases the GIL inside its loops), then
-    each item's masks and its eligible firms' amounts."""
-    context = MaskContext(table, as_of)
+    each item's masks and its eligible firms' amounts. Pass a `context` to read the
+    per-condition outcomes afterwards (`MaskContext.leaf_outcomes`)."""
+    context = context or MaskContext(table, as_of)
     context.prepare((leaf.node for item in items for leaf in _conditions(item.rule)), threads)
 
     def run(chunk: Sequence[CompiledItem]) -> list[ItemMatches]:
@@ -555,6 +561,16 @@ class RowEvaluator:
             return Verdict.ELIGIBLE
         return Verdict.POSSIBLY_ELIGIBLE if outcome is Outcome.UNKNOWN else Verdict.NOT_ELIGIBLE
 
+    def outcomes(self, rule: RuleNode) -> str:
+        """One letter per condition, as `MaskContext.leaf_outcomes` gives them."""
+        letters = []
+        for leaf in leaves(rule):
+            outcome = self._outcome(leaf.node)
+            if leaf.negated and outcome is not Outcome.UNKNOWN:
+                outcome = Outcome.FAIL if outcome is Outcome.PASS else Outcome.PASS
+            letters.append(OUTCOME_CODE[outcome])
+        return "".join(letters)
+
     def _outcome(self, node: RuleNode) -> Outcome:
         if isinstance(node, AllOf):
             outcome = Outcome.PASS
@@ -595,3 +611,54 @@ class RowEvaluator:
         if compare_value(condition.op, known.value, condition.value):
             return Outcome.PASS
         return Outcome.FAIL
+
+
+@dataclass(frozen=True)
+class PairMatch:
+    """An item that matches a firm, as the match library stores it."""
+
+    item: CompiledItem
+    uscc: str
+    verdict: Verdict
+    amount_fen: int | None
+    outcomes: str
+
+
+def match_firm(
+    uscc: str, facts: Mapping[str, KnownFact], items: Sequence[CompiledItem], as_of: date
+) -> list[PairMatch]:
+    """Every item against one firm, without arrays: for a firm whose facts just changed."""
+    evaluator = RowEvaluator(facts, as_of)
+    out = []
+    for item in items:
+        verdict = evaluator.verdict(item.rule)
+        if verdict is Verdict.NOT_ELIGIBLE:
+            continue
+        amount = compute_amount(item.amount_rule, facts).amount_fen
+        out.append(PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.rule)))
+    return out
+
+
+def match_table(
+    table: FactTable, items: Sequence[CompiledItem], as_of: date, threads: int = 2
+) -> Iterator[PairMatch]:
+    """Every item against every firm of `table`, as library rows."""
+    context = MaskContext(table, as_of)
+    for result in match_items(table, items, as_of, threads, context):
+        matched = result.matched(table)
+        letters = context.leaf_outcomes(result.item.rule, matched.rows)
+        for row, eligible, amount, known, outcome in zip(
+            matched.rows.tolist(),
+            matched.eligible.tolist(),
+            matched.amount_fen.tolist(),
+            matched.amount_known.tolist(),
+            letters,
+            strict=True,
+        ):
+            yield PairMatch(
+                result.item,
+                table.uscc[row],
+                Verdict.ELIGIBLE if eligible else Verdict.POSSIBLY_ELIGIBLE,
+                amount if known else None,
+                outcome,
+            )

@@ -1,5 +1,5 @@
 """Import every table module so the metadata is complete (Alembic, tests)."""
 
-from models import budget, case, enterprise, notice, policy, reference
+from models import budget, case, enterprise, matching, notice, policy, reference
 
-__all__ = ["budget", "case", "enterprise", "notice", "policy", "reference"]
+__all__ = ["budget", "case", "enterprise", "matching", "notice", "policy", "reference"]

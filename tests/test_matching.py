@@ -8,6 +8,7 @@ vectorised engine and the one-firm evaluator must give exactly what
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,8 +24,11 @@ from domain.matching import (
     CompiledItem,
     FactTable,
     MaskContext,
+    PairMatch,
     RowEvaluator,
+    match_firm,
     match_items,
+    match_table,
     unpack,
 )
 from domain.rules import InvalidRule, KnownFact, RuleNode, Verdict, evaluate, parse_rule
@@ -201,6 +205,17 @@ def test_engine_agrees_with_the_single_pair_evaluator(
             if expected.verdict is Verdict.ELIGIBLE:
                 value, known = next(eligible_amounts)
                 assert (int(value) if known else None) == amount
+
+    # The library rows of the array path and of the one-firm path are the same.
+    def rows(pairs: Iterable[PairMatch]) -> set[tuple[str, str, Verdict, int | None, str]]:
+        return {(p.item.item_code, p.uscc, p.verdict, p.amount_fen, p.outcomes) for p in pairs}
+
+    one_by_one = [
+        pair
+        for i, facts in enumerate(firms)
+        for pair in match_firm(f"firm-{i}", facts, items, AS_OF)
+    ]
+    assert rows(match_table(table, items, AS_OF)) == rows(one_by_one)
 
 
 def test_a_large_rate_base_is_computed_exactly() -> None:

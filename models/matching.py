@@ -1,0 +1,211 @@
+"""The match library (政策匹配库), matching runs, and pushes to firms (政策快享)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Field, SQLModel
+
+from domain.rules import Outcome, UnknownReason, Verdict
+from models.types import UTCDateTime, utcnow
+
+
+class MatchResult(SQLModel, table=True):
+    """One firm that an item matches (eligible or possibly eligible). Pairs that are
+    not eligible are not stored; `domain.library.evaluate_eligibility` explains any pair."""
+
+    __tablename__ = "match_result"
+    __table_args__ = (sa.Index("ix_match_result_item_verdict", "item_code", "verdict"),)
+
+    item_code: str = Field(foreign_key="policy_item.code", primary_key=True, max_length=40)
+    uscc: str = Field(foreign_key="enterprise.uscc", primary_key=True, max_length=18, index=True)
+    version: int
+    verdict: str = Field(max_length=24)
+    amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # One letter per condition of the version's rule, in rule order: P pass, F fail,
+    # U unknown (see domain.matching.leaves for the order).
+    outcomes: str = Field(sa_type=sa.Text)
+    region_code: str = Field(max_length=16, index=True)
+    first_matched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    matched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class MatchScope(enum.StrEnum):
+    FULL = "full"  # every published item against every firm
+    ITEM = "item"  # one item, newly published, against every firm
+    FIRMS = "firms"  # every published item against firms whose data changed
+
+
+class MatchRun(SQLModel, table=True):
+    __tablename__ = "match_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=8)
+    item_code: str | None = Field(default=None, max_length=40)
+    workflow_id: str = Field(max_length=160)
+    firms: int
+    items: int
+    eligible: int
+    possible: int
+    added: int
+    removed: int
+    compute_ms: int
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    finished_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PushStatus(enum.StrEnum):
+    PENDING = "pending"  # decided and in the firm's inbox; the channel message not sent yet
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+
+
+class PolicyPush(SQLModel, table=True):
+    """A matched policy pushed to a firm: at most once per firm and item, ever."""
+
+    __tablename__ = "policy_push"
+    __table_args__ = (
+        sa.UniqueConstraint("uscc", "item_code"),
+        sa.Index("ix_policy_push_uscc_pushed_at", "uscc", "pushed_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    uscc: str = Field(foreign_key="enterprise.uscc", max_length=18)
+    item_code: str = Field(foreign_key="policy_item.code", max_length=40, index=True)
+    version: int
+    verdict: str = Field(max_length=24)
+    amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)
+    status: str = Field(default=PushStatus.PENDING, max_length=16, index=True)
+    message_id: str | None = Field(default=None, max_length=64)
+    pushed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    opened_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    applied_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# ----- workflow payloads --------------------------------------------------------------
+
+
+class MatchRequest(BaseModel):
+    scope: MatchScope
+    item_code: str | None = None
+    changed_since: datetime | None = None  # FIRMS: facts or profile changed since then
+    as_of: date | None = None  # defaults to today in Asia/Shanghai
+
+
+class MatchSummary(BaseModel):
+    run_id: int
+    firms: int
+    items: int
+    eligible: int
+    possible: int
+    added: int
+    removed: int
+    compute_ms: int
+
+
+class PushSummary(BaseModel):
+    planned: int
+    deferred: int  # over the weekly limit: pushed by a later run
+
+
+# ----- API views ------------------------------------------------------------------------
+
+
+class ConditionView(BaseModel):
+    path: str
+    description: str
+    outcome: Outcome
+
+
+class PolicyForMe(BaseModel):
+    item_code: str
+    version: int
+    title: str
+    category: str
+    department_code: str
+    verdict: Verdict
+    amount_fen: int | None
+    conditions: list[ConditionView]
+    pushed_at: datetime | None
+    matched_at: datetime
+
+
+class Gap(BaseModel):
+    """A condition that stands between a firm and an item, and what it would take."""
+
+    path: str
+    description: str
+    outcome: Outcome
+    fact: str | None
+    needed: str
+    actual: Any = None
+    reason: UnknownReason | None = None
+
+
+class GapReport(BaseModel):
+    item_code: str
+    version: int
+    uscc: str
+    verdict: Verdict
+    gaps: list[Gap]
+
+
+class RegionCount(BaseModel):
+    region_code: str
+    eligible: int
+    possibly_eligible: int
+
+
+class ItemMatchView(BaseModel):
+    item_code: str
+    version: int | None
+    eligible: int
+    possibly_eligible: int
+    eligible_amount_fen: int
+    by_region: list[RegionCount]
+
+
+class MatchedFirm(BaseModel):
+    uscc: str
+    name: str
+    region_code: str
+    verdict: Verdict
+    amount_fen: int | None
+    matched_at: datetime
+
+
+class BudgetPreview(BaseModel):
+    """Before publishing: who a version would match and what they would receive."""
+
+    item_code: str
+    version: int
+    as_of: date
+    firms: int
+    eligible: int
+    possibly_eligible: int
+    eligible_amount_fen: int
+    possible_amount_fen: int
+    unknown_amount: int  # eligible firms whose amount cannot be computed (fact missing)
+    annual_quota_fen: int
+    covers: Literal["eligible_and_possible", "eligible_only", "neither"]
+
+
+class PushStats(BaseModel):
+    """Success counts firms that acted, not messages sent."""
+
+    item_code: str
+    pushed: int
+    delivered: int
+    opened: int
+    applied: int
+    confirmed: int
+    acted: int
+    success_rate: float
