@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from api.deps import SessionDep, TemporalConnectionDep
 from api.errors import install_error_handlers
-from api.routers import cases, enterprises, items, reference
+from api.routers import cases, enterprises, items, matching, reference
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(enterprises.router)
     app.include_router(reference.router)
     app.include_router(cases.router)
+    app.include_router(matching.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(session: SessionDep, request_temporal: TemporalConnectionDep) -> JSONResponse:

@@ -27,6 +27,7 @@ from core.devstack import (
     wait_for_temporal,
 )
 from core.logging import configure_logging
+from core.runs import start_match_run
 from core.schedules import ensure_schedules
 from core.security import issue_token
 from core.settings import Settings, get_settings
@@ -37,9 +38,12 @@ from domain.budget import Reconciliation
 from domain.errors import AppError
 from domain.importer import ImportReport, import_content
 from domain.sample import SampleSummary, load_sample
+from models.matching import MatchRequest, MatchScope
 from models.reference import User
 from simulators.budget_system import SimulatorConfig
 from simulators.budget_system import create_app as create_budget_simulator
+from simulators.message_channel import ChannelConfig
+from simulators.message_channel import create_app as create_channel_simulator
 from workers.main import main as worker_main
 
 app = typer.Typer(
@@ -49,6 +53,7 @@ import_app = typer.Typer(help="Import public data platform exports.", no_args_is
 app.add_typer(import_app, name="import")
 
 SIMULATED_BUDGET_SYSTEM = "http://127.0.0.1:8100"
+SIMULATED_MESSAGE_CHANNEL = "http://127.0.0.1:8200"
 DEMO_USERS = ("admin", "jxj_staff", "jxj_head", "kjj_staff", "czj_staff", "auditor", "qiye")
 
 
@@ -110,7 +115,18 @@ def import_enterprises(
         for error in exc.errors:
             typer.echo(f"  {error.field}: {error.message}", err=True)
         raise typer.Exit(1) from None
+    if report.changed:
+        try:
+            report.match_run = asyncio.run(_rematch(settings, report))
+        except Exception as exc:  # the import stands; the nightly run will match it
+            typer.echo(f"matching not started ({exc}); the nightly run will do it", err=True)
     typer.echo(report.model_dump_json())
+
+
+async def _rematch(settings: Settings, report: ImportReport) -> str:
+    assert report.written_at is not None
+    request = MatchRequest(scope=MatchScope.FIRMS, changed_since=report.written_at)
+    return await start_match_run(await connect(settings), settings.task_queue, request, "")
 
 
 async def _import(settings: Settings, content: bytes, fmt: str) -> ImportReport:
@@ -175,6 +191,33 @@ def simulate_budget(
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=2,  # a deliberately slow reply must not hold up shutdown
+    )
+
+
+@simulate_app.command("messages")
+def simulate_messages(
+    host: str = "127.0.0.1",
+    port: int = 8200,
+    latency_ms: Annotated[int, typer.Option(min=0)] = 0,
+    failure_rate: Annotated[float, typer.Option(min=0, max=1, help="5xx before any work")] = 0.0,
+    undeliverable_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="share of messages never delivered")
+    ] = 0.0,
+    delivery_delay_s: Annotated[float, typer.Option(min=0)] = 1.0,
+) -> None:
+    """Run the messaging-channel simulator (its failures can also be changed at run time)."""
+    config = ChannelConfig(
+        latency_ms=latency_ms,
+        failure_rate=failure_rate,
+        undeliverable_rate=undeliverable_rate,
+        delivery_delay_s=delivery_delay_s,
+    )
+    uvicorn.run(
+        create_channel_simulator(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
     )
 
 
@@ -271,6 +314,13 @@ def run(
                 env,
                 logs / "budget-simulator.log",
             )
+        if settings.message_channel_url == SIMULATED_MESSAGE_CHANNEL:
+            children.start(
+                "message-simulator",
+                [sys.executable, "-m", "core.cli", "simulate", "messages"],
+                env,
+                logs / "message-simulator.log",
+            )
         children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
         children.start(
             "api",
@@ -290,6 +340,8 @@ def run(
         )
         base = f"http://{settings.api_host}:{settings.api_port}"
         asyncio.run(wait_for_http(f"{base}/healthz"))
+        # Refresh the match library (and push what is new) with the data as it stands.
+        asyncio.run(_start_full_match(settings, address))
         _banner(settings, base, ui, summary.skipped, time.monotonic() - started)
         while (gone := children.exited()) is None:
             time.sleep(0.5)
@@ -309,6 +361,12 @@ async def _prepare_temporal(config: DevServerConfig, task_queue: str) -> None:
     client = await wait_for_temporal(config.address, config.namespace)
     await prepare_namespace(client, config)
     await ensure_schedules(client, task_queue)
+
+
+async def _start_full_match(settings: Settings, address: str) -> None:
+    client = await connect(settings.model_copy(update={"temporal_address": address}))
+    tag = f"startup-{datetime.now(SHANGHAI):%Y%m%dT%H%M%S}"
+    await start_match_run(client, settings.task_queue, MatchRequest(scope=MatchScope.FULL), tag)
 
 
 def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, seconds: float) -> None:

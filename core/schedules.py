@@ -12,6 +12,8 @@ from temporalio.client import (
     ScheduleSpec,
 )
 
+from models.matching import MatchRequest, MatchScope
+from workflows import matching
 from workflows.library_expiry import SCHEDULE_ID, LibraryExpiryWorkflow
 
 
@@ -24,5 +26,19 @@ async def ensure_schedules(client: Client, task_queue: str) -> None:
                     LibraryExpiryWorkflow.run, id=SCHEDULE_ID, task_queue=task_queue
                 ),
                 spec=ScheduleSpec(cron_expressions=["10 0 * * *"], time_zone_name="Asia/Shanghai"),
+            ),
+        )
+    # Every published item against every firm, nightly, after the day's imports.
+    with contextlib.suppress(ScheduleAlreadyRunningError):
+        await client.create_schedule(
+            matching.SCHEDULE_ID,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    matching.MatchWorkflow.run,
+                    MatchRequest(scope=MatchScope.FULL),
+                    id=matching.SCHEDULE_ID,
+                    task_queue=task_queue,
+                ),
+                spec=ScheduleSpec(cron_expressions=["30 1 * * *"], time_zone_name="Asia/Shanghai"),
             ),
         )

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     budget_system_url: str = "http://127.0.0.1:8100"
     budget_system_timeout_s: float = 10.0
 
+    # The government messaging channel (the simulator on the embedded stack).
+    message_channel_url: str = "http://127.0.0.1:8200"
+    message_channel_timeout_s: float = 10.0
+    # Policy push: at most this many pushes per firm in any seven days.
+    push_per_week: int = Field(default=3, ge=1)
+    # Threads the matching engine spreads a full run over.
+    match_threads: int = Field(default=2, ge=1)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)

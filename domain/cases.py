@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from domain import push
 from domain.access import require_role
 from domain.amounts import compute_amount, parse_amount_rule
 from domain.enterprises import get_enterprise, known_facts
@@ -47,6 +48,8 @@ async def admit_application(
         )
     if not version.valid_from <= today <= version.valid_to:
         raise InvalidInput.field("item_code", f"{request.item_code} is not open on {today}")
+    # A firm applying for a policy pushed to it is the push's success.
+    await push.record_action(session, actor.enterprise_uscc, item.code, "applied")
     return ApplicationInput(
         case_id=application_case_id(item.code, request.period, actor.enterprise_uscc),
         item_code=item.code,

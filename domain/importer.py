@@ -15,6 +15,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -54,6 +55,20 @@ class ImportReport(BaseModel):
     accounts_created: int = 0
     accounts_updated: int = 0
     unchanged: int = 0
+    written_at: datetime | None = None  # the time stamped on every row written
+    # The matching run that re-matches the firms this import changed, if started.
+    match_run: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return any(
+            (
+                self.enterprises_created,
+                self.enterprises_updated,
+                self.facts_created,
+                self.facts_updated,
+            )
+        )
 
 
 class ImportRejected(InvalidInput):
@@ -174,6 +189,7 @@ async def import_content(session: AsyncSession, content: bytes, fmt: str) -> Imp
 async def write_rows(session: AsyncSession, rows: ValidRows, report: ImportReport) -> None:
     """Upsert validated rows in bulk. Flushes; the caller's transaction commits."""
     now = utcnow()
+    report.written_at = now
     await _write_enterprises(session, rows.enterprises, report, now)
     await _write_facts(session, rows.facts, report, now)
     await _write_accounts(session, rows.accounts, report, now)

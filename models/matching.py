@@ -98,6 +98,8 @@ class MatchRequest(BaseModel):
     item_code: str | None = None
     changed_since: datetime | None = None  # FIRMS: facts or profile changed since then
     as_of: date | None = None  # defaults to today in Asia/Shanghai
+    # After sending, ask the channel for delivery receipts after each of these waits.
+    receipt_polls_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])
 
 
 class MatchSummary(BaseModel):

@@ -25,6 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.budget_system import BudgetSystemClient
+from activities.message_channel import MessageChannelClient
 from api.deps import get_session
 from api.main import create_app
 from core.db import make_engine, make_sessionmaker
@@ -135,8 +136,7 @@ def auth(settings: Settings, user: str) -> dict[str, str]:
 # ----- Temporal ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(BIN / "temporal-test-server"),
@@ -151,6 +151,20 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_time_skipping()
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def own_time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for one test alone."""
+    env = await start_time_skipping()
     yield env
     await env.shutdown()
 
@@ -295,15 +309,16 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-async def budget_simulator_url() -> AsyncIterator[str]:
+@asynccontextmanager
+async def _simulator(factory: str) -> AsyncIterator[str]:
+    """A simulator app (`module:create_app`) served by its own process."""
     port = _free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - started once per session, before any test
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "simulators.budget_system:create_app",
+            factory,
             "--factory",
             "--host",
             "127.0.0.1",
@@ -311,6 +326,8 @@ async def budget_simulator_url() -> AsyncIterator[str]:
             str(port),
             "--log-level",
             "warning",
+            "--timeout-graceful-shutdown",
+            "2",
         ],
     )
     url = f"http://127.0.0.1:{port}"
@@ -319,7 +336,17 @@ async def budget_simulator_url() -> AsyncIterator[str]:
         yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+async def budget_simulator_url() -> AsyncIterator[str]:
+    async with _simulator("simulators.budget_system:create_app") as url:
+        yield url
 
 
 @pytest.fixture
@@ -327,6 +354,20 @@ async def budget_simulator(budget_simulator_url: str) -> AsyncIterator[httpx.Asy
     """A client to the simulator, reset to well-behaved defaults for each test."""
     async with httpx.AsyncClient(base_url=budget_simulator_url, timeout=5) as http:
         await http.put("/v1/_simulator/config", json={"seed": 7, "receipt_delay_s": 0.2})
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def channel_simulator_url() -> AsyncIterator[str]:
+    async with _simulator("simulators.message_channel:create_app") as url:
+        yield url
+
+
+@pytest.fixture
+async def channel_simulator(channel_simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client to the messaging simulator, reset to well-behaved defaults for each test."""
+    async with httpx.AsyncClient(base_url=channel_simulator_url, timeout=5) as http:
+        await http.put("/v1/_simulator/config", json={"seed": 7, "delivery_delay_s": 0.1})
         yield http
 
 
@@ -339,6 +380,7 @@ class Stack:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     budget_http: httpx.AsyncClient
+    channel_http: httpx.AsyncClient
 
 
 @pytest.fixture(scope="session", params=_backends())
@@ -352,7 +394,10 @@ async def live_database(
 
 @pytest.fixture
 async def stack(
-    dev_server: WorkflowEnvironment, live_database: str, budget_simulator: httpx.AsyncClient
+    dev_server: WorkflowEnvironment,
+    live_database: str,
+    budget_simulator: httpx.AsyncClient,
+    channel_simulator: httpx.AsyncClient,
 ) -> AsyncIterator[Stack]:
     settings = Settings(
         environment=Environment.TEST,
@@ -367,18 +412,22 @@ async def stack(
         await ensure_users(session, demo_users(None))
     app = create_app(settings, temporal=dev_server.client)
     budget_http = httpx.AsyncClient(base_url=str(budget_simulator.base_url), timeout=5)
+    channel_http = httpx.AsyncClient(base_url=str(channel_simulator.base_url), timeout=5)
     worker = build_worker(
         dev_server.client,
         settings.task_queue,
         sessionmaker,
         WorkingCalendar(),
         BudgetSystemClient(budget_http),
+        MessageChannelClient(channel_http),
+        push_per_week=2,
     )
     async with (
         budget_http,
+        channel_http,
         worker,
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e2e") as client,
     ):
-        yield Stack(client, settings, sessionmaker, budget_http)
+        yield Stack(client, settings, sessionmaker, budget_http, channel_http)
     await engine.dispose()

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from core.workdays import WorkingCalendar
 from models import search_attributes as sa_keys
+from models.matching import MatchRequest
 from models.policy_change import (
     ChangeStage,
     DeadlineRequest,
@@ -45,6 +46,7 @@ class FakeLibrary:
     reviews: list[ReviewOutcome] = field(default_factory=list)
     published: list[int] = field(default_factory=list)
     overdue: list[StageOverdue] = field(default_factory=list)
+    matched: list[MatchRequest] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         calendar = WorkingCalendar()
@@ -65,7 +67,17 @@ class FakeLibrary:
         async def raise_overdue(overdue: StageOverdue) -> None:
             self.overdue.append(overdue)
 
-        return [working_deadline, record_review, publish_version, raise_overdue]
+        @activity.defn(name="record_match_request")
+        async def record_match_request(request: MatchRequest) -> None:
+            self.matched.append(request)
+
+        return [
+            working_deadline,
+            record_review,
+            publish_version,
+            raise_overdue,
+            record_match_request,
+        ]
 
 
 def change(money_changed: bool = True, author: str = AUTHOR.name) -> PolicyChangeInput:
@@ -81,6 +93,18 @@ def change(money_changed: bool = True, author: str = AUTHOR.name) -> PolicyChang
         head_review_days=3,
         finance_review_days=5,
     )
+
+
+@workflow.defn(name="MatchWorkflow")
+class RecordedMatchRun:
+    """Stands in for the matching run a publication starts (tested on its own in
+    tests/test_matching_e2e.py): it only records the request."""
+
+    @workflow.run
+    async def run(self, request: MatchRequest) -> None:
+        await workflow.execute_activity(
+            "record_match_request", request, start_to_close_timeout=timedelta(seconds=10)
+        )
 
 
 @dataclass
@@ -100,15 +124,17 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(
-    time_skipping: WorkflowEnvironment,
-) -> AsyncIterator[Harness]:
+async def harness(own_time_skipping: WorkflowEnvironment) -> AsyncIterator[Harness]:
+    # A server of its own per test: a publication starts a match run as an abandoned
+    # child, and this test server leaves its clock locked once such a parent has
+    # closed, which would stall every later test's timers.
+    time_skipping = own_time_skipping
     fake = FakeLibrary()
     queue = f"policy-change-{uuid.uuid4()}"
     async with Worker(
         time_skipping.client,
         task_queue=queue,
-        workflows=[PolicyChangeWorkflow],
+        workflows=[PolicyChangeWorkflow, RecordedMatchRun],
         activities=fake.activities(),
     ):
         yield Harness(time_skipping, fake, queue)
@@ -140,6 +166,12 @@ async def test_money_change_needs_head_then_finance_then_publishes(
         (ChangeStage.FINANCE_REVIEW, True, "czj_staff"),
     ]
     assert fake.published == [2]
+    # The published version is matched against every firm by a run of its own.
+    for _ in range(50):
+        if fake.matched:
+            break
+        await harness.env.sleep(timedelta(seconds=1))
+    assert [(r.scope.value, r.item_code) for r in fake.matched] == [("item", "HZ-JXJ-02")]
 
 
 async def test_no_money_change_publishes_after_head(

@@ -13,6 +13,8 @@ from temporalio.worker import Worker
 
 from activities.budget_system import BudgetSystemClient
 from activities.cases import CaseActivities
+from activities.matching import MatchingActivities
+from activities.message_channel import MessageChannelClient
 from activities.payments import PaymentActivities
 from activities.policy_library import PolicyLibraryActivities
 from core.db import make_engine, make_sessionmaker
@@ -22,12 +24,19 @@ from core.temporal import connect
 from core.workdays import WorkingCalendar, parse_days
 from workflows.application import ApplicationWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
+from workflows.matching import MatchWorkflow
 from workflows.payment import PaymentWorkflow
 from workflows.policy_change import PolicyChangeWorkflow
 
 log = structlog.get_logger()
 
-WORKFLOWS = [PolicyChangeWorkflow, LibraryExpiryWorkflow, ApplicationWorkflow, PaymentWorkflow]
+WORKFLOWS = [
+    PolicyChangeWorkflow,
+    LibraryExpiryWorkflow,
+    ApplicationWorkflow,
+    PaymentWorkflow,
+    MatchWorkflow,
+]
 
 
 def calendar_from(settings: Settings) -> WorkingCalendar:
@@ -44,10 +53,14 @@ def build_worker(
     sessionmaker: async_sessionmaker[AsyncSession],
     calendar: WorkingCalendar,
     budget_system: BudgetSystemClient,
+    channel: MessageChannelClient,
+    push_per_week: int = 3,
+    match_threads: int = 2,
 ) -> Worker:
     library = PolicyLibraryActivities(sessionmaker, calendar)
     cases = CaseActivities(sessionmaker)
     payments = PaymentActivities(sessionmaker, budget_system)
+    matching = MatchingActivities(sessionmaker, channel, push_per_week, match_threads)
     return Worker(
         client,
         task_queue=task_queue,
@@ -67,6 +80,10 @@ def build_worker(
             payments.await_settlement,
             payments.record_receipt,
             payments.record_returned_payment,
+            matching.run_match,
+            matching.plan_pushes,
+            matching.send_pushes,
+            matching.collect_receipts,
         ],
     )
 
@@ -78,15 +95,23 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with httpx.AsyncClient(
-        base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
-    ) as http:
+    async with (
+        httpx.AsyncClient(
+            base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
+        ) as budget_http,
+        httpx.AsyncClient(
+            base_url=settings.message_channel_url, timeout=settings.message_channel_timeout_s
+        ) as channel_http,
+    ):
         worker = build_worker(
             client,
             settings.task_queue,
             make_sessionmaker(engine),
             calendar_from(settings),
-            BudgetSystemClient(http),
+            BudgetSystemClient(budget_http),
+            MessageChannelClient(channel_http),
+            settings.push_per_week,
+            settings.match_threads,
         )
         log.info(
             "worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace

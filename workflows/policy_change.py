@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.policy_library import PolicyLibraryActivities
     from models import search_attributes as sa_keys
+    from models.matching import MatchRequest, MatchScope
     from models.policy_change import (
         REVIEWER_ROLE,
         ChangeStage,
@@ -23,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         StageOverdue,
     )
     from models.reference import Actor
+    from workflows.matching import MatchWorkflow, match_workflow_id
 
 DB_ACTIVITY = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(seconds=30),
@@ -86,6 +90,15 @@ class PolicyChangeWorkflow:
             PolicyLibraryActivities.publish_version, input, **DB_ACTIVITY
         )
         self._finish(ChangeStage.PUBLISHED)
+        # Match the new version against every firm; it runs on after this change ends.
+        request = MatchRequest(scope=MatchScope.ITEM, item_code=input.item_code)
+        with contextlib.suppress(WorkflowAlreadyStartedError):  # the run is there already
+            await workflow.start_child_workflow(
+                MatchWorkflow.run,
+                request,
+                id=match_workflow_id(request, f"v{input.version}"),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
         return await self._done()
 
     async def _review(self, stage: ChangeStage, working_days: int) -> ReviewRecord:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import structlog
 from fastapi import APIRouter, File, Query, UploadFile
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalConnectionDep
 from api.pagination import Page, PageDep
 from api.params import CreditCode
+from core.runs import start_match_run
 from domain import enterprises, importer
 from domain.access import require_role
 from domain.errors import InvalidInput
 from models.enterprise import EnterpriseDetail, EnterprisePublic
+from models.matching import MatchRequest, MatchScope
 from models.reference import Role
+
+log = structlog.get_logger()
 
 router = APIRouter(prefix="/api/v1", tags=["enterprises"])
 
@@ -52,6 +57,8 @@ async def get_enterprise(
 async def import_enterprises(
     session: SessionDep,
     user: CurrentUser,
+    temporal: TemporalConnectionDep,
+    settings: SettingsDep,
     file: Annotated[UploadFile, File(description="CSV or JSONL export of the data platform")],
     format: Annotated[Literal["csv", "jsonl"] | None, Query()] = None,
 ) -> importer.ImportReport:
@@ -60,7 +67,19 @@ async def import_enterprises(
     content = await file.read(MAX_IMPORT_BYTES + 1)
     if len(content) > MAX_IMPORT_BYTES:
         raise InvalidInput.field("file", "larger than 200 MiB")
-    return await importer.import_content(session, content, fmt)
+    report = await importer.import_content(session, content, fmt)
+    await session.commit()  # the import stands whether or not matching starts
+    if report.changed:
+        assert report.written_at is not None
+        request = MatchRequest(scope=MatchScope.FIRMS, changed_since=report.written_at)
+        try:
+            client = await temporal.get()
+            if client is None:
+                raise RuntimeError("Temporal is not reachable")
+            report.match_run = await start_match_run(client, settings.task_queue, request, "")
+        except Exception as exc:
+            log.warning("import.match_not_started", error=str(exc))  # the nightly run will
+    return report
 
 
 def _format_from_name(name: str) -> str:

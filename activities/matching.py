@@ -1,0 +1,134 @@
+"""Activities of the matching workflow: the engine over our database, and the push."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.message_channel import (
+    ChannelRefused,
+    ChannelUnavailable,
+    MessageChannelClient,
+    push_key,
+)
+from domain import match_library, push
+from domain.library import get_version
+from domain.rules import Verdict
+from models.matching import MatchRequest, MatchSummary, PolicyPush, PushStatus, PushSummary
+from models.message_channel import MessageState, MessageStatus, OutgoingMessage
+
+log = structlog.get_logger()
+
+SEND_CONCURRENCY = 10
+
+
+class MatchingActivities:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        channel: MessageChannelClient,
+        push_per_week: int,
+        threads: int,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._channel = channel
+        self._per_week = push_per_week
+        self._threads = threads
+
+    @activity.defn
+    async def run_match(self, request: MatchRequest) -> MatchSummary:
+        as_of = request.as_of or match_library.today_in_shanghai()
+        return await match_library.run(
+            self._sessionmaker, request, activity.info().workflow_id or "", as_of, self._threads
+        )
+
+    @activity.defn
+    async def plan_pushes(self) -> PushSummary:
+        async with self._sessionmaker.begin() as session:
+            summary = await push.plan_pushes(session, self._per_week)
+        log.info("push.planned", **summary.model_dump())
+        return summary
+
+    @activity.defn
+    async def send_pushes(self, batch: int) -> int:
+        """Send up to `batch` planned pushes through the channel; returns how many were
+        sent. A retried send reuses the push's key, so the firm gets one message."""
+        async with self._sessionmaker() as session:
+            todo = await push.pending(session, batch)
+            texts = {p.id: await _text(session, p) for p in todo}
+        limit = asyncio.Semaphore(SEND_CONCURRENCY)
+        failures: list[Exception] = []
+
+        async def one(record: PolicyPush) -> tuple[int, MessageStatus | None]:
+            assert record.id is not None
+            title, body = texts[record.id]
+            async with limit:
+                try:
+                    status = await self._channel.send(
+                        OutgoingMessage(
+                            idempotency_key=push_key(record.id),
+                            recipient=record.uscc,
+                            title=title,
+                            body=body,
+                        )
+                    )
+                except ChannelUnavailable as exc:
+                    failures.append(exc)
+                    return record.id, None
+                except ChannelRefused as exc:
+                    log.error("push.refused", push_id=record.id, error=str(exc))
+                    return record.id, _refused(record.id, record.uscc)
+            return record.id, status
+
+        results = await asyncio.gather(*(one(r) for r in todo))
+        async with self._sessionmaker.begin() as session:
+            for push_id, status in results:
+                if status is not None:
+                    await push.record_sent(session, push_id, status)
+        sent = sum(1 for _id, status in results if status is not None)
+        log.info("push.sent", sent=sent, failed=len(failures))
+        if failures:  # what went out is recorded; the rest goes again on retry
+            raise ApplicationError(str(failures[0]), type="ChannelUnavailable")
+        return sent
+
+    @activity.defn
+    async def collect_receipts(self, batch: int) -> int:
+        """Ask the channel about sent pushes; returns how many still await a receipt."""
+        async with self._sessionmaker() as session:
+            todo = await push.awaiting_receipt(session, batch)
+        statuses = []
+        for record in todo:
+            assert record.message_id is not None
+            try:
+                statuses.append((record.id, await self._channel.status(record.message_id)))
+            except ChannelUnavailable as exc:
+                raise ApplicationError(str(exc), type="ChannelUnavailable") from exc
+        async with self._sessionmaker.begin() as session:
+            for push_id, status in statuses:
+                current = await session.get(PolicyPush, push_id)
+                if current is not None and current.status == PushStatus.SENT:
+                    await push.record_receipt(session, current, status)
+            waiting = len(await push.awaiting_receipt(session, batch))
+        return waiting
+
+
+async def _text(session: AsyncSession, record: PolicyPush) -> tuple[str, str]:
+    version = await get_version(session, record.item_code, record.version)
+    body = push.message_text(version.title, Verdict(record.verdict), record.amount_fen)
+    return f"政策快享：{version.title}", body
+
+
+def _refused(push_id: int, uscc: str) -> MessageStatus:
+    """A message the channel will never take counts as undeliverable."""
+    return MessageStatus(
+        message_id=f"refused-{push_id}",
+        idempotency_key=push_key(push_id),
+        recipient=uscc,
+        state=MessageState.UNDELIVERABLE,
+        accepted_at=datetime.now(UTC),
+    )
