@@ -71,7 +71,7 @@ class MatchingActivities:
                 try:
                     status = await self._channel.send(
                         OutgoingMessage(
-                            idempotency_key=push_key(record.id),
+                            idempotency_key=push_key(record.uscc, record.item_code),
                             recipient=record.uscc,
                             title=title,
                             body=body,
@@ -82,7 +82,7 @@ class MatchingActivities:
                     return record.id, None
                 except ChannelRefused as exc:
                     log.error("push.refused", push_id=record.id, error=str(exc))
-                    return record.id, _refused(record.id, record.uscc)
+                    return record.id, _refused(record)
             return record.id, status
 
         results = await asyncio.gather(*(one(r) for r in todo))
@@ -123,12 +123,12 @@ async def _text(session: AsyncSession, record: PolicyPush) -> tuple[str, str]:
     return f"政策快享：{version.title}", body
 
 
-def _refused(push_id: int, uscc: str) -> MessageStatus:
+def _refused(record: PolicyPush) -> MessageStatus:
     """A message the channel will never take counts as undeliverable."""
     return MessageStatus(
-        message_id=f"refused-{push_id}",
-        idempotency_key=push_key(push_id),
-        recipient=uscc,
+        message_id=f"refused-{record.id}",
+        idempotency_key=push_key(record.uscc, record.item_code),
+        recipient=record.uscc,
         state=MessageState.UNDELIVERABLE,
         accepted_at=datetime.now(UTC),
     )

@@ -2,7 +2,7 @@
 
 Production points it at the city's channel; the dev stack and the tests at
 simulators/message_channel.py. Every message carries an idempotency key derived
-from the push it belongs to, so a retried send is one message on the firm's phone.
+from the push's business key (firm and item), so a retried send is one message.
 Delivery receipts are polled, for the reasons given in activities/budget_system.py.
 """
 
@@ -25,8 +25,9 @@ class ChannelRefused(Exception):
         self.status_code = status_code
 
 
-def push_key(push_id: int) -> str:
-    return f"zhida:push:{push_id}"
+def push_key(uscc: str, item_code: str) -> str:
+    """The idempotency key of the one push a firm ever gets for an item."""
+    return f"zhida:push:{uscc}:{item_code}"
 
 
 class MessageChannelClient:

@@ -125,7 +125,11 @@ def import_enterprises(
 
 async def _rematch(settings: Settings, report: ImportReport) -> str:
     assert report.written_at is not None
-    request = MatchRequest(scope=MatchScope.FIRMS, changed_since=report.written_at)
+    request = MatchRequest(
+        scope=MatchScope.FIRMS,
+        changed_since=report.written_at,
+        receipt_polls_s=settings.push_receipt_polls_s,
+    )
     return await start_match_run(await connect(settings), settings.task_queue, request, "")
 
 
@@ -366,7 +370,8 @@ async def _prepare_temporal(config: DevServerConfig, task_queue: str) -> None:
 async def _start_full_match(settings: Settings, address: str) -> None:
     client = await connect(settings.model_copy(update={"temporal_address": address}))
     tag = f"startup-{datetime.now(SHANGHAI):%Y%m%dT%H%M%S}"
-    await start_match_run(client, settings.task_queue, MatchRequest(scope=MatchScope.FULL), tag)
+    request = MatchRequest(scope=MatchScope.FULL, receipt_polls_s=settings.push_receipt_polls_s)
+    await start_match_run(client, settings.task_queue, request, tag)
 
 
 def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, seconds: float) -> None:

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     message_channel_timeout_s: float = 10.0
     # Policy push: at most this many pushes per firm in any seven days.
     push_per_week: int = Field(default=3, ge=1)
+    # After sending pushes, a run asks the channel for receipts after each of these waits.
+    push_receipt_polls_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])
     # Threads the matching engine spreads a full run over.
     match_threads: int = Field(default=2, ge=1)
 

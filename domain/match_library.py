@@ -286,7 +286,7 @@ async def _policies(
             item_code=match.item_code,
             version=match.version,
             title=version.title,
-            category=version.category.value,
+            category=str(version.category),
             department_code=item.department_code,
             verdict=Verdict(match.verdict),
             amount_fen=match.amount_fen,

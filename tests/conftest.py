@@ -404,6 +404,7 @@ async def stack(
         database_url=live_database,
         task_queue=f"e2e-{uuid.uuid4()}",
         temporal_namespace=dev_server.client.namespace,
+        push_receipt_polls_s=[0.3, 0.6, 1.2, 2.4],
     )
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)

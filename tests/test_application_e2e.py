@@ -35,6 +35,19 @@ async def reach(handle: WorkflowHandle[ApplicationWorkflow, CaseState], stage: s
     raise AssertionError(f"case never reached {stage}; it is at {state.stage.value}")
 
 
+async def listed_stages(stack: Stack, user: str, expected: list[str]) -> list[str]:
+    """The firm's case list, once the projection has caught up with the workflow (an
+    activity writes it just after the stage changes): `expected`, or what it shows
+    after two seconds."""
+    for _ in range(40):
+        listed = await stack.api.get("/api/v1/my/cases", headers=auth(stack.settings, user))
+        stages = [c["stage"] for c in listed.json()["items"]]
+        if stages == expected:
+            break
+        await asyncio.sleep(0.05)
+    return stages
+
+
 def final_id(code: str, uscc: str) -> str:
     return application_case_id(code, "2026", uscc)
 
@@ -222,8 +235,8 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
     returned = await reach(handle, "account_correction")
     assert returned.waiting_for_role == "enterprise"
     assert returned.timeline[-1].action == "returned"
-    mine = await api.get("/api/v1/my/cases", headers=auth(settings, "qiye"))
-    assert [c["stage"] for c in mine.json()["items"]] == ["account_correction"]
+    expected = ["account_correction"]
+    assert await listed_stages(stack, "qiye", expected) == expected
     # The firm fixes its account, then confirms it; the payment goes out again.
     async with stack.sessionmaker.begin() as session:
         await session.execute(
@@ -324,8 +337,7 @@ async def test_firm_withdraws_and_only_the_right_people_may_end_a_case(
         f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
     )
     assert late.status_code == 409
-    mine = (await api.get("/api/v1/my/cases", headers=auth(settings, "qiye"))).json()
-    assert [c["stage"] for c in mine["items"]] == ["withdrawn"]
+    assert await listed_stages(stack, "qiye", ["withdrawn"]) == ["withdrawn"]
 
 
 async def test_finance_cancels_a_returned_payment_and_the_reservation_is_released(

@@ -71,7 +71,11 @@ async def import_enterprises(
     await session.commit()  # the import stands whether or not matching starts
     if report.changed:
         assert report.written_at is not None
-        request = MatchRequest(scope=MatchScope.FIRMS, changed_since=report.written_at)
+        request = MatchRequest(
+            scope=MatchScope.FIRMS,
+            changed_since=report.written_at,
+            receipt_polls_s=settings.push_receipt_polls_s,
+        )
         try:
             client = await temporal.get()
             if client is None:
