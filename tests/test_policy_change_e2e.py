@@ -1,8 +1,10 @@
 """The whole library-change path on the real Temporal dev server: API, worker with the
 real activities, a committed SQLite database; then the history replays on current code."""
 
+import asyncio
 import uuid
 
+from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -11,6 +13,7 @@ from temporalio.worker import Replayer
 from core.schedules import ensure_schedules
 from domain import library
 from domain.library import change_workflow_id
+from models.matching import MatchRun
 from models.policy import ItemCreate, VersionStatus
 from tests.conftest import Stack, auth, create_users, item_payload
 from workers.main import WORKFLOWS
@@ -89,6 +92,16 @@ async def test_submitted_draft_is_approved_and_published(
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
         history
     )
+
+    # The publication started a match run for this item alone.
+    for _ in range(100):
+        async with stack.sessionmaker() as session:
+            run = await session.scalar(select(MatchRun).where(col(MatchRun.item_code) == code))
+        if run is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert run is not None
+    assert (run.scope, run.workflow_id, run.items) == ("item", f"match/item/{code}/v1", 1)
 
 
 async def test_nightly_schedule_expires_lapsed_versions(
