@@ -98,23 +98,33 @@ class MatchingActivities:
 
     @activity.defn
     async def collect_receipts(self, batch: int) -> int:
-        """Ask the channel about sent pushes; returns how many still await a receipt."""
-        async with self._sessionmaker() as session:
-            todo = await push.awaiting_receipt(session, batch)
-        statuses = []
-        for record in todo:
-            assert record.message_id is not None
-            try:
-                statuses.append((record.id, await self._channel.status(record.message_id)))
-            except ChannelUnavailable as exc:
-                raise ApplicationError(str(exc), type="ChannelUnavailable") from exc
-        async with self._sessionmaker.begin() as session:
-            for push_id, status in statuses:
-                current = await session.get(PolicyPush, push_id)
-                if current is not None and current.status == PushStatus.SENT:
-                    await push.record_receipt(session, current, status)
-            waiting = len(await push.awaiting_receipt(session, batch))
-        return waiting
+        """Ask the channel about every sent push, `batch` at a time; returns how many
+        still await a receipt."""
+        after, waiting = 0, 0
+        limit = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def ask(record: PolicyPush) -> tuple[int, MessageStatus]:
+            assert record.id is not None and record.message_id is not None
+            async with limit:
+                try:
+                    return record.id, await self._channel.status(record.message_id)
+                except ChannelUnavailable as exc:
+                    raise ApplicationError(str(exc), type="ChannelUnavailable") from exc
+
+        while True:
+            async with self._sessionmaker() as session:
+                todo = await push.awaiting_receipt(session, batch, after=after)
+            if not todo:
+                return waiting
+            statuses = await asyncio.gather(*(ask(r) for r in todo))
+            async with self._sessionmaker.begin() as session:
+                for push_id, status in statuses:
+                    current = await session.get(PolicyPush, push_id)
+                    if current is not None and current.status == PushStatus.SENT:
+                        await push.record_receipt(session, current, status)
+                        waiting += current.status == PushStatus.SENT
+            after = max(r.id or 0 for r in todo)
+            activity.heartbeat(after)
 
 
 async def _text(session: AsyncSession, record: PolicyPush) -> tuple[str, str]:

@@ -131,11 +131,12 @@ async def pending(session: AsyncSession, limit: int) -> list[PolicyPush]:
     )
 
 
-async def awaiting_receipt(session: AsyncSession, limit: int) -> list[PolicyPush]:
+async def awaiting_receipt(session: AsyncSession, limit: int, after: int = 0) -> list[PolicyPush]:
+    """Sent pushes without a receipt yet, in id order from `after`."""
     return list(
         await session.scalars(
             select(PolicyPush)
-            .where(col(PolicyPush.status) == PushStatus.SENT)
+            .where(col(PolicyPush.status) == PushStatus.SENT, col(PolicyPush.id) > after)
             .order_by(col(PolicyPush.id))
             .limit(limit)
         )
