@@ -332,6 +332,7 @@ async def gaps(
                 outcome=c.outcome,
                 fact=c.fact,
                 needed=_needed(c.description, c.reason.value if c.reason else None),
+                expected=c.expected,
                 actual=c.actual,
                 reason=c.reason,
             )

@@ -147,8 +147,9 @@ class Gap(BaseModel):
     description: str
     outcome: Outcome
     fact: str | None
-    needed: str
-    actual: Any = None
+    needed: str  # in words, e.g. 需满足：公共信用评价等级 属于 A、B
+    expected: Any = None  # the rule's value (for `between`, [low, high])
+    actual: Any = None  # what the data says now; None when missing
     reason: UnknownReason | None = None
 
 

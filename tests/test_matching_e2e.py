@@ -249,6 +249,7 @@ async def test_firm_and_department_views_gaps_budget_preview_and_push_success(
         ("export_value_fen", "unknown", None),
     ]
     assert gaps.json()["gaps"][0]["needed"].startswith("需满足：高层次人才数 介于")
+    assert gaps.json()["gaps"][1]["expected"] == 100
     other_firm = await api.get(
         f"/api/v1/items/{b}/eligibility/{none}/gaps", headers=auth(settings, "qiye")
     )
