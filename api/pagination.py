@@ -30,3 +30,7 @@ class Page(BaseModel, Generic[T]):
     offset: int
     limit: int
     items: list[T]
+
+    @classmethod
+    def of(cls, total: int, page: PageParams, items: list[T]) -> Page[T]:
+        return cls(total=total, offset=page.offset, limit=page.limit, items=items)

@@ -566,35 +566,16 @@ class RowEvaluator:
         letters = []
         for leaf in leaves(rule):
             outcome = self._outcome(leaf.node)
-            if leaf.negated and outcome is not Outcome.UNKNOWN:
-                outcome = Outcome.FAIL if outcome is Outcome.PASS else Outcome.PASS
-            letters.append(OUTCOME_CODE[outcome])
+            letters.append(OUTCOME_CODE[_negate(outcome) if leaf.negated else outcome])
         return "".join(letters)
 
     def _outcome(self, node: RuleNode) -> Outcome:
         if isinstance(node, AllOf):
-            outcome = Outcome.PASS
-            for child in node.all:
-                result = self._outcome(child)
-                if result is Outcome.FAIL:
-                    return Outcome.FAIL
-                if result is Outcome.UNKNOWN:
-                    outcome = Outcome.UNKNOWN
-            return outcome
+            return self._combine(node.all, decisive=Outcome.FAIL, otherwise=Outcome.PASS)
         if isinstance(node, AnyOf):
-            outcome = Outcome.FAIL
-            for child in node.any:
-                result = self._outcome(child)
-                if result is Outcome.PASS:
-                    return Outcome.PASS
-                if result is Outcome.UNKNOWN:
-                    outcome = Outcome.UNKNOWN
-            return outcome
+            return self._combine(node.any, decisive=Outcome.PASS, otherwise=Outcome.FAIL)
         if isinstance(node, NotRule):
-            inner = self._outcome(node.not_)
-            if inner is Outcome.UNKNOWN:
-                return inner
-            return Outcome.FAIL if inner is Outcome.PASS else Outcome.PASS
+            return _negate(self._outcome(node.not_))
         if isinstance(node, ManualCondition):
             return Outcome.UNKNOWN
         key = f"{node.fact}\x1f{node.op}\x1f{node.value!r}"
@@ -604,6 +585,18 @@ class RowEvaluator:
             self._leaves[key] = cached
         return cached
 
+    def _combine(self, children: list[RuleNode], decisive: Outcome, otherwise: Outcome) -> Outcome:
+        """Kleene all (decisive FAIL) or any (decisive PASS), stopping at the first
+        decisive child as `domain.rules.evaluate` does not need to."""
+        outcome = otherwise
+        for child in children:
+            result = self._outcome(child)
+            if result is decisive:
+                return decisive
+            if result is Outcome.UNKNOWN:
+                outcome = Outcome.UNKNOWN
+        return outcome
+
     def _leaf(self, condition: Condition) -> Outcome:
         known = self._facts.get(condition.fact)
         if known is None or is_stale(FACT_KINDS[condition.fact], known, self._as_of):
@@ -611,6 +604,12 @@ class RowEvaluator:
         if compare_value(condition.op, known.value, condition.value):
             return Outcome.PASS
         return Outcome.FAIL
+
+
+def _negate(outcome: Outcome) -> Outcome:
+    if outcome is Outcome.UNKNOWN:
+        return outcome
+    return Outcome.FAIL if outcome is Outcome.PASS else Outcome.PASS
 
 
 @dataclass(frozen=True)

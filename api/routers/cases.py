@@ -217,7 +217,7 @@ async def withdraw(
 
 def _summaries(total: int, page: PageParams, rows: list[CaseRecord]) -> Page[CaseSummary]:
     items = [CaseSummary.model_validate(r, from_attributes=True) for r in rows]
-    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+    return Page.of(total, page, items)
 
 
 @router.get("/inbox", response_model=Page[CaseSummary])

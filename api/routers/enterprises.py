@@ -43,7 +43,7 @@ async def list_enterprises(
         offset=page.offset,
         limit=page.limit,
     )
-    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+    return Page.of(total, page, items)
 
 
 @router.get("/enterprises/{uscc}", response_model=EnterpriseDetail)

@@ -73,7 +73,7 @@ async def list_items(
         offset=page.offset,
         limit=page.limit,
     )
-    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+    return Page.of(total, page, items)
 
 
 @router.post("", response_model=ItemDetail, status_code=status.HTTP_201_CREATED)

@@ -36,7 +36,7 @@ async def my_policies(session: SessionDep, user: CurrentUser, page: PageDep) -> 
     total, items = await match_library.policies_for(
         session, user, user.enterprise_uscc, page.offset, page.limit
     )
-    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+    return Page.of(total, page, items)
 
 
 @router.get("/my/policies/{item_code}", response_model=PolicyForMe)
@@ -56,7 +56,7 @@ async def policies_of_firm(
     session: SessionDep, user: CurrentUser, uscc: CreditCode, page: PageDep
 ) -> Page[PolicyForMe]:
     total, items = await match_library.policies_for(session, user, uscc, page.offset, page.limit)
-    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+    return Page.of(total, page, items)
 
 
 @router.get("/items/{item_code}/eligibility/{uscc}/gaps", response_model=GapReport)
@@ -95,7 +95,7 @@ async def matched_firms(
     total, items = await match_library.matched_firms(
         session, user, item_code, verdict, region, page.offset, page.limit
     )
-    return Page(total=total, offset=page.offset, limit=page.limit, items=items)
+    return Page.of(total, page, items)
 
 
 @router.get("/items/{item_code}/versions/{version}/budget-preview", response_model=BudgetPreview)
