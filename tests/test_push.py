@@ -1,12 +1,16 @@
 """Push planning: once per firm and item, within the weekly limit, most valuable
 first; and the follow-up a push is measured by (on SQLite and PostgreSQL)."""
 
+import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core.db import make_engine, make_sessionmaker
 from domain import library, push
+from domain.reference_data import ensure_reference_data
 from models.matching import MatchResult, PolicyPush
 from models.notice import Notice
 from models.policy import ItemCreate
@@ -15,11 +19,11 @@ from tests.conftest import create_enterprise, create_users, item_payload
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
 
-async def _items(session: AsyncSession, count: int) -> list[str]:
+async def _items(session: AsyncSession, count: int, prefix: str = "PUSH") -> list[str]:
     users = await create_users(session)
     codes = []
     for n in range(count):
-        code = f"PUSH-{n}"
+        code = f"{prefix}-{n}"
         await library.create_item(
             session, users["jxj_staff"], ItemCreate.model_validate(item_payload(code))
         )
@@ -109,3 +113,27 @@ async def test_only_a_pushed_policy_counts_and_only_its_first_action(
         2,
     )
     assert stats.success_rate == round(2 / 3, 4)
+
+
+async def test_concurrent_planners_never_exceed_the_weekly_limit(live_database: str) -> None:
+    """Two runs planning at once, on separate connections: one firm, four matches, a
+    limit of two a week. Exactly two pushes, whichever planner made them."""
+    engine = make_engine(live_database)
+    sessionmaker = make_sessionmaker(engine)
+    try:
+        async with sessionmaker.begin() as session:
+            await ensure_reference_data(session)
+            suffix = uuid.uuid4().hex[:4].upper()
+            codes = await _items(session, 4, prefix=f"RACE{suffix}")
+            firm = await create_enterprise(session)
+            session.add_all([_match(code, firm.uscc, "eligible", 100) for code in codes])
+
+        async def plan() -> None:
+            async with sessionmaker.begin() as session:
+                await push.plan_pushes(session, per_week=2, now=NOW)
+
+        await asyncio.gather(*(plan() for _ in range(4)))
+        async with sessionmaker() as session:
+            assert len(await _pushed(session, firm.uscc)) == 2
+    finally:
+        await engine.dispose()
