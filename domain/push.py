@@ -18,10 +18,13 @@ from sqlmodel import col, select
 
 from domain import notices
 from domain.amounts import format_yuan
+from domain.errors import NotFound
 from domain.rules import Verdict
 from models.matching import MatchResult, PolicyPush, PushStats, PushStatus, PushSummary
 from models.message_channel import MessageState, MessageStatus
+from models.notice import Notice
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
+from models.reference import User
 from models.types import utcnow
 
 WEEK = timedelta(days=7)
@@ -31,6 +34,13 @@ PUSH_LOCK = 0x7A68_6964_6170  # "zhidap": the advisory lock of push planning
 def policy_subject(item_code: str) -> str:
     """The notice subject that ties an in-app notice to its pushed policy."""
     return f"policy/{item_code}"
+
+
+def pushed_item(subject: str | None) -> str | None:
+    """The item a notice pushed, from its subject; None for other notices."""
+    if subject and subject.startswith("policy/"):
+        return subject.removeprefix("policy/")
+    return None
 
 
 async def plan_pushes(
@@ -207,3 +217,18 @@ async def push_stats(session: AsyncSession, item_code: str) -> PushStats:
         acted=firms_acted,
         success_rate=round(firms_acted / pushed, 4) if pushed else 0.0,
     )
+
+
+async def read_notice(session: AsyncSession, recipient: str, notice_id: int) -> Notice:
+    """The recipient has read a notice; a pushed policy's notice counts as opening it."""
+    notice = await session.get(Notice, notice_id)
+    if notice is None or notice.recipient != recipient:
+        raise NotFound(f"notice {notice_id} not found")
+    if notice.read_at is None:
+        notice.read_at = utcnow()
+        user = await session.get(User, recipient)
+        item_code = pushed_item(notice.subject)
+        if user is not None and user.enterprise_uscc and item_code:
+            await record_action(session, user.enterprise_uscc, item_code, "opened")
+        await session.flush()
+    return notice

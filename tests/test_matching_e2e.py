@@ -211,11 +211,11 @@ async def test_firm_and_department_views_gaps_budget_preview_and_push_success(
     codes, firms = await _setup(stack)
     a, b, _c = codes
     rich, plain, none = firms
+    async with stack.sessionmaker.begin() as session:
+        await create_users(session, enterprise_uscc=rich)  # 企业 user "qiye" is this firm
     await _run(stack, dev_server, MatchRequest(scope=MatchScope.FULL))
     settings, api = stack.settings, stack.api
 
-    async with stack.sessionmaker.begin() as session:
-        await create_users(session, enterprise_uscc=rich)  # 企业 user "qiye" is this firm
     mine = await api.get("/api/v1/my/policies", headers=auth(settings, "qiye"))
     assert mine.status_code == 200, mine.text
     listed = [(p["item_code"], p["verdict"], p["amount_fen"]) for p in mine.json()["items"]]
@@ -226,8 +226,13 @@ async def test_firm_and_department_views_gaps_budget_preview_and_push_success(
     assert condition["description"].startswith("高层次人才数 介于")
     assert first["pushed_at"] is not None
 
+    inbox = (await api.get("/api/v1/me/notices", headers=auth(settings, "qiye"))).json()
+    [notice] = [n for n in inbox if n["subject"] == f"policy/{a}"]
+    assert notice["title"].startswith("政策快享：") and notice["read_at"] is None
+    read = await api.post(f"/api/v1/me/notices/{notice['id']}/read", headers=auth(settings, "qiye"))
+    assert read.status_code == 200 and read.json()["read_at"] is not None
     opened = await api.get(f"/api/v1/my/policies/{a}", headers=auth(settings, "qiye"))
-    assert opened.status_code == 200
+    assert opened.status_code == 200  # opened already: counted once
     applied = await api.post(
         "/api/v1/cases", json={"item_code": a, "period": "2026"}, headers=auth(settings, "qiye")
     )

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
+from domain import push
 from models.notice import Notice, NoticePublic
 from models.reference import Actor, Department, DepartmentPublic, Region, RegionPublic
 
@@ -26,6 +27,13 @@ async def my_notices(session: SessionDep, user: CurrentUser) -> list[NoticePubli
         .limit(100)
     )
     return [NoticePublic.model_validate(n, from_attributes=True) for n in rows]
+
+
+@router.post("/me/notices/{notice_id}/read", response_model=NoticePublic)
+async def read_notice(session: SessionDep, user: CurrentUser, notice_id: int) -> NoticePublic:
+    """Mark a notice read; reading a pushed policy's notice counts as opening the push."""
+    notice = await push.read_notice(session, user.name, notice_id)
+    return NoticePublic.model_validate(notice, from_attributes=True)
 
 
 @router.get("/regions", response_model=list[RegionPublic])
