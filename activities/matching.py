@@ -110,6 +110,9 @@ class MatchingActivities:
                     return record.id, await self._channel.status(record.message_id)
                 except ChannelUnavailable as exc:
                     raise ApplicationError(str(exc), type="ChannelUnavailable") from exc
+                except ChannelRefused as exc:  # e.g. a message the channel no longer knows
+                    log.error("push.receipt_refused", push_id=record.id, error=str(exc))
+                    return record.id, _refused(record)
 
         while True:
             async with self._sessionmaker() as session:

@@ -179,6 +179,9 @@ def simulate_budget(
         float, typer.Option(min=0, max=1, help="share of payments returned")
     ] = 0.0,
     receipt_delay_s: Annotated[float, typer.Option(min=0)] = 2.0,
+    state_file: Annotated[
+        Path | None, typer.Option(help="keep the instructions here across restarts")
+    ] = None,
 ) -> None:
     """Run the budget-system simulator (its failures can also be changed at run time)."""
     config = SimulatorConfig(
@@ -190,7 +193,7 @@ def simulate_budget(
         receipt_delay_s=receipt_delay_s,
     )
     uvicorn.run(
-        create_budget_simulator(config),
+        create_budget_simulator(config, state_file),
         host=host,
         port=port,
         log_level="warning",
@@ -208,6 +211,9 @@ def simulate_messages(
         float, typer.Option(min=0, max=1, help="share of messages never delivered")
     ] = 0.0,
     delivery_delay_s: Annotated[float, typer.Option(min=0)] = 1.0,
+    state_file: Annotated[
+        Path | None, typer.Option(help="keep the messages here across restarts")
+    ] = None,
 ) -> None:
     """Run the messaging-channel simulator (its failures can also be changed at run time)."""
     config = ChannelConfig(
@@ -217,7 +223,7 @@ def simulate_messages(
         delivery_delay_s=delivery_delay_s,
     )
     uvicorn.run(
-        create_channel_simulator(config),
+        create_channel_simulator(config, state_file),
         host=host,
         port=port,
         log_level="warning",
@@ -314,14 +320,20 @@ def run(
         if settings.budget_system_url == SIMULATED_BUDGET_SYSTEM:
             children.start(
                 "budget-simulator",
-                [sys.executable, "-m", "core.cli", "simulate", "budget"],
+                [
+                    *[sys.executable, "-m", "core.cli", "simulate", "budget"],
+                    *["--state-file", str(logs / "budget-simulator.json")],
+                ],
                 env,
                 logs / "budget-simulator.log",
             )
         if settings.message_channel_url == SIMULATED_MESSAGE_CHANNEL:
             children.start(
                 "message-simulator",
-                [sys.executable, "-m", "core.cli", "simulate", "messages"],
+                [
+                    *[sys.executable, "-m", "core.cli", "simulate", "messages"],
+                    *["--state-file", str(logs / "message-simulator.json")],
+                ],
                 env,
                 logs / "message-simulator.log",
             )

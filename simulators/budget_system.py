@@ -13,13 +13,15 @@ import asyncio
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from models.budget_system import InstructionState, InstructionStatus, PaymentInstruction
+from simulators.persistence import keep_records
 
 CLOSED_ACCOUNT_SUFFIX = "0000"  # accounts ending so are closed: always returned
 
@@ -65,10 +67,15 @@ class _Record:
         )
 
 
-def create_app(config: SimulatorConfig | None = None) -> FastAPI:
-    app = FastAPI(title="预算管理一体化系统 (simulator)")
+def create_app(config: SimulatorConfig | None = None, state_file: Path | None = None) -> FastAPI:
     state = {"config": config or SimulatorConfig()}
     records: dict[str, _Record] = {}
+    app = FastAPI(
+        title="预算管理一体化系统 (simulator)",
+        lifespan=keep_records(
+            state_file, TypeAdapter(dict[str, _Record]), lambda: records, records.update
+        ),
+    )
     lock = asyncio.Lock()
     rng = random.Random(state["config"].seed)
 

@@ -12,12 +12,14 @@ import asyncio
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from models.message_channel import MessageState, MessageStatus, OutgoingMessage
+from simulators.persistence import keep_records
 
 
 class ChannelConfig(BaseModel):
@@ -50,11 +52,21 @@ class _Record:
         )
 
 
-def create_app(config: ChannelConfig | None = None) -> FastAPI:
-    app = FastAPI(title="政务消息通道 (simulator)")
+def create_app(config: ChannelConfig | None = None, state_file: Path | None = None) -> FastAPI:
     state = {"config": config or ChannelConfig()}
     records: dict[str, _Record] = {}
     by_id: dict[str, _Record] = {}
+
+    def restore(saved: dict[str, _Record]) -> None:
+        records.update(saved)
+        by_id.update({r.message_id: r for r in saved.values()})
+
+    app = FastAPI(
+        title="政务消息通道 (simulator)",
+        lifespan=keep_records(
+            state_file, TypeAdapter(dict[str, _Record]), lambda: records, restore
+        ),
+    )
     lock = asyncio.Lock()
     rng = random.Random(state["config"].seed)
 
