@@ -8,6 +8,7 @@ publication), or every item × the firms whose data changed (after an import).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from domain.matching import (
     match_table,
 )
 from domain.rules import ManualCondition, Outcome, Verdict, describe, evaluate, parse_rule
-from models.enterprise import Enterprise
+from models.enterprise import Enterprise, Fact
 from models.matching import (
     BudgetPreview,
     ConditionView,
@@ -93,8 +94,6 @@ async def published_items(
 
 async def changed_firms(session: AsyncSession, since: datetime) -> list[str]:
     """Firms whose profile or facts were written at or after `since`."""
-    from models.enterprise import Fact
-
     profile = select(Enterprise.uscc).where(col(Enterprise.updated_at) >= since)
     facts = select(Fact.uscc).where(col(Fact.imported_at) >= since)
     return sorted(set(await session.scalars(profile)) | set(await session.scalars(facts)))
@@ -184,7 +183,8 @@ async def run(
     async with sessionmaker() as session:
         loaded = await load(session, request)
     clock = time.perf_counter()
-    pairs = evaluate_loaded(loaded, as_of, threads)
+    # numpy does the work outside the event loop, which keeps serving other activities.
+    pairs = await asyncio.to_thread(evaluate_loaded, loaded, as_of, threads)
     compute_ms = round((time.perf_counter() - clock) * 1000)
     async with sessionmaker.begin() as session:
         added, removed = await store(session, request, loaded, pairs)
