@@ -8,7 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col, select
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.message_channel import MessageChannelClient
 from domain import library
@@ -17,6 +19,7 @@ from domain.rules import Verdict
 from models.matching import MatchRequest, MatchResult, MatchRun, MatchScope, PolicyPush
 from models.policy import ItemCreate
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
+from workers.main import WORKFLOWS
 from workflows.matching import MatchOutcome, MatchWorkflow
 
 QUICK_RECEIPTS = [0.3, 0.5, 1.0, 2.0]
@@ -54,6 +57,7 @@ async def _firm(stack: Stack, talent: int, export_fen: int | None = None) -> str
 
 
 async def _run(stack: Stack, env: WorkflowEnvironment, request: MatchRequest) -> MatchOutcome:
+    """One run to its end; its history must replay on the current code."""
     request.receipt_polls_s = QUICK_RECEIPTS
     handle = await env.client.start_workflow(
         MatchWorkflow.run,
@@ -61,7 +65,10 @@ async def _run(stack: Stack, env: WorkflowEnvironment, request: MatchRequest) ->
         id=f"match/test/{uuid.uuid4()}",
         task_queue=stack.settings.task_queue,
     )
-    return await handle.result()
+    outcome = await handle.result()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(await handle.fetch_history())
+    return outcome
 
 
 async def _setup(stack: Stack) -> tuple[list[str], list[str]]:
