@@ -129,46 +129,77 @@ def evaluate_loaded(loaded: Loaded, as_of: date, threads: int) -> list[PairMatch
     return list(match_table(table, items, as_of, threads))
 
 
+_COMPARED = ("version", "verdict", "amount_fen", "outcomes", "region_code")
+
+
 async def store(
     session: AsyncSession, request: MatchRequest, loaded: Loaded, pairs: Sequence[PairMatch]
 ) -> tuple[int, int]:
-    """Replace the library rows of the run's scope; returns (added, removed) pairs."""
+    """Bring the library rows of the run's scope in line with `pairs`, writing only the
+    differences (a nightly run mostly confirms what is there); returns (added, removed)."""
     now = utcnow()
     scope: sa.ColumnElement[bool] = sa.true()
     if request.scope is MatchScope.ITEM:
         scope = col(MatchResult.item_code) == request.item_code
     firms = loaded.table.uscc
-    existing: dict[tuple[str, str], datetime] = {}
     chunks: list[list[str] | None] = [None]
     if request.scope is MatchScope.FIRMS:
         chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
+    existing: dict[tuple[str, str], tuple[object, ...]] = {}
+    columns = [col(getattr(MatchResult, name)) for name in _COMPARED]
     for chunk in chunks:
         where = scope if chunk is None else col(MatchResult.uscc).in_(chunk)
         rows = await session.execute(
-            select(MatchResult.item_code, MatchResult.uscc, MatchResult.first_matched_at).where(
-                where
-            )
+            sa.select(col(MatchResult.item_code), col(MatchResult.uscc), *columns).where(where)
         )
-        existing.update({(item, uscc): first for item, uscc, first in rows})
-        await session.execute(sa.delete(MatchResult).where(where))
-    new = [
-        {
-            "item_code": p.item.item_code,
-            "uscc": p.uscc,
-            "version": p.item.version,
-            "verdict": p.verdict.value,
-            "amount_fen": p.amount_fen,
-            "outcomes": p.outcomes,
-            "region_code": loaded.regions[p.uscc],
-            "first_matched_at": existing.get((p.item.item_code, p.uscc), now),
-            "matched_at": now,
-        }
+        existing.update({(row[0], row[1]): tuple(row[2:]) for row in rows})
+    wanted = {
+        (p.item.item_code, p.uscc): (
+            p.item.version,
+            p.verdict.value,
+            p.amount_fen,
+            p.outcomes,
+            loaded.regions[p.uscc],
+        )
         for p in pairs
-    ]
-    for start in range(0, len(new), 5000):
-        await session.execute(sa.insert(MatchResult), new[start : start + 5000])
-    keys = {(p.item.item_code, p.uscc) for p in pairs}
-    return len(keys - existing.keys()), len(existing.keys() - keys)
+    }
+    removed = existing.keys() - wanted.keys()
+    added = [key for key in wanted if key not in existing]
+    changed = [key for key in wanted if key in existing and existing[key] != wanted[key]]
+    by_item: dict[str, list[str]] = {}
+    for item, uscc in removed:
+        by_item.setdefault(item, []).append(uscc)
+    for item, usccs in by_item.items():
+        for start in range(0, len(usccs), 500):
+            await session.execute(
+                sa.delete(MatchResult).where(
+                    col(MatchResult.item_code) == item,
+                    col(MatchResult.uscc).in_(usccs[start : start + 500]),
+                )
+            )
+
+    def row(key: tuple[str, str]) -> dict[str, object]:
+        return {
+            "item_code": key[0],
+            "uscc": key[1],
+            **dict(zip(_COMPARED, wanted[key], strict=True)),
+        }
+
+    for start in range(0, len(added), 5000):
+        await session.execute(
+            sa.insert(MatchResult),
+            [
+                {**row(k), "first_matched_at": now, "matched_at": now}
+                for k in added[start : start + 5000]
+            ],
+        )
+    for start in range(0, len(changed), 5000):
+        # ORM bulk UPDATE by primary key: one statement, many parameter sets.
+        await session.execute(
+            sa.update(MatchResult),
+            [{**row(k), "matched_at": now} for k in changed[start : start + 5000]],
+        )
+    return len(added), len(removed)
 
 
 async def run(

@@ -31,6 +31,8 @@ class MatchResult(SQLModel, table=True):
     outcomes: str = Field(sa_type=sa.Text)
     region_code: str = Field(max_length=16, index=True)
     first_matched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When the verdict, amount or reasons last changed (a run that confirms them
+    # writes nothing).
     matched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

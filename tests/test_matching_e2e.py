@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -179,24 +180,33 @@ async def test_an_import_rematches_only_the_firms_it_changed(
     stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
     codes, firms = await _setup(stack)
-    await _run(stack, dev_server, MatchRequest(scope=MatchScope.ITEM, item_code=codes[0]))
-    rich, _plain, late = firms
-    assert (late, codes[0]) not in await _library(stack, firms)
+    for code in codes:
+        await _run(stack, dev_server, MatchRequest(scope=MatchScope.ITEM, item_code=code))
+    rich, plain, late = firms
+    before = await _library(stack, firms)
+    assert (late, codes[0]) not in before
+    assert before[(plain, codes[1])] == ("possibly_eligible", None)  # no export figure
     async with stack.sessionmaker() as session:
         band = (await known_facts(session, rich))["talent_count"].value
+        first_matched = await _first_matched(session, plain, codes[1])
 
-    line = {
-        "record": "fact",
-        "uscc": late,
-        "kind": "talent_count",
-        "period": "2026",
-        "value": band,
-        "source": "湖州市公共数据平台",
-        "fetched_at": datetime.now(UTC).isoformat(),
-    }
+    def fact(uscc: str, kind: str, value: object) -> str:
+        return json.dumps(
+            {
+                "record": "fact",
+                "uscc": uscc,
+                "kind": kind,
+                "period": "2026",
+                "value": value,
+                "source": "湖州市公共数据平台",
+                "fetched_at": datetime.now(UTC).isoformat(),
+            }
+        )
+
+    lines = "\n".join([fact(late, "talent_count", band), fact(plain, "export_value_fen", 2000)])
     response = await stack.api.post(
         "/api/v1/imports/enterprises",
-        files={"file": ("facts.jsonl", json.dumps(line).encode(), "application/x-ndjson")},
+        files={"file": ("facts.jsonl", lines.encode(), "application/x-ndjson")},
         headers=auth(stack.settings, "admin"),
     )
     assert response.status_code == 200, response.text
@@ -204,12 +214,22 @@ async def test_an_import_rematches_only_the_firms_it_changed(
     assert run_id and run_id.startswith("match/firms/")
     handle = dev_server.client.get_workflow_handle(run_id, result_type=MatchOutcome)
     outcome = await handle.result()
-    assert outcome.match.firms == 1  # only the firm whose data changed
+    assert outcome.match.firms == 2  # only the firms whose data changed
     rows = await _library(stack, firms)
-    assert rows[(late, codes[0])] == ("eligible", 1_000_000)
+    assert rows[(late, codes[0])] == ("eligible", 1_000_000)  # added
+    assert rows[(plain, codes[1])] == ("eligible", 200)  # changed in place
     async with stack.sessionmaker() as session:
+        assert await _first_matched(session, plain, codes[1]) == first_matched
         facts = await known_facts(session, late)
     assert facts["talent_count"].value == band
+
+
+async def _first_matched(session: AsyncSession, uscc: str, code: str) -> datetime | None:
+    return await session.scalar(
+        select(MatchResult.first_matched_at).where(
+            col(MatchResult.uscc) == uscc, col(MatchResult.item_code) == code
+        )
+    )
 
 
 async def test_firm_and_department_views_gaps_budget_preview_and_push_success(
