@@ -60,7 +60,19 @@ class MatchingActivities:
         sent. A retried send reuses the push's key, so the firm gets one message."""
         async with self._sessionmaker() as session:
             todo = await push.pending(session, batch)
-            texts = {p.id: await _text(session, p) for p in todo}
+            titles = {
+                key: (await get_version(session, *key)).title
+                for key in {(p.item_code, p.version) for p in todo}
+            }
+        texts = {
+            p.id: (
+                push.message_title(titles[(p.item_code, p.version)]),
+                push.message_text(
+                    titles[(p.item_code, p.version)], Verdict(p.verdict), p.amount_fen
+                ),
+            )
+            for p in todo
+        }
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         failures: list[Exception] = []
 
@@ -128,12 +140,6 @@ class MatchingActivities:
                         waiting += current.status == PushStatus.SENT
             after = max(r.id or 0 for r in todo)
             activity.heartbeat(after)
-
-
-async def _text(session: AsyncSession, record: PolicyPush) -> tuple[str, str]:
-    version = await get_version(session, record.item_code, record.version)
-    body = push.message_text(version.title, Verdict(record.verdict), record.amount_fen)
-    return f"政策快享：{version.title}", body
 
 
 def _refused(record: PolicyPush) -> MessageStatus:

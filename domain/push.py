@@ -115,12 +115,16 @@ async def plan_pushes(
             session,
             uscc=match.uscc,
             subject=policy_subject(match.item_code),
-            title=f"政策快享：{title}",
+            title=message_title(title),
             body=message_text(title, Verdict(match.verdict), match.amount_fen),
         )
         planned += 1
     await session.flush()
     return PushSummary(planned=planned, deferred=deferred)
+
+
+def message_title(title: str) -> str:
+    return f"政策快享：{title}"
 
 
 def message_text(title: str, verdict: Verdict, amount_fen: int | None) -> str:
