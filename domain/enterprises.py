@@ -135,29 +135,35 @@ async def firms_with_facts(
 ) -> list[FirmFacts]:
     """Everything the rule evaluator may read about each firm (all firms when `usccs`
     is None), in credit-code order: profile facts and the latest fact of each kind."""
-    query = select(Enterprise).order_by(col(Enterprise.uscc))
+    # Plain columns, not ORM objects: a full run reads millions of facts.
+    profile = sa.select(
+        col(Enterprise.uscc),
+        col(Enterprise.region_code),
+        col(Enterprise.industry_code),
+        col(Enterprise.size_class),
+        col(Enterprise.established_on),
+    ).order_by(col(Enterprise.uscc))
     wanted = None if usccs is None else sorted(set(usccs))
     firms: dict[str, FirmFacts] = {}
     for chunk in [None] if wanted is None else list(_chunks(wanted)):
-        chunk_query = query if chunk is None else query.where(col(Enterprise.uscc).in_(chunk))
-        for enterprise in await session.scalars(chunk_query):
-            firms[enterprise.uscc] = FirmFacts(
-                enterprise.uscc,
-                enterprise.region_code,
+        query = profile if chunk is None else profile.where(col(Enterprise.uscc).in_(chunk))
+        for uscc, region, industry, size, established in await session.execute(query):
+            firms[uscc] = FirmFacts(
+                uscc,
+                region,
                 {
-                    "region_code": KnownFact(enterprise.region_code),
-                    "industry_code": KnownFact(enterprise.industry_code),
-                    "size_class": KnownFact(enterprise.size_class),
-                    "established_on": KnownFact(enterprise.established_on),
+                    "region_code": KnownFact(region),
+                    "industry_code": KnownFact(industry),
+                    "size_class": KnownFact(size),
+                    "established_on": KnownFact(established),
                 },
             )
-        for fact in await session.scalars(_latest_facts_query(chunk)):
-            firm = firms.get(fact.uscc)
+        latest = _latest_facts_query(chunk).subquery()
+        facts = sa.select(latest.c.uscc, latest.c.kind, latest.c.value, latest.c.period_end)
+        for uscc, kind, value, end in await session.execute(facts):
+            firm = firms.get(uscc)
             if firm is not None:
-                kind = FACT_KINDS[fact.kind]
-                firm.facts[fact.kind] = KnownFact(
-                    coerce_fact_value(kind, fact.value), fact.period_end
-                )
+                firm.facts[kind] = KnownFact(coerce_fact_value(FACT_KINDS[kind], value), end)
     return list(firms.values())
 
 
