@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
@@ -29,11 +28,13 @@ from domain.matching import (
     OUTCOME_CODE,
     CompiledItem,
     FactTable,
+    ItemMatches,
+    MaskContext,
     PairMatch,
+    item_pairs,
     leaves,
     match_firm,
     match_items,
-    match_table,
 )
 from domain.rules import ManualCondition, Outcome, Verdict, describe, evaluate, parse_rule
 from models.enterprise import Enterprise, Fact
@@ -118,88 +119,120 @@ async def load(session: AsyncSession, request: MatchRequest) -> Loaded:
     return Loaded(items, table, {f.uscc: f.region_code for f in firms})
 
 
-def evaluate_loaded(loaded: Loaded, as_of: date, threads: int) -> list[PairMatch]:
-    table, items = loaded.table, loaded.items
-    if len(table) <= ROW_PATH_LIMIT:
-        return [
-            pair
-            for row, uscc in enumerate(table.uscc)
-            for pair in match_firm(uscc, table.known_facts(row), items, as_of)
-        ]
-    return list(match_table(table, items, as_of, threads))
+class Evaluated:
+    """A run's verdicts, kept compact (packed masks per item) until each item's rows
+    are written, so that a full run never holds every pair as an object at once."""
+
+    def __init__(self, loaded: Loaded, as_of: date, threads: int) -> None:
+        table, items = loaded.table, loaded.items
+        self._by_item: dict[str, list[PairMatch]] | None = None
+        self._results: dict[str, ItemMatches] = {}
+        if len(table) <= ROW_PATH_LIMIT:
+            self._by_item = {item.item_code: [] for item in items}
+            for row, uscc in enumerate(table.uscc):
+                for pair in match_firm(uscc, table.known_facts(row), items, as_of):
+                    self._by_item[pair.item.item_code].append(pair)
+        else:
+            self._context = MaskContext(table, as_of)
+            results = match_items(table, items, as_of, threads, self._context)
+            self._results = {r.item.item_code: r for r in results}
+
+    def pairs(self, item_code: str) -> list[PairMatch]:
+        if self._by_item is not None:
+            return self._by_item[item_code]
+        return item_pairs(self._context, self._results[item_code])
+
+    def counts(self) -> tuple[int, int]:
+        """(eligible, possibly eligible) pairs."""
+        if self._by_item is not None:
+            pairs = [p for item in self._by_item.values() for p in item]
+            eligible = sum(1 for p in pairs if p.verdict is Verdict.ELIGIBLE)
+            return eligible, len(pairs) - eligible
+        results = self._results.values()
+        return sum(r.eligible_count for r in results), sum(r.possible_count for r in results)
 
 
 _COMPARED = ("version", "verdict", "amount_fen", "outcomes", "region_code")
 
 
 async def store(
-    session: AsyncSession, request: MatchRequest, loaded: Loaded, pairs: Sequence[PairMatch]
+    session: AsyncSession, request: MatchRequest, loaded: Loaded, evaluated: Evaluated
 ) -> tuple[int, int]:
-    """Bring the library rows of the run's scope in line with `pairs`, writing only the
-    differences (a nightly run mostly confirms what is there); returns (added, removed)."""
+    """Bring the library rows of the run's scope in line with the run, writing only the
+    differences (a nightly run mostly confirms what is there), one item at a time;
+    returns (added, removed) pairs."""
     now = utcnow()
-    scope: sa.ColumnElement[bool] = sa.true()
-    if request.scope is MatchScope.ITEM:
-        scope = col(MatchResult.item_code) == request.item_code
-    firms = loaded.table.uscc
-    chunks: list[list[str] | None] = [None]
+    codes = [item.item_code for item in loaded.items]
+    firm_chunks: list[list[str]] | None = None
     if request.scope is MatchScope.FIRMS:
-        chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
-    existing: dict[tuple[str, str], tuple[object, ...]] = {}
-    columns = [col(getattr(MatchResult, name)) for name in _COMPARED]
+        firms = loaded.table.uscc
+        firm_chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
+    added = removed = 0
+    for code in codes:
+        a, r = await _store_item(session, code, firm_chunks, loaded, evaluated.pairs(code), now)
+        added, removed = added + a, removed + r
+    # Items no longer in force (suspended, expired, superseded) leave the library.
+    stale: sa.ColumnElement[bool] = col(MatchResult.item_code).not_in(codes) if codes else sa.true()
+    if request.scope is MatchScope.ITEM:
+        stale = sa.and_(col(MatchResult.item_code) == request.item_code, stale)
+    chunks: list[list[str] | None] = [*firm_chunks] if firm_chunks is not None else [None]
     for chunk in chunks:
-        where = scope if chunk is None else col(MatchResult.uscc).in_(chunk)
-        rows = await session.execute(
-            sa.select(col(MatchResult.item_code), col(MatchResult.uscc), *columns).where(where)
-        )
-        existing.update({(row[0], row[1]): tuple(row[2:]) for row in rows})
+        where = stale if chunk is None else sa.and_(stale, col(MatchResult.uscc).in_(chunk))
+        result = await session.execute(sa.delete(MatchResult).where(where))
+        removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return added, removed
+
+
+async def _store_item(
+    session: AsyncSession,
+    code: str,
+    firm_chunks: list[list[str]] | None,
+    loaded: Loaded,
+    pairs: list[PairMatch],
+    now: datetime,
+) -> tuple[int, int]:
+    existing: dict[str, tuple[object, ...]] = {}
+    columns = [col(getattr(MatchResult, name)) for name in _COMPARED]
+    chunks: list[list[str] | None] = [*firm_chunks] if firm_chunks is not None else [None]
+    for chunk in chunks:
+        where: sa.ColumnElement[bool] = col(MatchResult.item_code) == code
+        if chunk is not None:
+            where = sa.and_(where, col(MatchResult.uscc).in_(chunk))
+        rows = await session.execute(sa.select(col(MatchResult.uscc), *columns).where(where))
+        existing.update({row[0]: tuple(row[1:]) for row in rows})
     wanted = {
-        (p.item.item_code, p.uscc): (
-            p.item.version,
-            p.verdict.value,
-            p.amount_fen,
-            p.outcomes,
-            loaded.regions[p.uscc],
-        )
+        p.uscc: (p.item.version, p.verdict.value, p.amount_fen, p.outcomes, loaded.regions[p.uscc])
         for p in pairs
     }
-    removed = existing.keys() - wanted.keys()
-    added = [key for key in wanted if key not in existing]
-    changed = [key for key in wanted if key in existing and existing[key] != wanted[key]]
-    by_item: dict[str, list[str]] = {}
-    for item, uscc in removed:
-        by_item.setdefault(item, []).append(uscc)
-    for item, usccs in by_item.items():
-        for start in range(0, len(usccs), 500):
-            await session.execute(
-                sa.delete(MatchResult).where(
-                    col(MatchResult.item_code) == item,
-                    col(MatchResult.uscc).in_(usccs[start : start + 500]),
-                )
+    gone = sorted(existing.keys() - wanted.keys())
+    new = [uscc for uscc in wanted if uscc not in existing]
+    changed = [uscc for uscc in wanted if uscc in existing and existing[uscc] != wanted[uscc]]
+    for start in range(0, len(gone), 500):
+        await session.execute(
+            sa.delete(MatchResult).where(
+                col(MatchResult.item_code) == code,
+                col(MatchResult.uscc).in_(gone[start : start + 500]),
             )
+        )
 
-    def row(key: tuple[str, str]) -> dict[str, object]:
-        return {
-            "item_code": key[0],
-            "uscc": key[1],
-            **dict(zip(_COMPARED, wanted[key], strict=True)),
-        }
+    def row(uscc: str) -> dict[str, object]:
+        return {"item_code": code, "uscc": uscc, **dict(zip(_COMPARED, wanted[uscc], strict=True))}
 
-    for start in range(0, len(added), 5000):
+    for start in range(0, len(new), 5000):
         await session.execute(
             sa.insert(MatchResult),
             [
-                {**row(k), "first_matched_at": now, "matched_at": now}
-                for k in added[start : start + 5000]
+                {**row(u), "first_matched_at": now, "matched_at": now}
+                for u in new[start : start + 5000]
             ],
         )
     for start in range(0, len(changed), 5000):
         # ORM bulk UPDATE by primary key: one statement, many parameter sets.
         await session.execute(
             sa.update(MatchResult),
-            [{**row(k), "matched_at": now} for k in changed[start : start + 5000]],
+            [{**row(u), "matched_at": now} for u in changed[start : start + 5000]],
         )
-    return len(added), len(removed)
+    return len(new), len(gone)
 
 
 async def run(
@@ -215,11 +248,11 @@ async def run(
         loaded = await load(session, request)
     clock = time.perf_counter()
     # numpy does the work outside the event loop, which keeps serving other activities.
-    pairs = await asyncio.to_thread(evaluate_loaded, loaded, as_of, threads)
+    evaluated = await asyncio.to_thread(Evaluated, loaded, as_of, threads)
     compute_ms = round((time.perf_counter() - clock) * 1000)
+    eligible, possible = evaluated.counts()
     async with sessionmaker.begin() as session:
-        added, removed = await store(session, request, loaded, pairs)
-        eligible = sum(1 for p in pairs if p.verdict is Verdict.ELIGIBLE)
+        added, removed = await store(session, request, loaded, evaluated)
         record = MatchRun(
             scope=request.scope.value,
             item_code=request.item_code,
@@ -227,7 +260,7 @@ async def run(
             firms=len(loaded.table),
             items=len(loaded.items),
             eligible=eligible,
-            possible=len(pairs) - eligible,
+            possible=possible,
             added=added,
             removed=removed,
             compute_ms=compute_ms,

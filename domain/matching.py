@@ -644,8 +644,22 @@ def match_table(
     """Every item against every firm of `table`, as library rows."""
     context = MaskContext(table, as_of)
     for result in match_items(table, items, as_of, threads, context):
-        matched = result.matched(table)
-        letters = context.leaf_outcomes(result.item.rule, matched.rows)
+        yield from item_pairs(context, result)
+
+
+def item_pairs(context: MaskContext, result: ItemMatches) -> list[PairMatch]:
+    """One item's matched firms as library rows, with each condition's outcome."""
+    table = context.table
+    matched = result.matched(table)
+    letters = context.leaf_outcomes(result.item.rule, matched.rows)
+    return [
+        PairMatch(
+            result.item,
+            table.uscc[row],
+            Verdict.ELIGIBLE if eligible else Verdict.POSSIBLY_ELIGIBLE,
+            amount if known else None,
+            outcome,
+        )
         for row, eligible, amount, known, outcome in zip(
             matched.rows.tolist(),
             matched.eligible.tolist(),
@@ -653,11 +667,5 @@ def match_table(
             matched.amount_known.tolist(),
             letters,
             strict=True,
-        ):
-            yield PairMatch(
-                result.item,
-                table.uscc[row],
-                Verdict.ELIGIBLE if eligible else Verdict.POSSIBLY_ELIGIBLE,
-                amount if known else None,
-                outcome,
-            )
+        )
+    ]
