@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +12,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from domain.access import require_enterprise_access
 from domain.errors import NotFound
 from domain.facts import FACT_KINDS, coerce_fact_value
+from domain.matching import FactTable, FactTableBuilder
 from domain.rules import KnownFact
 from models.enterprise import (
     BankAccount,
@@ -98,12 +98,12 @@ async def latest_facts(session: AsyncSession, usccs: Iterable[str]) -> dict[str,
     wanted = list(usccs)
     out: dict[str, dict[str, Fact]] = {u: {} for u in wanted}
     for chunk in _chunks(wanted):
-        for fact in await session.scalars(_latest_facts_query(chunk)):
+        for fact in await session.scalars(latest_facts_query(chunk)):
             out[fact.uscc][fact.kind] = fact
     return out
 
 
-def _latest_facts_query(usccs: list[str] | None) -> SelectOfScalar[Fact]:
+def latest_facts_query(usccs: list[str] | None) -> SelectOfScalar[Fact]:
     newest = select(Fact.uscc, Fact.kind, sa.func.max(Fact.period_end).label("period_end"))
     if usccs is not None:
         newest = newest.where(col(Fact.uscc).in_(usccs))
@@ -123,19 +123,16 @@ def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-@dataclass(frozen=True)
-class FirmFacts:
-    uscc: str
-    region_code: str
-    facts: dict[str, KnownFact]
-
-
-async def firms_with_facts(
-    session: AsyncSession, usccs: Iterable[str] | None = None
-) -> list[FirmFacts]:
-    """Everything the rule evaluator may read about each firm (all firms when `usccs`
-    is None), in credit-code order: profile facts and the latest fact of each kind."""
-    # Plain columns, not ORM objects: a full run reads millions of facts.
+async def load_fact_table(
+    session: AsyncSession, usccs: list[str] | None = None
+) -> tuple[FactTable, dict[str, str]]:
+    """Every firm's facts (or those of `usccs`) straight into columns, streamed: the
+    same facts `domain.enterprises.known_facts` reads, for 300,000 firms at once."""
+    builder = FactTableBuilder()
+    regions: dict[str, str] = {}
+    chunks: list[list[str] | None] = [None]
+    if usccs is not None:
+        chunks = [usccs[i : i + 500] for i in range(0, len(usccs), 500)]
     profile = sa.select(
         col(Enterprise.uscc),
         col(Enterprise.region_code),
@@ -143,32 +140,29 @@ async def firms_with_facts(
         col(Enterprise.size_class),
         col(Enterprise.established_on),
     ).order_by(col(Enterprise.uscc))
-    wanted = None if usccs is None else sorted(set(usccs))
-    firms: dict[str, FirmFacts] = {}
-    for chunk in [None] if wanted is None else list(_chunks(wanted)):
+    for chunk in chunks:
         query = profile if chunk is None else profile.where(col(Enterprise.uscc).in_(chunk))
-        for uscc, region, industry, size, established in await session.execute(query):
-            firms[uscc] = FirmFacts(
-                uscc,
-                region,
-                {
-                    "region_code": KnownFact(region),
-                    "industry_code": KnownFact(industry),
-                    "size_class": KnownFact(size),
-                    "established_on": KnownFact(established),
-                },
-            )
-        latest = _latest_facts_query(chunk).subquery()
+        async for part in (await session.stream(query)).partitions(10_000):
+            for uscc, region, industry, size, established in part:
+                row = builder.add_firm(uscc)
+                regions[uscc] = region
+                builder.add(row, "region_code", KnownFact(region))
+                builder.add(row, "industry_code", KnownFact(industry))
+                builder.add(row, "size_class", KnownFact(size))
+                builder.add(row, "established_on", KnownFact(established))
+        latest = latest_facts_query(chunk).subquery()
         facts = sa.select(latest.c.uscc, latest.c.kind, latest.c.value, latest.c.period_end)
-        for uscc, kind, value, end in await session.execute(facts):
-            firm = firms.get(uscc)
-            if firm is not None:
-                firm.facts[kind] = KnownFact(coerce_fact_value(FACT_KINDS[kind], value), end)
-    return list(firms.values())
+        async for batch in (await session.stream(facts)).partitions(10_000):
+            for uscc, kind, value, end in batch:
+                firm = builder.row_of.get(uscc)
+                if firm is not None:
+                    known = KnownFact(coerce_fact_value(FACT_KINDS[kind], value), end)
+                    builder.add(firm, kind, known)
+    return builder.finish(), regions
 
 
 async def known_facts(session: AsyncSession, uscc: str) -> dict[str, KnownFact]:
     """Everything the rule evaluator may read about one firm."""
     await get_enterprise(session, uscc)  # 404 for an unknown firm
-    [firm] = await firms_with_facts(session, [uscc])
-    return firm.facts
+    table, _regions = await load_fact_table(session, [uscc])
+    return table.known_facts(0)

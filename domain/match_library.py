@@ -21,7 +21,7 @@ from sqlmodel import col, select
 
 from domain.access import require_enterprise_access, require_staff_or_reader
 from domain.amounts import parse_amount_rule
-from domain.enterprises import firms_with_facts, known_facts
+from domain.enterprises import known_facts, load_fact_table
 from domain.errors import Forbidden, NotFound
 from domain.library import get_item, get_version
 from domain.matching import (
@@ -36,7 +36,14 @@ from domain.matching import (
     match_firm,
     match_items,
 )
-from domain.rules import ManualCondition, Outcome, Verdict, describe, evaluate, parse_rule
+from domain.rules import (
+    ManualCondition,
+    Outcome,
+    Verdict,
+    describe,
+    evaluate,
+    parse_rule,
+)
 from models.enterprise import Enterprise, Fact
 from models.matching import (
     BudgetPreview,
@@ -114,9 +121,8 @@ async def load(session: AsyncSession, request: MatchRequest) -> Loaded:
     if request.scope is MatchScope.FIRMS:
         assert request.changed_since is not None
         usccs = await changed_firms(session, request.changed_since)
-    firms = await firms_with_facts(session, usccs)
-    table = FactTable.build((f.uscc, f.facts) for f in firms)
-    return Loaded(items, table, {f.uscc: f.region_code for f in firms})
+    table, regions = await load_fact_table(session, usccs)
+    return Loaded(items, table, regions)
 
 
 class Evaluated:
@@ -512,8 +518,7 @@ async def budget_preview(
     await require_item_reader(session, actor, item_code)
     row = await get_version(session, item_code, version)
     compiled = compile_version(row)
-    firms = await firms_with_facts(session)
-    table = FactTable.build((f.uscc, f.facts) for f in firms)
+    table, _regions = await load_fact_table(session)
     [result] = match_items(table, [compiled], as_of, threads)
     matched = result.matched(table)
     known = matched.amount_known

@@ -103,13 +103,12 @@ class FactTable:
     @classmethod
     def build(cls, firms: Iterable[tuple[str, Mapping[str, KnownFact]]]) -> FactTable:
         """From (credit code, facts) pairs, as `domain.enterprises.known_facts` gives them."""
-        uscc: list[str] = []
-        builders = {name: _ColumnBuilder(kind) for name, kind in FACT_KINDS.items()}
-        for row, (code, facts) in enumerate(firms):
-            uscc.append(code)
+        builder = FactTableBuilder()
+        for uscc, facts in firms:
+            row = builder.add_firm(uscc)
             for name, known in facts.items():
-                builders[name].add(row, known)
-        return cls(uscc, {name: b.finish(len(uscc)) for name, b in builders.items()})
+                builder.add(row, name, known)
+        return builder.finish()
 
     def onehot(self, fact: str) -> Bits:
         """For a text fact, one packed mask per dictionary entry (row c: firms whose
@@ -193,6 +192,28 @@ class FactTable:
                 for name, c in self.columns.items()
             },
         )
+
+
+class FactTableBuilder:
+    """Fills a FactTable firm by firm and fact by fact, in any order, without holding
+    a dictionary per firm (a full run reads millions of facts)."""
+
+    def __init__(self) -> None:
+        self.uscc: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self._columns = {name: _ColumnBuilder(kind) for name, kind in FACT_KINDS.items()}
+
+    def add_firm(self, uscc: str) -> int:
+        row = self.row_of[uscc] = len(self.uscc)
+        self.uscc.append(uscc)
+        return row
+
+    def add(self, row: int, name: str, known: KnownFact) -> None:
+        self._columns[name].add(row, known)
+
+    def finish(self) -> FactTable:
+        n = len(self.uscc)
+        return FactTable(self.uscc, {name: b.finish(n) for name, b in self._columns.items()})
 
 
 class _ColumnBuilder:
