@@ -126,13 +126,12 @@ def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
 async def load_fact_table(
     session: AsyncSession, usccs: list[str] | None = None
 ) -> tuple[FactTable, dict[str, str]]:
-    """Every firm's facts (or those of `usccs`) straight into columns, streamed: the
-    same facts `domain.enterprises.known_facts` reads, for 300,000 firms at once."""
+    """Every firm's facts (or those of `usccs`) streamed straight into columns: the
+    profile and the latest fact of each kind. The engine reads all firms through it,
+    and `known_facts` one firm, so both always see the same facts."""
     builder = FactTableBuilder()
     regions: dict[str, str] = {}
-    chunks: list[list[str] | None] = [None]
-    if usccs is not None:
-        chunks = [usccs[i : i + 500] for i in range(0, len(usccs), 500)]
+    chunks: list[list[str] | None] = [None] if usccs is None else [*_chunks(usccs)]
     profile = sa.select(
         col(Enterprise.uscc),
         col(Enterprise.region_code),
