@@ -275,16 +275,7 @@ async def run(
         session.add(record)
         await session.flush()
         assert record.id is not None
-        summary = MatchSummary(
-            run_id=record.id,
-            firms=record.firms,
-            items=record.items,
-            eligible=eligible,
-            possible=record.possible,
-            added=added,
-            removed=removed,
-            compute_ms=compute_ms,
-        )
+        summary = MatchSummary.model_validate({**record.model_dump(), "run_id": record.id})
     log.info("matching.run", scope=request.scope.value, **summary.model_dump())
     return summary
 
