@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
+from core.settings import Environment, Settings
 from domain import match_library
 from domain.sample import load_sample
 from models.matching import MatchRequest, MatchResult, MatchScope
