@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
@@ -54,6 +54,7 @@ RequestId = Annotated[
     ),
 ]
 CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
+CASE = "/cases/application/{item_code}/{period}/{uscc}"
 
 
 @router.post("/cases", response_model=CaseState, status_code=status.HTTP_201_CREATED)
@@ -105,7 +106,7 @@ async def _handle(
     return temporal.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
 
 
-@router.get("/cases/application/{item_code}/{period}/{uscc}", response_model=CaseState)
+@router.get(CASE, response_model=CaseState)
 async def get_case(
     session: SessionDep,
     temporal: TemporalDep,
@@ -125,93 +126,63 @@ async def get_case(
         raise
 
 
-@router.post("/cases/application/{item_code}/{period}/{uscc}/decisions", response_model=CaseState)
-async def decide(
+async def _case(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
     item_code: str,
     period: str,
     uscc: CreditCode,
-    body: CaseDecision,
-    request_id: RequestId = None,
+) -> CaseHandle:
+    return await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+
+
+CaseDep = Annotated[CaseHandle, Depends(_case)]
+
+
+@router.post(f"{CASE}/decisions", response_model=CaseState)
+async def decide(
+    case: CaseDep, user: CurrentUser, body: CaseDecision, request_id: RequestId = None
 ) -> CaseState:
     require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
-    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    request = DecisionRequest(actor=user, decision=body)
     return await send_update(
-        handle,
-        handle.execute_update(
-            ApplicationWorkflow.decide, DecisionRequest(actor=user, decision=body), id=request_id
-        ),
+        case, case.execute_update(ApplicationWorkflow.decide, request, id=request_id)
     )
 
 
-@router.post("/cases/application/{item_code}/{period}/{uscc}/resubmit", response_model=CaseState)
+@router.post(f"{CASE}/resubmit", response_model=CaseState)
 async def resubmit(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    item_code: str,
-    period: str,
-    uscc: CreditCode,
-    body: Resubmission,
-    request_id: RequestId = None,
+    case: CaseDep, user: CurrentUser, body: Resubmission, request_id: RequestId = None
 ) -> CaseState:
-    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    request = ResubmitRequest(actor=user, resubmission=body)
     return await send_update(
-        handle,
-        handle.execute_update(
-            ApplicationWorkflow.resubmit,
-            ResubmitRequest(actor=user, resubmission=body),
-            id=request_id,
-        ),
+        case, case.execute_update(ApplicationWorkflow.resubmit, request, id=request_id)
     )
 
 
-@router.post(
-    "/cases/application/{item_code}/{period}/{uscc}/account-confirmation",
-    response_model=CaseState,
-)
+@router.post(f"{CASE}/account-confirmation", response_model=CaseState)
 async def confirm_account(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    item_code: str,
-    period: str,
-    uscc: CreditCode,
-    request_id: RequestId = None,
+    case: CaseDep, user: CurrentUser, request_id: RequestId = None
 ) -> CaseState:
     """After a returned payment (退票) the firm confirms its corrected account; the
     payment is made again under the next instalment."""
-    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
     return await send_update(
-        handle, handle.execute_update(ApplicationWorkflow.confirm_account, user, id=request_id)
+        case, case.execute_update(ApplicationWorkflow.confirm_account, user, id=request_id)
     )
 
 
-@router.post("/cases/application/{item_code}/{period}/{uscc}/withdrawal", response_model=CaseState)
+@router.post(f"{CASE}/withdrawal", response_model=CaseState)
 async def withdraw(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    item_code: str,
-    period: str,
-    uscc: CreditCode,
-    body: Withdrawal,
-    request_id: RequestId = None,
+    case: CaseDep, user: CurrentUser, body: Withdrawal, request_id: RequestId = None
 ) -> CaseState:
     """The firm withdraws its application (撤回) before payment, or finance cancels a
     case that cannot be paid (撤销, with a reason). Any budget reservation is released."""
     if user.role is not Role.ENTERPRISE:
         require_role(user, Role.FINANCE_CASEWORKER)
-    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    request = WithdrawRequest(actor=user, withdrawal=body)
     return await send_update(
-        handle,
-        handle.execute_update(
-            ApplicationWorkflow.withdraw,
-            WithdrawRequest(actor=user, withdrawal=body),
-            id=request_id,
-        ),
+        case, case.execute_update(ApplicationWorkflow.withdraw, request, id=request_id)
     )
 
 
