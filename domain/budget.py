@@ -119,9 +119,7 @@ async def reserve(
         year=year,
         amount_fen=amount_fen,
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    return await _added(session, entry)
 
 
 async def release(session: AsyncSession, case_id: str, instalment: int) -> LedgerEntry | None:
@@ -136,9 +134,7 @@ async def release(session: AsyncSession, case_id: str, instalment: int) -> Ledge
         raise Conflict(f"instalment {instalment} of {case_id} is paid; it cannot be released")
     await _move(session, reserved, reserved_delta=-reserved.amount_fen, paid_delta=0)
     entry = _next_entry(reserved, LedgerKind.RELEASE)
-    session.add(entry)
-    await session.flush()
-    return entry
+    return await _added(session, entry)
 
 
 async def consume(
@@ -160,6 +156,10 @@ async def consume(
         voucher_no=voucher_no,
         bank_serial=bank_serial,
     )
+    return await _added(session, entry)
+
+
+async def _added(session: AsyncSession, entry: LedgerEntry) -> LedgerEntry:
     session.add(entry)
     await session.flush()
     return entry
@@ -222,9 +222,7 @@ async def record_instruction(
         idempotency_key=idempotency_key,
         voucher_no=voucher_no,
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    return await _added(session, entry)
 
 
 async def record_return(

@@ -48,6 +48,21 @@ async def listed_stages(stack: Stack, user: str, expected: list[str]) -> list[st
     return stages
 
 
+async def apply_and_wait(
+    stack: Stack, env: WorkflowEnvironment, code: str, uscc: str
+) -> WorkflowHandle[ApplicationWorkflow, CaseState]:
+    """The firm (demo user qiye) applies; returns the case once it awaits department review."""
+    applied = await stack.api.post(
+        "/api/v1/cases",
+        json={"item_code": code, "period": "2026"},
+        headers=auth(stack.settings, "qiye"),
+    )
+    assert applied.status_code in (200, 201), applied.text
+    handle = case_handle(env, final_id(code, uscc))
+    await reach(handle, "department_review")
+    return handle
+
+
 def final_id(code: str, uscc: str) -> str:
     return application_case_id(code, "2026", uscc)
 
@@ -218,11 +233,7 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
     code, uscc = await _setup(stack, account="6222000011110000")  # a closed account
     api, settings = stack.api, stack.settings
     base = f"/api/v1/cases/application/{code}/2026/{uscc}"
-    await api.post(
-        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
-    )
-    handle = case_handle(dev_server, application_case_id(code, "2026", uscc))
-    await reach(handle, "department_review")
+    handle = await apply_and_wait(stack, dev_server, code, uscc)
     await api.post(
         f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
     )
@@ -274,11 +285,7 @@ async def test_case_waits_for_budget_until_finance_adds_quota(
     code, uscc = await _setup(stack, quota_fen=AMOUNT - 1)
     api, settings = stack.api, stack.settings
     base = f"/api/v1/cases/application/{code}/2026/{uscc}"
-    await api.post(
-        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
-    )
-    handle = case_handle(dev_server, final_id(code, uscc))
-    await reach(handle, "department_review")
+    handle = await apply_and_wait(stack, dev_server, code, uscc)
     await api.post(
         f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, "jxj_staff")
     )
@@ -311,11 +318,7 @@ async def test_firm_withdraws_and_only_the_right_people_may_end_a_case(
     code, uscc = await _setup(stack)
     api, settings = stack.api, stack.settings
     base = f"/api/v1/cases/application/{code}/2026/{uscc}"
-    await api.post(
-        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
-    )
-    handle = case_handle(dev_server, final_id(code, uscc))
-    await reach(handle, "department_review")
+    await apply_and_wait(stack, dev_server, code, uscc)
 
     reviewer = await api.post(f"{base}/withdrawal", json={}, headers=auth(settings, "jxj_staff"))
     assert reviewer.status_code == 403  # a reviewer rejects; only finance cancels
@@ -346,11 +349,7 @@ async def test_finance_cancels_a_returned_payment_and_the_reservation_is_release
     code, uscc = await _setup(stack, account="6222000011110000")  # a closed account
     api, settings = stack.api, stack.settings
     base = f"/api/v1/cases/application/{code}/2026/{uscc}"
-    await api.post(
-        "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
-    )
-    handle = case_handle(dev_server, final_id(code, uscc))
-    await reach(handle, "department_review")
+    handle = await apply_and_wait(stack, dev_server, code, uscc)
     for user in ("jxj_staff", "czj_staff"):
         await api.post(
             f"{base}/decisions", json={"action": "approve"}, headers=auth(settings, user)
