@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from domain.facts import FACT_KINDS, FactType
 from domain.rules import InvalidRule, KnownFact, RuleError, format_path
+from models.money import format_yuan
 
 
 class Rounding(enum.StrEnum):
@@ -165,8 +166,3 @@ def format_quantity(fact: str, value: int) -> str:
     return f"{value}{unit}"
 
 
-def format_yuan(fen: int) -> str:
-    """Display form of an amount in fen, e.g. 1234567 -> '12,345.67元'."""
-    sign = "-" if fen < 0 else ""
-    yuan, cents = divmod(abs(fen), 100)
-    return f"{sign}{yuan:,}.{cents:02d}元"

@@ -2,8 +2,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from domain.amounts import compute_amount, format_yuan, parse_amount_rule
+from domain.amounts import compute_amount, parse_amount_rule
 from domain.rules import InvalidRule, KnownFact
+from models.money import format_yuan
 
 
 def _amount(rule: Mapping[str, object], **facts: int) -> int | None:
