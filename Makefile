@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Database tests run on SQLite and, when this URL is set (the default: the local
-# server), again on PostgreSQL. `make test ZHIDA_TEST_POSTGRES_URL=` skips PostgreSQL.
+# server), again on PostgreSQL. `make test ZHIDA_TEST_POSTGRES_URL=` skips PostgreSQL;
+# so does a machine where no server answers at the URL, with one line saying so
+# (ZHIDA_TEST_POSTGRES_REQUIRED=1, as CI sets it, makes that a failure instead).
 ZHIDA_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export ZHIDA_TEST_POSTGRES_URL
 

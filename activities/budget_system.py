@@ -12,11 +12,17 @@ from the case and instalment, so a retried or duplicated request pays once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
 
 from models.budget_system import InstructionStatus, PaymentInstruction
+
+if TYPE_CHECKING:
+    from core.progress import ProgressCallback
+
+STATEMENT_PAGE = 1000  # instructions per statement request
 
 
 class BudgetSystemUnavailable(Exception):
@@ -61,9 +67,25 @@ class BudgetSystemClient:
             raise
         return InstructionStatus.model_validate_json(response.content)
 
-    async def statement(self) -> list[InstructionStatus]:
-        response = await self._call("GET", "/v1/payment-instructions")
-        return [InstructionStatus.model_validate(item) for item in response.json()]
+    async def statement(
+        self, progress: ProgressCallback | None = None, page_size: int = STATEMENT_PAGE
+    ) -> list[InstructionStatus]:
+        """Every instruction the system holds, a page at a time; `progress` hears
+        ("statement", read, total) after each page."""
+        statement: list[InstructionStatus] = []
+        while True:
+            response = await self._call(
+                "GET",
+                "/v1/payment-instructions",
+                params={"offset": len(statement), "limit": page_size},
+            )
+            page = [InstructionStatus.model_validate(item) for item in response.json()]
+            statement.extend(page)
+            total = response.headers.get("X-Total-Count")
+            if progress:
+                progress("statement", len(statement), int(total) if total else None)
+            if len(page) < page_size:
+                return statement
 
     async def _call(
         self,
@@ -71,9 +93,12 @@ class BudgetSystemClient:
         path: str,
         json: object = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, int] | None = None,
     ) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, json=json, headers=headers)
+            response = await self._http.request(
+                method, path, json=json, headers=headers, params=params
+            )
         except httpx.TransportError as exc:  # includes timeouts
             raise BudgetSystemUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
         if response.status_code >= 500:

@@ -1,6 +1,7 @@
 """The embedded stack the benchmarks run on: a Temporal dev server, the budget-system
-simulator and the worker, each as its own process so the worker can be killed
-outright; the API runs in the benchmark's own process over ASGI.
+simulator (and, if asked, the messaging-channel simulator) and the worker, each as its
+own process so the worker can be killed outright; the API runs in the benchmark's own
+process over ASGI, or as a uvicorn process (`start_api`) for clients from outside.
 
     async with bench_stack("chaos", simulator_args=[...]) as stack:
         ...
@@ -29,8 +30,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from core.devstack import (  # noqa: E402
-    Children,
     DevServerConfig,
+    Supervisor,
     ensure_search_attributes,
     wait_for_http,
 )
@@ -85,18 +86,40 @@ class BenchStack:
     simulator_url: str
     worker: Worker
     work: Path
+    children: Supervisor
+    child_env: dict[str, str]
+
+
+async def start_api(stack: BenchStack) -> str:
+    """Start the API as a uvicorn process on a free port; returns its base URL once
+    `/healthz` answers. It is stopped with the stack's other children."""
+    port = free_port()
+    stack.children.start(
+        "api",
+        [
+            *[sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory"],
+            *["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        ],
+        stack.child_env,
+        stack.work / "api.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    await wait_for_http(f"{base}/healthz", within=60)
+    return base
 
 
 @asynccontextmanager
-async def bench_stack(name: str, simulator_args: list[str]) -> AsyncIterator[BenchStack]:
-    """Start the dev server and the simulator; the worker is created, not started."""
+async def bench_stack(
+    name: str, simulator_args: list[str], *, message_simulator: bool = False
+) -> AsyncIterator[BenchStack]:
+    """Start the dev server and the simulator(s); the worker is created, not started."""
     work = Path(tempfile.mkdtemp(prefix=f"zhida-{name}-"))
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         ui=False,
     )
-    children = Children()
+    children = Supervisor()
     worker: Worker | None = None
     try:
         wanted = DevServerConfig.load().search_attributes
@@ -118,6 +141,15 @@ async def bench_stack(name: str, simulator_args: list[str]) -> AsyncIterator[Ben
             budget_system_url=simulator_url,
             budget_system_timeout_s=2.0,
         )
+        if message_simulator:
+            port = free_port()
+            settings.message_channel_url = f"http://127.0.0.1:{port}"
+            children.start(
+                "message-simulator",
+                [sys.executable, "-m", "core.cli", "simulate", "messages", "--port", str(port)],
+                dict(os.environ),
+                work / "message-simulator.log",
+            )
         worker_env = dict(os.environ)
         worker_env.update(
             ZHIDA_DATABASE_URL=settings.database_url,
@@ -126,11 +158,15 @@ async def bench_stack(name: str, simulator_args: list[str]) -> AsyncIterator[Ben
             ZHIDA_TASK_QUEUE=settings.task_queue,
             ZHIDA_BUDGET_SYSTEM_URL=simulator_url,
             ZHIDA_BUDGET_SYSTEM_TIMEOUT_S=str(settings.budget_system_timeout_s),
+            ZHIDA_MESSAGE_CHANNEL_URL=settings.message_channel_url,
+            ZHIDA_VAR_DIR=str(work),
             ZHIDA_ENVIRONMENT="test",
         )
         worker = Worker(worker_env, work / "worker.log")
         await wait_for_http(f"{simulator_url}/v1/_simulator/config", within=30)
-        yield BenchStack(env, settings, simulator_url, worker, work)
+        if message_simulator:
+            await wait_for_http(f"{settings.message_channel_url}/v1/_simulator/config", within=30)
+        yield BenchStack(env, settings, simulator_url, worker, work, children, worker_env)
     finally:
         if worker is not None:
             worker.stop()

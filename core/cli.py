@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from datetime import datetime
@@ -18,15 +17,17 @@ from activities.budget_system import BudgetSystemClient
 from core import migrate
 from core.db import make_engine, make_sessionmaker
 from core.devstack import (
-    Children,
     DevServerConfig,
+    Supervisor,
     child_env,
     prepare_namespace,
+    stop_on_signals,
     temporal_binary,
     wait_for_http,
     wait_for_temporal,
 )
 from core.logging import configure_logging
+from core.progress import ProgressCallback, TerminalProgress
 from core.runs import start_match_run
 from core.schedules import ensure_schedules
 from core.security import issue_token
@@ -79,7 +80,8 @@ def sample(
     """Load the deterministic Huzhou sample data set (idempotent)."""
     settings = _settings()
     migrate.upgrade(settings.database_url)
-    summary = asyncio.run(_load_sample(settings, enterprises))
+    with TerminalProgress() as progress:
+        summary = asyncio.run(_load_sample(settings, enterprises, progress))
     if summary.skipped:
         typer.echo(f"registry already loaded; policy items added: {summary.items}")
     else:
@@ -89,11 +91,14 @@ def sample(
         )
 
 
-async def _load_sample(settings: Settings, enterprises: int) -> SampleSummary:
+async def _load_sample(
+    settings: Settings, enterprises: int, progress: ProgressCallback | None = None
+) -> SampleSummary:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
-            return await load_sample(session, enterprises, datetime.now(SHANGHAI).date())
+            today = datetime.now(SHANGHAI).date()
+            return await load_sample(session, enterprises, today, progress)
     finally:
         await engine.dispose()
 
@@ -109,7 +114,8 @@ def import_enterprises(
     settings = _settings()
     fmt = format or ("jsonl" if file.suffix in (".jsonl", ".ndjson") else "csv")
     try:
-        report = asyncio.run(_import(settings, file.read_bytes(), fmt))
+        with TerminalProgress() as progress:
+            report = asyncio.run(_import(settings, file.read_bytes(), fmt, progress))
     except AppError as exc:
         typer.echo(f"rejected: {exc.detail}", err=True)
         for error in exc.errors:
@@ -133,11 +139,13 @@ async def _rematch(settings: Settings, report: ImportReport) -> str:
     return await start_match_run(await connect(settings), settings.task_queue, request, "")
 
 
-async def _import(settings: Settings, content: bytes, fmt: str) -> ImportReport:
+async def _import(
+    settings: Settings, content: bytes, fmt: str, progress: ProgressCallback
+) -> ImportReport:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
-            return await import_content(session, content, fmt)
+            return await import_content(session, content, fmt, progress)
     finally:
         await engine.dispose()
 
@@ -180,11 +188,16 @@ def simulate_budget(
     ] = 0.0,
     receipt_delay_s: Annotated[float, typer.Option(min=0)] = 2.0,
     state_file: Annotated[
-        Path | None, typer.Option(help="keep the instructions here across restarts")
+        Path | None, typer.Option(help="instructions journal, kept across restarts and crashes")
+    ] = None,
+    refuse_account: Annotated[
+        list[str] | None,
+        typer.Option(help="refuse instructions to this payee account with a 422 (repeatable)"),
     ] = None,
 ) -> None:
     """Run the budget-system simulator (its failures can also be changed at run time)."""
     config = SimulatorConfig(
+        refuse_accounts=refuse_account or [],
         latency_ms=latency_ms,
         failure_rate=failure_rate,
         lost_reply_rate=lost_reply_rate,
@@ -212,7 +225,7 @@ def simulate_messages(
     ] = 0.0,
     delivery_delay_s: Annotated[float, typer.Option(min=0)] = 1.0,
     state_file: Annotated[
-        Path | None, typer.Option(help="keep the messages here across restarts")
+        Path | None, typer.Option(help="journal of the messages, kept across restarts and crashes")
     ] = None,
 ) -> None:
     """Run the messaging-channel simulator (its failures can also be changed at run time)."""
@@ -235,7 +248,8 @@ def simulate_messages(
 def reconcile() -> None:
     """Compare the ledger with the budget system's statement; exit 1 on any difference."""
     settings = _settings()
-    report = asyncio.run(_reconcile(settings))
+    with TerminalProgress() as progress:
+        report = asyncio.run(_reconcile(settings, progress))
     typer.echo(
         f"instructions={report.instructions} paid_fen_ours={report.paid_fen_ours} "
         f"paid_fen_theirs={report.paid_fen_theirs} differences={len(report.differences)}"
@@ -246,13 +260,13 @@ def reconcile() -> None:
         raise typer.Exit(1)
 
 
-async def _reconcile(settings: Settings) -> Reconciliation:
+async def _reconcile(settings: Settings, progress: ProgressCallback) -> Reconciliation:
     engine = make_engine(settings.database_url)
     try:
         async with httpx.AsyncClient(
             base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
         ) as http:
-            statement = await BudgetSystemClient(http).statement()
+            statement = await BudgetSystemClient(http).statement(progress)
         async with make_sessionmaker(engine)() as session:
             return await budget.reconcile(session, statement)
     finally:
@@ -291,23 +305,24 @@ def run(
         bool, typer.Option(help="use ZHIDA_TEMPORAL_ADDRESS instead of starting a dev server")
     ] = False,
 ) -> None:
-    """Start the whole platform on embedded defaults; Ctrl-C stops everything."""
+    """Start the whole platform on embedded defaults and keep it running (a process
+    that dies is restarted); Ctrl-C stops everything."""
     settings = _settings()
     started = time.monotonic()
-    # Ctrl-C and `kill` both stop the children in order, even where the shell that
-    # started us in the background had set SIGINT to be ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
+    _step("applying database migrations")
     migrate.upgrade(settings.database_url)
-    children = Children()
+    children = Supervisor()
     logs = settings.var_dir
     try:
+        children.watch()  # a child that dies is restarted, from here on
         address = settings.temporal_address
         ui = None
         if not external_temporal:
             config = DevServerConfig.load()
             address = config.address
             ui = f"http://{config.ip}:{config.ui_port}/namespaces/{config.namespace}/workflows"
+            _step("starting the Temporal dev server")
             children.start(
                 "temporal",
                 config.command(temporal_binary()),
@@ -315,7 +330,10 @@ def run(
                 logs / "temporal.log",
             )
             asyncio.run(_prepare_temporal(config, settings.task_queue))
-        summary = asyncio.run(_load_sample(settings, enterprises))
+        _step("loading the sample data (first start only)")
+        with TerminalProgress() as progress:
+            summary = asyncio.run(_load_sample(settings, enterprises, progress))
+        _step("starting the simulators, the worker and the API")
         env = child_env(settings, address)
         if settings.budget_system_url == SIMULATED_BUDGET_SYSTEM:
             children.start(
@@ -359,18 +377,15 @@ def run(
         # Refresh the match library (and push what is new) with the data as it stands.
         asyncio.run(_start_full_match(settings, address))
         _banner(settings, base, ui, summary.skipped, time.monotonic() - started)
-        while (gone := children.exited()) is None:
-            time.sleep(0.5)
-        typer.echo(f"{gone} exited; stopping (see {logs / (gone + '.log')})", err=True)
-        raise typer.Exit(1)
+        children.wait()
     except KeyboardInterrupt:
         typer.echo("\nstopping…")
     finally:
         children.stop()
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+def _step(what: str) -> None:
+    typer.echo(f"… {what}", err=True)
 
 
 async def _prepare_temporal(config: DevServerConfig, task_queue: str) -> None:

@@ -1,4 +1,5 @@
-"""The embedded stack behind `make run`: Temporal dev server, worker, API, sample data."""
+"""The embedded stack behind `make run`: Temporal dev server, worker, API, sample data,
+and the supervisor that keeps its processes running."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import structlog
@@ -169,42 +173,211 @@ async def wait_for_http(url: str, within: float = 60) -> None:
             await asyncio.sleep(0.3)
 
 
-class Children:
-    """Child processes in start order; stopped in reverse order on exit."""
+@dataclass
+class _Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    quick_exits: int = 0  # exits in a row within `stable_after_s` of starting
+    restart_at: float | None = None
 
-    def __init__(self) -> None:
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+@dataclass
+class _Interrupts:
+    held: int = 0
+    pending: bool = False
+
+
+_INTERRUPTS = _Interrupts()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer Ctrl-C and SIGTERM (as handled by `stop_on_signals`) while a child is
+    started and recorded, so that an interrupt cannot leave a process running that
+    `stop` does not know of. (Blocking them in the OS instead would be inherited by
+    the child, which then could not be stopped with SIGTERM.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers run in the main thread only
+        return
+    _INTERRUPTS.held += 1
+    try:
+        yield
+    finally:
+        _INTERRUPTS.held -= 1
+        if not _INTERRUPTS.held and _INTERRUPTS.pending:
+            _INTERRUPTS.pending = False
+            raise KeyboardInterrupt
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def stop_on_signals() -> None:
+    """Turn Ctrl-C and `kill` into KeyboardInterrupt, so that the stack is stopped in
+    order even where the shell that started us in the background ignores SIGINT."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    if _INTERRUPTS.held:
+        _INTERRUPTS.pending = True
+    else:
+        raise KeyboardInterrupt
+
+
+class Supervisor:
+    """The stack's child processes, in start order.
+
+    A child that exits is logged and started again after a back-off that doubles with
+    each exit in a row that came within `stable_after_s` of its start (a crash loop),
+    up to `max_backoff_s`; one that had run longer starts again after `backoff_s`.
+    `watch` does this from a background thread, so children are looked after while
+    the stack is still starting; `stop` ends them all in reverse order (API before
+    worker before Temporal) and nothing is started after it.
+    """
+
+    def __init__(
+        self,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        stable_after_s: float = 60.0,
+        stop_timeout_s: float = 15.0,
+        interval_s: float = 0.5,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backoff_s = backoff_s
+        # One line for the person watching `make run`, beside the structured event.
+        self.announce = announce or _to_stderr
+        self.max_backoff_s = max_backoff_s
+        self.stable_after_s = stable_after_s
+        self.stop_timeout_s = stop_timeout_s
+        self.interval_s = interval_s
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def start(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> None:
-        out = log_file.open("ab")
-        proc = subprocess.Popen(
-            args,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,  # Ctrl-C reaches us, and we stop them in order
-        )
-        self._procs.append((name, proc))
-        log.info("devstack.started", process=name, pid=proc.pid, log=str(log_file))
+        child = _Child(name, args, env, log_file)
+        with _signals_held(), self._lock:
+            if self._stopping.is_set():
+                return
+            self._children.append(child)
+            self._spawn(child)
 
-    def exited(self) -> str | None:
-        for name, proc in self._procs:
-            if proc.poll() is not None:
-                return name
-        return None
+    def pids(self) -> dict[str, int | None]:
+        """Each child's current process id; None while it waits to be restarted."""
+        with self._lock:
+            return {
+                c.name: c.process.pid if c.process and c.process.poll() is None else None
+                for c in self._children
+            }
+
+    def restarts(self, name: str) -> int:
+        with self._lock:
+            return next(c.restarts for c in self._children if c.name == name)
+
+    def watch(self) -> None:
+        """Supervise from a background thread until `stop`."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+            self._watcher.start()
+
+    def wait(self) -> NoReturn:
+        """Block the calling (main) thread until Ctrl-C or SIGTERM interrupts it."""
+        while True:
+            time.sleep(3600)
+
+    def supervise(self) -> None:
+        """One round: notice children that exited, restart those whose back-off is over."""
+        with self._lock:
+            now = time.monotonic()
+            for child in self._children:
+                if self._stopping.is_set():
+                    return
+                if child.restart_at is None:
+                    self._check(child, now)
+                if child.restart_at is not None and now >= child.restart_at:
+                    child.restarts += 1
+                    self._spawn(child)
 
     def stop(self) -> None:
-        for name, proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            log.info("devstack.stopped", process=name, returncode=proc.returncode)
-        self._procs.clear()
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        with self._lock:
+            for child in reversed(self._children):
+                proc = child.process
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=self.stop_timeout_s)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                log.info(
+                    "devstack.stopped",
+                    process=child.name,
+                    returncode=proc.returncode if proc else None,
+                )
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            try:
+                self.supervise()
+            except Exception:  # a failed restart is tried again next round
+                log.exception("devstack.supervise_failed")
+
+    def _check(self, child: _Child, now: float) -> None:
+        assert child.process is not None
+        returncode = child.process.poll()
+        if returncode is None:
+            return
+        uptime = now - child.started_at
+        child.quick_exits = child.quick_exits + 1 if uptime < self.stable_after_s else 0
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** max(child.quick_exits - 1, 0))
+        child.restart_at = now + delay
+        log.warning(
+            "devstack.exited",
+            process=child.name,
+            returncode=returncode,
+            uptime_s=round(uptime, 1),
+            restart_in_s=delay,
+            log=str(child.log_file),
+        )
+        self.announce(
+            f"{child.name} exited (code {returncode}) after {uptime:.1f}s; "
+            f"restarting in {delay:g}s (see {child.log_file})"
+        )
+
+    def _spawn(self, child: _Child) -> None:
+        with child.log_file.open("ab") as out:  # the child keeps its own descriptor
+            child.process = subprocess.Popen(
+                child.args,
+                env=child.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop them in order
+            )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        log.info(
+            "devstack.started",
+            process=child.name,
+            pid=child.process.pid,
+            restarts=child.restarts,
+            log=str(child.log_file),
+        )
 
 
 def child_env(settings: Settings, temporal_address: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
@@ -28,6 +28,9 @@ from domain.facts import period_end
 from models.enterprise import AccountRow, BankAccount, Enterprise, EnterpriseRow, Fact, FactRow
 from models.reference import Region
 from models.types import utcnow
+
+if TYPE_CHECKING:
+    from core.progress import ProgressCallback
 
 RecordKind = Literal["enterprise", "fact", "account"]
 ROW_MODELS: dict[str, type[BaseModel]] = {
@@ -71,6 +74,22 @@ class ImportReport(BaseModel):
         )
 
 
+@dataclass
+class _Written:
+    """Counts rows written for the "writing" phase of a `ProgressCallback`."""
+
+    progress: ProgressCallback | None
+    total: int
+    done: int = 0
+    reported: int = 0
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        if self.progress and (self.done - self.reported >= CHUNK or self.done >= self.total):
+            self.progress("writing", self.done, self.total)
+            self.reported = self.done
+
+
 class ImportRejected(InvalidInput):
     code = "import_rejected"
     title = "Import rejected"
@@ -107,12 +126,17 @@ def _rows(content: bytes, fmt: str) -> Iterator[tuple[int, str | None, dict[str,
         yield number, record, data
 
 
-def validate_content(content: bytes, fmt: str) -> tuple[ValidRows, list[FieldError], int]:
+def validate_content(
+    content: bytes, fmt: str, progress: ProgressCallback | None = None
+) -> tuple[ValidRows, list[FieldError], int]:
     valid = ValidRows()
     errors: list[FieldError] = []
     count = 0
+    lines = content.count(b"\n") + (not content.endswith(b"\n"))  # rows, roughly
     for line, record, data in _rows(content, fmt):
         count += 1
+        if progress and count % CHUNK == 0:
+            progress("validating", count, max(lines, count))
         if "__error__" in data:
             errors.append(FieldError(f"line {line}", str(data["__error__"])))
             continue
@@ -137,6 +161,8 @@ def validate_content(content: bytes, fmt: str) -> tuple[ValidRows, list[FieldErr
             valid.accounts.append(row)
     if count == 0:
         errors.append(FieldError("file", "contains no rows"))
+    if progress:
+        progress("validating", count, count)
     return valid, errors, count
 
 
@@ -173,31 +199,50 @@ async def _check_references(session: AsyncSession, rows: ValidRows) -> list[Fiel
     return errors
 
 
-async def import_content(session: AsyncSession, content: bytes, fmt: str) -> ImportReport:
+async def import_content(
+    session: AsyncSession, content: bytes, fmt: str, progress: ProgressCallback | None = None
+) -> ImportReport:
+    """Validate every row, then write them all, or reject the file whole. `progress`
+    hears ("validating", rows, total) and ("writing", rows, total)."""
     if fmt not in {"csv", "jsonl"}:
         raise InvalidInput.field("format", "must be csv or jsonl")
-    rows, errors, count = validate_content(content, fmt)
+    rows, errors, count = validate_content(content, fmt, progress)
     if not errors:
         errors = await _check_references(session, rows)
     if errors:
         raise ImportRejected(f"{len(errors)} error(s); nothing was imported", errors)
     report = ImportReport(rows=count)
-    await write_rows(session, rows, report)
+    await write_rows(session, rows, report, progress)
     return report
 
 
-async def write_rows(session: AsyncSession, rows: ValidRows, report: ImportReport) -> None:
+async def write_rows(
+    session: AsyncSession,
+    rows: ValidRows,
+    report: ImportReport,
+    progress: ProgressCallback | None = None,
+) -> None:
     """Upsert validated rows in bulk. Flushes; the caller's transaction commits."""
     now = utcnow()
     report.written_at = now
-    await _write_enterprises(session, rows.enterprises, report, now)
-    await _write_facts(session, rows.facts, report, now)
-    await _write_accounts(session, rows.accounts, report, now)
+    written = _Written(
+        progress,
+        len({e.uscc for e in rows.enterprises})
+        + len({(f.uscc, f.kind, f.period) for f in rows.facts})
+        + len(rows.accounts),
+    )
+    await _write_enterprises(session, rows.enterprises, report, now, written)
+    await _write_facts(session, rows.facts, report, now, written)
+    await _write_accounts(session, rows.accounts, report, now, written)
     await session.flush()
 
 
 async def _write_enterprises(
-    session: AsyncSession, items: list[EnterpriseRow], report: ImportReport, now: Any
+    session: AsyncSession,
+    items: list[EnterpriseRow],
+    report: ImportReport,
+    now: Any,
+    written: _Written,
 ) -> None:
     by_code = {e.uscc: e for e in items}  # a later row for the same firm wins
     codes = sorted(by_code)
@@ -225,11 +270,12 @@ async def _write_enterprises(
                 report.unchanged += 1
         if new:
             await session.execute(sa.insert(Enterprise), new)
+        written.add(len(chunk))
     await session.flush()
 
 
 async def _write_facts(
-    session: AsyncSession, items: list[FactRow], report: ImportReport, now: Any
+    session: AsyncSession, items: list[FactRow], report: ImportReport, now: Any, written: _Written
 ) -> None:
     by_key = {(f.uscc, f.kind, f.period): f for f in items}
     usccs = sorted({f.uscc for f in items})
@@ -240,9 +286,11 @@ async def _write_facts(
         }
         wanted = set(chunk)
         new = []
+        rows_in_chunk = 0
         for key, row in by_key.items():
             if key[0] not in wanted:
                 continue
+            rows_in_chunk += 1
             value = row.model_dump(mode="json")["value"]
             current = existing.get(key)
             if current is None:
@@ -269,11 +317,16 @@ async def _write_facts(
                 report.unchanged += 1
         if new:
             await session.execute(sa.insert(Fact), new)
+        written.add(rows_in_chunk)
     await session.flush()
 
 
 async def _write_accounts(
-    session: AsyncSession, items: list[AccountRow], report: ImportReport, now: Any
+    session: AsyncSession,
+    items: list[AccountRow],
+    report: ImportReport,
+    now: Any,
+    written: _Written,
 ) -> None:
     for row in items:
         current = await session.scalar(
@@ -304,4 +357,5 @@ async def _write_accounts(
             report.accounts_updated += 1
         else:
             report.unchanged += 1
+        written.add(1)
     await session.flush()

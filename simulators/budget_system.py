@@ -2,7 +2,8 @@
 
 It accepts payment instructions idempotently on their key, pays them after a
 delay, returns a configurable share (退票), and fails on demand: latency, 5xx
-before or after doing the work, and answers slower than any client waits.
+before or after doing the work, and answers slower than any client waits; and
+it refuses (422) any instruction to an account listed in `refuse_accounts`.
 Failures are dialled at start (`zhida simulate budget --failure-rate 0.2`) or at
 run time (`PUT /v1/_simulator/config`).
 """
@@ -16,14 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from models.budget_system import InstructionState, InstructionStatus, PaymentInstruction
-from simulators.persistence import keep_records
+from simulators.persistence import RecordJournal
 
 CLOSED_ACCOUNT_SUFFIX = "0000"  # accounts ending so are closed: always returned
+REFUSED_DETAIL = "收款账户已冻结或已销户，支付指令不予受理"
 
 
 class SimulatorConfig(BaseModel):
@@ -34,6 +36,11 @@ class SimulatorConfig(BaseModel):
     timeout_s: float = Field(default=15.0, ge=0)
     return_rate: float = Field(default=0.0, ge=0, le=1, description="share of payments returned")
     receipt_delay_s: float = Field(default=0.2, ge=0)
+    refuse_accounts: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="payee accounts the system refuses (closed or frozen): 422, nothing done",
+    )
     seed: int | None = None
 
 
@@ -70,12 +77,8 @@ class _Record:
 def create_app(config: SimulatorConfig | None = None, state_file: Path | None = None) -> FastAPI:
     state = {"config": config or SimulatorConfig()}
     records: dict[str, _Record] = {}
-    app = FastAPI(
-        title="预算管理一体化系统 (simulator)",
-        lifespan=keep_records(
-            state_file, TypeAdapter(dict[str, _Record]), lambda: records, records.update
-        ),
-    )
+    journal = RecordJournal(state_file, TypeAdapter(dict[str, _Record]))
+    app = FastAPI(title="预算管理一体化系统 (simulator)", lifespan=journal.lifespan(records.update))
     lock = asyncio.Lock()
     rng = random.Random(state["config"].seed)
 
@@ -102,12 +105,19 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         instruction: PaymentInstruction,
         response: Response,
         idempotency_key: Annotated[str, Header(alias="Idempotency-Key")],
-    ) -> InstructionStatus:
+    ) -> InstructionStatus | JSONResponse:
         await misbehave_before()
         if idempotency_key != instruction.idempotency_key:
             raise HTTPException(422, "Idempotency-Key header and body differ")
         async with lock:
             record = records.get(idempotency_key)
+            if record is None and instruction.payee_account in cfg().refuse_accounts:
+                # Refused outright, as the provincial system refuses a closed or frozen
+                # account: nothing is recorded, and asking again is refused again. The
+                # body names no account (it may end up in a workflow's failure message).
+                return JSONResponse(
+                    {"code": "payee_account_refused", "detail": REFUSED_DETAIL}, status_code=422
+                )
             if record is None:
                 returned = (
                     instruction.payee_account.endswith(CLOSED_ACCOUNT_SUFFIX)
@@ -121,6 +131,7 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
                     returned=returned,
                     serial=f"YHLS{rng.randrange(10**12):012d}",
                 )
+                await asyncio.to_thread(journal.write, idempotency_key, record)
                 records[idempotency_key] = record
                 response.status_code = 201
             elif record.instruction != instruction:
@@ -137,10 +148,17 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         return record.status(now(), timedelta(seconds=cfg().receipt_delay_s))
 
     @app.get("/v1/payment-instructions", response_model=list[InstructionStatus])
-    async def statement() -> list[InstructionStatus]:
-        """Every instruction with its state: what reconciliation compares against."""
+    async def statement(
+        response: Response,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    ) -> list[InstructionStatus]:
+        """Instructions with their state, in the order received, a page at a time
+        (all of them without `limit`): what reconciliation compares against."""
         delay = timedelta(seconds=cfg().receipt_delay_s)
-        return [r.status(now(), delay) for r in records.values()]
+        page = list(records.values())[offset : None if limit is None else offset + limit]
+        response.headers["X-Total-Count"] = str(len(records))
+        return [r.status(now(), delay) for r in page]
 
     @app.get("/v1/_simulator/config", response_model=SimulatorConfig)
     async def get_config() -> SimulatorConfig:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from models.message_channel import MessageState, MessageStatus, OutgoingMessage
-from simulators.persistence import keep_records
+from simulators.persistence import RecordJournal
 
 
 class ChannelConfig(BaseModel):
@@ -61,12 +61,8 @@ def create_app(config: ChannelConfig | None = None, state_file: Path | None = No
         records.update(saved)
         by_id.update({r.message_id: r for r in saved.values()})
 
-    app = FastAPI(
-        title="政务消息通道 (simulator)",
-        lifespan=keep_records(
-            state_file, TypeAdapter(dict[str, _Record]), lambda: records, restore
-        ),
-    )
+    journal = RecordJournal(state_file, TypeAdapter(dict[str, _Record]))
+    app = FastAPI(title="政务消息通道 (simulator)", lifespan=journal.lifespan(restore))
     lock = asyncio.Lock()
     rng = random.Random(state["config"].seed)
 
@@ -100,6 +96,7 @@ def create_app(config: ChannelConfig | None = None, state_file: Path | None = No
                     accepted_at=datetime.now(UTC),
                     undeliverable=rng.random() < cfg().undeliverable_rate,
                 )
+                await asyncio.to_thread(journal.write, idempotency_key, record)
                 records[idempotency_key] = by_id[record.message_id] = record
                 response.status_code = 201
             elif record.message != message:

@@ -1,40 +1,102 @@
-"""Keeping a simulator's records across restarts, as the real systems would.
+"""Keeping a simulator's records across restarts and crashes, as the real systems would.
 
-The dev stack stops its simulators with SIGTERM; they write their records to a
-file on the way out and read them back at start, so a second `make run` finds the
-payments and messages of the first.
+Records are written to a journal file as they are made, before the request that
+made them is answered: one JSON object per line, `{key: record}`. A simulator that
+is killed outright (a crash, SIGKILL, the machine losing power) therefore finds at
+its next start every instruction or message it ever acknowledged, and a retried
+request with the same key gets the same answer. A record is never changed after it
+is written (its state follows from its time stamps), so the journal only grows.
+
+A line cut short by a crash in the middle of a write was never acknowledged: it is
+dropped at the next start. The single-object snapshot that older versions wrote at
+shutdown reads as a journal of one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO, Generic, TypeVar
 
+import structlog
 from fastapi import FastAPI
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
+
+log = structlog.get_logger()
+
+R = TypeVar("R")
 
 
-def keep_records(
-    path: Path | None, adapter: TypeAdapter[Any], get: Callable[[], Any], put: Callable[[Any], None]
-) -> Callable[[FastAPI], Any]:
-    def load() -> None:
-        if path is not None and path.exists():
-            put(adapter.validate_json(path.read_bytes()))
+class RecordJournal(Generic[R]):
+    """An append-only file of `{key: record}` lines; with no path, it keeps nothing."""
 
-    def save() -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            temporary.write_bytes(adapter.dump_json(get()))
-            temporary.replace(path)  # a crash mid-write leaves the previous file whole
+    def __init__(self, path: Path | None, adapter: TypeAdapter[dict[str, R]]) -> None:
+        self.path = path
+        self._adapter = adapter
+        self._file: BinaryIO | None = None
+        self._opened = False
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(load)
-        yield
-        await asyncio.to_thread(save)
+    def open(self) -> dict[str, R]:
+        """Every record written so far; later writes go to the end of the file (which
+        is created by the first)."""
+        self._opened = True
+        records: dict[str, R] = {}
+        if self.path is None or not self.path.exists():
+            return records
+        content = self.path.read_bytes()
+        lines = content.split(b"\n")
+        kept = 0  # bytes of whole, readable lines
+        for number, line in enumerate(lines, start=1):
+            last = number == len(lines)
+            if line.strip():
+                try:
+                    records.update(self._adapter.validate_json(line))
+                except ValidationError:
+                    if not last:
+                        raise ValueError(f"{self.path}: line {number} is not a record") from None
+                    log.warning("simulator.journal_tail_dropped", path=str(self.path))
+                    break
+            kept += len(line) + (0 if last else 1)
+        self._file = self.path.open("r+b")
+        self._file.truncate(kept)
+        self._file.seek(kept)
+        if kept and not content[:kept].endswith(b"\n"):
+            self._file.write(b"\n")  # a snapshot of older versions has no newline
+        return records
 
-    return lifespan
+    def write(self, key: str, record: R) -> None:
+        """Append one record and have it on disk before returning."""
+        if self.path is None:
+            return
+        if not self._opened:
+            raise RuntimeError("the journal is not open")
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
+        self._file.write(self._adapter.dump_json({key: record}) + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._opened = False
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def lifespan(
+        self, restore: Callable[[dict[str, R]], None]
+    ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+        """A FastAPI lifespan that hands the records read at start to `restore`."""
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            restore(await asyncio.to_thread(self.open))
+            try:
+                yield
+            finally:
+                self.close()
+
+        return lifespan

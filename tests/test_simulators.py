@@ -1,15 +1,25 @@
 """The simulators keep their records across a restart (the dev stack's second
-`make run` finds the first one's payments and messages)."""
+`make run` finds the first one's payments and messages) and across a crash."""
 
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
+from pydantic import TypeAdapter
 
-from activities.budget_system import BudgetSystemClient, payment_key
+from activities.budget_system import BudgetSystemClient, BudgetSystemRefused, payment_key
 from activities.message_channel import MessageChannelClient, push_key
-from models.budget_system import PaymentInstruction
+from core.devstack import wait_for_http
+from core.settings import PROJECT_ROOT
+from models.budget_system import InstructionState, PaymentInstruction
 from models.message_channel import MessageState, OutgoingMessage
 from simulators import budget_system, message_channel
+from simulators.persistence import RecordJournal
 
 
 async def test_budget_system_simulator_remembers_instructions_across_a_restart(
@@ -60,3 +70,198 @@ async def test_channel_simulator_remembers_messages_across_a_restart(tmp_path: P
             assert status.state is MessageState.DELIVERED
             again = await client.send(message)  # the same key, after the restart too
             assert again.message_id == sent.message_id
+
+
+# ----- crash safety: records are on disk before the reply, not only at shutdown ------
+
+
+def _instruction(n: int = 1) -> PaymentInstruction:
+    return PaymentInstruction(
+        idempotency_key=payment_key(f"application/TEST/2026/CRASH{n}", 1),
+        quota_code="TEST/2026",
+        payee_name="湖州测试有限公司",
+        payee_account="6222000011112222333",
+        payee_bank="湖州银行",
+        amount_fen=100 * n,
+        purpose="测试",
+    )
+
+
+@asynccontextmanager
+async def _budget_process(state: Path) -> AsyncIterator[str]:
+    """The simulator with a state file, as `zhida simulate budget --state-file` serves it
+    (without importing the whole command line, to start faster)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = (
+        "import sys, uvicorn; from pathlib import Path; "
+        "from simulators.budget_system import SimulatorConfig, create_app; "
+        "app = create_app(SimulatorConfig(receipt_delay_s=0), Path(sys.argv[1])); "
+        "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')"
+    )
+    process = subprocess.Popen(  # noqa: ASYNC220 - a simulator process the test kills
+        [sys.executable, "-c", serve, str(state), str(port)], cwd=PROJECT_ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_for_http(f"{url}/v1/_simulator/config", within=30)
+        yield url
+    finally:
+        process.kill()  # SIGKILL: no shutdown hook runs
+        process.wait()
+
+
+async def test_budget_simulator_killed_outright_keeps_every_instruction_it_acknowledged(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "budget.jsonl"
+    sent = _instruction()
+    async with _budget_process(state) as url, httpx.AsyncClient(base_url=url) as http:
+        first = await BudgetSystemClient(http).instruct(sent)
+    async with _budget_process(state) as url, httpx.AsyncClient(base_url=url) as http:
+        client = BudgetSystemClient(http)
+        status = await client.status(sent.idempotency_key)
+        assert status is not None and status.voucher_no == first.voucher_no
+        again = await client.instruct(sent)  # a retry after the crash pays nothing new
+        assert again.voucher_no == first.voucher_no
+        assert [s.idempotency_key for s in await client.statement()] == [sent.idempotency_key]
+
+
+async def test_channel_simulator_that_never_shut_down_leaves_its_messages(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "channel.jsonl"
+    message = OutgoingMessage(
+        idempotency_key=push_key("91330502T000000027", "HZ-JXJ-02"),
+        recipient="91330502T000000027",
+        title="政策快享",
+        body="测试",
+    )
+    config = message_channel.ChannelConfig(delivery_delay_s=0)
+    crashed = message_channel.create_app(config, state)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(crashed.router.lifespan_context(crashed))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=crashed), base_url="http://m")
+        sent = await MessageChannelClient(http).send(message)
+        # The first app is never shut down: a second one reads what it wrote.
+        restarted = message_channel.create_app(config, state)
+        await stack.enter_async_context(restarted.router.lifespan_context(restarted))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=restarted), base_url="http://m")
+        status = await MessageChannelClient(http).status(sent.message_id)
+        assert status.idempotency_key == message.idempotency_key
+
+
+def test_a_record_cut_short_by_a_crash_is_dropped_and_the_journal_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    adapter = TypeAdapter(dict[str, int])
+    path.write_bytes(b'{"a": 1}\n{"b": 2}\n{"c": ')  # the write of "c" was never finished
+    journal = RecordJournal(path, adapter)
+    assert journal.open() == {"a": 1, "b": 2}
+    journal.write("d", 4)
+    journal.close()
+    assert RecordJournal(path, adapter).open() == {"a": 1, "b": 2, "d": 4}
+    path.write_bytes(b'{"a": 1}\n{"b": \n{"c": 3}\n')  # damage before the end is refused
+    with pytest.raises(ValueError, match="line 2"):
+        RecordJournal(path, adapter).open()
+
+
+def test_the_snapshot_an_older_simulator_wrote_at_shutdown_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "budget-simulator.json"
+    adapter = TypeAdapter(dict[str, int])
+    path.write_bytes(adapter.dump_json({"a": 1, "b": 2}))  # no newline at the end
+    journal = RecordJournal(path, adapter)
+    assert journal.open() == {"a": 1, "b": 2}
+    journal.write("c", 3)
+    journal.close()
+    assert RecordJournal(path, adapter).open() == {"a": 1, "b": 2, "c": 3}
+
+
+async def test_the_statement_is_read_a_page_at_a_time_with_progress() -> None:
+    app = budget_system.create_app(budget_system.SimulatorConfig(receipt_delay_s=0))
+    heard: list[tuple[str, int, int | None]] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as h:
+        client = BudgetSystemClient(h)
+        sent = [_instruction(n) for n in range(1, 6)]
+        for instruction in sent:
+            await client.instruct(instruction)
+        statement = await client.statement(lambda *report: heard.append(report), page_size=2)
+    assert [s.idempotency_key for s in statement] == [i.idempotency_key for i in sent]
+    assert heard == [("statement", 2, 5), ("statement", 4, 5), ("statement", 5, 5)]
+
+
+# ----- the refuse_accounts dial: the provincial system refuses a closed or frozen account
+
+
+def _to(account: str, n: int) -> PaymentInstruction:
+    return _instruction(n).model_copy(update={"payee_account": account})
+
+
+async def test_an_instruction_to_a_refused_account_is_a_422_and_nothing_is_recorded() -> None:
+    frozen, open_account = "6222000099998888777", "6222000011112222333"
+    app = budget_system.create_app(budget_system.SimulatorConfig(receipt_delay_s=0))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as h:
+        assert (await h.get("/v1/_simulator/config")).json()["refuse_accounts"] == []
+        accepted_before = await BudgetSystemClient(h).instruct(_to(frozen, 1))
+        dials = {"receipt_delay_s": 0, "return_rate": 1.0, "refuse_accounts": [frozen]}
+        assert (await h.put("/v1/_simulator/config", json=dials)).status_code == 200
+        refused = _to(frozen, 2)
+        for _again in range(2):  # refused again when asked again
+            reply = await h.post(
+                "/v1/payment-instructions",
+                json=refused.model_dump(mode="json"),
+                headers={"Idempotency-Key": refused.idempotency_key},
+            )
+            assert reply.status_code == 422
+            assert reply.headers["content-type"] == "application/json"
+            assert reply.json()["code"] == "payee_account_refused"
+            assert "冻结" in reply.json()["detail"] and frozen not in reply.text
+        client = BudgetSystemClient(h)
+        with pytest.raises(BudgetSystemRefused) as caught:
+            await client.instruct(refused)
+        assert caught.value.status_code == 422
+        assert await client.status(refused.idempotency_key) is None
+        # What the system accepted before the dial stays accepted; other accounts are
+        # untouched, and the other dials behave as before (return_rate 1: returned).
+        again = await client.instruct(_to(frozen, 1))
+        assert again.voucher_no == accepted_before.voucher_no
+        other = await client.instruct(_to(open_account, 3))
+        assert other.state is InstructionState.RETURNED
+        keys = [s.idempotency_key for s in await client.statement()]
+        assert keys == [_to(frozen, 1).idempotency_key, _to(open_account, 3).idempotency_key]
+
+
+async def test_zhida_simulate_budget_refuses_accounts_and_survives_sigkill(
+    tmp_path: Path,
+) -> None:
+    """The simulator as `make run` starts it: the command line, a state file; killed
+    outright between two runs."""
+    frozen = "6222000099998888777"
+    state = tmp_path / "budget-simulator.json"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        *[sys.executable, "-m", "core.cli", "simulate", "budget", "--port", str(port)],
+        *["--receipt-delay-s", "0", "--state-file", str(state), "--refuse-account", frozen],
+    ]
+    url = f"http://127.0.0.1:{port}"
+    paid = _to("6222000011112222333", 1)
+    for run in range(2):
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT)  # noqa: ASYNC220
+        try:
+            await wait_for_http(f"{url}/v1/_simulator/config", within=60)
+            async with httpx.AsyncClient(base_url=url) as http:
+                client = BudgetSystemClient(http)
+                if run == 0:
+                    await client.instruct(paid)
+                with pytest.raises(BudgetSystemRefused) as caught:
+                    await client.instruct(_to(frozen, 2))
+                assert caught.value.status_code == 422
+                status = await client.status(paid.idempotency_key)
+                assert status is not None and status.state is InstructionState.PAID
+        finally:
+            process.kill()  # SIGKILL: no shutdown hook writes anything
+            process.wait()
