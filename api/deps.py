@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Protocol
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException
 from temporalio.client import Client
 
 from core.security import user_from_token
 from core.settings import Settings
-from domain.errors import Unauthenticated, Unavailable
+from domain.errors import FieldError, InvalidInput, Unauthenticated, Unavailable
 from models.reference import Actor, User
 
 
@@ -45,8 +47,49 @@ def get_temporal_connection(request: Request) -> _Connection:
 async def get_temporal(request: Request) -> Client:
     client = await get_temporal_connection(request).get()
     if client is None:
-        raise Unavailable("Temporal is not reachable")
+        raise Unavailable("流程引擎（Temporal）暂时无法连接，请稍后重试")
     return client
+
+
+async def refuse_nul_in_query(request: Request) -> None:
+    """A NUL character in a query parameter is a 422 naming it: PostgreSQL cannot hold
+    one in text, and a filter with one can match nothing anyway. (Set for the whole app.)"""
+    bad = sorted({name for name, value in request.query_params.multi_items() if "\x00" in value})
+    if bad:
+        raise InvalidInput(
+            "; ".join(f"{name}: 不能包含 NUL 字符" for name in bad),
+            [FieldError(name, "不能包含 NUL 字符") for name in bad],
+        )
+
+
+JSON_TYPES = "application/json（或 application/*+json）"
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def require_readable_body(request: Request) -> None:
+    """415 for a body the route cannot read: a route that takes JSON takes only a JSON
+    content type, a form route only a form. Installed for the whole app; FastAPI itself
+    would parse nothing and answer a confusing 422."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.body_field is None:
+        return
+    content_type = request.headers.get("content-type")
+    is_form = isinstance(route.body_field.field_info, params.Form)  # File is a Form
+    expected = " 或 ".join(FORM_TYPES) if is_form else JSON_TYPES
+    if content_type is None:
+        if request.headers.get("content-length", "0") == "0" and (
+            "transfer-encoding" not in request.headers
+        ):
+            return  # no body at all: the validation names what is missing
+        raise HTTPException(415, f"缺少 Content-Type；此接口接受 {expected}")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if is_form:
+        readable = media_type in FORM_TYPES
+    else:
+        kind, _, subtype = media_type.partition("/")
+        readable = kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+    if not readable:
+        raise HTTPException(415, f"不支持 Content-Type {media_type}；此接口接受 {expected}")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

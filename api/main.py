@@ -3,47 +3,93 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 from temporalio.client import Client
 
-from api.deps import SessionDep, TemporalConnectionDep
-from api.errors import install_error_handlers
+from api.access import access
+from api.deps import (
+    SessionDep,
+    TemporalConnectionDep,
+    refuse_nul_in_query,
+    require_readable_body,
+)
+from api.errors import RETRY_AFTER_S, install_error_handlers
+from api.idempotency import IdempotencyMiddleware
+from api.middleware import (
+    MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    describe_size,
+)
+from api.openapi import install_openapi
 from api.routers import cases, enterprises, items, matching, reference
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
-from core.temporal import connect
+from core.temporal import connect_for_requests
+from domain.access import Rule
 
 log = structlog.get_logger()
 
 
+# The import's file may be 200 MiB; its multipart framing needs a little more.
+IMPORT_BODY_BYTES = enterprises.MAX_IMPORT_BYTES + 2**20
+# The database's pool wait of a request (core/db.py has the connect timeout).
+POOL_TIMEOUT_S = 2.0
+
+
 class TemporalConnection:
-    """Connects on first use and again after a failure, so the API starts without Temporal."""
+    """Connects on first use, so the API starts without Temporal. After a failed attempt
+    it tries again only once RETRY_AFTER_S seconds have passed: meanwhile requests that
+    need Temporal are answered 503 at once, not each held up by another attempt."""
+
+    CONNECT_TIMEOUT_S = 2.0
 
     def __init__(self, settings: Settings, client: Client | None = None) -> None:
         self._settings = settings
         self._client = client
         self._lock = asyncio.Lock()
+        self._failed_at: float | None = None
+
+    def _waiting(self) -> bool:
+        return self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_S
 
     async def get(self) -> Client | None:
-        if self._client is not None:
+        if self._client is not None or self._waiting():
             return self._client
         async with self._lock:
-            if self._client is None:
+            if self._client is None and not self._waiting():
                 try:
                     self._client = await asyncio.wait_for(
-                        connect(self._settings, identity="zhida-api"), timeout=5
+                        connect_for_requests(self._settings, identity="zhida-api"),
+                        timeout=self.CONNECT_TIMEOUT_S,
                     )
+                    self._failed_at = None
                 except Exception as exc:
-                    log.warning("temporal.unreachable", error=str(exc))
+                    self._failed_at = time.monotonic()
+                    log.warning(
+                        "temporal.unreachable",
+                        address=self._settings.temporal_address,
+                        error=str(exc) or type(exc).__name__,
+                        retry_in_s=RETRY_AFTER_S,
+                    )
         return self._client
+
+
+class Health(BaseModel):
+    ok: bool
+    database: dict[str, Any]
+    temporal: dict[str, Any]
 
 
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
@@ -52,27 +98,62 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
-        engine = make_engine(settings.database_url, echo=settings.sql_echo)
+        engine = make_engine(
+            settings.database_url, echo=settings.sql_echo, pool_timeout_s=POOL_TIMEOUT_S
+        )
         app.state.settings = settings
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.temporal = TemporalConnection(settings, temporal)
         yield
         await engine.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the installed package, not a CDN
         title="zhida 直达",
-        description="财政惠企资金一键兑付直达快享 — policy library, enterprise registry, cases.",
+        description=(
+            "财政惠企资金一键兑付直达快享 — policy library, enterprise registry, cases.\n\n"
+            f"- 请求体上限 {describe_size(MAX_BODY_BYTES)}（企业数据导入 "
+            "`POST /api/v1/imports/enterprises`：文件最多 "
+            f"{describe_size(enterprises.MAX_IMPORT_BYTES)}，连同 multipart 封装的请求体最多 "
+            f"{describe_size(IMPORT_BODY_BYTES)}），超出即 413，边接收边计数；"
+            "带 JSON 请求体的接口只接受 `application/json`，否则 415。\n"
+            "- 所有错误响应均为 RFC 9457 `application/problem+json`（`Problem`），"
+            "含 `correlation_id`；每个响应都带 `X-Request-ID` 头（可由客户端提供）。\n"
+            "- 数据库或流程引擎（Temporal）不可用时，约 2 秒内返回 503 与 `Retry-After`。"
+        ),
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(require_readable_body), Depends(refuse_nul_in_query)],
+        swagger_ui_parameters={"validatorUrl": None},  # no call to the online validator
     )
     install_error_handlers(app)
+    # Added before any body-size limit, so that the limit wraps it.
+    app.add_middleware(IdempotencyMiddleware)
     app.include_router(items.router)
     app.include_router(enterprises.router)
     app.include_router(reference.router)
     app.include_router(cases.router)
     app.include_router(matching.router)
+    # Outermost last: the correlation id and last-resort renderer wrap the body limit,
+    # which wraps the idempotency store (it holds the body to hash it).
+    import_path = app.url_path_for("import_enterprises")
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_BODY_BYTES,
+        limits={("POST", import_path): IMPORT_BODY_BYTES},
+    )
+    app.add_middleware(RequestContextMiddleware)
+    install_openapi(app, body_limit=MAX_BODY_BYTES, body_limits={import_path: IMPORT_BODY_BYTES})
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="健康检查：数据库与流程引擎（Temporal）是否可用",
+        responses={
+            200: {"model": Health, "description": "都可用"},
+            503: {"model": Health, "description": "至少一项不可用"},
+        },
+        **access(Rule.PUBLIC),
+    )
     async def healthz(session: SessionDep, request_temporal: TemporalConnectionDep) -> JSONResponse:
         checks: dict[str, Any] = {}
         try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, Query
+from fastapi import Depends
 from pydantic import BaseModel
+
+from api.params import Limit, Offset
 
 T = TypeVar("T")
 
@@ -15,10 +17,7 @@ class PageParams(BaseModel):
     limit: int
 
 
-def page_params(
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> PageParams:
+def page_params(offset: Offset = 0, limit: Limit = 50) -> PageParams:
     return PageParams(offset=offset, limit=limit)
 
 

@@ -1,16 +1,58 @@
-"""Path parameters validated before any handler runs (a bad one is a 422 naming it)."""
+"""Path and query parameters shared by the routers, bounded and shaped in the OpenAPI
+and validated before any handler runs: a bad one is a 422 naming it, and no value out
+of range ever reaches the database (where a huge integer would overflow)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import AfterValidator
 
 from domain.uscc import validate_uscc
+from models.case import PERIOD_PATTERN  # the shape; the item's scheme decides the rest
+
+MAX_OFFSET = 1_000_000
+MAX_LIMIT = 200
+MAX_VERSION = 100_000
+MAX_ROW_ID = 2**31 - 1  # ids are PostgreSQL integers
+ITEM_CODE_PATTERN = r"^[A-Z0-9][A-Z0-9-]{2,39}$"
+USCC_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{18}$"  # domain/uscc.py ALPHABET
 
 CreditCode = Annotated[
     str,
-    Path(description="unified social credit code (统一社会信用代码), 18 characters"),
+    Path(
+        description="unified social credit code (统一社会信用代码): 18 characters of "
+        "0-9 and A-Z without I, O, S, V, Z, ending in its GB 32100-2015 check character",
+        min_length=18,
+        max_length=18,
+        pattern=USCC_PATTERN,
+        examples=["91330502MA2B3C4D58"],
+    ),
     AfterValidator(validate_uscc),
 ]
+ItemCode = Annotated[
+    str,
+    Path(description="policy item code (政策条目编号)", pattern=ITEM_CODE_PATTERN),
+]
+Period = Annotated[
+    str,
+    Path(
+        description="the case's period: a year (2026), quarter (2026-Q3), month (2026-07) "
+        "or `once`",
+        pattern=PERIOD_PATTERN,
+        max_length=7,
+    ),
+]
+VersionNumber = Annotated[
+    int, Path(description="version number of a policy item", ge=1, le=MAX_VERSION)
+]
+VersionQuery = Annotated[
+    int | None,
+    Query(description="a version number; default: the published one", ge=1, le=MAX_VERSION),
+]
+NoticeId = Annotated[int, Path(description="notice id", ge=1, le=MAX_ROW_ID)]
+MatchRunId = Annotated[int, Path(description="match run id", ge=1, le=MAX_ROW_ID)]
+Year = Annotated[int, Path(description="budget year", ge=2000, le=2100)]
+Offset = Annotated[int, Query(description="how many items to skip", ge=0, le=MAX_OFFSET)]
+Limit = Annotated[int, Query(description="page size", ge=1, le=MAX_LIMIT)]

@@ -13,15 +13,33 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+# A PostgreSQL server that does not answer fails a connection attempt after this long
+# (asyncpg's own default is 60 s), so a request answers 503 instead of hanging.
+CONNECT_TIMEOUT_S = 2.0
 
-def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+
+def make_engine(url: str, *, echo: bool = False, pool_timeout_s: float = 30.0) -> AsyncEngine:
+    """An engine for the URL. `pool_timeout_s` is how long a caller waits for a free
+    pooled connection (PostgreSQL); the API sets it short, so that a request fails fast
+    when the pool is exhausted, while workers may wait."""
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url, echo=echo, poolclass=NullPool, connect_args={"timeout": 30}
         )
         _make_sqlite_transactional(engine)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql+asyncpg"):
+        connect_args["timeout"] = CONNECT_TIMEOUT_S
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout_s,
+        connect_args=connect_args,
+    )
 
 
 def _make_sqlite_transactional(engine: AsyncEngine) -> None:

@@ -12,17 +12,24 @@ from core.settings import Environment, Settings
 
 
 def configure_logging(settings: Settings, stream: TextIO = sys.stdout) -> None:
-    renderer: structlog.typing.Processor
+    renderers: list[structlog.typing.Processor]
     if settings.environment is Environment.PRODUCTION:
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        # A logged exception (`exc_info=`) as a structured traceback, not a bare repr;
+        # without local variables, which may hold tokens or bank accounts.
+        renderers = [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderers = [structlog.dev.ConsoleRenderer(colors=False)]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(stream),

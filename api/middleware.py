@@ -1,0 +1,123 @@
+"""Pure ASGI middleware: the request's correlation id with the last-resort error
+renderer, and the limit on request body size."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+
+import structlog
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import REQUEST_ID_HEADER, correlation_id, http_error_response, render_exception
+
+log = structlog.get_logger()
+
+MAX_BODY_BYTES = 1024 * 1024
+# A correlation id we echo: short, and nothing that could split a header or a log line.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_REQUEST_ID = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+class RequestContextMiddleware:
+    """Gives each request a correlation id: the client's `X-Request-ID` when it is sane
+    (1 to 128 letters, digits and `._:-`), else a new one. The id is bound to every log
+    line of the request, carried by every problem and returned as `X-Request-ID` on every
+    response. An exception that escaped the app's error handlers is rendered here, so
+    that no request ends in a bare 500: install this outermost."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = given if given and _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != _REQUEST_ID
+                ]
+                headers.append((_REQUEST_ID, request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        token = correlation_id.set(request_id)
+        try:
+            with structlog.contextvars.bound_contextvars(correlation_id=request_id):
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception as exc:
+                    if started:  # too late for a problem: the server closes the connection
+                        log.error("request.failed_while_responding", exc_info=exc)
+                        raise
+                    response = render_exception(Request(scope), exc)
+                    await response(scope, receive, send_with_id)
+        finally:
+            correlation_id.reset(token)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"请求体超过上限 {describe_size(limit)}")
+
+
+def describe_size(size: int) -> str:
+    return f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size} 字节"
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over its limit with 413 while it streams in: a
+    Content-Length over the limit is refused before a byte is read, and a body that runs
+    past the limit (whatever Content-Length said, or without one) fails the read that
+    crosses it, so no handler ever holds more than the limit.
+
+    `max_bytes` holds for every route but those in `limits`, keyed by (method, path)."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, limits: Mapping[tuple[str, str], int] | None = None
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.limits = dict(limits or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get((scope["method"], scope["path"]), self.max_bytes)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            response = http_error_response(Request(scope), BodyTooLarge(limit))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = Headers(scope=scope).get("content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
