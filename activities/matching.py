@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import sqlalchemy.exc
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -25,6 +26,17 @@ from models.message_channel import MessageState, MessageStatus, OutgoingMessage
 log = structlog.get_logger()
 
 SEND_CONCURRENCY = 10
+MATCH_DATA_ERROR = "MatchDataError"
+# A unique-key clash or a deadlock is most likely a concurrent run writing the same
+# library rows: worth a few more attempts, not endless ones.
+CONFLICT_ATTEMPTS = 5
+_TRANSPORT_ERRORS = (
+    OSError,  # connection refused or reset (ConnectionError), timeouts
+    sqlalchemy.exc.OperationalError,  # the database went away, locked, serialization
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection in time
+    sqlalchemy.exc.DisconnectionError,
+)
 
 
 class MatchingActivities:
@@ -42,10 +54,21 @@ class MatchingActivities:
 
     @activity.defn
     async def run_match(self, request: MatchRequest) -> MatchSummary:
+        """One run. Items and facts it cannot evaluate are recorded and skipped by the
+        run itself; anything else that fails for a reason other than transport is a
+        data error no retry can cure, so it fails the run without retrying."""
         as_of = request.as_of or match_library.today_in_shanghai()
-        return await match_library.run(
-            self._sessionmaker, request, activity.info().workflow_id or "", as_of, self._threads
-        )
+        try:
+            return await match_library.run(
+                self._sessionmaker, request, activity.info().workflow_id or "", as_of, self._threads
+            )
+        except Exception as exc:
+            if _retryable(exc, activity.info().attempt):
+                raise
+            log.error("matching.run_failed", error=str(exc), error_type=type(exc).__name__)
+            raise ApplicationError(
+                f"{type(exc).__name__}: {exc}", type=MATCH_DATA_ERROR, non_retryable=True
+            ) from exc
 
     @activity.defn
     async def plan_pushes(self) -> PushSummary:
@@ -140,6 +163,23 @@ class MatchingActivities:
                         waiting += current.status == PushStatus.SENT
             after = max(r.id or 0 for r in todo)
             activity.heartbeat(after)
+
+
+def _retryable(exc: BaseException, attempt: int) -> bool:
+    """Transport failures are retried; a unique-key clash a few times; nothing else."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlalchemy.exc.IntegrityError) or _concurrency_failure(exc):
+        return attempt < CONFLICT_ATTEMPTS
+    return isinstance(exc, _TRANSPORT_ERRORS)
+
+
+def _concurrency_failure(exc: BaseException) -> bool:
+    """PostgreSQL's serialization failure or deadlock: the other transaction won."""
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return False
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in {"40001", "40P01"}
 
 
 def _refused(record: PolicyPush) -> MessageStatus:

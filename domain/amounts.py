@@ -2,6 +2,11 @@
 
 Every result is integer fen. A rate is a decimal; the product is rounded to whole
 fen with the rule's stated rounding (default: half up, as 四舍五入).
+
+Every amount a rule names is `Fen` (0 to MAX_FEN), every tier threshold lies in its
+fact's range, and a rate rule that could pay more than MAX_FEN (rate × the largest
+value its fact may take) must state a `cap_fen`: no rule can produce an amount
+outside 0..MAX_FEN.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from domain.facts import FACT_KINDS, FactType
+from domain.facts import FACT_KINDS, FactType, fact_range
 from domain.rules import InvalidRule, KnownFact, RuleError, format_path
-from models.money import format_yuan
+from models.money import MAX_FEN, Fen, format_yuan
 
 
 class Rounding(enum.StrEnum):
@@ -32,8 +37,6 @@ _DECIMAL_ROUNDING = {
     Rounding.DOWN: ROUND_DOWN,
     Rounding.UP: ROUND_UP,
 }
-
-Fen = Annotated[int, Field(ge=0, strict=True)]
 
 
 class _Rule(BaseModel):
@@ -59,7 +62,7 @@ class RateAmount(_Rule):
 
     kind: Literal["rate"]
     fact: str
-    rate: Decimal = Field(gt=0, le=1_000_000)
+    rate: Decimal = Field(gt=0, le=1_000_000, max_digits=20, decimal_places=10)
     floor_fen: Fen | None = None
     cap_fen: Fen | None = None
     rounding: Rounding = Rounding.HALF_UP
@@ -70,11 +73,20 @@ class RateAmount(_Rule):
         floor, cap = self.floor_fen, self.cap_fen
         if floor is not None and cap is not None and floor > cap:
             raise ValueError("floor_fen must not exceed cap_fen")
+        _low, high = fact_range(FACT_KINDS[self.fact])
+        if cap is None and high * self.rate > MAX_FEN:
+            raise ValueError(
+                f"cap_fen is required: rate × the largest {self.fact} ({high:,}) "
+                f"could exceed {MAX_FEN:,} fen"
+            )
         return self
 
 
+MAX_TIERS = 50
+
+
 class Tier(_Rule):
-    at_least: int
+    at_least: int = Field(strict=True)
     amount_fen: Fen
 
 
@@ -83,7 +95,7 @@ class TieredAmount(_Rule):
 
     kind: Literal["tiers"]
     fact: str
-    tiers: list[Tier] = Field(min_length=1)
+    tiers: list[Tier] = Field(min_length=1, max_length=MAX_TIERS)
 
     @model_validator(mode="after")
     def _check(self) -> TieredAmount:
@@ -91,6 +103,10 @@ class TieredAmount(_Rule):
         thresholds = [t.at_least for t in self.tiers]
         if thresholds != sorted(set(thresholds)):
             raise ValueError("tiers must have strictly increasing at_least")
+        low, high = fact_range(FACT_KINDS[self.fact])
+        for threshold in thresholds:
+            if not low <= threshold <= high:
+                raise ValueError(f"at_least for '{self.fact}' must be between {low:,} and {high:,}")
         return self
 
 
@@ -132,6 +148,8 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
         return AmountResult(rule.amount_fen, f"定额 {format_yuan(rule.amount_fen)}")
     known = facts.get(rule.fact)
     label = FACT_KINDS[rule.fact].label
+    if known is not None and known.invalid is not None:
+        return AmountResult(None, f"{label}数据无效（{known.invalid}），无法计算金额")
     if known is None or isinstance(known.value, bool) or not isinstance(known.value, int):
         return AmountResult(None, f"缺少{label}，无法计算金额")
     base = known.value
@@ -148,7 +166,7 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
         if rule.cap_fen is not None and amount > rule.cap_fen:
             amount = rule.cap_fen
             note += f"，按上限 {format_yuan(amount)}"
-        return AmountResult(amount, note)
+        return AmountResult(min(amount, MAX_FEN), note)  # the bound holds by validation
     reached = [t for t in rule.tiers if base >= t.at_least]
     if not reached:
         return AmountResult(0, f"{label} 未达到最低档")
@@ -164,5 +182,3 @@ def format_quantity(fact: str, value: int) -> str:
     if unit.startswith("分"):
         return format_yuan(value) + unit[1:]
     return f"{value}{unit}"
-
-

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
+from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from domain.access import require_enterprise_access
+from domain.access import firm_filter, require_firm_reader
 from domain.errors import NotFound
-from domain.facts import FACT_KINDS, coerce_fact_value
+from domain.facts import FACT_KINDS, FactKind, coerce_fact_value
 from domain.matching import FactTable, FactTableBuilder
-from domain.rules import KnownFact
+from domain.rules import KnownFact, invalid_fact
 from models.enterprise import (
     BankAccount,
     BankAccountPublic,
@@ -24,7 +26,7 @@ from models.enterprise import (
     FactPublic,
     mask_account,
 )
-from models.reference import Actor, Role
+from models.reference import Actor
 
 
 async def get_enterprise(session: AsyncSession, uscc: str) -> Enterprise:
@@ -44,9 +46,8 @@ async def list_enterprises(
     offset: int,
     limit: int,
 ) -> tuple[int, list[EnterprisePublic]]:
-    query = select(Enterprise)
-    if actor.role is Role.ENTERPRISE:
-        query = query.where(Enterprise.uscc == actor.enterprise_uscc)
+    # A firm lists itself; staff the firms of their unit's region (domain.access).
+    query = select(Enterprise).where(await firm_filter(session, actor))
     if region_code:
         query = query.where(Enterprise.region_code == region_code)
     if industry_prefix:
@@ -61,7 +62,7 @@ async def list_enterprises(
 
 
 async def enterprise_detail(session: AsyncSession, actor: Actor, uscc: str) -> EnterpriseDetail:
-    require_enterprise_access(actor, uscc)
+    await require_firm_reader(session, actor, uscc)
     enterprise = await get_enterprise(session, uscc)
     accounts = await session.scalars(
         select(BankAccount).where(BankAccount.uscc == uscc).order_by(col(BankAccount.id))
@@ -128,7 +129,9 @@ async def load_fact_table(
 ) -> tuple[FactTable, dict[str, str]]:
     """Every firm's facts (or those of `usccs`) streamed straight into columns: the
     profile and the latest fact of each kind. The engine reads all firms through it,
-    and `known_facts` one firm, so both always see the same facts."""
+    and `known_facts` one firm, so both always see the same facts. A stored value that
+    fails its kind's type or range is kept as an invalid fact (`FactTable.invalid_facts`),
+    which reads as unknown; a fact of a kind no rule can name is passed over."""
     builder = FactTableBuilder()
     regions: dict[str, str] = {}
     chunks: list[list[str] | None] = [None] if usccs is None else [*_chunks(usccs)]
@@ -150,14 +153,30 @@ async def load_fact_table(
                 builder.add(row, "size_class", KnownFact(size))
                 builder.add(row, "established_on", KnownFact(established))
         latest = latest_facts_query(chunk).subquery()
-        facts = sa.select(latest.c.uscc, latest.c.kind, latest.c.value, latest.c.period_end)
+        # The value as text, decoded here: one that does not decode spoils its own fact,
+        # not the query.
+        value = sa.cast(latest.c.value, sa.Text)
+        facts = sa.select(latest.c.uscc, latest.c.kind, value, latest.c.period_end)
         async for batch in (await session.stream(facts)).partitions(10_000):
-            for uscc, kind, value, end in batch:
+            for uscc, kind, stored, end in batch:
                 firm = builder.row_of.get(uscc)
-                if firm is not None:
-                    known = KnownFact(coerce_fact_value(FACT_KINDS[kind], value), end)
-                    builder.add(firm, kind, known)
+                fact_kind = FACT_KINDS.get(kind)
+                if firm is not None and fact_kind is not None:
+                    builder.add(firm, kind, read_fact(fact_kind, stored, end))
     return builder.finish(), regions
+
+
+def read_fact(kind: FactKind, stored: str | None, end: date | None) -> KnownFact:
+    """A stored fact value (JSON text) as the evaluator reads it: valid, or invalid
+    with the reason."""
+    try:
+        raw = None if stored is None else json.loads(stored)
+    except (ValueError, RecursionError):
+        return invalid_fact(stored, "is not a JSON value", end)
+    try:
+        return KnownFact(coerce_fact_value(kind, raw), end)
+    except ValueError as exc:
+        return invalid_fact(raw, str(exc), end)
 
 
 async def known_facts(session: AsyncSession, uscc: str) -> dict[str, KnownFact]:

@@ -3,14 +3,22 @@
 Profile facts come from the enterprise record itself and are always known. Data
 facts come from the public data platform with a period; a fact older than its
 kind's maximum age counts as unknown, not as passing.
+
+Every numeric kind has a plausible range and every date lies between 1900 and 2099:
+`coerce_fact_value` refuses anything else, so the importer, the API, the command line
+and rule conditions all refuse the same values, and a value planted in the database
+past them is treated as invalid (unknown) by the engine rather than trusted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 from dataclasses import dataclass
 from datetime import date
+
+from models.money import MAX_FEN
 
 ZHEJIANG_CREDIT_RATINGS = ("A", "B", "C", "D")
 MU_GRADES = ("A", "B", "C", "D")
@@ -36,6 +44,17 @@ class FactKind:
     max_age_days: int | None = None
     choices: tuple[str, ...] | None = None
     profile: bool = False
+    # The plausible range of an int kind, both ends included.
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2099, 12, 31)
+MAX_TAX_PER_MU_FEN = 10**12  # 100亿元 per mu: far above any real figure
+MAX_HEADCOUNT = 10**7
+MAX_ENERGY_SAVED_TCE = 10**9
+MAX_TALENT_COUNT = 10**6
 
 
 _ANNUAL = 550  # an annual figure is current until the next year's is due
@@ -50,7 +69,15 @@ FACT_KINDS: dict[str, FactKind] = {
         FactKind(
             "mu_grade", FactType.STR, "亩均效益评价等级", max_age_days=_ANNUAL, choices=MU_GRADES
         ),
-        FactKind("tax_per_mu_fen", FactType.INT, "亩均税收", "分/亩", max_age_days=_ANNUAL),
+        FactKind(
+            "tax_per_mu_fen",
+            FactType.INT,
+            "亩均税收",
+            "分/亩",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_TAX_PER_MU_FEN,
+        ),
         FactKind(
             "credit_rating",
             FactType.STR,
@@ -65,16 +92,78 @@ FACT_KINDS: dict[str, FactKind] = {
             max_age_days=400,
             choices=ENV_CREDIT_COLOURS,
         ),
-        FactKind("social_security_headcount", FactType.INT, "社保参保人数", "人", max_age_days=120),
-        FactKind("revenue_fen", FactType.INT, "营业收入", "分", max_age_days=_ANNUAL),
-        FactKind("tax_paid_fen", FactType.INT, "实缴税金", "分", max_age_days=_ANNUAL),
-        FactKind("rd_expense_fen", FactType.INT, "研发费用", "分", max_age_days=_ANNUAL),
-        FactKind("export_value_fen", FactType.INT, "出口额", "分", max_age_days=_ANNUAL),
         FactKind(
-            "renovation_investment_fen", FactType.INT, "技改设备投资额", "分", max_age_days=_ANNUAL
+            "social_security_headcount",
+            FactType.INT,
+            "社保参保人数",
+            "人",
+            max_age_days=120,
+            minimum=0,
+            maximum=MAX_HEADCOUNT,
         ),
-        FactKind("energy_saved_tce", FactType.INT, "年节能量", "吨标准煤", max_age_days=_ANNUAL),
-        FactKind("talent_count", FactType.INT, "高层次人才数", "人", max_age_days=_ANNUAL),
+        FactKind(
+            "revenue_fen",
+            FactType.INT,
+            "营业收入",
+            "分",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_FEN,
+        ),
+        FactKind(
+            "tax_paid_fen",
+            FactType.INT,
+            "实缴税金",
+            "分",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_FEN,
+        ),
+        FactKind(
+            "rd_expense_fen",
+            FactType.INT,
+            "研发费用",
+            "分",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_FEN,
+        ),
+        FactKind(
+            "export_value_fen",
+            FactType.INT,
+            "出口额",
+            "分",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_FEN,
+        ),
+        FactKind(
+            "renovation_investment_fen",
+            FactType.INT,
+            "技改设备投资额",
+            "分",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_FEN,
+        ),
+        FactKind(
+            "energy_saved_tce",
+            FactType.INT,
+            "年节能量",
+            "吨标准煤",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_ENERGY_SAVED_TCE,
+        ),
+        FactKind(
+            "talent_count",
+            FactType.INT,
+            "高层次人才数",
+            "人",
+            max_age_days=_ANNUAL,
+            minimum=0,
+            maximum=MAX_TALENT_COUNT,
+        ),
         FactKind("high_tech", FactType.BOOL, "高新技术企业", max_age_days=1100),
         FactKind(
             "specialised_level",
@@ -98,6 +187,10 @@ PROFILE_FACTS = tuple(k.name for k in FACT_KINDS.values() if k.profile)
 DATA_FACTS = tuple(k.name for k in FACT_KINDS.values() if not k.profile)
 
 FactValue = int | str | bool | date
+
+# Longer digit strings than any range allows are refused before int() reads them.
+_INTEGER = re.compile(r"-?\d{1,20}")
+MAX_TEXT_LENGTH = 64
 
 _PERIOD = re.compile(r"^(\d{4})(?:-(Q[1-4]|\d{2}))?$")
 
@@ -126,25 +219,48 @@ def coerce_fact_value(kind: FactKind, raw: object) -> FactValue:
             return raw.strip().lower() in {"true", "1", "yes"}
         raise ValueError("must be true or false")
     if kind.type is FactType.INT:
-        if isinstance(raw, bool):
+        number: int | None = None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            number = raw
+        elif isinstance(raw, str) and _INTEGER.fullmatch(raw.strip()):
+            number = int(raw.strip())
+        if number is None:
             raise ValueError("must be an integer")
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
-            return int(raw.strip())
-        raise ValueError("must be an integer")
+        # Inline (this runs for every stored fact a run loads); every int kind has both.
+        if (
+            kind.minimum is None
+            or kind.maximum is None
+            or not (kind.minimum <= number <= kind.maximum)
+        ):
+            raise _out_of_range(kind)
+        return number
     if kind.type is FactType.DATE:
-        if isinstance(raw, date):
-            return raw
+        day: date | None = raw if isinstance(raw, date) else None
         if isinstance(raw, str):
-            try:
-                return date.fromisoformat(raw.strip())
-            except ValueError:
-                pass
-        raise ValueError("must be a date YYYY-MM-DD")
+            with contextlib.suppress(ValueError):
+                day = date.fromisoformat(raw.strip())
+        if day is None:
+            raise ValueError("must be a date YYYY-MM-DD")
+        if not EARLIEST_DATE <= day <= LATEST_DATE:
+            raise ValueError(f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
+        return day
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError("must be a non-empty string")
     value = raw.strip()
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ValueError(f"must be at most {MAX_TEXT_LENGTH} characters")
     if kind.choices is not None and value not in kind.choices:
         raise ValueError(f"must be one of {', '.join(kind.choices)}")
     return value
+
+
+def _out_of_range(kind: FactKind) -> ValueError:
+    low, high = fact_range(kind)
+    unit = f" {kind.unit}" if kind.unit else ""
+    return ValueError(f"must be between {low:,} and {high:,}{unit}")
+
+
+def fact_range(kind: FactKind) -> tuple[int, int]:
+    """The range of an int kind (every int kind declares one; a test keeps it so)."""
+    assert kind.minimum is not None and kind.maximum is not None, kind.name
+    return kind.minimum, kind.maximum

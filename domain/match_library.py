@@ -4,13 +4,20 @@ A run loads the published item versions and the firms in its scope, evaluates th
 (`domain.matching`) and replaces the library rows of that scope in one transaction:
 every published item × every firm (full, nightly), one item × every firm (on
 publication), or every item × the firms whose data changed (after an import).
+
+Bad data stops no run. An item version whose rules cannot be read or evaluated is
+skipped (its library rows stay as they were) and a stored fact that fails its kind's
+type or range reads as unknown for its firm; either is recorded as a `MatchError` of
+the run, counted in its summary, logged (`matching.item_failed`,
+`matching.fact_invalid`), shown to the item's department (`item_matches`, and a
+stage warning with a notice) and to ops (`match_run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
@@ -19,24 +26,32 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from domain.access import require_enterprise_access, require_staff_or_reader
-from domain.amounts import parse_amount_rule
+from domain import access
+from domain.access import require_enterprise_access
 from domain.enterprises import known_facts, load_fact_table
-from domain.errors import Forbidden, NotFound
-from domain.library import get_item, get_version
+from domain.errors import NotFound
+from domain.item_rules import UnevaluableVersion, load_published, load_version
+from domain.library import get_item
 from domain.matching import (
     OUTCOME_CODE,
     CompiledItem,
     FactTable,
+    ItemFailure,
     ItemMatches,
     MaskContext,
     PairMatch,
+    RowEvaluator,
+    exact_sum,
+    failure_message,
     item_pairs,
     leaves,
-    match_firm,
     match_items,
+    match_pair,
 )
+from domain.notices import raise_stage_warning
 from domain.rules import (
+    InvalidRule,
+    KnownFact,
     ManualCondition,
     Outcome,
     Verdict,
@@ -46,22 +61,26 @@ from domain.rules import (
 )
 from models.enterprise import Enterprise, Fact
 from models.matching import (
+    MAX_RECORDED_ERRORS,
     BudgetPreview,
     ConditionView,
     Gap,
     GapReport,
     ItemMatchView,
     MatchedFirm,
+    MatchError,
+    MatchErrorView,
     MatchRequest,
     MatchResult,
     MatchRun,
+    MatchRunView,
     MatchScope,
     MatchSummary,
     PolicyForMe,
     PolicyPush,
     RegionCount,
 )
-from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
+from models.policy import PolicyItem, PolicyItemVersion, StageWarning
 from models.reference import Actor, Role
 from models.types import utcnow
 
@@ -71,33 +90,6 @@ log = structlog.get_logger()
 # array engine's fixed cost is the smaller one.
 ROW_PATH_LIMIT = 64
 _LETTER = {code: outcome for outcome, code in OUTCOME_CODE.items()}
-
-
-def compile_version(row: PolicyItemVersion) -> CompiledItem:
-    return CompiledItem(
-        row.item_code, row.version, parse_rule(row.eligibility), parse_amount_rule(row.amount_rule)
-    )
-
-
-async def published_items(
-    session: AsyncSession, item_code: str | None = None
-) -> list[CompiledItem]:
-    """The version in force of every published item (or of one)."""
-    query = (
-        select(PolicyItemVersion)
-        .join(
-            PolicyItem,
-            sa.and_(
-                col(PolicyItem.code) == col(PolicyItemVersion.item_code),
-                col(PolicyItem.published_version) == col(PolicyItemVersion.version),
-            ),
-        )
-        .where(col(PolicyItemVersion.status) == VersionStatus.PUBLISHED)
-        .order_by(col(PolicyItemVersion.item_code))
-    )
-    if item_code is not None:
-        query = query.where(col(PolicyItemVersion.item_code) == item_code)
-    return [compile_version(row) for row in await session.scalars(query)]
 
 
 async def changed_firms(session: AsyncSession, since: datetime) -> list[str]:
@@ -112,17 +104,27 @@ class Loaded:
     items: list[CompiledItem]
     table: FactTable
     regions: dict[str, str]
+    # Versions in force whose stored rules cannot be read: skipped, rows kept.
+    failures: list[ItemFailure] = field(default_factory=list)
+
+
+class InvalidMatchRequest(ValueError):
+    """A run asked for something no retry can give."""
 
 
 async def load(session: AsyncSession, request: MatchRequest) -> Loaded:
+    if request.scope is MatchScope.ITEM and not request.item_code:
+        raise InvalidMatchRequest("an item run needs item_code")
+    if request.scope is MatchScope.FIRMS and request.changed_since is None:
+        raise InvalidMatchRequest("a firms run needs changed_since")
     item_code = request.item_code if request.scope is MatchScope.ITEM else None
-    items = await published_items(session, item_code)
+    items, failures = await load_published(session, item_code)
     usccs = None
     if request.scope is MatchScope.FIRMS:
         assert request.changed_since is not None
         usccs = await changed_firms(session, request.changed_since)
     table, regions = await load_fact_table(session, usccs)
-    return Loaded(items, table, regions)
+    return Loaded(items, table, regions, failures)
 
 
 class Evaluated:
@@ -131,22 +133,44 @@ class Evaluated:
 
     def __init__(self, loaded: Loaded, as_of: date, threads: int) -> None:
         table, items = loaded.table, loaded.items
+        self.failures: list[ItemFailure] = []  # items that could not be evaluated
         self._by_item: dict[str, list[PairMatch]] | None = None
         self._results: dict[str, ItemMatches] = {}
         if len(table) <= ROW_PATH_LIMIT:
-            self._by_item = {item.item_code: [] for item in items}
-            for row, uscc in enumerate(table.uscc):
-                for pair in match_firm(uscc, table.known_facts(row), items, as_of):
-                    self._by_item[pair.item.item_code].append(pair)
+            self._by_item = {}
+            firms = [
+                (uscc, facts, RowEvaluator(facts, as_of))
+                for uscc, facts in ((u, table.known_facts(r)) for r, u in enumerate(table.uscc))
+            ]
+            for item in items:
+                try:
+                    self._by_item[item.item_code] = [
+                        pair
+                        for uscc, facts, evaluator in firms
+                        if (pair := match_pair(evaluator, uscc, facts, item)) is not None
+                    ]
+                except Exception as exc:  # isolation boundary: one item, whatever went wrong
+                    self._failed(item, exc)
         else:
             self._context = MaskContext(table, as_of)
-            results = match_items(table, items, as_of, threads, self._context)
+            results = match_items(table, items, as_of, threads, self._context, self.failures)
             self._results = {r.item.item_code: r for r in results}
 
-    def pairs(self, item_code: str) -> list[PairMatch]:
+    def pairs(self, item: CompiledItem) -> list[PairMatch] | None:
+        """The item's library rows; None if it could not be evaluated (see `failures`)."""
         if self._by_item is not None:
-            return self._by_item[item_code]
-        return item_pairs(self._context, self._results[item_code])
+            return self._by_item.get(item.item_code)
+        result = self._results.get(item.item_code)
+        if result is None:
+            return None
+        try:
+            return item_pairs(self._context, result)
+        except Exception as exc:  # isolation boundary: one item, whatever went wrong
+            self._failed(item, exc)
+            return None
+
+    def _failed(self, item: CompiledItem, exc: Exception) -> None:
+        self.failures.append(ItemFailure(item.item_code, item.version, failure_message(exc)))
 
     def counts(self) -> tuple[int, int]:
         """(eligible, possibly eligible) pairs."""
@@ -168,14 +192,18 @@ async def store(
     differences (a nightly run mostly confirms what is there), one item at a time;
     returns (added, removed) pairs."""
     now = utcnow()
-    codes = [item.item_code for item in loaded.items]
+    # Items that could not be evaluated are still in force: their rows stay as they were.
+    codes = [item.item_code for item in loaded.items] + [f.item_code for f in loaded.failures]
     firm_chunks: list[list[str]] | None = None
     if request.scope is MatchScope.FIRMS:
         firms = loaded.table.uscc
         firm_chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
     added = removed = 0
-    for code in codes:
-        a, r = await _store_item(session, code, firm_chunks, loaded, evaluated.pairs(code), now)
+    for item in loaded.items:
+        pairs = evaluated.pairs(item)
+        if pairs is None:
+            continue
+        a, r = await _store_item(session, item.item_code, firm_chunks, loaded, pairs, now)
         added, removed = added + a, removed + r
     # Items no longer in force (suspended, expired, superseded) leave the library.
     stale: sa.ColumnElement[bool] = col(MatchResult.item_code).not_in(codes) if codes else sa.true()
@@ -257,59 +285,187 @@ async def run(
     evaluated = await asyncio.to_thread(Evaluated, loaded, as_of, threads)
     compute_ms = round((time.perf_counter() - clock) * 1000)
     eligible, possible = evaluated.counts()
+    invalid = loaded.table.invalid_facts()
     async with sessionmaker.begin() as session:
         added, removed = await store(session, request, loaded, evaluated)
+        failures = [*loaded.failures, *evaluated.failures]
         record = MatchRun(
             scope=request.scope.value,
             item_code=request.item_code,
             workflow_id=workflow_id,
             firms=len(loaded.table),
-            items=len(loaded.items),
+            items=len(loaded.items) + len(loaded.failures),
             eligible=eligible,
             possible=possible,
             added=added,
             removed=removed,
             compute_ms=compute_ms,
+            item_errors=len(failures),
+            fact_errors=len(invalid),
             started_at=started,
         )
         session.add(record)
         await session.flush()
         assert record.id is not None
+        await _record_errors(session, record.id, failures, invalid)
+        await _warn_departments(session, loaded, failures)
         summary = MatchSummary.model_validate({**record.model_dump(), "run_id": record.id})
     log.info("matching.run", scope=request.scope.value, **summary.model_dump())
     return summary
+
+
+async def _record_errors(
+    session: AsyncSession,
+    run_id: int,
+    failures: list[ItemFailure],
+    invalid: list[tuple[str, str, KnownFact]],
+) -> None:
+    """Log every error; store the first MAX_RECORDED_ERRORS (items first)."""
+    rows: list[dict[str, object]] = []
+    now = utcnow()
+    for failure in failures:
+        log.error(
+            "matching.item_failed",
+            run_id=run_id,
+            item_code=failure.item_code,
+            version=failure.version,
+            error=failure.message,
+        )
+        rows.append(
+            {
+                "item_code": failure.item_code,
+                "version": failure.version,
+                "message": failure.message,
+            }
+        )
+    for uscc, fact, known in invalid[: max(0, MAX_RECORDED_ERRORS - len(rows))]:
+        log.warning(
+            "matching.fact_invalid", run_id=run_id, uscc=uscc, fact=fact, error=known.invalid
+        )
+        message = f"{fact} = {known.value}: {known.invalid}"
+        rows.append({"uscc": uscc, "fact": fact, "message": message})
+    if len(failures) + len(invalid) > len(rows):
+        log.warning(
+            "matching.errors_not_recorded",
+            run_id=run_id,
+            recorded=len(rows),
+            total=len(failures) + len(invalid),
+        )
+    rows = rows[:MAX_RECORDED_ERRORS]
+    for start in range(0, len(rows), 500):
+        await session.execute(
+            sa.insert(MatchError),
+            [{"run_id": run_id, "at": now, **row} for row in rows[start : start + 500]],
+        )
+
+
+MATCHING_STAGE = "matching"
+
+
+def _warning_subject(item_code: str) -> str:
+    return f"match/{item_code}"
+
+
+async def _warn_departments(
+    session: AsyncSession, loaded: Loaded, failures: list[ItemFailure]
+) -> None:
+    """Warn the department of each item the run could not evaluate (once while the
+    problem lasts), and close the warnings of items that evaluate again."""
+    now = utcnow()
+    failed = {f.item_code: f for f in failures}
+    rows = await session.execute(
+        sa.select(col(PolicyItem.code), col(PolicyItem.department_code)).where(
+            col(PolicyItem.code).in_(sorted(failed))
+        )
+    )
+    departments = {code: department for code, department in rows}
+    for code, failure in failed.items():
+        await raise_stage_warning(
+            session,
+            subject=_warning_subject(code),
+            stage=MATCHING_STAGE,
+            department_code=departments[code],
+            due_at=now,
+            title="政策匹配异常预警",
+            message=(
+                f"政策条目 {code} 第{failure.version}版的条件或金额规则无法计算，"
+                f"匹配已跳过该条目（政策匹配库保留上次结果）。原因：{failure.message}。"
+                "请核查并修订该条目。"
+            ),
+        )
+    evaluated = {_warning_subject(i.item_code) for i in loaded.items if i.item_code not in failed}
+    open_warnings = await session.scalars(
+        select(StageWarning).where(
+            col(StageWarning.stage) == MATCHING_STAGE, col(StageWarning.resolved_at).is_(None)
+        )
+    )
+    for warning in open_warnings:
+        if warning.subject in evaluated:
+            warning.resolved_at = now
+    await session.flush()
 
 
 # ----- reading the library -------------------------------------------------------------
 
 
 def condition_views(rule_json: object, outcomes: str) -> list[ConditionView]:
-    """The stored letters back into readable conditions."""
+    """The stored letters back into readable conditions. A stored rule that no longer
+    reads (or letters that do not fit it) gives one line saying so, not an error: the
+    rest of the firm's list stays readable."""
+    try:
+        rule_leaves = leaves(parse_rule(rule_json))
+        letters = [_LETTER[letter] for letter in outcomes]
+        if len(letters) != len(rule_leaves):
+            raise InvalidRule([])
+    except (ValueError, KeyError) as exc:
+        log.warning("matching.conditions_unreadable", error=failure_message(exc))
+        return [
+            ConditionView(
+                path="$",
+                description="该版本的条件暂无法读取，请以主管部门审核结果为准",
+                outcome=Outcome.UNKNOWN,
+            )
+        ]
     out = []
-    for leaf, letter in zip(leaves(parse_rule(rule_json)), outcomes, strict=True):
+    for leaf, outcome in zip(rule_leaves, letters, strict=True):
         node = leaf.node
         text = node.manual if isinstance(node, ManualCondition) else describe(node)
         if leaf.negated and not isinstance(node, ManualCondition):
             text = "并非：" + text
-        out.append(ConditionView(path=leaf.path, description=text, outcome=_LETTER[letter]))
+        out.append(ConditionView(path=leaf.path, description=text, outcome=outcome))
     return out
 
 
 async def policies_for(
     session: AsyncSession, actor: Actor, uscc: str, offset: int, limit: int
 ) -> tuple[int, list[PolicyForMe]]:
-    require_enterprise_access(actor, uscc)
+    await access.require_firm_reader(session, actor, uscc)
+    # Staff see the firm's matches under the items they read (domain.access).
+    readable = await access.item_firm_pairs_filter(
+        session,
+        actor,
+        item_code=col(MatchResult.item_code),
+        uscc=col(MatchResult.uscc),
+        region_code=col(MatchResult.region_code),
+    )
     total = (
         await session.scalar(
-            select(sa.func.count()).select_from(MatchResult).where(col(MatchResult.uscc) == uscc)
+            select(sa.func.count())
+            .select_from(MatchResult)
+            .where(col(MatchResult.uscc) == uscc, readable)
         )
         or 0
     )
-    return total, await _policies(session, uscc, None, offset, limit)
+    return total, await _policies(session, uscc, None, offset, limit, readable)
 
 
 async def _policies(
-    session: AsyncSession, uscc: str, item_code: str | None, offset: int, limit: int
+    session: AsyncSession,
+    uscc: str,
+    item_code: str | None,
+    offset: int,
+    limit: int,
+    readable: sa.ColumnElement[bool] | None = None,
 ) -> list[PolicyForMe]:
     query = (
         select(MatchResult, PolicyItemVersion, PolicyItem, PolicyPush.pushed_at)
@@ -332,6 +488,8 @@ async def _policies(
     )
     if item_code is not None:
         query = query.where(col(MatchResult.item_code) == item_code)
+    if readable is not None:
+        query = query.where(readable)
     rows = await session.execute(
         # Eligible first, then the larger amounts.
         query.order_by(
@@ -374,16 +532,15 @@ async def gaps(
 ) -> GapReport:
     """What would make a firm eligible: each failing or unknown condition and the value
     it needs (from the single-pair evaluator, so always current)."""
-    require_enterprise_access(actor, uscc)
+    await access.require_item_firm_reader(session, actor, item_code, uscc)
     item = await get_item(session, item_code)
     if item.published_version is None:
         raise NotFound(f"policy item {item_code} has no published version")
-    version = await get_version(session, item_code, item.published_version)
-    rule = parse_rule(version.eligibility)
-    evaluation = evaluate(rule, await known_facts(session, uscc), as_of)
+    compiled = await load_version(session, item_code, item.published_version)
+    evaluation = evaluate(compiled.rule, await known_facts(session, uscc), as_of)
     return GapReport(
         item_code=item_code,
-        version=version.version,
+        version=compiled.version,
         uscc=uscc,
         verdict=evaluation.verdict,
         gaps=[
@@ -410,22 +567,26 @@ def _needed(description: str, reason: str | None) -> str:
         return f"需补充数据后满足：{description}"
     if reason == "stale":
         return f"需更新数据后满足：{description}"
+    if reason == "invalid":
+        return f"需更正数据后满足：{description}"
     return f"需满足：{description}"
 
 
-async def require_item_reader(session: AsyncSession, actor: Actor, item_code: str) -> PolicyItem:
-    """Department staff see their own department's items; finance, auditors and admins
-    see all; firms see none of this."""
-    require_staff_or_reader(actor)
-    item = await get_item(session, item_code)
-    department_staff = actor.role in (Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD)
-    if department_staff and actor.department_code != item.department_code:
-        raise Forbidden(f"item {item_code} belongs to department {item.department_code}")
-    return item
+async def readable_matches(
+    session: AsyncSession, actor: Actor, item_code: str
+) -> tuple[PolicyItem, sa.ColumnElement[bool]]:
+    """The item, and which of its library rows the actor reads: all of them for its
+    departments, its region's finance, auditors and admins; a finance unit of another
+    region the firms of its region (domain.access decides)."""
+    item, reach = await access.require_item_reader(session, actor, item_code)
+    readable = await access.item_firm_filter(
+        session, actor, reach, uscc=col(MatchResult.uscc), region_code=col(MatchResult.region_code)
+    )
+    return item, readable
 
 
 async def item_matches(session: AsyncSession, actor: Actor, item_code: str) -> ItemMatchView:
-    item = await require_item_reader(session, actor, item_code)
+    item, readable = await readable_matches(session, actor, item_code)
     rows = await session.execute(
         select(
             MatchResult.region_code,
@@ -433,7 +594,7 @@ async def item_matches(session: AsyncSession, actor: Actor, item_code: str) -> I
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(MatchResult.amount_fen), 0),
         )
-        .where(col(MatchResult.item_code) == item_code)
+        .where(col(MatchResult.item_code) == item_code, readable)
         .group_by(col(MatchResult.region_code), col(MatchResult.verdict))
         .order_by(col(MatchResult.region_code))
     )
@@ -455,7 +616,51 @@ async def item_matches(session: AsyncSession, actor: Actor, item_code: str) -> I
         possibly_eligible=sum(r.possibly_eligible for r in regions.values()),
         eligible_amount_fen=eligible_amount,
         by_region=list(regions.values()),
+        errors=await _item_errors(session, actor, item),
     )
+
+
+ITEM_ERRORS_SHOWN = 100
+
+
+async def _item_errors(
+    session: AsyncSession, actor: Actor, item: PolicyItem
+) -> list[MatchErrorView]:
+    """The errors of the latest run that covered the item: the item's own, and the
+    invalid stored facts its rule reads, of the firms the actor reads."""
+    covering = sa.or_(
+        col(MatchRun.scope).in_([MatchScope.FULL.value, MatchScope.FIRMS.value]),
+        sa.and_(col(MatchRun.scope) == MatchScope.ITEM.value, col(MatchRun.item_code) == item.code),
+    )
+    run_id = await session.scalar(
+        select(MatchRun.id).where(covering).order_by(col(MatchRun.id).desc()).limit(1)
+    )
+    if run_id is None:
+        return []
+    about: sa.ColumnElement[bool] = col(MatchError.item_code) == item.code
+    facts: set[str] = set()
+    if item.published_version is not None:
+        try:
+            compiled = await load_version(session, item.code, item.published_version)
+            facts = {
+                leaf.node.fact
+                for leaf in leaves(compiled.rule)
+                if not isinstance(leaf.node, ManualCondition)
+            }
+        except UnevaluableVersion:
+            pass  # the item's own error says why
+    if facts:
+        _item, reach = await access.require_item_reader(session, actor, item.code)
+        uscc = sa.type_coerce(col(MatchError.uscc), sa.String)
+        firms = await access.item_firm_filter(session, actor, reach, uscc=uscc)
+        about = sa.or_(about, sa.and_(col(MatchError.fact).in_(sorted(facts)), firms))
+    rows = await session.scalars(
+        select(MatchError)
+        .where(col(MatchError.run_id) == run_id, about)
+        .order_by(col(MatchError.id))
+        .limit(ITEM_ERRORS_SHOWN)
+    )
+    return [MatchErrorView.model_validate(e, from_attributes=True) for e in rows]
 
 
 async def matched_firms(
@@ -467,8 +672,8 @@ async def matched_firms(
     offset: int,
     limit: int,
 ) -> tuple[int, list[MatchedFirm]]:
-    await require_item_reader(session, actor, item_code)
-    where = [col(MatchResult.item_code) == item_code]
+    _item, readable = await readable_matches(session, actor, item_code)
+    where = [col(MatchResult.item_code) == item_code, readable]
     if verdict is not None:
         where.append(col(MatchResult.verdict) == verdict.value)
     if region_code is not None:
@@ -506,16 +711,25 @@ async def budget_preview(
 ) -> BudgetPreview:
     """How many firms a version (typically a draft) would match today, and what they
     would receive, against its annual quota."""
-    await require_item_reader(session, actor, item_code)
-    row = await get_version(session, item_code, version)
-    compiled = compile_version(row)
+    await access.require_item_reader(session, actor, item_code, whole=True)
+    compiled = await load_version(session, item_code, version)
+    quota = await session.scalar(
+        select(PolicyItemVersion.annual_quota_fen).where(
+            col(PolicyItemVersion.item_code) == item_code,
+            col(PolicyItemVersion.version) == version,
+        )
+    )
+    assert quota is not None  # the version exists: load_version found it
     table, _regions = await load_fact_table(session)
-    [result] = match_items(table, [compiled], as_of, threads)
+    failures: list[ItemFailure] = []
+    results = match_items(table, [compiled], as_of, threads, failures=failures)
+    if failures:
+        raise UnevaluableVersion(item_code, version, failures[0].message)
+    [result] = results
     matched = result.matched(table)
     known = matched.amount_known
-    eligible_amount = int(matched.amount_fen[matched.eligible & known].sum())
-    possible_amount = int(matched.amount_fen[~matched.eligible & known].sum())
-    quota = row.annual_quota_fen
+    eligible_amount = exact_sum(matched.amount_fen[matched.eligible & known])
+    possible_amount = exact_sum(matched.amount_fen[~matched.eligible & known])
     covers: Literal["eligible_and_possible", "eligible_only", "neither"] = "neither"
     if eligible_amount + possible_amount <= quota:
         covers = "eligible_and_possible"
@@ -540,3 +754,35 @@ def today_in_shanghai(now: datetime | None = None) -> date:
     from core.workdays import SHANGHAI
 
     return (now or utcnow()).astimezone(SHANGHAI).date()
+
+
+# ----- for ops ---------------------------------------------------------------------------
+
+
+async def match_runs(
+    session: AsyncSession, actor: Actor, offset: int, limit: int
+) -> tuple[int, list[MatchRunView]]:
+    """Matching runs, newest first, with their error counts (errors: `match_run`)."""
+    access.require_role(actor, Role.ADMIN)
+    total = await session.scalar(select(sa.func.count()).select_from(MatchRun)) or 0
+    rows = await session.scalars(
+        select(MatchRun).order_by(col(MatchRun.id).desc()).offset(offset).limit(limit)
+    )
+    return total, [MatchRunView.model_validate(r, from_attributes=True) for r in rows]
+
+
+async def match_run(session: AsyncSession, actor: Actor, run_id: int) -> MatchRunView:
+    """One run with every error it recorded (at most MAX_RECORDED_ERRORS)."""
+    access.require_role(actor, Role.ADMIN)
+    record = await session.get(MatchRun, run_id)
+    if record is None:
+        raise NotFound(f"match run {run_id} not found")
+    errors = await session.scalars(
+        select(MatchError).where(col(MatchError.run_id) == run_id).order_by(col(MatchError.id))
+    )
+    return MatchRunView.model_validate(
+        {
+            **record.model_dump(),
+            "errors": [MatchErrorView.model_validate(e, from_attributes=True) for e in errors],
+        }
+    )

@@ -20,13 +20,20 @@ For one firm (a fact changed, a firm asks "what is there for me") `RowEvaluator`
 runs the same semantics over plain Python values, without building arrays.
 Both agree with `domain.rules.evaluate` exactly: tests/test_matching.py proves it
 with generated rules and firms.
+
+Bad data never stops a run for everyone else. A stored fact that fails its kind's
+type or range is kept aside in its column (`FactColumn.invalid`) and counts as
+missing, so its conditions are unknown (reason `invalid`) for that firm alone. Each
+condition and each item is computed in isolation: one that raises is reported as an
+`ItemFailure` for the items it belongs to, and the others finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -57,6 +64,7 @@ from domain.rules import (
     compare_value,
     is_stale,
 )
+from models.money import MAX_FEN
 
 Mask = npt.NDArray[np.bool_]
 Bits = npt.NDArray[np.uint8]  # a mask packed 8 firms to the byte
@@ -80,6 +88,8 @@ class FactColumn:
     present: Mask
     period_end: npt.NDArray[np.int32] | None  # day ordinals; None for profile facts
     dictionary: list[str] = field(default_factory=list)
+    # Rows whose stored value failed validation (not `present`: they read as unknown).
+    invalid: dict[int, KnownFact] = field(default_factory=dict)
 
     def code_of(self, text: str) -> int:
         try:
@@ -170,6 +180,8 @@ class FactTable:
         out: dict[str, KnownFact] = {}
         for name, column in self.columns.items():
             if not column.present[row]:
+                if column.invalid and row in column.invalid:
+                    out[name] = column.invalid[row]
                 continue
             end = None
             if column.period_end is not None:
@@ -179,6 +191,8 @@ class FactTable:
 
     def subset(self, rows: Sequence[int]) -> FactTable:
         index = np.asarray(rows, dtype=np.int64)
+        spoilt = any(c.invalid for c in self.columns.values())
+        position = {old: new for new, old in enumerate(rows)} if spoilt else {}
         return FactTable(
             [self.uscc[i] for i in rows],
             {
@@ -188,10 +202,21 @@ class FactTable:
                     c.present[index],
                     None if c.period_end is None else c.period_end[index],
                     c.dictionary,
+                    {position[o]: known for o, known in c.invalid.items() if o in position},
                 )
                 for name, c in self.columns.items()
             },
         )
+
+    def invalid_facts(self) -> list[tuple[str, str, KnownFact]]:
+        """(credit code, fact kind, the invalid fact) of every stored value that failed
+        validation, by firm."""
+        found = [
+            (self.uscc[row], name, known)
+            for name, column in self.columns.items()
+            for row, known in column.invalid.items()
+        ]
+        return sorted(found, key=lambda f: (f[0], f[1]))
 
 
 class FactTableBuilder:
@@ -209,7 +234,11 @@ class FactTableBuilder:
         return row
 
     def add(self, row: int, name: str, known: KnownFact) -> None:
-        self._columns[name].add(row, known)
+        column = self._columns[name]
+        if known.invalid is not None:
+            column.invalid[row] = known
+        else:
+            column.add(row, known)
 
     def finish(self) -> FactTable:
         n = len(self.uscc)
@@ -226,6 +255,7 @@ class _ColumnBuilder:
         self.values = array("q")
         self.ends = array("i")
         self.codes: dict[str, int] = {}
+        self.invalid: dict[int, KnownFact] = {}
 
     def add(self, row: int, known: KnownFact) -> None:
         self.rows.append(row)
@@ -248,7 +278,7 @@ class _ColumnBuilder:
         if not self.kind.profile:
             period_end = np.zeros(n, dtype=np.int32)
             period_end[index] = np.frombuffer(self.ends, dtype=np.int32)
-        return FactColumn(self.kind, values, present, period_end, list(self.codes))
+        return FactColumn(self.kind, values, present, period_end, list(self.codes), self.invalid)
 
 
 def _decode(column: FactColumn, value: int) -> FactValue:
@@ -299,7 +329,21 @@ def _child(path: str, segment: str) -> str:
 
 
 def condition_key(condition: Condition) -> str:
-    return f"{condition.fact}\x1f{condition.op}\x1f{json.dumps(condition.value, default=str)}"
+    try:
+        value = json.dumps(condition.value, default=str)
+    except ValueError:  # e.g. a circular or absurdly long value: distinct all the same
+        value = f"{type(condition.value).__name__}@{id(condition.value)}"
+    return f"{condition.fact}\x1f{condition.op}\x1f{value}"
+
+
+class EvaluationError(Exception):
+    """A condition or an item the engine could not evaluate."""
+
+
+def failure_message(exc: BaseException) -> str:
+    """An error as it is recorded and shown (bounded: an error may quote its input)."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 500 else text[:499] + "…"
 
 
 class MaskContext:
@@ -314,6 +358,7 @@ class MaskContext:
         self.as_of = as_of
         self._fresh: dict[str, Bits] = {}
         self._leaves: dict[str, tuple[Bits, Bits]] = {}
+        self._failed: dict[str, str] = {}  # condition key -> why it could not be computed
         self.valid = np.packbits(np.ones(self.size, dtype=np.bool_))  # padding bits are 0
         self._none = np.zeros_like(self.valid)
 
@@ -347,6 +392,8 @@ class MaskContext:
         key = condition_key(condition)
         cached = self._leaves.get(key)
         if cached is None:
+            if key in self._failed:
+                raise EvaluationError(self._failed[key])
             fresh = self.fresh(condition.fact)
             holds = self.table.holds(condition)
             cached = (fresh & holds, ~fresh | holds)
@@ -358,15 +405,31 @@ class MaskContext:
         wanted = {condition_key(c): c for c in conditions}
         todo = [c for k, c in wanted.items() if k not in self._leaves]
         for fact in {c.fact for c in todo}:
-            self.fresh(fact)
-        for fact in {c.fact for c in todo if self.table.columns[c.fact].kind.type is FactType.STR}:
-            self.table.onehot(fact)
+            self._isolated(self.fresh, fact)
+        for fact in {c.fact for c in todo}:
+            column = self.table.columns.get(fact)
+            if column is not None and column.kind.type is FactType.STR:
+                self._isolated(self.table.onehot, fact)
         if threads <= 1 or len(todo) < 2 * threads:
-            for condition in todo:
-                self.leaf(condition)
+            self._prepare_leaves(todo)
             return
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda chunk: [self.leaf(c) for c in chunk], _split(todo, threads)))
+            list(pool.map(self._prepare_leaves, _split(todo, threads)))
+
+    def _prepare_leaves(self, conditions: Sequence[Condition]) -> None:
+        """A condition that cannot be computed fails the items that use it, not the run."""
+        for condition in conditions:
+            try:
+                self.leaf(condition)
+            except Exception as exc:  # isolation boundary: one condition, whatever went wrong
+                what = f"condition {condition.fact} {condition.op}: {failure_message(exc)}"
+                self._failed[condition_key(condition)] = what
+
+    @staticmethod
+    def _isolated(compute: Callable[[str], object], fact: str) -> None:
+        # Warming a cache only: a failure shows again, isolated, in `_prepare_leaf`.
+        with contextlib.suppress(Exception):
+            compute(fact)
 
     def fresh(self, fact: str) -> Bits:
         """Present and not too old on `as_of` (the evaluator's missing/stale rules)."""
@@ -465,8 +528,20 @@ def _rate(base: Ints, rate: Decimal, rounding: Rounding) -> Ints:
             quotient = quotient + (remainder > 0)
         case Rounding.DOWN:
             pass
+    if quotient.dtype == object:
+        # Beyond MAX_FEN only before a cap (a rule without one cannot get there):
+        # clamping here changes no amount and keeps the cast to int64 exact.
+        quotient = np.minimum(quotient, MAX_FEN)
     result: Ints = (sign * quotient).astype(np.int64)
     return result
+
+
+def exact_sum(amounts: Ints) -> int:
+    """The sum of amounts (each 0..MAX_FEN), exact where int64 would overflow (more
+    than about 9,000 amounts of the largest size)."""
+    if not len(amounts) or int(amounts.max()) * len(amounts) < 2**63:
+        return int(amounts.sum())
+    return sum(amounts.tolist())
 
 
 # ----- the full run ----------------------------------------------------------------------
@@ -516,6 +591,16 @@ class ItemMatches:
         return MatchedRows(rows, eligible, amount, known)
 
 
+@dataclass(frozen=True)
+class ItemFailure:
+    """An item version the engine could not evaluate (its rules do not parse, or a
+    condition or amount of it raised): skipped by the run and reported."""
+
+    item_code: str
+    version: int
+    message: str
+
+
 @dataclass
 class MatchedRows:
     rows: Rows
@@ -530,27 +615,52 @@ def match_items(
     as_of: date,
     threads: int = 2,
     context: MaskContext | None = None,
+    failures: list[ItemFailure] | None = None,
 ) -> list[ItemMatches]:
     """Every item against every firm of `table`: distinct conditions first (shared by
     all items, spread over `threads`; numpy releases the GIL inside its loops), then
     each item's masks and its eligible firms' amounts. Pass a `context` to read the
-    per-condition outcomes afterwards (`MaskContext.leaf_outcomes`)."""
+    per-condition outcomes afterwards (`MaskContext.leaf_outcomes`).
+
+    Given a `failures` list, an item that cannot be evaluated is added to it and left
+    out of the results, and every other item is still evaluated; without one, the
+    first such item's error is raised."""
     context = context or MaskContext(table, as_of)
     context.prepare((leaf.node for item in items for leaf in _conditions(item.rule)), threads)
 
-    def run(chunk: Sequence[CompiledItem]) -> list[ItemMatches]:
-        return [_match_one(context, item) for item in chunk]
+    def run(chunk: Sequence[CompiledItem]) -> list[ItemMatches | ItemFailure]:
+        return [_match_isolated(context, item, failures is None) for item in chunk]
 
     if threads <= 1 or len(items) < 2 * threads:
-        return run(items)
-    with ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(run, _split(items, threads)))
-    # _split deals items round-robin; deal the results back the same way.
-    return [parts[i % threads][i // threads] for i in range(len(items))]
+        outcomes = run(items)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(run, _split(items, threads)))
+        # _split deals items round-robin; deal the results back the same way.
+        outcomes = [parts[i % threads][i // threads] for i in range(len(items))]
+    results = []
+    for outcome in outcomes:
+        if isinstance(outcome, ItemFailure):
+            assert failures is not None
+            failures.append(outcome)
+        else:
+            results.append(outcome)
+    return results
 
 
 def _conditions(rule: RuleNode) -> list[Any]:
     return [leaf for leaf in leaves(rule) if isinstance(leaf.node, Condition)]
+
+
+def _match_isolated(
+    context: MaskContext, item: CompiledItem, strict: bool
+) -> ItemMatches | ItemFailure:
+    try:
+        return _match_one(context, item)
+    except Exception as exc:  # isolation boundary: one item, whatever went wrong
+        if strict:
+            raise
+        return ItemFailure(item.item_code, item.version, failure_message(exc))
 
 
 def _match_one(context: MaskContext, item: CompiledItem) -> ItemMatches:
@@ -620,7 +730,11 @@ class RowEvaluator:
 
     def _leaf(self, condition: Condition) -> Outcome:
         known = self._facts.get(condition.fact)
-        if known is None or is_stale(FACT_KINDS[condition.fact], known, self._as_of):
+        if (
+            known is None
+            or known.invalid is not None
+            or is_stale(FACT_KINDS[condition.fact], known, self._as_of)
+        ):
             return Outcome.UNKNOWN
         if compare_value(condition.op, known.value, condition.value):
             return Outcome.PASS
@@ -650,13 +764,25 @@ def match_firm(
     """Every item against one firm, without arrays: for a firm whose facts just changed."""
     evaluator = RowEvaluator(facts, as_of)
     out = []
-    for item in items:
+    for item in items:  # `match_pair`, inlined: this loop is the one-firm hot path
         verdict = evaluator.verdict(item.rule)
         if verdict is Verdict.NOT_ELIGIBLE:
             continue
         amount = compute_amount(item.amount_rule, facts).amount_fen
         out.append(PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.rule)))
     return out
+
+
+def match_pair(
+    evaluator: RowEvaluator, uscc: str, facts: Mapping[str, KnownFact], item: CompiledItem
+) -> PairMatch | None:
+    """One item against one firm (the evaluator holds the firm's facts); None when the
+    firm is not eligible."""
+    verdict = evaluator.verdict(item.rule)
+    if verdict is Verdict.NOT_ELIGIBLE:
+        return None
+    amount = compute_amount(item.amount_rule, facts).amount_fen
+    return PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.rule))
 
 
 def match_table(

@@ -11,13 +11,19 @@ People write rules in YAML; they are stored as JSON. A rule is a tree of nodes:
     manual: TEXT            a free-text condition no machine can check
 
 Evaluation is three-valued: a condition passes, fails, or is unknown because its
-fact is missing or too old, or because it is manual. `all`/`any`/`not` combine
-these with Kleene logic, so a verdict is `eligible` only when it is proven.
+fact is missing, too old or invalid (a stored value outside its kind's type or
+range), or because it is manual. `all`/`any`/`not` combine these with Kleene
+logic, so a verdict is `eligible` only when it is proven.
+
+A rule is at most MAX_RULE_DEPTH levels deep and MAX_RULE_NODES nodes large, and an
+`in`, `not_in` or `prefix` list holds at most MAX_LIST_VALUES values; larger rules are
+refused with the path of the offending node before any recursive step reads them.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -38,6 +44,12 @@ from pydantic import (
 from domain.facts import FACT_KINDS, FactKind, FactType, FactValue, coerce_fact_value
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "prefix", "between"]
+
+MAX_RULE_DEPTH = 12
+MAX_RULE_NODES = 500
+MAX_LIST_VALUES = 200
+MAX_RULE_TEXT = 500  # a manual condition or a label
+MAX_PREFIX_LENGTH = 16
 
 _SCALAR_OPS = {"eq", "ne", "gt", "gte", "lt", "lte"}
 _LIST_OPS = {"in", "not_in", "prefix"}
@@ -69,7 +81,9 @@ class Condition(_Node):
     fact: str
     op: Op
     value: Any
-    label: str | None = Field(default=None, description="Chinese wording shown to people")
+    label: str | None = Field(
+        default=None, max_length=MAX_RULE_TEXT, description="Chinese wording shown to people"
+    )
 
     @field_validator("fact")
     @classmethod
@@ -91,9 +105,11 @@ class Condition(_Node):
             return _coerce(kind, value, op)
         if not isinstance(value, list) or not value:
             raise ValueError(f"operator '{op}' needs a non-empty list")
+        if len(value) > MAX_LIST_VALUES:
+            raise ValueError(f"operator '{op}' takes at most {MAX_LIST_VALUES} values")
         if op == "prefix":
-            if not all(isinstance(v, str) and v for v in value):
-                raise ValueError("prefixes must be non-empty strings")
+            if not all(isinstance(v, str) and 0 < len(v) <= MAX_PREFIX_LENGTH for v in value):
+                raise ValueError(f"prefixes must be strings of 1 to {MAX_PREFIX_LENGTH} characters")
             return list(value)
         items: list[Any] = [_coerce(kind, v, op) for v in value]
         if op == "between":
@@ -106,6 +122,9 @@ class Condition(_Node):
 
 
 def _coerce(kind: FactKind, raw: Any, op: str) -> FactValue:
+    if kind.type is FactType.INT and (isinstance(raw, bool) or not isinstance(raw, int)):
+        # Strict, as money is everywhere: a rule states a number, not text that reads as one.
+        raise ValueError(f"value for '{kind.name}': must be an integer")
     try:
         value = coerce_fact_value(kind, raw)
     except ValueError as exc:
@@ -116,7 +135,7 @@ def _coerce(kind: FactKind, raw: Any, op: str) -> FactValue:
 
 
 class ManualCondition(_Node):
-    manual: str = Field(min_length=1)
+    manual: str = Field(min_length=1, max_length=MAX_RULE_TEXT)
 
 
 class AllOf(_Node):
@@ -192,7 +211,33 @@ def format_path(loc: Sequence[int | str], root: str = "") -> str:
     return out or "$"
 
 
+def check_rule_size(raw: Any, root: str = "") -> None:
+    """Refuse a rule deeper than MAX_RULE_DEPTH or larger than MAX_RULE_NODES, walking
+    the raw structure without recursion (no depth of input can exhaust the stack)."""
+    pending: list[tuple[Any, str, int]] = [(raw, root, 1)]
+    nodes = 1
+    while pending:
+        node, path, depth = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        if depth > MAX_RULE_DEPTH:
+            message = f"a rule nests at most {MAX_RULE_DEPTH} levels deep"
+            raise InvalidRule([RuleError(path or "$", message)])
+        groups = [(key, node[key]) for key in ("all", "any") if isinstance(node.get(key), list)]
+        nodes += sum(len(children) for _key, children in groups) + ("not" in node)
+        if nodes > MAX_RULE_NODES:
+            message = f"a rule has at most {MAX_RULE_NODES} conditions and groups"
+            raise InvalidRule([RuleError(root or "$", message)])
+        # Pushed in reverse, so that the first offending node in reading order is named.
+        if "not" in node:
+            pending.append((node["not"], _child(path, "not"), depth + 1))
+        for key, children in reversed(groups):
+            for i in reversed(range(len(children))):
+                pending.append((children[i], _child(path, f"{key}[{i}]"), depth + 1))
+
+
 def parse_rule(raw: Any, root: str = "") -> RuleNode:
+    check_rule_size(raw, root)
     try:
         return _RULE_ADAPTER.validate_python(raw)
     except ValidationError as exc:
@@ -222,6 +267,7 @@ class Outcome(enum.StrEnum):
 class UnknownReason(enum.StrEnum):
     MISSING = "missing"
     STALE = "stale"
+    INVALID = "invalid"  # the stored value is outside its kind's type or range
     MANUAL = "manual"
 
 
@@ -235,6 +281,24 @@ class Verdict(enum.StrEnum):
 class KnownFact:
     value: FactValue
     period_end: date | None = None  # None for profile facts, which never go stale
+    # Why the stored value cannot be used (then `value` is how it reads, shortened):
+    # an invalid fact counts as unknown, never as passing.
+    invalid: str | None = None
+
+
+def invalid_fact(raw: object, error: str, period_end: date | None = None) -> KnownFact:
+    """A stored value that failed `coerce_fact_value`, kept to be shown and reported."""
+    return KnownFact(_shown_raw(raw), period_end, error)
+
+
+def _shown_raw(raw: object) -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 128:
+        return f"{'-' if raw < 0 else ''}约{int(raw.bit_length() * 0.30103)}位整数"
+    try:
+        shown = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        shown = type(raw).__name__
+    return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
 class ConditionResult(BaseModel):
@@ -359,6 +423,8 @@ def _compare(
     known = facts.get(cond.fact)
     if known is None:
         return Outcome.UNKNOWN, UnknownReason.MISSING, None
+    if known.invalid is not None:
+        return Outcome.UNKNOWN, UnknownReason.INVALID, known.value
     if is_stale(FACT_KINDS[cond.fact], known, as_of):
         return Outcome.UNKNOWN, UnknownReason.STALE, known.value
     ok = compare_value(cond.op, known.value, cond.value)

@@ -93,6 +93,12 @@ class EnterpriseRow(_Row):
             raise ValueError(f"must be one of {', '.join(SIZE_CLASSES)}")
         return value
 
+    @field_validator("established_on")
+    @classmethod
+    def _established(cls, value: date) -> date:
+        coerce_fact_value(FACT_KINDS["established_on"], value)  # the facts' date range
+        return value
+
 
 class FactRow(_Row):
     uscc: str

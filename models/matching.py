@@ -56,8 +56,32 @@ class MatchRun(SQLModel, table=True):
     added: int
     removed: int
     compute_ms: int
+    # Item versions the run could not evaluate (skipped, their library rows kept) and
+    # stored facts it could not use (read as unknown): see MatchError.
+    item_errors: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    fact_errors: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     started_at: datetime = Field(sa_type=UTCDateTime)
     finished_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class MatchError(SQLModel, table=True):
+    """What a run could not evaluate: an item version (item_code, version), or a firm's
+    stored fact (uscc, fact) that fails its kind's type or range. A run records at
+    most MAX_RECORDED_ERRORS; MatchRun counts them all."""
+
+    __tablename__ = "match_error"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="match_run.id", index=True)
+    item_code: str | None = Field(default=None, max_length=40, index=True)
+    version: int | None = None
+    uscc: str | None = Field(default=None, max_length=18, index=True)
+    fact: str | None = Field(default=None, max_length=40)
+    message: str = Field(sa_type=sa.Text)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+MAX_RECORDED_ERRORS = 1000
 
 
 class PushStatus(enum.StrEnum):
@@ -113,6 +137,8 @@ class MatchSummary(BaseModel):
     added: int
     removed: int
     compute_ms: int
+    item_errors: int = 0  # defaults: summaries recorded before these were counted
+    fact_errors: int = 0
 
 
 class PushSummary(BaseModel):
@@ -169,6 +195,16 @@ class RegionCount(BaseModel):
     possibly_eligible: int
 
 
+class MatchErrorView(BaseModel):
+    run_id: int
+    item_code: str | None
+    version: int | None
+    uscc: str | None
+    fact: str | None
+    message: str
+    at: datetime
+
+
 class ItemMatchView(BaseModel):
     item_code: str
     version: int | None
@@ -176,6 +212,31 @@ class ItemMatchView(BaseModel):
     possibly_eligible: int
     eligible_amount_fen: int
     by_region: list[RegionCount]
+    # From the latest run that covered the item: why it could not be evaluated (its
+    # library rows are then those of an earlier run), and firms whose stored value of
+    # a fact its rule reads could not be used (they read as unknown).
+    errors: list[MatchErrorView] = Field(default_factory=list)
+
+
+class MatchRunView(BaseModel):
+    """A matching run for ops, with what it could not evaluate."""
+
+    id: int
+    scope: str
+    item_code: str | None
+    workflow_id: str
+    firms: int
+    items: int
+    eligible: int
+    possible: int
+    added: int
+    removed: int
+    compute_ms: int
+    item_errors: int
+    fact_errors: int
+    started_at: datetime
+    finished_at: datetime
+    errors: list[MatchErrorView] = Field(default_factory=list)
 
 
 class MatchedFirm(BaseModel):

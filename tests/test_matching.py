@@ -1,9 +1,10 @@
 """The matching engine agrees with the single-pair evaluator, pair by pair.
 
 Hypothesis generates rules (every operator each fact type allows, nested all/any/not,
-manual conditions), amount rules and firms (facts missing, stale or current), and the
-vectorised engine and the one-firm evaluator must give exactly what
-`domain.rules.evaluate` and `domain.amounts.compute_amount` give.
+manual conditions), amount rules and firms (facts missing, stale, invalid or current,
+values anywhere in their kind's range), and the vectorised engine and the one-firm
+evaluator must give exactly what `domain.rules.evaluate` and
+`domain.amounts.compute_amount` give.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from domain.amounts import Rounding, compute_amount, parse_amount_rule
-from domain.facts import FACT_KINDS, FactKind, FactType
+from domain.facts import FACT_KINDS, FactKind, FactType, fact_range
 from domain.matching import (
     OUTCOME_CODE,
     CompiledItem,
@@ -31,14 +32,25 @@ from domain.matching import (
     match_table,
     unpack,
 )
-from domain.rules import InvalidRule, KnownFact, RuleNode, Verdict, evaluate, parse_rule
+from domain.rules import (
+    InvalidRule,
+    KnownFact,
+    RuleNode,
+    Verdict,
+    evaluate,
+    invalid_fact,
+    parse_rule,
+)
+from models.money import MAX_FEN
 
 AS_OF = date(2026, 11, 27)
 TEXT_POOLS = {
     "region_code": ["330502", "330503", "330521", "NTH"],
     "industry_code": ["C1711", "C3411", "C3841", "F5123", "I6513"],
 }
-INT_POOL = [-3, 0, 1, 2, 5, 7, 100, 5_000, 10**12]
+INT_POOL = [0, 1, 2, 5, 7, 100, 5_000, 10**12, MAX_FEN]
+# What a database may hold past every validator: read as invalid, never trusted.
+BAD_VALUES = ["lots", 10**30, -5, None, 1.5, {"nested": [1]}]
 
 
 def _value(kind: FactKind) -> st.SearchStrategy[Any]:
@@ -47,7 +59,9 @@ def _value(kind: FactKind) -> st.SearchStrategy[Any]:
     if kind.type is FactType.DATE:
         return st.dates(date(2018, 1, 1), date(2027, 12, 31))
     if kind.type is FactType.INT:
-        return st.sampled_from(INT_POOL) | st.integers(-10, 10**6)
+        low, high = fact_range(kind)
+        pool = [v for v in INT_POOL if low <= v <= high] + [high]
+        return st.sampled_from(pool) | st.integers(low, min(high, 10**6))
     if kind.choices is not None:
         return st.sampled_from(kind.choices)
     return st.sampled_from(TEXT_POOLS[kind.name])
@@ -60,6 +74,8 @@ def known_fact(draw: st.DrawFn, kind: FactKind) -> KnownFact:
         return KnownFact(value)
     # Around the staleness boundary of this kind, on either side.
     age = draw(st.integers(0, (kind.max_age_days or 400) + 60))
+    if draw(st.integers(0, 9)) == 0:
+        return invalid_fact(draw(st.sampled_from(BAD_VALUES)), "planted", AS_OF - timedelta(age))
     return KnownFact(value, AS_OF - timedelta(days=age))
 
 
@@ -114,21 +130,34 @@ rules = st.recursive(
 )
 
 numeric_facts = [k.name for k in FACT_KINDS.values() if k.type is FactType.INT]
+
+
+def _rate_rule(
+    fact: str, rate: Decimal, floor: int | None, cap: int | None, rounding: str
+) -> dict[str, Any]:
+    if cap is None and fact_range(FACT_KINDS[fact])[1] * rate > MAX_FEN:
+        cap = MAX_FEN  # the rule could pay beyond MAX_FEN: it must state a cap
+    return {
+        "kind": "rate",
+        "fact": fact,
+        "rate": str(rate),
+        **({"floor_fen": floor} if floor is not None else {}),
+        **({"cap_fen": max(cap, floor or 0)} if cap is not None else {}),
+        "rounding": rounding,
+    }
+
+
 amount_rules = st.one_of(
-    st.builds(lambda a: {"kind": "fixed", "amount_fen": a}, st.integers(0, 10**9)),
     st.builds(
-        lambda fact, rate, floor, cap, rounding: {
-            "kind": "rate",
-            "fact": fact,
-            "rate": str(rate),
-            **({"floor_fen": floor} if floor is not None else {}),
-            **({"cap_fen": max(cap, floor or 0)} if cap is not None else {}),
-            "rounding": rounding,
-        },
+        lambda a: {"kind": "fixed", "amount_fen": a}, st.integers(0, 10**9) | st.just(MAX_FEN)
+    ),
+    st.builds(
+        _rate_rule,
         st.sampled_from(numeric_facts),
-        st.decimals(Decimal("0.0001"), Decimal("50"), places=4),
+        st.decimals(Decimal("0.0001"), Decimal("50"), places=4)
+        | st.sampled_from([Decimal("1000000"), Decimal("0.0000000001")]),
         st.none() | st.integers(0, 10**6),
-        st.none() | st.integers(0, 10**8),
+        st.none() | st.integers(0, 10**8) | st.just(MAX_FEN),
         st.sampled_from([r.value for r in Rounding]),
     ),
     st.builds(
@@ -141,8 +170,8 @@ amount_rules = st.one_of(
             ],
         },
         st.sampled_from(numeric_facts),
-        st.lists(st.integers(-10, 10**6), min_size=1, max_size=4),
-        st.lists(st.integers(0, 10**8), min_size=4, max_size=4),
+        st.lists(st.integers(0, 10**6), min_size=1, max_size=4),
+        st.lists(st.integers(0, 10**8) | st.just(MAX_FEN), min_size=4, max_size=4),
     ),
 )
 
@@ -220,10 +249,15 @@ def test_engine_agrees_with_the_single_pair_evaluator(
 
 def test_a_large_rate_base_is_computed_exactly() -> None:
     """Where base × rate's numerator passes int64, the engine switches to exact
-    integers rather than wrapping round."""
-    rule = parse_amount_rule({"kind": "rate", "fact": "revenue_fen", "rate": "12.3456789"})
-    facts = {"revenue_fen": KnownFact(10**15, date(2025, 12, 31))}
+    integers rather than wrapping round, and a product beyond int64 is capped exactly."""
+    facts = {"revenue_fen": KnownFact(MAX_FEN, date(2025, 12, 31))}
     table = FactTable.build([("big", facts)])
-    item = CompiledItem("BIG", 1, parse_rule({"fact": "revenue_fen", "op": "gt", "value": 0}), rule)
-    [result] = match_items(table, [item], AS_OF)
-    assert int(result.eligible_amounts[0]) == compute_amount(rule, facts).amount_fen
+    rule_json = {"fact": "revenue_fen", "op": "gt", "value": 0}
+    for raw, expected in (
+        ({"kind": "rate", "fact": "revenue_fen", "rate": "0.1234567891"}, 123_456_789_100_000),
+        ({"kind": "rate", "fact": "revenue_fen", "rate": "1000000", "cap_fen": MAX_FEN}, MAX_FEN),
+    ):
+        rule = parse_amount_rule(raw)
+        item = CompiledItem("BIG", 1, parse_rule(rule_json), rule)
+        [result] = match_items(table, [item], AS_OF)
+        assert int(result.eligible_amounts[0]) == compute_amount(rule, facts).amount_fen == expected

@@ -1,6 +1,7 @@
 """Matching runs and pushes end to end: the real worker and activities on the dev
 server, a committed database (SQLite and PostgreSQL) and the messaging simulator."""
 
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,11 @@ from workers.main import WORKFLOWS
 from workflows.matching import MatchOutcome, MatchWorkflow
 
 QUICK_RECEIPTS = [0.3, 0.5, 1.0, 2.0]
+
+
+# Talent counts go up to 10^6: each test of the session takes the next band of its own
+# (tests/test_poison_pills.py takes them from 500,000 up).
+TALENT_BANDS = itertools.count(2_000, 2_000)
 
 
 def talented(band: int) -> dict[str, Any]:
@@ -75,7 +81,7 @@ async def _run(stack: Stack, env: WorkflowEnvironment, request: MatchRequest) ->
 async def _setup(stack: Stack) -> tuple[list[str], list[str]]:
     """Three items that need talent; two talented firms and one without."""
     tag = uuid.uuid4().hex[:5].upper()
-    band = int(tag, 16) * 10_000  # far from every other test's band
+    band = next(TALENT_BANDS)  # far from every other test's band
     need = talented(band)
     codes = [f"M{tag}-A", f"M{tag}-B", f"M{tag}-C"]
     await _publish(

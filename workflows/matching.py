@@ -9,14 +9,18 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.matching import MatchingActivities
+    from activities.matching import MATCH_DATA_ERROR, MatchingActivities
     from models.matching import MatchRequest, MatchScope, MatchSummary, PushSummary
 
 SCHEDULE_ID = "match-nightly"
 BATCH = 1000
+# Transport failures retry; a data error (MatchDataError) fails the run at once: the
+# run records and skips bad items and facts itself, so what is left no retry cures.
 RUN = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(minutes=30),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+    retry_policy=RetryPolicy(
+        maximum_interval=timedelta(minutes=1), non_retryable_error_types=[MATCH_DATA_ERROR]
+    ),
 )
 DB = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(minutes=5),

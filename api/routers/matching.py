@@ -8,11 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.pagination import Page, PageDep
-from api.params import CreditCode
+from api.params import CreditCode, ItemCode, MatchRunId, VersionNumber
 from domain import match_library, push
-from domain.access import require_role
+from domain.access import Rule, require_role
 from domain.errors import InvalidInput, NotFound
 from domain.rules import Verdict
 from models.matching import (
@@ -20,6 +21,7 @@ from models.matching import (
     GapReport,
     ItemMatchView,
     MatchedFirm,
+    MatchRunView,
     PolicyForMe,
     PushStats,
 )
@@ -28,7 +30,12 @@ from models.reference import Role
 router = APIRouter(prefix="/api/v1", tags=["matching and push"])
 
 
-@router.get("/my/policies", response_model=Page[PolicyForMe])
+@router.get(
+    "/my/policies",
+    response_model=Page[PolicyForMe],
+    summary="我可享受的政策（政策快享）",
+    **access(Rule.ENTERPRISE),
+)
 async def my_policies(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[PolicyForMe]:
     """政策快享: the policies the firm matches, eligible first, with amount and reasons."""
     require_role(user, Role.ENTERPRISE)
@@ -39,8 +46,13 @@ async def my_policies(session: SessionDep, user: CurrentUser, page: PageDep) -> 
     return Page.of(total, page, items)
 
 
-@router.get("/my/policies/{item_code}", response_model=PolicyForMe)
-async def my_policy(session: SessionDep, user: CurrentUser, item_code: str) -> PolicyForMe:
+@router.get(
+    "/my/policies/{item_code}",
+    response_model=PolicyForMe,
+    summary="查看一项与我匹配的政策",
+    **access(Rule.ENTERPRISE),
+)
+async def my_policy(session: SessionDep, user: CurrentUser, item_code: ItemCode) -> PolicyForMe:
     """One matched policy; opening it counts as opening its push."""
     require_role(user, Role.ENTERPRISE)
     assert user.enterprise_uscc is not None
@@ -51,7 +63,12 @@ async def my_policy(session: SessionDep, user: CurrentUser, item_code: str) -> P
     return found
 
 
-@router.get("/enterprises/{uscc}/policies", response_model=Page[PolicyForMe])
+@router.get(
+    "/enterprises/{uscc}/policies",
+    response_model=Page[PolicyForMe],
+    summary="企业匹配到的政策",
+    **access(Rule.FIRM_READ),
+)
 async def policies_of_firm(
     session: SessionDep, user: CurrentUser, uscc: CreditCode, page: PageDep
 ) -> Page[PolicyForMe]:
@@ -59,11 +76,16 @@ async def policies_of_firm(
     return Page.of(total, page, items)
 
 
-@router.get("/items/{item_code}/eligibility/{uscc}/gaps", response_model=GapReport)
+@router.get(
+    "/items/{item_code}/eligibility/{uscc}/gaps",
+    response_model=GapReport,
+    summary="企业还差哪些条件",
+    **access(Rule.ITEM_FIRM_READ),
+)
 async def gaps(
     session: SessionDep,
     user: CurrentUser,
-    item_code: str,
+    item_code: ItemCode,
     uscc: CreditCode,
     as_of: date | None = None,
 ) -> GapReport:
@@ -73,17 +95,29 @@ async def gaps(
     return await match_library.gaps(session, user, item_code, uscc, day)
 
 
-@router.get("/items/{item_code}/matches", response_model=ItemMatchView)
-async def item_matches(session: SessionDep, user: CurrentUser, item_code: str) -> ItemMatchView:
+@router.get(
+    "/items/{item_code}/matches",
+    response_model=ItemMatchView,
+    summary="条目的匹配概况（按地区与结论计数）",
+    **access(Rule.ITEM_MATCHES),
+)
+async def item_matches(
+    session: SessionDep, user: CurrentUser, item_code: ItemCode
+) -> ItemMatchView:
     """Who matches the item: counts by region and verdict, and the eligible total."""
     return await match_library.item_matches(session, user, item_code)
 
 
-@router.get("/items/{item_code}/matches/firms", response_model=Page[MatchedFirm])
+@router.get(
+    "/items/{item_code}/matches/firms",
+    response_model=Page[MatchedFirm],
+    summary="条目匹配到的企业",
+    **access(Rule.ITEM_MATCHES),
+)
 async def matched_firms(
     session: SessionDep,
     user: CurrentUser,
-    item_code: str,
+    item_code: ItemCode,
     page: PageDep,
     verdict: Annotated[Verdict | None, Query()] = None,
     region: Annotated[str | None, Query(max_length=16)] = None,
@@ -98,13 +132,18 @@ async def matched_firms(
     return Page.of(total, page, items)
 
 
-@router.get("/items/{item_code}/versions/{version}/budget-preview", response_model=BudgetPreview)
+@router.get(
+    "/items/{item_code}/versions/{version}/budget-preview",
+    response_model=BudgetPreview,
+    summary="发布前预估版本的受益企业与金额",
+    **access(Rule.ITEM_OVERSIGHT),
+)
 async def budget_preview(
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
-    item_code: str,
-    version: int,
+    item_code: ItemCode,
+    version: VersionNumber,
     as_of: date | None = None,
 ) -> BudgetPreview:
     """Before publishing: how many firms the version matches today and what they would
@@ -115,8 +154,38 @@ async def budget_preview(
     )
 
 
-@router.get("/items/{item_code}/push-stats", response_model=PushStats)
-async def push_stats(session: SessionDep, user: CurrentUser, item_code: str) -> PushStats:
+@router.get(
+    "/items/{item_code}/push-stats",
+    response_model=PushStats,
+    summary="条目的推送效果",
+    **access(Rule.ITEM_MATCHES),
+)
+async def push_stats(session: SessionDep, user: CurrentUser, item_code: ItemCode) -> PushStats:
     """Pushes of the item and what the firms did; success counts firms that acted."""
-    await match_library.require_item_reader(session, user, item_code)
-    return await push.push_stats(session, item_code)
+    return await push.push_stats_for(session, user, item_code)
+
+
+@router.get(
+    "/match-runs", response_model=Page[MatchRunView], summary="匹配运行记录", **access(Rule.ADMIN)
+)
+async def match_runs(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[MatchRunView]:
+    """For ops: matching runs, newest first, with how many items and facts each could
+    not evaluate (the errors themselves: `GET /match-runs/{run_id}`)."""
+    total, items = await match_library.match_runs(session, user, page.offset, page.limit)
+    return Page.of(total, page, items)
+
+
+@router.get(
+    "/match-runs/{run_id}",
+    response_model=MatchRunView,
+    summary="一次匹配运行及其无法评估的条目与企业",
+    **access(Rule.ADMIN),
+)
+async def match_run(
+    session: SessionDep,
+    user: CurrentUser,
+    run_id: MatchRunId,
+) -> MatchRunView:
+    """For ops: one matching run and every error it recorded: item versions it skipped
+    (their library rows kept) and stored facts it read as unknown."""
+    return await match_library.match_run(session, user, run_id)
