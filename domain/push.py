@@ -16,15 +16,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain import notices
-from domain.amounts import format_yuan
+from domain import access, notices
 from domain.errors import NotFound
 from domain.rules import Verdict
 from models.matching import MatchResult, PolicyPush, PushStats, PushStatus, PushSummary
 from models.message_channel import MessageState, MessageStatus
+from models.money import format_yuan
 from models.notice import Notice
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
-from models.reference import User
+from models.reference import Actor, User
 from models.types import utcnow
 
 WEEK = timedelta(days=7)
@@ -194,7 +194,16 @@ async def record_action(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def push_stats(session: AsyncSession, item_code: str) -> PushStats:
+async def push_stats_for(session: AsyncSession, actor: Actor, item_code: str) -> PushStats:
+    """An item's push results over the firms the actor reads (domain.access decides)."""
+    _item, reach = await access.require_item_reader(session, actor, item_code)
+    firms = await access.item_firm_filter(session, actor, reach, uscc=col(PolicyPush.uscc))
+    return await push_stats(session, item_code, firms)
+
+
+async def push_stats(
+    session: AsyncSession, item_code: str, firms: sa.ColumnElement[bool] | None = None
+) -> PushStats:
     acted = sa.or_(
         col(PolicyPush.applied_at).is_not(None), col(PolicyPush.confirmed_at).is_not(None)
     )
@@ -207,7 +216,7 @@ async def push_stats(session: AsyncSession, item_code: str) -> PushStats:
                 sa.func.count(col(PolicyPush.applied_at)),
                 sa.func.count(col(PolicyPush.confirmed_at)),
                 sa.func.count(sa.case((acted, 1))),
-            ).where(col(PolicyPush.item_code) == item_code)
+            ).where(col(PolicyPush.item_code) == item_code, sa.true() if firms is None else firms)
         )
     ).one()
     pushed, delivered, opened, applied, confirmed, firms_acted = (int(v) for v in row)

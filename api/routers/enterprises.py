@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 import structlog
 from fastapi import APIRouter, File, Query, UploadFile
 
+from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalConnectionDep
+from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
 from api.params import CreditCode
 from core.runs import start_match_run
 from domain import enterprises, importer
-from domain.access import require_role
+from domain.access import Rule, require_role
 from domain.errors import InvalidInput
 from models.enterprise import EnterpriseDetail, EnterprisePublic
 from models.matching import MatchRequest, MatchScope
@@ -25,7 +27,12 @@ router = APIRouter(prefix="/api/v1", tags=["enterprises"])
 MAX_IMPORT_BYTES = 200 * 1024 * 1024
 
 
-@router.get("/enterprises", response_model=Page[EnterprisePublic])
+@router.get(
+    "/enterprises",
+    response_model=Page[EnterprisePublic],
+    summary="列出企业",
+    **access(Rule.SIGNED_IN),
+)
 async def list_enterprises(
     session: SessionDep,
     user: CurrentUser,
@@ -46,20 +53,31 @@ async def list_enterprises(
     return Page.of(total, page, items)
 
 
-@router.get("/enterprises/{uscc}", response_model=EnterpriseDetail)
+@router.get(
+    "/enterprises/{uscc}",
+    response_model=EnterpriseDetail,
+    summary="查看企业详情（收款账户脱敏）与事实数据",
+    **access(Rule.FIRM_READ),
+)
 async def get_enterprise(
     session: SessionDep, user: CurrentUser, uscc: CreditCode
 ) -> EnterpriseDetail:
     return await enterprises.enterprise_detail(session, user, uscc)
 
 
-@router.post("/imports/enterprises", response_model=importer.ImportReport)
+@router.post(
+    "/imports/enterprises",
+    response_model=importer.ImportReport,
+    summary="导入公共数据平台的企业数据（CSV 或 JSONL，最大 200 MiB；全部有效才写入）",
+    **access(Rule.ADMIN),
+)
 async def import_enterprises(
     session: SessionDep,
     user: CurrentUser,
     temporal: TemporalConnectionDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="CSV or JSONL export of the data platform")],
+    _idempotency: IdempotencyKey,
     format: Annotated[Literal["csv", "jsonl"] | None, Query()] = None,
 ) -> importer.ImportReport:
     require_role(user, Role.ADMIN)

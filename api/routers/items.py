@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -16,13 +16,15 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
-from api.params import CreditCode
+from api.params import CreditCode, ItemCode, VersionNumber, VersionQuery
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import library
-from domain.access import require_staff_or_reader
+from domain.access import Rule, require_staff_or_reader
 from domain.errors import NotFound
 from models import search_attributes as sa_keys
 from models.policy import (
@@ -42,16 +44,13 @@ from workflows.policy_change import PolicyChangeWorkflow
 
 router = APIRouter(prefix="/api/v1/items", tags=["policy library"])
 
-RequestId = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Makes a retried decision idempotent: it is used as the Temporal update id.",
-    ),
-]
 
-
-@router.get("", response_model=Page[ItemSummary])
+@router.get(
+    "",
+    response_model=Page[ItemSummary],
+    summary="列出政策条目（可按类别、部门、地区、状态筛选）",
+    **access(Rule.SIGNED_IN),
+)
 async def list_items(
     session: SessionDep,
     user: CurrentUser,
@@ -76,31 +75,59 @@ async def list_items(
     return Page.of(total, page, items)
 
 
-@router.post("", response_model=ItemDetail, status_code=status.HTTP_201_CREATED)
-async def create_item(session: SessionDep, user: CurrentUser, body: ItemCreate) -> ItemDetail:
+@router.post(
+    "",
+    response_model=ItemDetail,
+    status_code=status.HTTP_201_CREATED,
+    summary="新建政策条目（草稿）",
+    **access(Rule.ITEM_CREATE),
+)
+async def create_item(
+    session: SessionDep, user: CurrentUser, body: ItemCreate, _idempotency: IdempotencyKey
+) -> ItemDetail:
     return await library.create_item(session, user, body)
 
 
-@router.get("/{code}", response_model=ItemDetail)
-async def get_item(session: SessionDep, user: CurrentUser, code: str) -> ItemDetail:
+@router.get(
+    "/{code}",
+    response_model=ItemDetail,
+    summary="查看政策条目、各版本及变更记录",
+    **access(Rule.SIGNED_IN),
+)
+async def get_item(session: SessionDep, user: CurrentUser, code: ItemCode) -> ItemDetail:
     return await library.item_detail(session, user, code)
 
 
-@router.put("/{code}/draft", response_model=VersionPublic)
+@router.put(
+    "/{code}/draft",
+    response_model=VersionPublic,
+    summary="修改政策条目的草稿",
+    **access(Rule.ITEM_EDIT),
+)
 async def edit_draft(
-    session: SessionDep, user: CurrentUser, code: str, body: DraftUpdate
+    session: SessionDep,
+    user: CurrentUser,
+    code: ItemCode,
+    body: DraftUpdate,
+    _idempotency: IdempotencyKey,
 ) -> VersionPublic:
     return await library.update_draft(session, user, code, body)
 
 
-@router.post("/{code}/versions/{version}/submit", response_model=PolicyChangeState)
+@router.post(
+    "/{code}/versions/{version}/submit",
+    response_model=PolicyChangeState,
+    summary="提交版本，进入审批",
+    **access(Rule.ITEM_EDIT),
+)
 async def submit(
     session: SessionDep,
     settings: SettingsDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    code: str,
-    version: int,
+    code: ItemCode,
+    version: VersionNumber,
+    _idempotency: IdempotencyKey,
 ) -> PolicyChangeState:
     change = await library.submit_version(
         session,
@@ -143,9 +170,18 @@ async def _review_handle(
     )
 
 
-@router.get("/{code}/versions/{version}/review", response_model=PolicyChangeState)
+@router.get(
+    "/{code}/versions/{version}/review",
+    response_model=PolicyChangeState,
+    summary="查看版本的审批进度",
+    **access(Rule.READER),
+)
 async def review_state(
-    session: SessionDep, temporal: TemporalDep, user: CurrentUser, code: str, version: int
+    session: SessionDep,
+    temporal: TemporalDep,
+    user: CurrentUser,
+    code: ItemCode,
+    version: VersionNumber,
 ) -> PolicyChangeState:
     require_staff_or_reader(user)
     handle = await _review_handle(session, temporal, code, version)
@@ -157,15 +193,20 @@ async def review_state(
         raise
 
 
-@router.post("/{code}/versions/{version}/approve", response_model=PolicyChangeState)
+@router.post(
+    "/{code}/versions/{version}/approve",
+    response_model=PolicyChangeState,
+    summary="审批通过版本",
+    **access(Rule.ITEM_REVIEW),
+)
 async def approve(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    code: str,
-    version: int,
+    code: ItemCode,
+    version: VersionNumber,
     body: Decision,
-    request_id: RequestId = None,
+    request_id: IdempotencyKey,
 ) -> PolicyChangeState:
     handle = await _review_handle(session, temporal, code, version)
     return await send_update(
@@ -178,15 +219,20 @@ async def approve(
     )
 
 
-@router.post("/{code}/versions/{version}/reject", response_model=PolicyChangeState)
+@router.post(
+    "/{code}/versions/{version}/reject",
+    response_model=PolicyChangeState,
+    summary="驳回版本",
+    **access(Rule.ITEM_REVIEW),
+)
 async def reject(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    code: str,
-    version: int,
+    code: ItemCode,
+    version: VersionNumber,
     body: Rejection,
-    request_id: RequestId = None,
+    request_id: IdempotencyKey,
 ) -> PolicyChangeState:
     handle = await _review_handle(session, temporal, code, version)
     return await send_update(
@@ -199,21 +245,35 @@ async def reject(
     )
 
 
-@router.post("/{code}/suspend", response_model=VersionPublic)
+@router.post(
+    "/{code}/suspend",
+    response_model=VersionPublic,
+    summary="暂停政策条目",
+    **access(Rule.ITEM_EDIT),
+)
 async def suspend(
-    session: SessionDep, user: CurrentUser, code: str, body: Suspension
+    session: SessionDep,
+    user: CurrentUser,
+    code: ItemCode,
+    body: Suspension,
+    _idempotency: IdempotencyKey,
 ) -> VersionPublic:
     return await library.suspend_item(session, user, code, body.reason)
 
 
-@router.get("/{code}/eligibility/{uscc}", response_model=library.EligibilityReport)
+@router.get(
+    "/{code}/eligibility/{uscc}",
+    response_model=library.EligibilityReport,
+    summary="判定企业是否符合条目的条件",
+    **access(Rule.ITEM_FIRM_READ),
+)
 async def eligibility(
     session: SessionDep,
     user: CurrentUser,
-    code: str,
+    code: ItemCode,
     uscc: CreditCode,
     as_of: date | None = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: VersionQuery = None,
 ) -> library.EligibilityReport:
     day = as_of or datetime.now(SHANGHAI).date()
     return await library.evaluate_eligibility(session, user, code, uscc, day, version)

@@ -5,20 +5,29 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlmodel import col, select
 
+from api.access import access
 from api.deps import CurrentUser, SessionDep
+from api.idempotency import IdempotencyKey
+from api.params import NoticeId
 from domain import push
+from domain.access import Rule
 from models.notice import Notice, NoticePublic
 from models.reference import Actor, Department, DepartmentPublic, Region, RegionPublic
 
 router = APIRouter(prefix="/api/v1", tags=["reference"])
 
 
-@router.get("/me", response_model=Actor)
+@router.get("/me", response_model=Actor, summary="当前用户", **access(Rule.SIGNED_IN))
 async def me(user: CurrentUser) -> Actor:
     return user
 
 
-@router.get("/me/notices", response_model=list[NoticePublic])
+@router.get(
+    "/me/notices",
+    response_model=list[NoticePublic],
+    summary="我的站内通知（最近 100 条）",
+    **access(Rule.SIGNED_IN),
+)
 async def my_notices(session: SessionDep, user: CurrentUser) -> list[NoticePublic]:
     rows = await session.scalars(
         select(Notice)
@@ -29,20 +38,34 @@ async def my_notices(session: SessionDep, user: CurrentUser) -> list[NoticePubli
     return [NoticePublic.model_validate(n, from_attributes=True) for n in rows]
 
 
-@router.post("/me/notices/{notice_id}/read", response_model=NoticePublic)
-async def read_notice(session: SessionDep, user: CurrentUser, notice_id: int) -> NoticePublic:
+@router.post(
+    "/me/notices/{notice_id}/read",
+    response_model=NoticePublic,
+    summary="标记通知为已读",
+    **access(Rule.SIGNED_IN),
+)
+async def read_notice(
+    session: SessionDep, user: CurrentUser, notice_id: NoticeId, _idempotency: IdempotencyKey
+) -> NoticePublic:
     """Mark a notice read; reading a pushed policy's notice counts as opening the push."""
     notice = await push.read_notice(session, user.name, notice_id)
     return NoticePublic.model_validate(notice, from_attributes=True)
 
 
-@router.get("/regions", response_model=list[RegionPublic])
+@router.get(
+    "/regions", response_model=list[RegionPublic], summary="行政区划列表", **access(Rule.SIGNED_IN)
+)
 async def regions(session: SessionDep, _: CurrentUser) -> list[RegionPublic]:
     rows = await session.scalars(select(Region).order_by(col(Region.code)))
     return [RegionPublic.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.get("/departments", response_model=list[DepartmentPublic])
+@router.get(
+    "/departments",
+    response_model=list[DepartmentPublic],
+    summary="部门列表",
+    **access(Rule.SIGNED_IN),
+)
 async def departments(session: SessionDep, _: CurrentUser) -> list[DepartmentPublic]:
     rows = await session.scalars(select(Department).order_by(col(Department.code)))
     return [DepartmentPublic.model_validate(d, from_attributes=True) for d in rows]
