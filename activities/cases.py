@@ -18,9 +18,11 @@ from models.case import (
     CaseStage,
     CaseState,
     CheckResult,
+    PaymentFailure,
     Reservation,
     StageDeadlineMissed,
 )
+from models.types import utcnow
 
 log = structlog.get_logger()
 
@@ -33,12 +35,64 @@ class CaseActivities:
 
     @activity.defn
     async def check_application(self, application: ApplicationInput) -> CheckResult:
+        """Hold the case's claim on its period, then check eligibility and amount."""
         today = datetime.now(SHANGHAI).date()
         try:
+            async with self._sessionmaker.begin() as session:
+                await cases.confirm_claim(session, application)
             async with self._sessionmaker() as session:
                 return await cases.check_application(session, application, today)
         except AppError as exc:
             raise as_application_error(exc) from exc
+
+    @activity.defn
+    async def record_payment_failure(self, failure: PaymentFailure) -> None:
+        """An instalment could not be instructed: ledger it, warn finance, tell the firm."""
+        async with self._sessionmaker.begin() as session:
+            await budget.record_refusal(
+                session, failure.case_id, failure.instalment, failure.reason
+            )
+            await notices.raise_stage_warning(
+                session,
+                subject=failure.case_id,
+                stage=CaseStage.PAYMENT_FAILED.value,
+                department_code=failure.department_code,
+                due_at=utcnow(),
+                message=(
+                    f"{failure.item_code} 申报件支付未能发出（{failure.reason}），"
+                    "请排除原因后重新支付，或撤销该件。"
+                ),
+                title="支付失败预警",
+            )
+            await notices.notify_enterprise(
+                session,
+                uscc=failure.uscc,
+                subject=failure.case_id,
+                title="资金支付未能发出",
+                body=(
+                    f"您的{failure.item_code}资金支付未能发出（{failure.reason}）。"
+                    "如为收款账户问题，请更正账户后确认；财政部门将重新支付。"
+                ),
+            )
+        log.warning("case.payment_failed", case_id=failure.case_id, reason=failure.reason)
+
+    @activity.defn
+    async def warn_awaiting_budget(self, shortage: PaymentFailure) -> None:
+        """The case waits for a quota: finance of the item is warned once."""
+        async with self._sessionmaker.begin() as session:
+            await notices.raise_stage_warning(
+                session,
+                subject=shortage.case_id,
+                stage=CaseStage.AWAITING_BUDGET.value,
+                department_code=shortage.department_code,
+                due_at=utcnow(),
+                message=(
+                    f"{shortage.item_code} 申报件已审核通过，但预算指标不足或未下达"
+                    f"（{shortage.reason}），请追加或下达指标，或撤销该件。"
+                ),
+                title="预算指标不足预警",
+            )
+        log.warning("case.awaiting_budget", case_id=shortage.case_id, reason=shortage.reason)
 
     @activity.defn
     async def project_case(self, state: CaseState) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import structlog
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -17,7 +18,7 @@ from activities.policy_library import as_application_error
 from domain import budget, cases, notices
 from domain.errors import AppError
 from models.budget_system import InstructionState, PaymentInstruction
-from models.case import PaymentOutcome, PaymentRequest
+from models.case import PaymentOutcome, PaymentRequest, PaymentRetry
 
 log = structlog.get_logger()
 
@@ -33,34 +34,66 @@ class PaymentActivities:
     async def send_instruction(self, request: PaymentRequest) -> str:
         """Instruct the payment (idempotent on the key) and record it; returns the voucher."""
         key = payment_key(request.case_id, request.instalment)
-        async with self._sessionmaker() as session:
-            enterprise, account = await cases.default_payee(session, request.uscc)
-        instruction = PaymentInstruction(
-            idempotency_key=key,
-            quota_code=f"{request.item_code}/{request.year}",
-            payee_name=account.account_name or enterprise.name,
-            payee_account=account.account_number,
-            payee_bank=account.bank_name,
-            amount_fen=request.amount_fen,
-            purpose=request.purpose,
-        )
+        try:
+            async with self._sessionmaker() as session:
+                enterprise, account = await cases.default_payee(session, request.uscc)
+            instruction = PaymentInstruction(
+                idempotency_key=key,
+                quota_code=f"{request.item_code}/{request.year}",
+                payee_name=account.account_name or enterprise.name,
+                payee_account=account.account_number,
+                payee_bank=account.bank_name,
+                amount_fen=request.amount_fen,
+                purpose=request.purpose,
+            )
+        except AppError as exc:  # e.g. no account on file
+            raise as_application_error(exc) from exc
+        except ValidationError as exc:  # an account or amount the system would refuse
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ApplicationError(
+                f"支付指令无效：{problems}", type="InvalidInstruction", non_retryable=True
+            ) from exc
         try:
             status = await self._budget_system.instruct(instruction)
         except BudgetSystemUnavailable as exc:
             raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
         except BudgetSystemRefused as exc:
             raise ApplicationError(
-                str(exc), type="BudgetSystemRefused", non_retryable=True
+                f"预算系统拒绝支付指令：{exc}", type="BudgetSystemRefused", non_retryable=True
             ) from exc
+        # From here on the instruction exists: never fail the payment for good (the case
+        # would offer to pay again); a ledger problem retries until it is fixed.
+        async with self._sessionmaker.begin() as session:
+            await budget.record_instruction(
+                session, request.case_id, request.instalment, key, status.voucher_no
+            )
+        log.info("payment.instructed", case_id=request.case_id, instalment=request.instalment)
+        return status.voucher_no
+
+    @activity.defn
+    async def prepare_retry(self, retry: PaymentRetry) -> int:
+        """Before a failed instalment is paid again: the instalment to pay now. If the
+        budget system knows the failed one after all (a refusal we misread, a reply lost),
+        it is paid under the same key and nothing moves; otherwise its reservation moves
+        to the next instalment, which pays under a new key."""
+        key = payment_key(retry.case_id, retry.instalment)
+        try:
+            known = await self._budget_system.status(key)
+        except BudgetSystemUnavailable as exc:
+            raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
+        if known is not None:
+            log.warning("payment.retry_known", case_id=retry.case_id, instalment=retry.instalment)
+            return retry.instalment
         try:
             async with self._sessionmaker.begin() as session:
-                await budget.record_instruction(
-                    session, request.case_id, request.instalment, key, status.voucher_no
+                await budget.move_reservation(
+                    session, retry.case_id, retry.instalment, retry.instalment + 1, retry.amount_fen
                 )
         except AppError as exc:
             raise as_application_error(exc) from exc
-        log.info("payment.instructed", case_id=request.case_id, instalment=request.instalment)
-        return status.voucher_no
+        return retry.instalment + 1
 
     @activity.defn
     async def await_settlement(self, request: PaymentRequest) -> PaymentOutcome:

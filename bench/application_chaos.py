@@ -87,6 +87,8 @@ async def _prepare(settings: Settings, cases: int) -> list[str]:
                 session, staff, ITEM, 1, head_review_days=3, finance_review_days=5
             )
             await library.publish_version(session, ITEM, 1)
+            # Finance sets the year's quota: exactly enough, so any double payment overspends.
+            await budget.set_quota(session, ITEM, int(PERIOD), AMOUNT * cases, "czj_staff")
         return firms
     finally:
         await engine.dispose()

@@ -17,10 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.errors import Conflict, Forbidden, NotFound
-from models.budget import BudgetQuota, LedgerEntry, LedgerKind, QuotaPublic
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.budget import BudgetQuota, LedgerEntry, LedgerKind, QuotaChange, QuotaPublic
 from models.budget_system import InstructionState, InstructionStatus
-from models.policy import PolicyItem, PolicyItemVersion
+from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
 from models.reference import Actor, Department, DepartmentKind, Role
 from models.types import utcnow
 
@@ -30,38 +30,46 @@ class QuotaExhausted(Conflict):
     title = "Budget quota exhausted"
 
 
-async def ensure_quota(session: AsyncSession, item_code: str, year: int) -> BudgetQuota:
-    """The year's quota row, created from the item's published version on first use."""
-    quota = await session.get(BudgetQuota, (item_code, year))
-    if quota is not None:
-        return quota
-    item = await session.get(PolicyItem, item_code)
-    if item is None or item.published_version is None:
-        raise NotFound(f"policy item {item_code} has no published version")
-    version = await session.scalar(
-        select(PolicyItemVersion).where(
-            PolicyItemVersion.item_code == item_code,
-            PolicyItemVersion.version == item.published_version,
-        )
-    )
-    assert version is not None
-    try:
-        async with session.begin_nested():
-            session.add(
-                BudgetQuota(item_code=item_code, year=year, quota_fen=version.annual_quota_fen)
-            )
-    except IntegrityError:
-        pass  # created concurrently by another reservation: use theirs
+class QuotaNotSet(QuotaExhausted):
+    """No quota row for the year: finance has not set it (nothing is created by itself)."""
+
+    code = "quota_not_set"
+    title = "Budget quota not set"
+
+
+async def get_quota(session: AsyncSession, item_code: str, year: int) -> BudgetQuota:
+    """The year's quota row, as finance set it."""
     quota = await session.get(BudgetQuota, (item_code, year), populate_existing=True)
-    assert quota is not None
+    if quota is None:
+        raise QuotaNotSet(f"finance has not set the {year} quota of {item_code}")
     return quota
 
 
 async def set_quota(
-    session: AsyncSession, item_code: str, year: int, quota_fen: int
+    session: AsyncSession, item_code: str, year: int, quota_fen: int, actor: str
 ) -> BudgetQuota:
-    """Raise or lower a year's quota; never below what is already reserved or paid."""
-    await ensure_quota(session, item_code, year)
+    """Create, raise or lower a year's quota; never below what is already reserved or
+    paid. Every change is recorded with who made it."""
+    quota = await session.get(BudgetQuota, (item_code, year), populate_existing=True)
+    before = None if quota is None else quota.quota_fen
+    if quota is None:
+        try:
+            async with session.begin_nested():
+                session.add(BudgetQuota(item_code=item_code, year=year, quota_fen=quota_fen))
+        except IntegrityError:
+            pass  # set concurrently by another request: adjust theirs below
+        else:
+            session.add(
+                QuotaChange(
+                    item_code=item_code,
+                    year=year,
+                    before_fen=None,
+                    after_fen=quota_fen,
+                    actor=actor,
+                )
+            )
+            return await get_quota(session, item_code, year)
+        before = (await get_quota(session, item_code, year)).quota_fen
     result = await session.execute(
         sa.update(BudgetQuota)
         .where(
@@ -73,9 +81,12 @@ async def set_quota(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"quota of {item_code} for {year} is committed above {quota_fen} fen")
-    quota = await session.get(BudgetQuota, (item_code, year), populate_existing=True)
-    assert quota is not None
-    return quota
+    session.add(
+        QuotaChange(
+            item_code=item_code, year=year, before_fen=before, after_fen=quota_fen, actor=actor
+        )
+    )
+    return await get_quota(session, item_code, year)
 
 
 async def _entry(
@@ -98,7 +109,7 @@ async def reserve(
     existing = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
     if existing is not None:
         return existing
-    await ensure_quota(session, item_code, year)
+    await get_quota(session, item_code, year)
     result = await session.execute(
         sa.update(BudgetQuota)
         .where(
@@ -195,7 +206,10 @@ async def _move(
 
 
 async def quota_status(session: AsyncSession, item_code: str, year: int) -> QuotaPublic:
-    quota = await ensure_quota(session, item_code, year)
+    try:
+        quota = await get_quota(session, item_code, year)
+    except QuotaNotSet as exc:
+        raise NotFound(exc.detail) from None
     return QuotaPublic(
         item_code=quota.item_code,
         year=quota.year,
@@ -203,6 +217,7 @@ async def quota_status(session: AsyncSession, item_code: str, year: int) -> Quot
         reserved_fen=quota.reserved_fen,
         paid_fen=quota.paid_fen,
         available_fen=quota.quota_fen - quota.reserved_fen - quota.paid_fen,
+        updated_at=quota.updated_at,
     )
 
 
@@ -343,5 +358,57 @@ async def adjust_quota(
     )
     if actor.role is not Role.FINANCE_CASEWORKER or actor.department_code != finance:
         raise Forbidden(f"only finance department {finance} sets the quota of {item_code}")
-    await set_quota(session, item_code, year, quota_fen)
+    years = await valid_years(session, item_code)
+    if year not in years:
+        window = f"{min(years)}–{max(years)}" if years else "no year (nothing published)"
+        raise InvalidInput.field(
+            "year", f"{item_code} is valid in {window}; a quota for {year} could never be spent"
+        )
+    await set_quota(session, item_code, year, quota_fen, actor.name)
     return await quota_status(session, item_code, year)
+
+
+async def valid_years(session: AsyncSession, item_code: str) -> set[int]:
+    """The years any published version of the item is valid in: the only years that
+    can have a quota."""
+    rows = await session.execute(
+        select(col(PolicyItemVersion.valid_from), col(PolicyItemVersion.valid_to)).where(
+            PolicyItemVersion.item_code == item_code,
+            col(PolicyItemVersion.status).in_(
+                [VersionStatus.PUBLISHED, VersionStatus.SUSPENDED, VersionStatus.SUPERSEDED]
+            ),
+        )
+    )
+    return {y for start, end in rows for y in range(start.year, end.year + 1)}
+
+
+async def move_reservation(
+    session: AsyncSession, case_id: str, instalment: int, next_instalment: int, amount_fen: int
+) -> LedgerEntry:
+    """Pay an instalment that failed again under the next one: its reservation moves
+    (possibly lowered) in one transaction, so the retry cannot fail for lack of
+    budget and the quota never counts it twice. Idempotent."""
+    reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
+    if reserved is None:
+        raise Conflict(f"instalment {instalment} of {case_id} was never reserved")
+    if amount_fen > reserved.amount_fen:
+        raise InvalidInput.field("amount_fen", f"may not exceed {reserved.amount_fen}")
+    await release(session, case_id, instalment)
+    return await reserve(
+        session, case_id, next_instalment, reserved.item_code, reserved.year, amount_fen
+    )
+
+
+async def record_refusal(
+    session: AsyncSession, case_id: str, instalment: int, reason: str
+) -> LedgerEntry | None:
+    """The instalment's payment could not be instructed (refused by the budget system,
+    or no valid payee): recorded for the auditors; its reservation stays. Idempotent."""
+    existing = await _entry(session, case_id, instalment, LedgerKind.REFUSED)
+    if existing is not None:
+        return existing
+    reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
+    if reserved is None:
+        return None
+    entry = _next_entry(reserved, LedgerKind.REFUSED, details={"reason": reason[:500]})
+    return await _added(session, entry)

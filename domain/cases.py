@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from domain import push
+from domain import access, push
 from domain.access import require_role
 from domain.amounts import compute_amount, parse_amount_rule
 from domain.enterprises import get_enterprise, known_facts
@@ -17,25 +20,48 @@ from domain.errors import Conflict, InvalidInput, NotFound
 from domain.library import get_item, get_version
 from domain.rules import Verdict, evaluate, parse_rule
 from models.case import (
+    UNPAID_CLOSURES,
     ApplicationInput,
     ApplicationRequest,
+    CaseClaim,
     CaseRecord,
+    CaseStage,
     CaseState,
     CheckResult,
+    ClaimState,
     application_case_id,
 )
 from models.enterprise import BankAccount, Enterprise
-from models.policy import Category, StageLimit, VersionStatus
+from models.money import MAX_FEN
+from models.period import Period, PeriodScheme, parse_period, within
+from models.policy import (
+    Category,
+    PolicyItemVersion,
+    StageLimit,
+    StageWarning,
+    VersionStatus,
+)
 from models.reference import Actor, Role
 from models.types import utcnow
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What admitting an application found: a new case to start, or the open or paid
+    case the firm already has for this item and period."""
+
+    application: ApplicationInput
+    existing: bool
+
+
 async def admit_application(
     session: AsyncSession, actor: Actor, request: ApplicationRequest, today: date
-) -> ApplicationInput:
-    """Check that this firm may apply to this item now; return the workflow input."""
+) -> Admission:
+    """Check that this firm may apply to this item for this period now, and claim the
+    period (flushed, not committed: the caller starts the workflow, then commits)."""
     require_role(actor, Role.ENTERPRISE)
     assert actor.enterprise_uscc is not None
+    uscc = actor.enterprise_uscc
     item = await get_item(session, request.item_code)
     if item.published_version is None:
         raise InvalidInput.field("item_code", f"{request.item_code} is not published")
@@ -48,35 +74,171 @@ async def admit_application(
         )
     if not version.valid_from <= today <= version.valid_to:
         raise InvalidInput.field("item_code", f"{request.item_code} is not open on {today}")
-    # A firm applying for a policy pushed to it is the push's success.
-    await push.record_action(session, actor.enterprise_uscc, item.code, "applied")
-    return ApplicationInput(
-        case_id=application_case_id(item.code, request.period, actor.enterprise_uscc),
+    period = admissible_period(request.period, version, today)
+    current = await active_claim(session, item.code, uscc, period.text)
+    if current is not None:
+        return Admission(_input(current, version.version, actor, request), existing=True)
+    attempts = await session.scalar(
+        select(sa.func.max(CaseClaim.attempt)).where(
+            CaseClaim.item_code == item.code,
+            CaseClaim.uscc == uscc,
+            CaseClaim.period == period.text,
+        )
+    )
+    attempt = int(attempts or 0) + 1
+    claim = CaseClaim(
+        case_id=application_case_id(item.code, period.text, uscc, attempt),
+        category=Category.APPLICATION.value,
         item_code=item.code,
-        version=version.version,
-        period=request.period,
-        uscc=actor.enterprise_uscc,
+        uscc=uscc,
+        period=period.text,
+        attempt=attempt,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(claim)
+    except IntegrityError:  # a concurrent request claimed the period first: that case
+        current = await active_claim(session, item.code, uscc, period.text)
+        if current is None:
+            raise Conflict("another application for this period is being made; retry") from None
+        return Admission(_input(current, version.version, actor, request), existing=True)
+    application = _input(claim, version.version, actor, request)
+    if period.start is None:  # one-off: paid from the quota of the year it is claimed
+        application.budget_year = today.year
+    return Admission(application, existing=False)
+
+
+def _input(
+    claim: CaseClaim, version: int, actor: Actor, request: ApplicationRequest
+) -> ApplicationInput:
+    return ApplicationInput(
+        case_id=claim.case_id,
+        item_code=claim.item_code,
+        version=version,
+        period=claim.period,
+        uscc=claim.uscc,
         applicant=actor.name,
         materials=request.materials,
+        attempt=claim.attempt,
     )
+
+
+def admissible_period(text: str, version: PolicyItemVersion, today: date) -> Period:
+    """The period a case for this version may be for: a real period of the item's scheme,
+    inside the version's validity, and begun by `today`; else a 422 naming `period`."""
+    try:
+        period = parse_period(text, PeriodScheme(version.period_scheme))
+    except ValueError as exc:
+        raise InvalidInput.field("period", str(exc)) from None
+    if not within(period, version.valid_from, version.valid_to):
+        raise InvalidInput.field(
+            "period",
+            f"{text} is not inside the item's validity "
+            f"({version.valid_from.isoformat()} to {version.valid_to.isoformat()})",
+        )
+    if period.start is not None and period.start > today:
+        raise InvalidInput.field("period", f"{text} has not begun yet")
+    return period
+
+
+async def active_claim(
+    session: AsyncSession, item_code: str, uscc: str, period: str
+) -> CaseClaim | None:
+    """The open or paid claim of a firm on an item's period, if any."""
+    claim: CaseClaim | None = await session.scalar(
+        select(CaseClaim).where(
+            CaseClaim.item_code == item_code,
+            CaseClaim.uscc == uscc,
+            CaseClaim.period == period,
+            CaseClaim.state != ClaimState.CLOSED,
+        )
+    )
+    return claim
+
+
+async def current_case_id(session: AsyncSession, item_code: str, period: str, uscc: str) -> str:
+    """The case a business key names now: its latest attempt (the first if none is
+    recorded, as for cases started before claims existed)."""
+    case_id = await session.scalar(
+        select(CaseClaim.case_id)
+        .where(CaseClaim.item_code == item_code, CaseClaim.uscc == uscc, CaseClaim.period == period)
+        .order_by(col(CaseClaim.attempt).desc())
+        .limit(1)
+    )
+    return case_id or application_case_id(item_code, period, uscc)
+
+
+async def confirm_claim(session: AsyncSession, application: ApplicationInput) -> None:
+    """Make sure the running case holds its claim (the API records it in the request that
+    starts the workflow; if that commit was lost, the case claims it now), and count a
+    pushed policy as applied for. A period someone else holds is a Conflict."""
+    claim = await session.scalar(select(CaseClaim).where(CaseClaim.case_id == application.case_id))
+    if claim is None:
+        try:
+            async with session.begin_nested():
+                session.add(
+                    CaseClaim(
+                        case_id=application.case_id,
+                        category=Category.APPLICATION.value,
+                        item_code=application.item_code,
+                        uscc=application.uscc,
+                        period=application.period,
+                        attempt=application.attempt,
+                    )
+                )
+        except IntegrityError:
+            # The request that started this case may have committed its claim meanwhile
+            # (on PostgreSQL our insert waited for it): then the claim is ours.
+            mine = await session.scalar(
+                select(CaseClaim.id).where(CaseClaim.case_id == application.case_id)
+            )
+            if mine is None:
+                raise DuplicateCase(
+                    f"{application.uscc} already has an open or paid case for "
+                    f"{application.item_code} {application.period}"
+                ) from None
+    # A firm applying for a policy pushed to it is the push's success.
+    await push.record_action(session, application.uscc, application.item_code, "applied")
+
+
+class DuplicateCase(Conflict):
+    code = "duplicate_case"
+    title = "Duplicate case"
 
 
 async def check_application(
     session: AsyncSession, application: ApplicationInput, today: date
 ) -> CheckResult:
-    """The automatic completeness and eligibility check, against the version applied to."""
+    """The automatic completeness and eligibility check, against the version applied to.
+    A rule or amount that cannot be evaluated (stored data no validator let through)
+    does not stop the case: the check says so and a person decides."""
     version = await get_version(session, application.item_code, application.version)
     enterprise = await get_enterprise(session, application.uscc)
-    facts = await known_facts(session, application.uscc)
-    evaluation = evaluate(parse_rule(version.eligibility), facts, today)
-    amount = compute_amount(parse_amount_rule(version.amount_rule), facts)
+    stages = [StageLimit.model_validate(s) for s in version.stages]
+    try:
+        facts = await known_facts(session, application.uscc)
+        evaluation = evaluate(parse_rule(version.eligibility), facts, today)
+        amount = compute_amount(parse_amount_rule(version.amount_rule), facts)
+    except (ValueError, ArithmeticError) as exc:
+        return CheckResult(
+            verdict=Verdict.POSSIBLY_ELIGIBLE,
+            conditions=[],
+            amount_fen=None,
+            amount_explanation="无法自动计算金额",
+            stages=stages,
+            region_code=enterprise.region_code,
+            failure=f"自动核验失败，请人工审核：{str(exc)[:300]}",
+        )
     eligible = evaluation.verdict is not Verdict.NOT_ELIGIBLE
+    amount_fen = amount.amount_fen if eligible else None
+    if amount_fen is not None and not 0 <= amount_fen <= MAX_FEN:
+        amount_fen = None
     return CheckResult(
         verdict=evaluation.verdict,
         conditions=evaluation.conditions,
-        amount_fen=amount.amount_fen if eligible else None,
+        amount_fen=amount_fen,
         amount_explanation=amount.explanation,
-        stages=[StageLimit.model_validate(s) for s in version.stages],
+        stages=stages,
         region_code=enterprise.region_code,
     )
 
@@ -119,7 +281,33 @@ async def project(session: AsyncSession, state: CaseState) -> None:
     record.approved_amount_fen = state.approved_amount_fen
     record.paid_amount_fen = state.paid_amount_fen
     record.updated_at = utcnow()
+    await _settle_claim(session, state)
+    # A warning about a stage the case has left is resolved.
+    await session.execute(
+        sa.update(StageWarning)
+        .where(
+            col(StageWarning.subject) == state.case_id,
+            col(StageWarning.stage) != state.stage.value,
+            col(StageWarning.resolved_at).is_(None),
+        )
+        .values(resolved_at=utcnow())
+    )
     await session.flush()
+
+
+async def _settle_claim(session: AsyncSession, state: CaseState) -> None:
+    """A paid case keeps its period for good; one closed unpaid gives it back."""
+    if state.stage is CaseStage.PAID:
+        wanted = ClaimState.PAID
+    elif state.stage in UNPAID_CLOSURES:
+        wanted = ClaimState.CLOSED
+    else:
+        return
+    await session.execute(
+        sa.update(CaseClaim)
+        .where(col(CaseClaim.case_id) == state.case_id, col(CaseClaim.state) == ClaimState.OPEN)
+        .values(state=wanted, closed_at=utcnow())
+    )
 
 
 async def inbox(
@@ -131,6 +319,45 @@ async def inbox(
         col(CaseRecord.waiting_for_department) == actor.department_code
     )
     return await _page(session, query, offset, limit, soonest_first=True)
+
+
+class CaseFilters(BaseModel):
+    item_code: str | None = None
+    category: str | None = None
+    stage: str | None = None
+    region_code: str | None = None
+    period: str | None = None
+    overdue: bool | None = None
+    waiting_for_department: str | None = None
+
+
+async def list_cases(
+    session: AsyncSession, actor: Actor, filters: CaseFilters, offset: int, limit: int
+) -> tuple[int, list[CaseRecord]]:
+    """Cases an auditor, admin or staff member may read, filtered; newest first.
+    Auditors and admins read all; a department the cases of its own items (and of items
+    it acts on); finance also those of its region's items and firms (the city's
+    finance: every case)."""
+    require_role(
+        actor,
+        Role.AUDITOR,
+        Role.ADMIN,
+        Role.DEPARTMENT_CASEWORKER,
+        Role.DEPARTMENT_HEAD,
+        Role.FINANCE_CASEWORKER,
+    )
+    # The same scope as a single case read (domain.access decides, and says what it is).
+    readable = await access.item_firm_pairs_filter(
+        session,
+        actor,
+        item_code=col(CaseRecord.item_code),
+        uscc=col(CaseRecord.uscc),
+        region_code=col(CaseRecord.region_code),
+    )
+    query = select(CaseRecord).where(readable)
+    for name, value in filters.model_dump(exclude_none=True).items():
+        query = query.where(getattr(CaseRecord, name) == value)
+    return await _page(session, query, offset, limit, soonest_first=False)
 
 
 async def cases_of_enterprise(

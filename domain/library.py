@@ -14,11 +14,13 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.access import require_department_staff, require_enterprise_access
+from domain.access import require_department_staff, require_item_firm_reader
 from domain.amounts import amount_rule_to_json, compute_amount, parse_amount_rule
 from domain.enterprises import get_enterprise, known_facts
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
+from domain.item_rules import load_version
 from domain.rules import ConditionResult, InvalidRule, Verdict, evaluate, parse_rule, rule_to_json
+from models.period import PeriodScheme
 from models.policy import (
     FINANCE_STAGES,
     Category,
@@ -125,6 +127,7 @@ def _summary(item: PolicyItem, version: PolicyItemVersion) -> ItemSummary:
         latest_version=item.latest_version,
         published_version=item.published_version,
         annual_quota_fen=version.annual_quota_fen,
+        period_scheme=version.period_scheme,
         valid_from=version.valid_from,
         valid_to=version.valid_to,
     )
@@ -286,6 +289,13 @@ async def update_draft(
     require_department_staff(actor, item.department_code)
     latest = await get_version(session, code, item.latest_version)
     values = await _validated_content(session, body)
+    fixed = await _published_scheme(session, code)
+    if fixed is not None and values["period_scheme"] != fixed:
+        raise InvalidInput.field(
+            "period_scheme",
+            f"{code} has paid by {fixed.value} periods since it was published; "
+            "a different rhythm needs a new item",
+        )
     if latest.status == VersionStatus.SUBMITTED:
         raise Conflict(f"version {latest.version} of {code} is under review; wait for its outcome")
     if latest.status == VersionStatus.DRAFT:
@@ -322,6 +332,26 @@ async def update_draft(
     )
     await session.flush()
     return version_public(draft)
+
+
+async def _published_scheme(session: AsyncSession, code: str) -> PeriodScheme | None:
+    """The period scheme of an item that has ever been published (then it never changes)."""
+    scheme = await session.scalar(
+        select(PolicyItemVersion.period_scheme)
+        .where(
+            PolicyItemVersion.item_code == code,
+            col(PolicyItemVersion.status).in_(
+                [
+                    VersionStatus.PUBLISHED,
+                    VersionStatus.SUPERSEDED,
+                    VersionStatus.SUSPENDED,
+                    VersionStatus.EXPIRED,
+                ]
+            ),
+        )
+        .limit(1)
+    )
+    return None if scheme is None else PeriodScheme(scheme)
 
 
 async def _finance_department(session: AsyncSession, region_code: str) -> str:
@@ -521,20 +551,22 @@ class EligibilityReport(BaseModel):
 async def evaluate_eligibility(
     session: AsyncSession, actor: Actor, code: str, uscc: str, as_of: date, version: int | None
 ) -> EligibilityReport:
-    require_enterprise_access(actor, uscc)
+    await require_item_firm_reader(session, actor, code, uscc)
     item = await get_item(session, code)
     wanted = version or item.published_version or item.latest_version
     if actor.role is Role.ENTERPRISE and wanted != item.published_version:
         raise NotFound(f"policy item {code} has no published version {wanted}")
-    row = await get_version(session, code, wanted)
+    # 409 for a stored rule that cannot be evaluated; an invalid stored fact reads as
+    # unknown (reason `invalid`).
+    compiled = await load_version(session, code, wanted)
     enterprise = await get_enterprise(session, uscc)
     facts = await known_facts(session, uscc)
-    evaluation = evaluate(parse_rule(row.eligibility), facts, as_of)
-    amount = compute_amount(parse_amount_rule(row.amount_rule), facts)
+    evaluation = evaluate(compiled.rule, facts, as_of)
+    amount = compute_amount(compiled.amount_rule, facts)
     eligible = evaluation.verdict is not Verdict.NOT_ELIGIBLE
     return EligibilityReport(
         item_code=code,
-        version=row.version,
+        version=compiled.version,
         uscc=uscc,
         enterprise_name=enterprise.name,
         as_of=as_of,

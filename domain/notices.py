@@ -22,6 +22,7 @@ async def raise_stage_warning(
     department_code: str,
     due_at: datetime,
     message: str,
+    title: str = "办理超时预警",
 ) -> StageWarning:
     """Record an overdue stage once, notify the responsible unit and escalate to its head.
 
@@ -50,7 +51,7 @@ async def raise_stage_warning(
         select(User.name).where(User.department_code == department_code, col(User.active))
     )
     for name in recipients:
-        session.add(Notice(recipient=name, title="办理超时预警", body=message, subject=subject))
+        session.add(Notice(recipient=name, title=title, body=message, subject=subject))
     await session.flush()
     return warning
 

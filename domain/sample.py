@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import yaml
@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
 from domain.amounts import amount_rule_to_json, parse_amount_rule
-from domain.facts import period_end
+from domain.facts import FACT_KINDS, coerce_fact_value, period_end
 from domain.reference_data import CITY, ZONE_HOST, demo_users, ensure_reference_data, ensure_users
 from domain.rules import parse_rule, rule_to_json
 from domain.uscc import ALPHABET, make_uscc
+from models.budget import BudgetQuota, QuotaChange
 from models.enterprise import BankAccount, Enterprise, Fact
 from models.policy import (
     FINANCE_STAGES,
@@ -36,8 +37,11 @@ from models.policy import (
 )
 from models.reference import Department, DepartmentKind
 
+if TYPE_CHECKING:
+    from core.progress import ProgressCallback
+
 SEED = 20230420
-CHUNK = 5000
+CHUNK = 1000  # firms per insert; also how often a long load reports progress
 SAMPLE_SOURCE = "湖州市公共数据平台"
 
 # Region weights roughly follow the number of firms per district/county.
@@ -213,16 +217,22 @@ def _facts(
             "kind": kind,
             "period": period,
             "period_end": period_end(period),
-            "value": value,
+            "value": coerce_fact_value(FACT_KINDS[kind], value),  # as the importer checks
             "source": SAMPLE_SOURCE,
             "fetched_at": fetched,
         }
 
 
-async def load_sample(session: AsyncSession, enterprises: int, as_of: date) -> SampleSummary:
+async def load_sample(
+    session: AsyncSession,
+    enterprises: int,
+    as_of: date,
+    progress: ProgressCallback | None = None,
+) -> SampleSummary:
     """Load reference data, demo users, the policy library and `enterprises` firms.
 
     Idempotent: firms are loaded only into an empty registry; items only if missing.
+    `progress` hears ("firms", loaded, enterprises) after every insert.
     """
     await ensure_reference_data(session)
     already = await session.scalar(select(sa.func.count()).select_from(Enterprise))
@@ -237,7 +247,11 @@ async def load_sample(session: AsyncSession, enterprises: int, as_of: date) -> S
             batch["accounts"].append(account)
             if len(batch["enterprises"]) >= CHUNK:
                 await _flush(session, batch, counts)
+                if progress:
+                    progress("firms", counts["enterprises"], enterprises)
         await _flush(session, batch, counts)
+        if progress:
+            progress("firms", counts["enterprises"], enterprises)
     else:
         first_uscc = await session.scalar(
             select(Enterprise.uscc).order_by(Enterprise.uscc).limit(1)
@@ -343,6 +357,16 @@ async def load_policies(session: AsyncSession) -> int:
                 actor="admin",
                 actor_role="admin",
                 reason="示例政策库初始化",
+            )
+        )
+        # The demo's finance has set this year's quota (next year's is not set yet).
+        session.add(BudgetQuota(item_code=spec["code"], year=now.year, quota_fen=spec["quota_fen"]))
+        session.add(
+            QuotaChange(
+                item_code=spec["code"],
+                year=now.year,
+                after_fen=spec["quota_fen"],
+                actor=f"{finance_unit}（示例数据）",
             )
         )
         added += 1

@@ -1,5 +1,14 @@
 """Import every table module so the metadata is complete (Alembic, tests)."""
 
-from models import budget, case, enterprise, matching, notice, policy, reference
+from models import budget, case, enterprise, idempotency, matching, notice, policy, reference
 
-__all__ = ["budget", "case", "enterprise", "matching", "notice", "policy", "reference"]
+__all__ = [
+    "budget",
+    "case",
+    "enterprise",
+    "idempotency",
+    "matching",
+    "notice",
+    "policy",
+    "reference",
+]

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
+from models.money import format_yuan
 from models.types import UTCDateTime, utcnow
 
 
@@ -38,6 +39,7 @@ class LedgerKind(enum.StrEnum):
     INSTRUCT = "instruct"
     RECEIPT = "receipt"
     RETURN = "return"
+    REFUSED = "refused"  # the budget system refused the instruction, or it could not be made
 
 
 class LedgerEntry(SQLModel, table=True):
@@ -61,6 +63,20 @@ class LedgerEntry(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class QuotaChange(SQLModel, table=True):
+    """Who set a year's quota of an item to what, when (only finance sets quotas)."""
+
+    __tablename__ = "quota_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_code: str = Field(max_length=40, index=True)
+    year: int
+    before_fen: int | None = Field(default=None, sa_type=sa.BigInteger)  # None: first set
+    after_fen: int = Field(sa_type=sa.BigInteger)
+    actor: str = Field(max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class QuotaPublic(BaseModel):
     item_code: str
     year: int
@@ -68,3 +84,24 @@ class QuotaPublic(BaseModel):
     reserved_fen: int
     paid_fen: int
     available_fen: int = PydanticField(ge=0)
+    updated_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def quota_yuan(self) -> str:
+        return format_yuan(self.quota_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reserved_yuan(self) -> str:
+        return format_yuan(self.reserved_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def paid_yuan(self) -> str:
+        return format_yuan(self.paid_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def available_yuan(self) -> str:
+        return format_yuan(self.available_fen)

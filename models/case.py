@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, computed_field
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from domain.rules import ConditionResult, Verdict
+from models.money import PositiveFen, format_yuan, yuan_text
 from models.policy import StageLimit
 from models.reference import Actor
 from models.types import UTCDateTime, utcnow
@@ -25,6 +26,10 @@ class CaseStage(enum.StrEnum):
     AWAITING_BUDGET = "awaiting_budget"
     PAYMENT = "payment"
     ACCOUNT_CORRECTION = "account_correction"  # 退票: the firm must fix its account
+    # The budget system refused the instruction (e.g. a closed account) or it could not
+    # be made (no valid account on file): finance pays again once the cause is
+    # corrected, or cancels; the firm may confirm a corrected account.
+    PAYMENT_FAILED = "payment_failed"
     PAID = "paid"
     REJECTED = "rejected"
     WITHDRAWN = "withdrawn"  # 撤回: by the firm
@@ -40,13 +45,45 @@ OPEN_STAGES = frozenset(
         CaseStage.AWAITING_BUDGET,
         CaseStage.PAYMENT,
         CaseStage.ACCOUNT_CORRECTION,
+        CaseStage.PAYMENT_FAILED,
     }
 )
+# Closed without payment: the firm may apply again for the same period.
+UNPAID_CLOSURES = frozenset({CaseStage.REJECTED, CaseStage.WITHDRAWN, CaseStage.CANCELLED})
 
 
-def application_case_id(item_code: str, period: str, uscc: str) -> str:
-    """One case per business key: applying twice for the same thing finds the first."""
-    return f"application/{item_code}/{period}/{uscc}"
+def application_case_id(item_code: str, period: str, uscc: str, attempt: int = 1) -> str:
+    """One open or paid case per business key: applying twice finds the first. A firm
+    whose case closed unpaid may apply again; that attempt gets its own case id."""
+    base = f"application/{item_code}/{period}/{uscc}"
+    return base if attempt == 1 else f"{base}/{attempt}"
+
+
+MAX_MATERIALS_BYTES = 64 * 1024
+
+
+def _materials_size(materials: dict[str, str]) -> dict[str, str]:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in materials.items())
+    if size > MAX_MATERIALS_BYTES:
+        raise ValueError(f"materials take {size} bytes; at most {MAX_MATERIALS_BYTES}")
+    return materials
+
+
+Materials = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+        Annotated[str, StringConstraints(max_length=4000)],
+    ],
+    PydanticField(
+        max_length=50,
+        description="what the firm submits: up to 50 named texts (e.g. file references), "
+        "keys up to 64 characters, values up to 4,000, 64 KiB in all",
+        examples=[{"invoice_list": "发票清单-2026-001.pdf", "contact": "张三 0572-1234567"}],
+    ),
+    AfterValidator(_materials_size),
+]
+Reason = Annotated[str, StringConstraints(max_length=2000)]
+PERIOD_PATTERN = r"^(\d{4}(-(Q[1-4]|0[1-9]|1[0-2]))?|once)$"
 
 
 class ApplicationRequest(BaseModel):
@@ -54,9 +91,14 @@ class ApplicationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    item_code: str = PydanticField(min_length=1, max_length=40)
-    period: str = PydanticField(pattern=r"^\d{4}(-(Q[1-4]|\d{2}))?$")
-    materials: dict[str, str] = PydanticField(default_factory=dict)
+    item_code: str = PydanticField(pattern=r"^[A-Z0-9][A-Z0-9-]{2,39}$")
+    period: str = PydanticField(
+        pattern=PERIOD_PATTERN,
+        description="a period of the item's scheme inside its validity: 2026 (annual), "
+        "2026-Q3 (quarterly), 2026-07 (monthly) or once (one-off)",
+        examples=["2026"],
+    )
+    materials: Materials = PydanticField(default_factory=dict)
 
 
 class ApplicationInput(BaseModel):
@@ -67,6 +109,12 @@ class ApplicationInput(BaseModel):
     uscc: str
     applicant: str
     materials: dict[str, str]
+    attempt: int = 1  # a firm may apply again after a case closed unpaid
+    budget_year: int | None = None  # whose quota pays; None: the period's year
+
+
+def budget_year(application: ApplicationInput) -> int:
+    return application.budget_year or int(application.period[:4])
 
 
 class CheckResult(BaseModel):
@@ -76,6 +124,9 @@ class CheckResult(BaseModel):
     amount_explanation: str
     stages: list[StageLimit]
     region_code: str
+    # Set when the automatic check could not evaluate the rule or the amount: a
+    # person decides instead.
+    failure: str | None = None
 
 
 class ReviewAction(enum.StrEnum):
@@ -88,9 +139,15 @@ class CaseDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     action: ReviewAction
-    amount_fen: int | None = PydanticField(default=None, ge=0, strict=True)
-    reason: str = ""
-    corrections: list[str] = PydanticField(default_factory=list)
+    amount_fen: PositiveFen | None = PydanticField(
+        default=None,
+        description="approve: the amount in fen, at most the computed one (a lower amount "
+        "needs a reason; required where no amount could be computed); never 0 (reject instead)",
+    )
+    reason: Reason = ""
+    corrections: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = (
+        PydanticField(default_factory=list, max_length=20)
+    )
 
 
 class DecisionRequest(BaseModel):
@@ -101,8 +158,8 @@ class DecisionRequest(BaseModel):
 class Resubmission(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    materials: dict[str, str] = PydanticField(default_factory=dict)
-    note: str = ""
+    materials: Materials = PydanticField(default_factory=dict)
+    note: Reason = ""
 
 
 class ResubmitRequest(BaseModel):
@@ -149,6 +206,26 @@ class CaseState(BaseModel):
     instalment: int
     corrections: list[str]
     timeline: list[TimelineEntry]
+    # What the automatic check found, and what a reviewer must verify by hand
+    # (conditions it could not decide, or why the check itself failed).
+    conditions: list[ConditionResult] = PydanticField(default_factory=list)
+    to_verify: list[str] = PydanticField(default_factory=list)
+    failure_reason: str | None = None  # why the last payment could not be made
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def computed_amount_yuan(self) -> str | None:
+        return yuan_text(self.computed_amount_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def approved_amount_yuan(self) -> str | None:
+        return yuan_text(self.approved_amount_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def paid_amount_yuan(self) -> str:
+        return format_yuan(self.paid_amount_fen)
 
 
 class StageDeadlineMissed(BaseModel):
@@ -177,6 +254,23 @@ class CaseClosure(BaseModel):
     stage: CaseStage
     actor: str
     reason: str
+
+
+class PaymentFailure(BaseModel):
+    """Why an instalment could not be paid (or a case waits for budget): finance is warned."""
+
+    case_id: str
+    item_code: str
+    uscc: str
+    instalment: int
+    department_code: str  # the finance unit that must act
+    reason: str
+
+
+class PaymentRetry(BaseModel):
+    case_id: str
+    instalment: int  # the instalment that failed
+    amount_fen: int
 
 
 class PaymentInput(BaseModel):
@@ -254,3 +348,50 @@ class CaseSummary(BaseModel):
     paid_amount_fen: int
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def approved_amount_yuan(self) -> str | None:
+        return yuan_text(self.approved_amount_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def paid_amount_yuan(self) -> str:
+        return format_yuan(self.paid_amount_fen)
+
+
+class ClaimState(enum.StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    CLOSED = "closed"  # rejected, withdrawn or cancelled before payment
+
+
+class CaseClaim(SQLModel, table=True):
+    """A firm's claim on one period of one item: at most one open or paid claim per
+    item, firm and period (the partial unique index), so a firm is paid at most once
+    per period, while a claim closed unpaid leaves room for a new attempt."""
+
+    __tablename__ = "case_claim"
+    __table_args__ = (
+        sa.UniqueConstraint("item_code", "uscc", "period", "attempt"),
+        sa.Index(
+            "uq_case_claim_active",
+            "item_code",
+            "uscc",
+            "period",
+            unique=True,
+            sqlite_where=sa.text("state != 'closed'"),
+            postgresql_where=sa.text("state != 'closed'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: str = Field(max_length=160, unique=True)
+    category: str = Field(max_length=16)
+    item_code: str = Field(max_length=40)
+    uscc: str = Field(max_length=18, index=True)
+    period: str = Field(max_length=8)
+    attempt: int = 1
+    state: ClaimState = Field(default=ClaimState.OPEN, sa_type=sa.String(8))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
+from models.money import Fen
+from models.period import PeriodScheme, whole_periods
 from models.types import UTCDateTime, utcnow
 
 
@@ -109,6 +111,7 @@ class PolicyItemVersion(SQLModel, table=True):
     eligibility: Any = Field(sa_type=sa.JSON)
     amount_rule: Any = Field(sa_type=sa.JSON)
     annual_quota_fen: int = Field(sa_type=sa.BigInteger)
+    period_scheme: PeriodScheme = Field(default=PeriodScheme.ANNUAL, sa_type=sa.String(16))
     exclusivity_group: str | None = Field(default=None, max_length=64)
     stages: Any = Field(sa_type=sa.JSON)
     valid_from: date
@@ -157,6 +160,34 @@ class StageWarning(SQLModel, table=True):
 # ----- payloads -------------------------------------------------------------------
 
 
+ELIGIBILITY_RULE_SCHEMA = "EligibilityRule"
+AMOUNT_RULE_SCHEMA = "AmountRule"
+# The shapes are validated by domain.rules / domain.amounts (with path-named errors);
+# the OpenAPI document describes them under these component names (api/rule_docs.py).
+EligibilityRuleField = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"$ref": f"#/components/schemas/{ELIGIBILITY_RULE_SCHEMA}"},
+                {"type": "string", "description": "the same rule written in YAML"},
+            ]
+        }
+    ),
+]
+AmountRuleField = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"$ref": f"#/components/schemas/{AMOUNT_RULE_SCHEMA}"},
+                {"type": "string", "description": "the same rule written in YAML"},
+            ]
+        }
+    ),
+]
+
+
 class StageLimit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -184,9 +215,16 @@ class ItemContent(BaseModel):
     title: str = PydanticField(min_length=1, max_length=256)
     summary: str = ""
     category: Category
-    eligibility: Any
-    amount_rule: Any
-    annual_quota_fen: int = PydanticField(ge=0, strict=True)
+    eligibility: EligibilityRuleField
+    amount_rule: AmountRuleField
+    annual_quota_fen: Fen = PydanticField(
+        description="the planned annual budget in fen; finance sets each year's quota"
+    )
+    period_scheme: PeriodScheme = PydanticField(
+        default=PeriodScheme.ANNUAL,
+        description="the periods a case may be for: annual (2026), quarterly (2026-Q3), "
+        "monthly (2026-07) or one_off (once); fixed once the item has been published",
+    )
     exclusivity_group: str | None = PydanticField(default=None, max_length=64)
     stages: list[StageLimit]
     valid_from: date
@@ -207,6 +245,11 @@ class ItemContent(BaseModel):
     def _window_and_stages(self) -> ItemContent:
         if self.valid_to < self.valid_from:
             raise ValueError("valid_to must not be before valid_from")
+        if not whole_periods(self.period_scheme, self.valid_from, self.valid_to):
+            raise ValueError(
+                f"no whole {self.period_scheme.value} period lies between valid_from and "
+                "valid_to: no case could ever be paid"
+            )
         wanted = STAGES_BY_CATEGORY[self.category]
         given = tuple(s.stage for s in self.stages)
         if given != wanted:
@@ -251,9 +294,10 @@ class VersionPublic(BaseModel):
     title: str
     summary: str
     category: Category
-    eligibility: Any
-    amount_rule: Any
+    eligibility: EligibilityRuleField
+    amount_rule: AmountRuleField
     annual_quota_fen: int
+    period_scheme: PeriodScheme
     exclusivity_group: str | None
     stages: list[StageLimit]
     valid_from: date
@@ -286,6 +330,7 @@ class ItemSummary(BaseModel):
     latest_version: int
     published_version: int | None
     annual_quota_fen: int
+    period_scheme: PeriodScheme
     valid_from: date
     valid_to: date
 

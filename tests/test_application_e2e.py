@@ -95,6 +95,7 @@ async def _setup(
             session, users["jxj_staff"], code, 1, head_review_days=3, finance_review_days=5
         )
         await library.publish_version(session, code, 1)
+        await budget.set_quota(session, code, 2026, quota_fen, "czj_staff")
     return code, firm.uscc
 
 

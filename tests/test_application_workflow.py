@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.workdays import WorkingCalendar
-from domain.rules import Verdict
+from domain.rules import ConditionResult, Outcome, UnknownReason, Verdict
 from models import search_attributes as sa_keys
 from models.case import (
     ApplicationInput,
@@ -25,8 +25,10 @@ from models.case import (
     CaseState,
     CheckResult,
     DecisionRequest,
+    PaymentFailure,
     PaymentOutcome,
     PaymentRequest,
+    PaymentRetry,
     Reservation,
     ReviewAction,
     StageDeadlineMissed,
@@ -61,12 +63,19 @@ class Edges:
     returns: int = 0  # how many instalments the bank sends back before one is paid
     returned: list[PaymentRequest] = field(default_factory=list)
     closed: list[CaseClosure] = field(default_factory=list)
+    check: CheckResult | None = None  # what the automatic check finds (default: eligible)
+    refusals: int = 0  # how many instructions the budget system refuses before one passes
+    failures: list[PaymentFailure] = field(default_factory=list)
+    warnings: list[PaymentFailure] = field(default_factory=list)
+    retries: list[PaymentRetry] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         calendar = WorkingCalendar()
 
         @activity.defn(name="check_application")
         async def check_application(application: ApplicationInput) -> CheckResult:
+            if self.check is not None:
+                return self.check
             return CheckResult(
                 verdict=Verdict.ELIGIBLE,
                 conditions=[],
@@ -96,7 +105,24 @@ class Edges:
 
         @activity.defn(name="send_instruction")
         async def send_instruction(request: PaymentRequest) -> str:
+            if request.instalment <= self.refusals:
+                raise ApplicationError(
+                    "HTTP 422 收款账户已冻结", type="BudgetSystemRefused", non_retryable=True
+                )
             return f"V{request.instalment}"
+
+        @activity.defn(name="record_payment_failure")
+        async def record_payment_failure(failure: PaymentFailure) -> None:
+            self.failures.append(failure)
+
+        @activity.defn(name="warn_awaiting_budget")
+        async def warn_awaiting_budget(shortage: PaymentFailure) -> None:
+            self.warnings.append(shortage)
+
+        @activity.defn(name="prepare_retry")
+        async def prepare_retry(retry: PaymentRetry) -> int:
+            self.retries.append(retry)
+            return retry.instalment + 1
 
         @activity.defn(name="await_settlement")
         async def await_settlement(request: PaymentRequest) -> PaymentOutcome:
@@ -134,6 +160,9 @@ class Edges:
             record_receipt,
             record_returned_payment,
             close_case,
+            record_payment_failure,
+            warn_awaiting_budget,
+            prepare_retry,
         ]
 
 
@@ -344,3 +373,104 @@ async def test_finance_cancels_a_case_whose_account_is_never_corrected(harness: 
         2,
         "czj_staff",
     )
+
+
+async def test_approved_amount_is_empty_until_someone_approves(harness: Harness) -> None:
+    handle = await harness.apply()
+    state = await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    assert (state.computed_amount_fen, state.approved_amount_fen) == (1_000_000, None)
+    assert state.model_dump()["computed_amount_yuan"] == "10,000.00元"
+    approved = await handle.execute_update(
+        ApplicationWorkflow.decide, decision(CASEWORKER, amount_fen=800_000, reason="核减")
+    )
+    assert approved.approved_amount_fen == 800_000
+
+
+async def test_possibly_eligible_goes_to_review_with_the_unknowns_marked(harness: Harness) -> None:
+    unknown = ConditionResult(
+        path="all[1]",
+        description="社保参保人数 ≥ 10 人",
+        outcome=Outcome.UNKNOWN,
+        fact="social_security_headcount",
+        reason=UnknownReason.MISSING,
+    )
+    harness.edges.check = CheckResult(
+        verdict=Verdict.POSSIBLY_ELIGIBLE,
+        conditions=[unknown],
+        amount_fen=None,
+        amount_explanation="缺少研发费用，无法计算金额",
+        stages=STAGES,
+        region_code="330502",
+    )
+    handle = await harness.apply()
+    state = await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    assert state.verdict is Verdict.POSSIBLY_ELIGIBLE
+    assert state.to_verify == [
+        "需人工核实：社保参保人数 ≥ 10 人",
+        "金额无法自动计算：审核通过时请核定金额",
+    ]
+    assert state.conditions == [unknown]
+    # Nothing to approve against: the reviewer must name the amount.
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    state = await handle.execute_update(
+        ApplicationWorkflow.decide, decision(CASEWORKER, amount_fen=300_000)
+    )
+    assert (state.stage, state.approved_amount_fen) == (CaseStage.FINANCE_REVIEW, 300_000)
+
+
+async def test_a_refused_instruction_waits_for_finance_then_pays_again(harness: Harness) -> None:
+    harness.edges.refusals = 1
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    failed = await _until(handle, CaseStage.PAYMENT_FAILED)
+    assert failed.waiting_for_department == "330500-CZJ"
+    assert failed.failure_reason is not None and "冻结" in failed.failure_reason
+    assert [f.department_code for f in harness.edges.failures] == ["330500-CZJ"]
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(sa_keys.DEPARTMENT) == "330500-CZJ"
+    # Only the item's finance pays again, and only by approving.
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(
+            ApplicationWorkflow.decide, decision(FINANCE, ReviewAction.REJECT, reason="x")
+        )
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE, reason="账户已解冻"))
+    final = await handle.result()
+    assert (final.stage, final.instalment, final.paid_amount_fen) == (CaseStage.PAID, 2, 1_000_000)
+    assert [r.instalment for r in harness.edges.retries] == [1]
+
+
+async def test_a_refused_instruction_can_be_cancelled_by_finance(harness: Harness) -> None:
+    harness.edges.refusals = 5
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    await _until(handle, CaseStage.PAYMENT_FAILED)
+    state = await handle.execute_update(
+        ApplicationWorkflow.withdraw, withdrawal(FINANCE, "企业账户长期冻结")
+    )
+    assert state.stage is CaseStage.CANCELLED
+    [closure] = harness.edges.closed
+    assert (closure.stage, closure.instalment) == (CaseStage.CANCELLED, 1)
+    assert harness.edges.paid == []
+
+
+async def test_awaiting_budget_warns_finance_once(harness: Harness) -> None:
+    harness.edges.quota_open = False
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    waiting = await _until(handle, CaseStage.AWAITING_BUDGET)
+    assert waiting.waiting_for_department == "330500-CZJ"
+    await harness.env.sleep(timedelta(days=3))  # retried daily, warned once
+    assert [w.department_code for w in harness.edges.warnings] == ["330500-CZJ"]
+    state = await handle.execute_update(
+        ApplicationWorkflow.withdraw, withdrawal(FINANCE, "年度指标已用完")
+    )
+    assert state.stage is CaseStage.CANCELLED

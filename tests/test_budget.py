@@ -11,9 +11,9 @@ from sqlmodel import col, select
 
 from core.db import make_sessionmaker
 from domain import budget, library
-from domain.errors import Conflict
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.reference_data import demo_users, ensure_reference_data, ensure_users
-from models.budget import LedgerEntry, LedgerKind
+from models.budget import LedgerEntry, LedgerKind, QuotaChange
 from models.budget_system import InstructionState, InstructionStatus
 from models.policy import ItemCreate
 from models.reference import Actor, User
@@ -28,6 +28,7 @@ async def _published(session: AsyncSession, staff: Actor, code: str, quota_fen: 
     )
     await library.submit_version(session, staff, code, 1, head_review_days=3, finance_review_days=5)
     await library.publish_version(session, code, 1)
+    await budget.set_quota(session, code, YEAR, quota_fen, "czj_staff")
 
 
 async def test_reserve_consume_release_are_idempotent(session: AsyncSession) -> None:
@@ -64,13 +65,65 @@ async def test_reserve_consume_release_are_idempotent(session: AsyncSession) -> 
     ]
 
 
+async def test_quota_rows_exist_only_where_finance_set_them_in_valid_years(
+    session: AsyncSession,
+) -> None:
+    users = await create_users(session)
+    staff, finance = users["jxj_staff"], users["czj_staff"]
+    await library.create_item(
+        session, staff, ItemCreate.model_validate(item_payload("BUDGET-Y", quota_fen=5_000))
+    )
+    await library.submit_version(
+        session, staff, "BUDGET-Y", 1, head_review_days=3, finance_review_days=5
+    )
+    await library.publish_version(session, "BUDGET-Y", 1)
+    # Nothing appears by itself from the item's planned figure.
+    with pytest.raises(budget.QuotaNotSet):
+        await budget.reserve(session, "case-y", 1, "BUDGET-Y", 2026, 100)
+    with pytest.raises(NotFound):
+        await budget.quota_status(session, "BUDGET-Y", 2026)
+    # The item is valid 2026-2027: no quota for a year outside, and only finance sets one.
+    with pytest.raises(InvalidInput) as outside:
+        await budget.adjust_quota(session, finance, "BUDGET-Y", 2025, 1_000)
+    assert outside.value.errors[0].field == "year"
+    with pytest.raises(Forbidden):
+        await budget.adjust_quota(session, staff, "BUDGET-Y", 2026, 1_000)
+    status = await budget.adjust_quota(session, finance, "BUDGET-Y", 2026, 1_000)
+    assert (status.quota_fen, status.available_fen) == (1_000, 1_000)
+    assert status.model_dump()["quota_yuan"] == "10.00元"
+    await budget.adjust_quota(session, finance, "BUDGET-Y", 2026, 3_000)
+    changes = list(
+        await session.execute(
+            select(QuotaChange.before_fen, QuotaChange.after_fen, QuotaChange.actor).where(
+                col(QuotaChange.item_code) == "BUDGET-Y"
+            )
+        )
+    )
+    assert [tuple(c) for c in changes] == [(None, 1_000, "czj_staff"), (1_000, 3_000, "czj_staff")]
+
+
+async def test_a_failed_instalment_moves_its_reservation_lowered_if_need_be(
+    session: AsyncSession,
+) -> None:
+    users = await create_users(session)
+    await _published(session, users["jxj_staff"], "BUDGET-M", 1_000)
+    await budget.reserve(session, "case-m", 1, "BUDGET-M", YEAR, 800)
+    await budget.record_refusal(session, "case-m", 1, "账户冻结")
+    await budget.move_reservation(session, "case-m", 1, 2, 500)
+    await budget.move_reservation(session, "case-m", 1, 2, 500)  # retried
+    status = await budget.quota_status(session, "BUDGET-M", YEAR)
+    assert (status.reserved_fen, status.available_fen) == (500, 500)
+    with pytest.raises(InvalidInput):
+        await budget.move_reservation(session, "case-m", 2, 3, 900)
+
+
 async def test_quota_cannot_be_lowered_below_commitments(session: AsyncSession) -> None:
     users = await create_users(session)
     await _published(session, users["jxj_staff"], "BUDGET-2", 1_000)
     await budget.reserve(session, "case-a", 1, "BUDGET-2", YEAR, 700)
     with pytest.raises(Conflict):
-        await budget.set_quota(session, "BUDGET-2", YEAR, 600)
-    raised = await budget.set_quota(session, "BUDGET-2", YEAR, 2_000)
+        await budget.set_quota(session, "BUDGET-2", YEAR, 600, "czj_staff")
+    raised = await budget.set_quota(session, "BUDGET-2", YEAR, 2_000, "czj_staff")
     assert raised.quota_fen == 2_000
 
 

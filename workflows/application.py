@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
+    from activities.payments import PaymentActivities
     from activities.policy_library import PolicyLibraryActivities
-    from domain.rules import Verdict
+    from domain.rules import Outcome, Verdict
     from models import search_attributes as sa_keys
     from models.case import (
         ApplicationInput,
@@ -22,13 +23,16 @@ with workflow.unsafe.imports_passed_through():
         CaseState,
         CheckResult,
         DecisionRequest,
+        PaymentFailure,
         PaymentInput,
+        PaymentRetry,
         Reservation,
         ResubmitRequest,
         ReviewAction,
         StageDeadlineMissed,
         TimelineEntry,
         WithdrawRequest,
+        budget_year,
     )
     from models.policy import Stage, StageLimit
     from models.policy_change import DeadlineRequest
@@ -39,9 +43,17 @@ DB = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(
         maximum_interval=timedelta(seconds=30),
-        non_retryable_error_types=["Conflict", "NotFound", "InvalidInput", "QuotaExhausted"],
+        non_retryable_error_types=[
+            "Conflict",
+            "DuplicateCase",
+            "NotFound",
+            "InvalidInput",
+            "QuotaExhausted",
+            "QuotaNotSet",
+        ],
     ),
 )
+NO_BUDGET = ("QuotaExhausted", "QuotaNotSet")
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
 REVIEWER_ROLES = {
     CaseStage.DEPARTMENT_REVIEW: (Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD),
@@ -57,9 +69,12 @@ WITHDRAWABLE = frozenset(
         CaseStage.CORRECTION,
         CaseStage.AWAITING_BUDGET,
         CaseStage.ACCOUNT_CORRECTION,
+        CaseStage.PAYMENT_FAILED,
     }
 )
-CANCELLABLE = frozenset({CaseStage.AWAITING_BUDGET, CaseStage.ACCOUNT_CORRECTION})
+CANCELLABLE = frozenset(
+    {CaseStage.AWAITING_BUDGET, CaseStage.ACCOUNT_CORRECTION, CaseStage.PAYMENT_FAILED}
+)
 
 
 class _Withdrawn(Exception):
@@ -88,7 +103,10 @@ class ApplicationWorkflow:
         self._input = input
         self._stage = CaseStage.CHECK
         self._check: CheckResult | None = None
-        self._approved: int | None = None
+        self._computed: int | None = None  # by the automatic check, if it could
+        self._approved: int | None = None  # empty until someone approves
+        self._to_verify: list[str] = []
+        self._failure: str | None = None
         self._paid = 0
         self._instalment = 1
         self._due_at: datetime | None = None
@@ -112,17 +130,31 @@ class ApplicationWorkflow:
             return await self._close()
 
     async def _proceed(self, input: ApplicationInput) -> CaseState:
-        check = await workflow.execute_activity_method(
-            CaseActivities.check_application, input, **DB
-        )
-        self._check = check
+        try:
+            check = await workflow.execute_activity_method(
+                CaseActivities.check_application, input, **DB
+            )
+        except ActivityError as exc:  # e.g. the period is already claimed by another case
+            self._log("system", "rejected", f"无法受理：{_reason(exc)}")
+            return await self._finish(CaseStage.REJECTED)
+        self._check, self._computed = check, check.amount_fen
         workflow.upsert_search_attributes([sa_keys.REGION.value_set(check.region_code)])
         self._log("system", "checked", f"{check.verdict.value}; {check.amount_explanation}")
-        if check.verdict is Verdict.NOT_ELIGIBLE or not check.amount_fen:
-            failed = [c.description for c in check.conditions if c.outcome.value == "fail"]
+        if check.verdict is Verdict.NOT_ELIGIBLE:
+            failed = [c.description for c in check.conditions if c.outcome is Outcome.FAIL]
             self._log("system", "rejected", "；".join(failed) or check.amount_explanation)
             return await self._finish(CaseStage.REJECTED)
-        self._approved = check.amount_fen
+        if check.amount_fen == 0:
+            self._log("system", "rejected", f"按规则计算金额为零：{check.amount_explanation}")
+            return await self._finish(CaseStage.REJECTED)
+        # What the check could not decide goes to the reviewer, marked; never a rejection.
+        self._to_verify = [
+            f"需人工核实：{c.description}" for c in check.conditions if c.outcome is Outcome.UNKNOWN
+        ]
+        if check.failure:
+            self._to_verify.insert(0, check.failure)
+        if check.amount_fen is None:
+            self._to_verify.append("金额无法自动计算：审核通过时请核定金额")
 
         index = 0
         while index < len(REVIEW_STAGES):
@@ -132,13 +164,15 @@ class ApplicationWorkflow:
             if decision.action is ReviewAction.APPROVE:
                 if decision.amount_fen is not None:
                     self._approved = decision.amount_fen
+                elif self._approved is None:
+                    self._approved = self._computed
                 index += 1
             elif decision.action is ReviewAction.REJECT:
                 return await self._finish(CaseStage.REJECTED)
             else:
                 await self._await_correction(decision.corrections)
 
-        year = int(input.period[:4])
+        year = budget_year(input)
         await self._reserve_budget(year)
         await self._pay(year)
         return await self._finish(CaseStage.PAID)
@@ -214,12 +248,14 @@ class ApplicationWorkflow:
                 return
             except ActivityError as exc:
                 cause = exc.cause
-                if not (isinstance(cause, ApplicationError) and cause.type == "QuotaExhausted"):
+                if not (isinstance(cause, ApplicationError) and cause.type in NO_BUDGET):
                     raise
+                shortage = cause.message
             if self._stage is not CaseStage.AWAITING_BUDGET:
                 self._due_at = None
-                self._log("system", "awaiting_budget", "预算指标不足，待追加指标后自动继续")
+                self._log("system", "awaiting_budget", "预算指标不足或未下达，待财政追加后自动继续")
                 await self._enter(CaseStage.AWAITING_BUDGET)
+                await self._warn_finance(shortage)
             self._budget_added = False
             with contextlib.suppress(TimeoutError):  # retry daily even without a signal
                 await self._wait_for(lambda: self._budget_added, within=BUDGET_RETRY)
@@ -228,19 +264,25 @@ class ApplicationWorkflow:
         assert self._approved is not None
         while True:
             await self._enter(CaseStage.PAYMENT)
-            result = await workflow.execute_child_workflow(
-                PaymentWorkflow.run,
-                PaymentInput(
-                    case_id=self._input.case_id,
-                    item_code=self._input.item_code,
-                    year=year,
-                    uscc=self._input.uscc,
-                    amount_fen=self._approved,
-                    instalment=self._instalment,
-                    purpose=f"{self._input.item_code} {self._input.period} 惠企资金",
-                ),
-                id=f"{self._input.case_id}/payment/{self._instalment}",
-            )
+            try:
+                result = await workflow.execute_child_workflow(
+                    PaymentWorkflow.run,
+                    PaymentInput(
+                        case_id=self._input.case_id,
+                        item_code=self._input.item_code,
+                        year=year,
+                        uscc=self._input.uscc,
+                        amount_fen=self._approved,
+                        instalment=self._instalment,
+                        purpose=f"{self._input.item_code} {self._input.period} 惠企资金",
+                    ),
+                    id=f"{self._input.case_id}/payment/{self._instalment}",
+                )
+            except ChildWorkflowError as exc:
+                # The instruction could not be made (refused, or no valid payee): no money
+                # moved. Finance pays again once the cause is fixed, or cancels.
+                await self._await_payment_fix(_reason(exc))
+                continue
             if result.state == "paid":
                 self._paid = self._approved
                 detail = f"凭证 {result.voucher_no}，银行流水 {result.bank_serial}"
@@ -255,6 +297,61 @@ class ApplicationWorkflow:
             await self._wait_for(lambda: self._account_confirmation is not None)
             assert self._account_confirmation is not None
             self._log(self._account_confirmation.name, "account_confirmed")
+
+    async def _await_payment_fix(self, reason: str) -> None:
+        assert self._approved is not None
+        self._failure = reason
+        self._log("budget_system", "payment_failed", reason)
+        self._decision, self._account_confirmation = None, None
+        await workflow.execute_activity_method(
+            CaseActivities.record_payment_failure,
+            PaymentFailure(
+                case_id=self._input.case_id,
+                item_code=self._input.item_code,
+                uscc=self._input.uscc,
+                instalment=self._instalment,
+                department_code=self._finance_department(),
+                reason=reason,
+            ),
+            **DB,
+        )
+        await self._enter(CaseStage.PAYMENT_FAILED)
+        await self._wait_for(
+            lambda: self._decision is not None or self._account_confirmation is not None
+        )
+        amount = self._approved
+        if self._decision is not None:
+            actor = self._decision.actor.name
+            amount = self._decision.decision.amount_fen or amount
+            note = self._decision.decision.reason or "原因已排除，重新支付"
+        else:
+            assert self._account_confirmation is not None
+            actor, note = self._account_confirmation.name, "企业已更正收款账户"
+        self._log(actor, "payment_retried", note)
+        self._instalment = await workflow.execute_activity_method(
+            PaymentActivities.prepare_retry,
+            PaymentRetry(
+                case_id=self._input.case_id,
+                instalment=self._instalment,
+                amount_fen=amount,
+            ),
+            **DB,
+        )
+        self._approved, self._failure = amount, None
+
+    async def _warn_finance(self, detail: str) -> None:
+        await workflow.execute_activity_method(
+            CaseActivities.warn_awaiting_budget,
+            PaymentFailure(
+                case_id=self._input.case_id,
+                item_code=self._input.item_code,
+                uscc=self._input.uscc,
+                instalment=self._instalment,
+                department_code=self._finance_department(),
+                reason=detail,
+            ),
+            **DB,
+        )
 
     async def _close(self) -> CaseState:
         """Withdrawn or cancelled: give back any reservation, then end."""
@@ -292,16 +389,42 @@ class ApplicationWorkflow:
         wanted = Stage(stage.value)
         return next(s for s in self._check.stages if s.stage is wanted)
 
+    def _finance_department(self) -> str:
+        return self._limit(CaseStage.FINANCE_REVIEW).department_code
+
+    def _waiting_for(self) -> tuple[str | None, str | None]:
+        """(role, unit) that must act now, or (None, None) when nobody must."""
+        if self._check is None:
+            return None, None
+        if self._stage in REVIEW_STAGES:
+            roles = "/".join(r.value for r in REVIEWER_ROLES[self._stage])
+            return roles, self._limit(self._stage).department_code
+        if self._stage in (CaseStage.AWAITING_BUDGET, CaseStage.PAYMENT_FAILED):
+            return Role.FINANCE_CASEWORKER.value, self._finance_department()
+        if self._stage in (CaseStage.CORRECTION, CaseStage.ACCOUNT_CORRECTION):
+            return Role.ENTERPRISE.value, None
+        return None, None
+
     async def _enter(self, stage: CaseStage) -> None:
         self._stage, self._overdue = stage, False
+        _role, unit = self._waiting_for()
         workflow.upsert_search_attributes(
-            [sa_keys.STAGE.value_set(stage.value), sa_keys.OVERDUE.value_set(False)]
+            [
+                sa_keys.STAGE.value_set(stage.value),
+                sa_keys.OVERDUE.value_set(False),
+                sa_keys.DEPARTMENT.value_set(unit) if unit else sa_keys.DEPARTMENT.value_unset(),
+            ]
         )
         await self._project()
         self._settled = self._received
 
     async def _project(self) -> None:
-        await workflow.execute_activity_method(CaseActivities.project_case, self.state(), **DB)
+        """Refresh the list projection; a projection that cannot be written must not
+        stop the case (lists lag until the next stage writes it)."""
+        try:
+            await workflow.execute_activity_method(CaseActivities.project_case, self.state(), **DB)
+        except ActivityError as exc:
+            self._log("system", "projection_failed", _reason(exc))
 
     async def _finish(self, stage: CaseStage) -> CaseState:
         self._due_at = None
@@ -326,23 +449,36 @@ class ApplicationWorkflow:
     @decide.validator
     def validate_decide(self, request: DecisionRequest) -> None:
         self._refuse_while_busy()
-        if self._stage not in REVIEW_STAGES or self._decision is not None:
+        decides = self._stage in REVIEW_STAGES or self._stage is CaseStage.PAYMENT_FAILED
+        if not decides or self._decision is not None:
             raise ApplicationError(
                 f"stage {self._stage.value} takes no review decision", type="WrongStage"
             )
         actor, decision = request.actor, request.decision
-        department = self._limit(self._stage).department_code
-        if actor.role not in REVIEWER_ROLES[self._stage] or actor.department_code != department:
+        roles = REVIEWER_ROLES.get(self._stage, (Role.FINANCE_CASEWORKER,))
+        _role, department = self._waiting_for()
+        if actor.role not in roles or actor.department_code != department:
             raise ApplicationError(
                 f"stage {self._stage.value} is decided by department {department}", type="Forbidden"
             )
+        if self._stage is CaseStage.PAYMENT_FAILED and decision.action is not ReviewAction.APPROVE:
+            raise ApplicationError(
+                "a failed payment is paid again (approve) or cancelled (withdrawal)",
+                type="InvalidInput",
+            )
         if decision.action is ReviewAction.APPROVE:
-            if decision.amount_fen is not None and self._approved is not None:
-                if decision.amount_fen > self._approved:
+            ceiling = self._approved if self._approved is not None else self._computed
+            if decision.amount_fen is None and ceiling is None:
+                raise ApplicationError(
+                    "amount_fen is required: the amount could not be computed",
+                    type="InvalidInput",
+                )
+            if decision.amount_fen is not None and ceiling is not None:
+                if decision.amount_fen > ceiling:
                     raise ApplicationError(
-                        f"amount_fen may not exceed {self._approved}", type="InvalidInput"
+                        f"amount_fen may not exceed {ceiling}", type="InvalidInput"
                     )
-                if decision.amount_fen < self._approved and not decision.reason:
+                if decision.amount_fen < ceiling and not decision.reason:
                     raise ApplicationError("a reduced amount needs a reason", type="InvalidInput")
         elif not decision.reason:
             raise ApplicationError(f"{decision.action.value} needs a reason", type="InvalidInput")
@@ -375,8 +511,10 @@ class ApplicationWorkflow:
         self._refuse_while_busy()
         if actor.role is not Role.ENTERPRISE or actor.enterprise_uscc != self._input.uscc:
             raise ApplicationError("only the firm confirms its own account", type="Forbidden")
-        if self._stage is not CaseStage.ACCOUNT_CORRECTION:
-            raise ApplicationError("no returned payment is waiting", type="WrongStage")
+        if self._stage not in (CaseStage.ACCOUNT_CORRECTION, CaseStage.PAYMENT_FAILED):
+            raise ApplicationError("no returned or failed payment is waiting", type="WrongStage")
+        if self._account_confirmation is not None:
+            raise ApplicationError("the account is confirmed already", type="WrongStage")
 
     @workflow.update
     async def withdraw(self, request: WithdrawRequest) -> CaseState:
@@ -392,7 +530,7 @@ class ApplicationWorkflow:
                 raise ApplicationError("only the applicant firm withdraws", type="Forbidden")
             allowed = WITHDRAWABLE
         else:
-            finance = self._limit(CaseStage.FINANCE_REVIEW).department_code if self._check else None
+            finance = self._finance_department() if self._check else None
             if actor.role is not Role.FINANCE_CASEWORKER or actor.department_code != finance:
                 raise ApplicationError(
                     f"a case is cancelled by finance department {finance}", type="Forbidden"
@@ -424,13 +562,7 @@ class ApplicationWorkflow:
 
     @workflow.query
     def state(self) -> CaseState:
-        waiting_role: str | None = None
-        waiting_department: str | None = None
-        if self._stage in REVIEW_STAGES and self._check is not None:
-            waiting_role = "/".join(r.value for r in REVIEWER_ROLES[self._stage])
-            waiting_department = self._limit(self._stage).department_code
-        elif self._stage in (CaseStage.CORRECTION, CaseStage.ACCOUNT_CORRECTION):
-            waiting_role = Role.ENTERPRISE.value
+        waiting_role, waiting_department = self._waiting_for()
         return CaseState(
             case_id=self._input.case_id,
             item_code=self._input.item_code,
@@ -443,10 +575,21 @@ class ApplicationWorkflow:
             due_at=self._due_at,
             overdue=self._overdue,
             verdict=self._check.verdict if self._check else None,
-            computed_amount_fen=self._check.amount_fen if self._check else None,
+            computed_amount_fen=self._computed,
             approved_amount_fen=self._approved,
             paid_amount_fen=self._paid,
             instalment=self._instalment,
             corrections=list(self._corrections),
             timeline=list(self._timeline),
+            conditions=list(self._check.conditions) if self._check else [],
+            to_verify=list(self._to_verify),
+            failure_reason=self._failure,
         )
+
+
+def _reason(exc: ActivityError | ChildWorkflowError) -> str:
+    """The innermost failure message: what went wrong, in the words of who refused."""
+    cause: BaseException | None = exc
+    while isinstance(cause, ActivityError | ChildWorkflowError) and cause.cause is not None:
+        cause = cause.cause
+    return str(getattr(cause, "message", None) or cause)[:500]

@@ -16,7 +16,8 @@ INSTRUCT = workflow.ActivityConfig(
     retry_policy=RetryPolicy(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(minutes=1),
-        non_retryable_error_types=["BudgetSystemRefused", "Conflict", "NotFound"],
+        # Only failures before the instruction exists end the payment; see send_instruction.
+        non_retryable_error_types=["BudgetSystemRefused", "InvalidInstruction"],
     ),
 )
 # Polling for the receipt is this activity's retry schedule: every failure means

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
@@ -18,20 +18,25 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
-from api.params import CreditCode
+from api.params import CreditCode, ItemCode, Period
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import budget, cases
-from domain.access import require_enterprise_access, require_role, require_staff_or_reader
+from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
 from domain.errors import NotFound
 from models import search_attributes as sa_keys
 from models.budget import QuotaPublic
 from models.case import (
+    PERIOD_PATTERN,
+    ApplicationInput,
     ApplicationRequest,
     CaseDecision,
     CaseRecord,
+    CaseStage,
     CaseState,
     CaseSummary,
     DecisionRequest,
@@ -39,25 +44,26 @@ from models.case import (
     ResubmitRequest,
     Withdrawal,
     WithdrawRequest,
-    application_case_id,
 )
+from models.money import Fen
+from models.policy import Category
 from models.reference import Actor, Role
 from workflows.application import ApplicationWorkflow
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 
-RequestId = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Used as the Temporal update id: a retry is answered, not applied twice.",
-    ),
-]
 CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
 CASE = "/cases/application/{item_code}/{period}/{uscc}"
+TEMPORAL_RPC = timedelta(seconds=2)
 
 
-@router.post("/cases", response_model=CaseState, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/cases",
+    response_model=CaseState,
+    status_code=status.HTTP_201_CREATED,
+    summary="申报（申报即兑付）：提交一个期间的申请",
+    **access(Rule.ENTERPRISE),
+)
 async def apply(
     session: SessionDep,
     settings: SettingsDep,
@@ -65,61 +71,84 @@ async def apply(
     user: CurrentUser,
     body: ApplicationRequest,
     response: Response,
+    _idempotency: IdempotencyKey,
 ) -> CaseState:
-    """Apply to a published application item; applying twice returns the first case (200)."""
-    application = await cases.admit_application(session, user, body, datetime.now(SHANGHAI).date())
-    await session.commit()
-    try:
-        handle = await temporal.start_workflow(
-            ApplicationWorkflow.run,
-            application,
-            id=application.case_id,
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa_keys.KIND, "case"),
-                    SearchAttributePair(sa_keys.CATEGORY, "application"),
-                    SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
-                    SearchAttributePair(sa_keys.STAGE, "check"),
-                ]
-            ),
-        )
-    except WorkflowAlreadyStartedError:
-        handle = temporal.get_workflow_handle_for(ApplicationWorkflow.run, application.case_id)
+    """Apply to a published application item for one period of its scheme. Applying again
+    while a case for that period is open or paid returns that case (200); after a case
+    closed unpaid (rejected, withdrawn, cancelled) the firm may apply again (201)."""
+    admission = await cases.admit_application(session, user, body, datetime.now(SHANGHAI).date())
+    application = admission.application
+    handle: CaseHandle = temporal.get_workflow_handle_for(
+        ApplicationWorkflow.run, application.case_id
+    )
+    if admission.existing:
         response.status_code = status.HTTP_200_OK
-    return await handle.query(ApplicationWorkflow.state)
+        await session.commit()
+        try:
+            return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+        # Claimed but never started (a crash between the two): start it now.
+    # The claim is flushed, not committed: the case counts as applied for only once
+    # its workflow runs (a failed start rolls the request back; the workflow's first
+    # activity re-claims if this commit were lost).
+    try:
+        await _start(temporal, settings.task_queue, application)
+    except WorkflowAlreadyStartedError:
+        response.status_code = status.HTTP_200_OK
+    await session.commit()
+    return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
 
 
-def _case_path(item_code: str, period: str, uscc: str) -> str:
-    return application_case_id(item_code, period, uscc)
+async def _start(temporal: Client, task_queue: str, application: ApplicationInput) -> None:
+    await temporal.start_workflow(
+        ApplicationWorkflow.run,
+        application,
+        id=application.case_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa_keys.KIND, "case"),
+                SearchAttributePair(sa_keys.CATEGORY, "application"),
+                SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
+                SearchAttributePair(sa_keys.STAGE, "check"),
+            ]
+        ),
+        rpc_timeout=TEMPORAL_RPC,
+    )
 
 
 async def _handle(
-    session: AsyncSession, temporal: Client, user: Actor, case_id: str, uscc: str
+    session: AsyncSession, temporal: Client, user: Actor, item_code: str, period: str, uscc: str
 ) -> CaseHandle:
-    """The case's workflow. Temporal, not the list projection (which may lag a moment
-    behind), says whether it exists."""
+    """The workflow of the case the business key names now (its latest attempt).
+    Temporal, not the list projection (which may lag a moment behind), says whether
+    it exists."""
     require_enterprise_access(user, uscc)
+    case_id = await cases.current_case_id(session, item_code, period, uscc)
     await session.commit()  # never hold a transaction while waiting on a workflow
     return temporal.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
 
 
-@router.get(CASE, response_model=CaseState)
+@router.get(
+    CASE, response_model=CaseState, summary="查看案件的状态与时间线", **access(Rule.ITEM_FIRM_READ)
+)
 async def get_case(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    item_code: str,
-    period: str,
+    item_code: ItemCode,
+    period: Period,
     uscc: CreditCode,
 ) -> CaseState:
     if user.role is not Role.ENTERPRISE:
         require_staff_or_reader(user)
-    handle = await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    handle = await _handle(session, temporal, user, item_code, period, uscc)
     try:
-        return await handle.query(ApplicationWorkflow.state)
+        return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise NotFound("case not found") from None
@@ -130,19 +159,24 @@ async def _case(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    item_code: str,
-    period: str,
+    item_code: ItemCode,
+    period: Period,
     uscc: CreditCode,
 ) -> CaseHandle:
-    return await _handle(session, temporal, user, _case_path(item_code, period, uscc), uscc)
+    return await _handle(session, temporal, user, item_code, period, uscc)
 
 
 CaseDep = Annotated[CaseHandle, Depends(_case)]
 
 
-@router.post(f"{CASE}/decisions", response_model=CaseState)
+@router.post(
+    f"{CASE}/decisions",
+    response_model=CaseState,
+    summary="审核决定：通过、驳回或退回补正",
+    **access(Rule.CASE_DECIDE),
+)
 async def decide(
-    case: CaseDep, user: CurrentUser, body: CaseDecision, request_id: RequestId = None
+    case: CaseDep, user: CurrentUser, body: CaseDecision, request_id: IdempotencyKey
 ) -> CaseState:
     require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
     request = DecisionRequest(actor=user, decision=body)
@@ -151,9 +185,14 @@ async def decide(
     )
 
 
-@router.post(f"{CASE}/resubmit", response_model=CaseState)
+@router.post(
+    f"{CASE}/resubmit",
+    response_model=CaseState,
+    summary="企业补正后重新提交",
+    **access(Rule.CASE_APPLICANT),
+)
 async def resubmit(
-    case: CaseDep, user: CurrentUser, body: Resubmission, request_id: RequestId = None
+    case: CaseDep, user: CurrentUser, body: Resubmission, request_id: IdempotencyKey
 ) -> CaseState:
     request = ResubmitRequest(actor=user, resubmission=body)
     return await send_update(
@@ -161,9 +200,14 @@ async def resubmit(
     )
 
 
-@router.post(f"{CASE}/account-confirmation", response_model=CaseState)
+@router.post(
+    f"{CASE}/account-confirmation",
+    response_model=CaseState,
+    summary="退票后企业确认更正的收款账户",
+    **access(Rule.CASE_APPLICANT),
+)
 async def confirm_account(
-    case: CaseDep, user: CurrentUser, request_id: RequestId = None
+    case: CaseDep, user: CurrentUser, request_id: IdempotencyKey
 ) -> CaseState:
     """After a returned payment (退票) the firm confirms its corrected account; the
     payment is made again under the next instalment."""
@@ -172,9 +216,14 @@ async def confirm_account(
     )
 
 
-@router.post(f"{CASE}/withdrawal", response_model=CaseState)
+@router.post(
+    f"{CASE}/withdrawal",
+    response_model=CaseState,
+    summary="企业撤回申请，或财政撤销无法兑付的案件",
+    **access(Rule.CASE_WITHDRAW),
+)
 async def withdraw(
-    case: CaseDep, user: CurrentUser, body: Withdrawal, request_id: RequestId = None
+    case: CaseDep, user: CurrentUser, body: Withdrawal, request_id: IdempotencyKey
 ) -> CaseState:
     """The firm withdraws its application (撤回) before payment, or finance cancels a
     case that cannot be paid (撤销, with a reason). Any budget reservation is released."""
@@ -191,14 +240,56 @@ def _summaries(total: int, page: PageParams, rows: list[CaseRecord]) -> Page[Cas
     return Page.of(total, page, items)
 
 
-@router.get("/inbox", response_model=Page[CaseSummary])
+@router.get(
+    "/cases",
+    response_model=Page[CaseSummary],
+    summary="查询案件（按条目、类别、阶段、地区、期间、逾期筛选）",
+    **access(Rule.READER),
+)
+async def list_cases(
+    session: SessionDep,
+    user: CurrentUser,
+    page: PageDep,
+    item: Annotated[str | None, Query(max_length=40)] = None,
+    category: Annotated[Category | None, Query()] = None,
+    stage: Annotated[CaseStage | None, Query()] = None,
+    region: Annotated[str | None, Query(max_length=16)] = None,
+    period: Annotated[str | None, Query(pattern=PERIOD_PATTERN)] = None,
+    overdue: bool | None = None,
+    department: Annotated[
+        str | None, Query(max_length=32, description="the unit that must act now")
+    ] = None,
+) -> Page[CaseSummary]:
+    """Cases an auditor or admin (all), a department (its items' cases) or finance (its
+    region's cases) may read, with filters; newest first."""
+    filters = cases.CaseFilters(
+        item_code=item,
+        category=category.value if category else None,
+        stage=stage.value if stage else None,
+        region_code=region,
+        period=period,
+        overdue=overdue,
+        waiting_for_department=department,
+    )
+    total, items = await cases.list_cases(session, user, filters, page.offset, page.limit)
+    return _summaries(total, page, items)
+
+
+@router.get(
+    "/inbox",
+    response_model=Page[CaseSummary],
+    summary="待本单位处理的案件（最早到期在前）",
+    **access(Rule.STAFF),
+)
 async def my_inbox(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[CaseSummary]:
     """Cases waiting on my unit, soonest deadline first."""
     total, items = await cases.inbox(session, user, page.offset, page.limit)
     return _summaries(total, page, items)
 
 
-@router.get("/my/cases", response_model=Page[CaseSummary])
+@router.get(
+    "/my/cases", response_model=Page[CaseSummary], summary="本企业的案件", **access(Rule.ENTERPRISE)
+)
 async def my_cases(session: SessionDep, user: CurrentUser, page: PageDep) -> Page[CaseSummary]:
     total, items = await cases.cases_of_enterprise(session, user, page.offset, page.limit)
     return _summaries(total, page, items)
@@ -207,22 +298,49 @@ async def my_cases(session: SessionDep, user: CurrentUser, page: PageDep) -> Pag
 class QuotaChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quota_fen: int = Field(ge=0, strict=True)
+    quota_fen: Fen
 
 
-@router.put("/items/{item_code}/quota/{year}", response_model=QuotaPublic)
+QuotaYear = Annotated[int, Path(ge=2000, le=2100, description="a year the item is valid in")]
+
+
+@router.get(
+    "/items/{item_code}/quota/{year}",
+    response_model=QuotaPublic,
+    summary="查看条目某年度的预算额度（额度、已预留、已支付、可用）",
+    **access(Rule.ITEM_OVERSIGHT),
+)
+async def get_quota(
+    session: SessionDep, user: CurrentUser, item_code: ItemCode, year: QuotaYear
+) -> QuotaPublic:
+    """A year's quota of an item as finance set it: quota, reserved, paid, available
+    (404 while finance has not set it)."""
+    require_staff_or_reader(user)
+    return await budget.quota_status(session, item_code, year)
+
+
+@router.put(
+    "/items/{item_code}/quota/{year}",
+    response_model=QuotaPublic,
+    summary="财政设置条目某年度的预算额度",
+    **access(Rule.ITEM_QUOTA),
+)
 async def set_quota(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    item_code: str,
-    year: Annotated[int, Path(ge=2000, le=2100)],
+    item_code: ItemCode,
+    year: QuotaYear,
     body: QuotaChange,
+    _idempotency: IdempotencyKey,
 ) -> QuotaPublic:
-    """Set a year's quota; cases waiting for budget on this item try again at once."""
+    """Finance of the item's region sets a year's quota (only years the item is valid
+    in); cases waiting for budget on this item try again at once."""
     quota = await budget.adjust_quota(session, user, item_code, year, body.quota_fen)
     waiting = await cases.awaiting_budget(session, item_code)
     await session.commit()
     for case_id in waiting:
-        await temporal.get_workflow_handle(case_id).signal(ApplicationWorkflow.budget_added)
+        await temporal.get_workflow_handle(case_id).signal(
+            ApplicationWorkflow.budget_added, rpc_timeout=TEMPORAL_RPC
+        )
     return quota
