@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -20,6 +20,7 @@ from domain.enterprises import get_enterprise, known_facts
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from domain.item_rules import load_version
 from domain.rules import ConditionResult, InvalidRule, Verdict, evaluate, parse_rule, rule_to_json
+from models.money import yuan_text
 from models.period import PeriodScheme
 from models.policy import (
     FINANCE_STAGES,
@@ -546,6 +547,11 @@ class EligibilityReport(BaseModel):
     conditions: list[ConditionResult]
     amount_fen: int | None
     amount_explanation: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def amount_yuan(self) -> str | None:
+        return yuan_text(self.amount_fen)
 
 
 async def evaluate_eligibility(

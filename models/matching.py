@@ -7,10 +7,11 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 from sqlmodel import Field, SQLModel
 
 from domain.rules import Outcome, UnknownReason, Verdict
+from models.money import format_yuan, yuan_text
 from models.types import UTCDateTime, utcnow
 
 
@@ -167,6 +168,11 @@ class PolicyForMe(BaseModel):
     pushed_at: datetime | None
     matched_at: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def amount_yuan(self) -> str | None:
+        return yuan_text(self.amount_fen)
+
 
 class Gap(BaseModel):
     """A condition that stands between a firm and an item, and what it would take."""
@@ -217,6 +223,11 @@ class ItemMatchView(BaseModel):
     # a fact its rule reads could not be used (they read as unknown).
     errors: list[MatchErrorView] = Field(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def eligible_amount_yuan(self) -> str:
+        return format_yuan(self.eligible_amount_fen)
+
 
 class MatchRunView(BaseModel):
     """A matching run for ops, with what it could not evaluate."""
@@ -247,6 +258,11 @@ class MatchedFirm(BaseModel):
     amount_fen: int | None
     matched_at: datetime
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def amount_yuan(self) -> str | None:
+        return yuan_text(self.amount_fen)
+
 
 class BudgetPreview(BaseModel):
     """Before publishing: who a version would match and what they would receive."""
@@ -262,6 +278,21 @@ class BudgetPreview(BaseModel):
     unknown_amount: int  # eligible firms whose amount cannot be computed (fact missing)
     annual_quota_fen: int
     covers: Literal["eligible_and_possible", "eligible_only", "neither"]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def eligible_amount_yuan(self) -> str:
+        return format_yuan(self.eligible_amount_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def possible_amount_yuan(self) -> str:
+        return format_yuan(self.possible_amount_fen)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def annual_quota_yuan(self) -> str:
+        return format_yuan(self.annual_quota_fen)
 
 
 class PushStats(BaseModel):

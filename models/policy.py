@@ -8,11 +8,18 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 import yaml
-from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    WithJsonSchema,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
-from models.money import Fen
+from models.money import Fen, format_yuan
 from models.period import PeriodScheme, whole_periods
 from models.types import UTCDateTime, utcnow
 
@@ -204,7 +211,7 @@ class DocumentIn(BaseModel):
     issuer: str = PydanticField(min_length=1, max_length=128)
     level: Level
     issued_on: date
-    text: str = ""
+    text: str = PydanticField(default="", max_length=200_000)
 
 
 class ItemContent(BaseModel):
@@ -213,7 +220,7 @@ class ItemContent(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     title: str = PydanticField(min_length=1, max_length=256)
-    summary: str = ""
+    summary: str = PydanticField(default="", max_length=4000)
     category: Category
     eligibility: EligibilityRuleField
     amount_rule: AmountRuleField
@@ -263,29 +270,29 @@ class ItemCreate(ItemContent):
     document: DocumentIn
     department_code: str
     region_code: str
-    change_reason: str = PydanticField(min_length=1)
+    change_reason: str = PydanticField(min_length=1, max_length=2000)
 
 
 class DraftUpdate(ItemContent):
-    change_reason: str = PydanticField(min_length=1)
+    change_reason: str = PydanticField(min_length=1, max_length=2000)
 
 
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    comment: str = ""
+    comment: str = PydanticField(default="", max_length=2000)
 
 
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    reason: str = PydanticField(min_length=1)
+    reason: str = PydanticField(min_length=1, max_length=2000)
 
 
 class Suspension(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    reason: str = PydanticField(min_length=1)
+    reason: str = PydanticField(min_length=1, max_length=2000)
 
 
 class VersionPublic(BaseModel):
@@ -308,6 +315,11 @@ class VersionPublic(BaseModel):
     created_at: datetime
     submitted_at: datetime | None
     published_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def annual_quota_yuan(self) -> str:
+        return format_yuan(self.annual_quota_fen)
 
 
 class ChangeEventPublic(BaseModel):
@@ -333,6 +345,11 @@ class ItemSummary(BaseModel):
     period_scheme: PeriodScheme
     valid_from: date
     valid_to: date
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def annual_quota_yuan(self) -> str:
+        return format_yuan(self.annual_quota_fen)
 
 
 class DocumentPublic(BaseModel):
