@@ -42,6 +42,7 @@ from pydantic import (
 )
 
 from domain.facts import FACT_KINDS, FactKind, FactType, FactValue, coerce_fact_value
+from models.money import format_yuan
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "prefix", "between"]
 
@@ -328,6 +329,15 @@ def describe(condition: Condition) -> str:
     if condition.label:
         return condition.label
     kind = FACT_KINDS[condition.fact]
+    if kind.unit.startswith("分"):  # money reads in 元: 30,000.00元/亩, not 3000000 分/亩
+        per = kind.unit[1:]
+        value = condition.value
+        shown = (
+            "、".join(format_yuan(v) + per for v in value)
+            if isinstance(value, list)
+            else format_yuan(value) + per
+        )
+        return f"{kind.label} {_OP_SYMBOL[condition.op]} {shown}"
     unit = f" {kind.unit}" if kind.unit else ""
     return f"{kind.label} {_OP_SYMBOL[condition.op]} {_show(condition.value)}{unit}"
 

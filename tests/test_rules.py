@@ -4,11 +4,13 @@ import pytest
 import yaml
 
 from domain.rules import (
+    Condition,
     InvalidRule,
     KnownFact,
     Outcome,
     UnknownReason,
     Verdict,
+    describe,
     evaluate,
     parse_rule,
     rule_to_json,
@@ -178,3 +180,12 @@ def test_invalid_rules_name_the_path_of_the_bad_node(raw: object, path: str, mes
     assert any(e.path == path and message in e.message for e in caught.value.errors), (
         caught.value.errors
     )
+
+
+def test_money_conditions_read_in_yuan() -> None:
+    rule = parse_rule({"fact": "tax_per_mu_fen", "op": "gte", "value": 3_000_000})
+    assert isinstance(rule, Condition)
+    assert describe(rule) == "亩均税收 ≥ 30,000.00元/亩"
+    listed = parse_rule({"fact": "revenue_fen", "op": "in", "value": [100, 250]})
+    assert isinstance(listed, Condition)
+    assert describe(listed) == "营业收入 属于 1.00元、2.50元"
