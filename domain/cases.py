@@ -62,7 +62,10 @@ async def admit_application(
     require_role(actor, Role.ENTERPRISE)
     assert actor.enterprise_uscc is not None
     uscc = actor.enterprise_uscc
-    item = await get_item(session, request.item_code)
+    try:
+        item = await get_item(session, request.item_code)
+    except NotFound as exc:  # a field of the body, not the resource addressed: 422, not 404
+        raise InvalidInput.field("item_code", f"{request.item_code} not found") from exc
     if item.published_version is None:
         raise InvalidInput.field("item_code", f"{request.item_code} is not published")
     version = await get_version(session, item.code, item.published_version)

@@ -61,6 +61,7 @@ TEMPORAL_RPC = timedelta(seconds=2)
     "/cases",
     response_model=CaseState,
     status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": CaseState, "description": "该期间已有进行中或已兑付的案件：返回它"}},
     summary="申报（申报即兑付）：提交一个期间的申请",
     **access(Rule.ENTERPRISE),
 )

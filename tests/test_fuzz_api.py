@@ -1,0 +1,33 @@
+"""The fuzz run over the whole OpenAPI in short form: schemathesis with an admin, a
+department and an enterprise token, a few cases per operation, the three at once.
+The full size is `python bench/fuzz_api.py --examples 50`."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAST_LINE = re.compile(
+    r"operations=(\d+) requests=(\d+) server_errors=(\d+) "
+    r"schema_violations=(\d+) other_failures=(\d+)"
+)
+
+
+def test_no_server_error_and_no_schema_violation_under_fuzzing() -> None:
+    completed = subprocess.run(
+        [sys.executable, "bench/fuzz_api.py", "--examples", "5", "--seed", "7", "--parallel"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    lines = completed.stdout.strip().splitlines()
+    report = completed.stdout[-6000:] + "\n--- stderr ---\n" + completed.stderr[-3000:]
+    found = LAST_LINE.fullmatch(lines[-1]) if lines else None
+    assert found is not None, report
+    operations, requests, server_errors, violations, others = map(int, found.groups())
+    assert (server_errors, violations, others) == (0, 0, 0), report
+    assert operations >= 40 and requests >= 1000, report
+    assert completed.returncode == 0, report
