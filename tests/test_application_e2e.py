@@ -199,8 +199,9 @@ async def test_apply_review_correct_pay_and_reconcile(
             s for s in statement if s.idempotency_key.startswith(f"zhida:{final.case_id}:")
         ]
         report = await budget.reconcile(session, mine_only)
-    assert report.differences == []
-    assert report.paid_fen_ours == report.paid_fen_theirs == 4_000_000
+    # The shared database holds other tests' payments too: this case's must agree.
+    assert [d for d in report.differences if d.case_id in (final.case_id, None)] == []
+    assert report.paid_fen_theirs == 4_000_000
 
     history = await handle.fetch_history()
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(

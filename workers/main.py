@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 import httpx
 import structlog
@@ -64,6 +65,9 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
+        # On shutdown, activities in flight may finish their transaction instead of being
+        # cancelled half-way through it (on SQLite that would leave the write lock held).
+        graceful_shutdown_timeout=timedelta(seconds=10),
         workflows=WORKFLOWS,
         activities=[
             library.working_deadline,
