@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAST_LINE = re.compile(
     r"operations=(\d+) requests=(\d+) server_errors=(\d+) "
-    r"schema_violations=(\d+) other_failures=(\d+)"
+    r"schema_violations=(\d+) other_failures=(\d+) fuzzer_errors=(\d+)"
 )
 
 
@@ -27,7 +27,8 @@ def test_no_server_error_and_no_schema_violation_under_fuzzing() -> None:
     report = completed.stdout[-6000:] + "\n--- stderr ---\n" + completed.stderr[-3000:]
     found = LAST_LINE.fullmatch(lines[-1]) if lines else None
     assert found is not None, report
-    operations, requests, server_errors, violations, others = map(int, found.groups())
+    operations, requests, server_errors, violations, others, _fuzzer = map(int, found.groups())
+    # schemathesis' own generation errors (fuzzer_errors) are listed, not the API's fault.
     assert (server_errors, violations, others) == (0, 0, 0), report
     assert operations >= 40 and requests >= 1000, report
     assert completed.returncode == 0, report
