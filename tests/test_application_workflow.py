@@ -1,6 +1,7 @@
 """ApplicationWorkflow on the time-skipping server; the database and the budget system
 are replaced by fakes registered under the real activity names."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -217,10 +218,11 @@ def decision(
 async def _until(
     handle: WorkflowHandle[ApplicationWorkflow, CaseState], stage: CaseStage
 ) -> CaseState:
-    for _ in range(100):
+    for _ in range(400):  # up to about 20 s on a busy machine
         state = await handle.query(ApplicationWorkflow.state)
         if state.stage is stage:
             return state
+        await asyncio.sleep(0.05)
     raise AssertionError(f"never reached {stage}")
 
 

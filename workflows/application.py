@@ -304,16 +304,7 @@ class ApplicationWorkflow:
         self._log("budget_system", "payment_failed", reason)
         self._decision, self._account_confirmation = None, None
         await workflow.execute_activity_method(
-            CaseActivities.record_payment_failure,
-            PaymentFailure(
-                case_id=self._input.case_id,
-                item_code=self._input.item_code,
-                uscc=self._input.uscc,
-                instalment=self._instalment,
-                department_code=self._finance_department(),
-                reason=reason,
-            ),
-            **DB,
+            CaseActivities.record_payment_failure, self._for_finance(reason), **DB
         )
         await self._enter(CaseStage.PAYMENT_FAILED)
         await self._wait_for(
@@ -341,16 +332,18 @@ class ApplicationWorkflow:
 
     async def _warn_finance(self, detail: str) -> None:
         await workflow.execute_activity_method(
-            CaseActivities.warn_awaiting_budget,
-            PaymentFailure(
-                case_id=self._input.case_id,
-                item_code=self._input.item_code,
-                uscc=self._input.uscc,
-                instalment=self._instalment,
-                department_code=self._finance_department(),
-                reason=detail,
-            ),
-            **DB,
+            CaseActivities.warn_awaiting_budget, self._for_finance(detail), **DB
+        )
+
+    def _for_finance(self, reason: str) -> PaymentFailure:
+        """Why the case now waits for the item's finance unit."""
+        return PaymentFailure(
+            case_id=self._input.case_id,
+            item_code=self._input.item_code,
+            uscc=self._input.uscc,
+            instalment=self._instalment,
+            department_code=self._finance_department(),
+            reason=reason,
         )
 
     async def _close(self) -> CaseState:
