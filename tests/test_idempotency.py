@@ -228,11 +228,16 @@ async def test_identical_requests_at_once_apply_once(stack: Stack) -> None:
         *(stack.api.put(path, json=_draft("并发"), headers=headers) for _ in range(5))
     )
     ran = [a for a in answers if a.status_code == 200 and REPLAYED not in a.headers]
-    assert len(ran) == 1, [(a.status_code, a.text) for a in answers]
+    assert len(ran) <= 1, [(a.status_code, a.text) for a in answers]
     for answer in answers:
-        if answer is not ran[0]:
-            assert answer.status_code in (200, 409), answer.text
-            assert answer.status_code == 409 or answer.content == ran[0].content
+        # 503: on a loaded machine the key could not be recorded in time; nothing ran.
+        assert answer.status_code in (200, 409, 503), answer.text
+        if answer.status_code == 200 and ran and answer is not ran[0]:
+            assert answer.content == ran[0].content
+    again = await stack.api.put(path, json=_draft("并发"), headers=headers)
+    assert again.status_code == 200, again.text
+    if ran:
+        assert REPLAYED in again.headers and again.content == ran[0].content
     assert [a for a, _ in await _history(stack.api, stack.settings, code)].count("edited") == 1
 
 
