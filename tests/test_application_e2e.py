@@ -63,6 +63,18 @@ async def apply_and_wait(
     return handle
 
 
+async def ledger_kinds(stack: Stack, case_id: str) -> list[LedgerKind]:
+    """The case's ledger movements, in the order they were written."""
+    async with stack.sessionmaker() as session:
+        return list(
+            await session.scalars(
+                select(LedgerEntry.kind)
+                .where(col(LedgerEntry.case_id) == case_id)
+                .order_by(col(LedgerEntry.id))
+            )
+        )
+
+
 def final_id(code: str, uscc: str) -> str:
     return application_case_id(code, "2026", uscc)
 
@@ -262,14 +274,7 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
     assert (confirmed.json()["stage"], confirmed.json()["instalment"]) == ("payment", 2)
     final = await handle.result()
     assert (final.stage.value, final.instalment, final.paid_amount_fen) == ("paid", 2, AMOUNT)
-    async with stack.sessionmaker() as session:
-        kinds = list(
-            await session.scalars(
-                select(LedgerEntry.kind)
-                .where(col(LedgerEntry.case_id) == final.case_id)
-                .order_by(col(LedgerEntry.id))
-            )
-        )
+    kinds = await ledger_kinds(stack, final.case_id)
     assert kinds == [
         LedgerKind.RESERVE,
         LedgerKind.INSTRUCT,

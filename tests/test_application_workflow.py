@@ -215,6 +215,15 @@ def decision(
     return DecisionRequest(actor=actor, decision=CaseDecision(action=action, **kw))
 
 
+async def approved_case(harness: Harness) -> WorkflowHandle[ApplicationWorkflow, CaseState]:
+    """A case the department and finance have both approved, on its way to payment."""
+    handle = await harness.apply()
+    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    return handle
+
+
 async def _until(
     handle: WorkflowHandle[ApplicationWorkflow, CaseState], stage: CaseStage
 ) -> CaseState:
@@ -249,10 +258,7 @@ async def test_overdue_review_warns_once_then_completes(harness: Harness) -> Non
 
 async def test_awaiting_budget_resumes_when_quota_is_added(harness: Harness) -> None:
     harness.edges.quota_open = False
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     waiting = await _until(handle, CaseStage.AWAITING_BUDGET)
     assert waiting.approved_amount_fen == 1_000_000
     harness.edges.quota_open = True
@@ -324,10 +330,7 @@ async def test_firm_withdraws_during_review_and_nothing_is_reserved(harness: Har
 
 async def test_firm_withdraws_while_awaiting_budget(harness: Harness) -> None:
     harness.edges.quota_open = False
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     await _until(handle, CaseStage.AWAITING_BUDGET)
     state = await handle.execute_update(ApplicationWorkflow.withdraw, withdrawal(FIRM))
     assert state.stage is CaseStage.WITHDRAWN
@@ -338,10 +341,7 @@ async def test_returned_payment_waits_for_the_firm_then_pays_the_next_instalment
     harness: Harness,
 ) -> None:
     harness.edges.returns = 1
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     waiting = await _until(handle, CaseStage.ACCOUNT_CORRECTION)
     assert (waiting.waiting_for_role, waiting.instalment) == ("enterprise", 2)
     with pytest.raises(WorkflowUpdateFailedError):
@@ -356,10 +356,7 @@ async def test_returned_payment_waits_for_the_firm_then_pays_the_next_instalment
 
 async def test_finance_cancels_a_case_whose_account_is_never_corrected(harness: Harness) -> None:
     harness.edges.returns = 1
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     await _until(handle, CaseStage.ACCOUNT_CORRECTION)
     assert await refused(handle, withdrawal(FINANCE)) == "InvalidInput"  # a reason is owed
     state = await handle.execute_update(
@@ -423,10 +420,7 @@ async def test_possibly_eligible_goes_to_review_with_the_unknowns_marked(harness
 
 async def test_a_refused_instruction_waits_for_finance_then_pays_again(harness: Harness) -> None:
     harness.edges.refusals = 1
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     failed = await _until(handle, CaseStage.PAYMENT_FAILED)
     assert failed.waiting_for_department == "330500-CZJ"
     assert failed.failure_reason is not None and "冻结" in failed.failure_reason
@@ -448,10 +442,7 @@ async def test_a_refused_instruction_waits_for_finance_then_pays_again(harness: 
 
 async def test_a_refused_instruction_can_be_cancelled_by_finance(harness: Harness) -> None:
     harness.edges.refusals = 5
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     await _until(handle, CaseStage.PAYMENT_FAILED)
     state = await handle.execute_update(
         ApplicationWorkflow.withdraw, withdrawal(FINANCE, "企业账户长期冻结")
@@ -464,10 +455,7 @@ async def test_a_refused_instruction_can_be_cancelled_by_finance(harness: Harnes
 
 async def test_awaiting_budget_warns_finance_once(harness: Harness) -> None:
     harness.edges.quota_open = False
-    handle = await harness.apply()
-    await _until(handle, CaseStage.DEPARTMENT_REVIEW)
-    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
-    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    handle = await approved_case(harness)
     waiting = await _until(handle, CaseStage.AWAITING_BUDGET)
     assert waiting.waiting_for_department == "330500-CZJ"
     await harness.env.sleep(timedelta(days=3))  # retried daily, warned once

@@ -16,7 +16,14 @@ from models.enterprise import BankAccount
 from models.notice import Notice
 from models.policy import ItemCreate, StageWarning
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
-from tests.test_application_e2e import AMOUNT, _setup, apply_and_wait, case_handle, reach
+from tests.test_application_e2e import (
+    AMOUNT,
+    _setup,
+    apply_and_wait,
+    case_handle,
+    ledger_kinds,
+    reach,
+)
 
 
 async def _apply(stack: Stack, code: str, period: str) -> tuple[int, dict[str, Any]]:
@@ -205,14 +212,7 @@ async def test_an_instruction_that_can_never_be_made_leaves_the_case_with_financ
     assert confirmed.status_code == 200, confirmed.text
     final = await handle.result()
     assert (final.stage.value, final.instalment, final.paid_amount_fen) == ("paid", 2, AMOUNT)
-    async with stack.sessionmaker() as session:
-        kinds = list(
-            await session.scalars(
-                select(LedgerEntry.kind)
-                .where(col(LedgerEntry.case_id) == final.case_id)
-                .order_by(col(LedgerEntry.id))
-            )
-        )
+    kinds = await ledger_kinds(stack, final.case_id)
     assert kinds == [
         LedgerKind.RESERVE,
         LedgerKind.REFUSED,
