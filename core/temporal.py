@@ -19,9 +19,14 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RetryConfig, TLSConfig
 
 from core.settings import Settings
+
+# The one data converter: every client, worker and replayer uses it, so a payload codec
+# added here reaches them all.
+DATA_CONVERTER: DataConverter = pydantic_data_converter
 
 # A request must not wait long on a Temporal that is down: the SDK's default retries a
 # refused connection for 10 s. These give up after about 1.5 s.
@@ -93,7 +98,7 @@ async def connect(
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         tls=tls,
         api_key=api_key,
         identity=identity,

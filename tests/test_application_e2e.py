@@ -7,9 +7,7 @@ import uuid
 import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from activities.budget_system import BudgetSystemClient
 from domain import budget, library
@@ -19,7 +17,7 @@ from models.enterprise import BankAccount
 from models.notice import Notice
 from models.policy import ItemCreate
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
-from workers.main import WORKFLOWS
+from tests.history_store import keep_history
 from workflows.application import ApplicationWorkflow
 
 AMOUNT = 5_000_000
@@ -215,10 +213,7 @@ async def test_apply_review_correct_pay_and_reconcile(
     assert [d for d in report.differences if d.case_id in (final.case_id, None)] == []
     assert report.paid_fen_theirs == 4_000_000
 
-    history = await handle.fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        history
-    )
+    await keep_history(dev_server.client, handle, "application-corrected-paid")
 
 
 async def test_not_eligible_firm_is_rejected_with_reasons(
@@ -274,6 +269,7 @@ async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(
     assert (confirmed.json()["stage"], confirmed.json()["instalment"]) == ("payment", 2)
     final = await handle.result()
     assert (final.stage.value, final.instalment, final.paid_amount_fen) == ("paid", 2, AMOUNT)
+    await keep_history(dev_server.client, handle, "application-payment-returned-repaid")
     kinds = await ledger_kinds(stack, final.case_id)
     assert kinds == [
         LedgerKind.RESERVE,
@@ -317,6 +313,7 @@ async def test_case_waits_for_budget_until_finance_adds_quota(
     assert added.json()["available_fen"] == AMOUNT * 2
     final = await handle.result()
     assert (final.stage.value, final.paid_amount_fen) == ("paid", AMOUNT)
+    await keep_history(dev_server.client, handle, "application-awaiting-budget-paid")
 
 
 async def test_firm_withdraws_and_only_the_right_people_may_end_a_case(
@@ -325,7 +322,7 @@ async def test_firm_withdraws_and_only_the_right_people_may_end_a_case(
     code, uscc = await _setup(stack)
     api, settings = stack.api, stack.settings
     base = f"/api/v1/cases/application/{code}/2026/{uscc}"
-    await apply_and_wait(stack, dev_server, code, uscc)
+    handle = await apply_and_wait(stack, dev_server, code, uscc)
 
     reviewer = await api.post(f"{base}/withdrawal", json={}, headers=auth(settings, "jxj_staff"))
     assert reviewer.status_code == 403  # a reviewer rejects; only finance cancels
@@ -348,6 +345,7 @@ async def test_firm_withdraws_and_only_the_right_people_may_end_a_case(
     )
     assert late.status_code == 409
     assert await listed_stages(stack, "qiye", ["withdrawn"]) == ["withdrawn"]
+    await keep_history(dev_server.client, handle, "application-withdrawn")
 
 
 async def test_finance_cancels_a_returned_payment_and_the_reservation_is_released(

@@ -16,6 +16,7 @@ from models.enterprise import BankAccount
 from models.notice import Notice
 from models.policy import ItemCreate, StageWarning
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
+from tests.history_store import keep_history
 from tests.test_application_e2e import (
     AMOUNT,
     _setup,
@@ -50,6 +51,7 @@ async def test_one_annual_item_pays_a_firm_once_whatever_the_period_is_called(
     handle = await apply_and_wait(stack, dev_server, code, uscc)
     await _approve_both(stack, f"/api/v1/cases/application/{code}/2026/{uscc}")
     assert (await handle.result()).stage.value == "paid"
+    await keep_history(dev_server.client, handle, "application-paid")
 
     status, body = await _apply(stack, code, "2026")
     assert status == 200 and body["stage"] == "paid"  # the paid case, not a new one
@@ -249,6 +251,7 @@ async def test_a_refused_instruction_can_be_cancelled_and_releases_the_budget(
     assert cancelled.status_code == 200, cancelled.text
     final = await handle.result()
     assert (final.stage.value, final.paid_amount_fen) == ("cancelled", 0)
+    await keep_history(dev_server.client, handle, "application-payment-refused-cancelled")
     quota = await stack.api.get(
         f"/api/v1/items/{code}/quota/2026", headers=auth(stack.settings, "auditor")
     )

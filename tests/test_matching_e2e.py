@@ -10,9 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from activities.message_channel import MessageChannelClient
 from domain import library
@@ -21,7 +19,7 @@ from domain.rules import Verdict
 from models.matching import MatchRequest, MatchResult, MatchRun, MatchScope, PolicyPush
 from models.policy import ItemCreate
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
-from workers.main import WORKFLOWS
+from tests.history_store import keep_history, replayer
 from workflows.matching import MatchOutcome, MatchWorkflow
 
 QUICK_RECEIPTS = [0.3, 0.5, 1.0, 2.0]
@@ -63,7 +61,9 @@ async def _firm(stack: Stack, talent: int, export_fen: int | None = None) -> str
     return firm.uscc
 
 
-async def _run(stack: Stack, env: WorkflowEnvironment, request: MatchRequest) -> MatchOutcome:
+async def _run(
+    stack: Stack, env: WorkflowEnvironment, request: MatchRequest, keep_as: str | None = None
+) -> MatchOutcome:
     """One run to its end; its history must replay on the current code."""
     request.receipt_polls_s = QUICK_RECEIPTS
     handle = await env.client.start_workflow(
@@ -73,8 +73,10 @@ async def _run(stack: Stack, env: WorkflowEnvironment, request: MatchRequest) ->
         task_queue=stack.settings.task_queue,
     )
     outcome = await handle.result()
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(await handle.fetch_history())
+    if keep_as:
+        await keep_history(env.client, handle, keep_as)
+    else:
+        await replayer().replay_workflow(await handle.fetch_history())
     return outcome
 
 
@@ -132,7 +134,7 @@ async def test_full_run_stores_what_the_single_pair_evaluator_says_and_pushes_wi
     stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
     codes, firms = await _setup(stack)
-    outcome = await _run(stack, dev_server, MatchRequest(scope=MatchScope.FULL))
+    outcome = await _run(stack, dev_server, MatchRequest(scope=MatchScope.FULL), "matching-run")
     assert outcome.match.firms >= 3 and outcome.match.items >= 3
 
     # The library holds exactly the eligible and possibly eligible pairs, with the

@@ -6,9 +6,7 @@ import uuid
 
 from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from core.schedules import ensure_schedules
 from domain import library
@@ -16,7 +14,7 @@ from domain.library import change_workflow_id
 from models.matching import MatchRun
 from models.policy import ItemCreate, VersionStatus
 from tests.conftest import Stack, auth, create_users, item_payload
-from workers.main import WORKFLOWS
+from tests.history_store import keep_history
 from workflows.library_expiry import SCHEDULE_ID, LibraryExpiryWorkflow
 
 
@@ -88,10 +86,7 @@ async def test_submitted_draft_is_approved_and_published(
     )
     assert late.status_code == 409
 
-    history = await handle.fetch_history()
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        history
-    )
+    await keep_history(dev_server.client, handle, "policy-change-published")
 
     # The publication started a match run for this item alone.
     for _ in range(100):
@@ -122,11 +117,13 @@ async def test_nightly_schedule_expires_lapsed_versions(
     schedule = await dev_server.client.get_schedule_handle(SCHEDULE_ID).describe()
     assert schedule.schedule.spec.time_zone_name == "Asia/Shanghai"
 
-    expired = await dev_server.client.execute_workflow(
+    expiry = await dev_server.client.start_workflow(
         LibraryExpiryWorkflow.run,
         id=f"expiry-{uuid.uuid4()}",
         task_queue=stack.settings.task_queue,
     )
+    expired = await expiry.result()
+    await keep_history(dev_server.client, expiry, "library-expiry")
     assert f"{code}/v1" in expired
     async with stack.sessionmaker() as session:
         version = await library.get_version(session, code, 1)

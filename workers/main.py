@@ -23,21 +23,9 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import WorkingCalendar, parse_days
-from workflows.application import ApplicationWorkflow
-from workflows.library_expiry import LibraryExpiryWorkflow
-from workflows.matching import MatchWorkflow
-from workflows.payment import PaymentWorkflow
-from workflows.policy_change import PolicyChangeWorkflow
+from workflows import ALL_WORKFLOWS
 
 log = structlog.get_logger()
-
-WORKFLOWS = [
-    PolicyChangeWorkflow,
-    LibraryExpiryWorkflow,
-    ApplicationWorkflow,
-    PaymentWorkflow,
-    MatchWorkflow,
-]
 
 
 def calendar_from(settings: Settings) -> WorkingCalendar:
@@ -68,7 +56,7 @@ def build_worker(
         # On shutdown, activities in flight may finish their transaction instead of being
         # cancelled half-way through it (on SQLite that would leave the write lock held).
         graceful_shutdown_timeout=timedelta(seconds=10),
-        workflows=WORKFLOWS,
+        workflows=ALL_WORKFLOWS,
         activities=[
             library.working_deadline,
             library.record_review,
