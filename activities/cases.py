@@ -8,11 +8,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.policy_library import as_application_error
+from activities.policy import as_application_error
 from core.workdays import SHANGHAI
-from domain import budget, cases, notices
+from domain import notices
+from domain.cases import service as cases
 from domain.errors import AppError
-from models.case import (
+from domain.money import budget
+from models.cases import (
     ApplicationInput,
     CaseClosure,
     CaseStage,

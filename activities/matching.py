@@ -11,15 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.message_channel import (
+from adapters.message_channel import (
     ChannelRefused,
     ChannelUnavailable,
     MessageChannelClient,
     push_key,
 )
-from domain import match_library, push
-from domain.library import get_version
-from domain.rules import Verdict
+from domain.matching import match_library, push
+from domain.policy.library import get_version
+from models.eligibility import Verdict
 from models.matching import MatchRequest, MatchSummary, PolicyPush, PushStatus, PushSummary
 from models.message_channel import MessageState, MessageStatus, OutgoingMessage
 

@@ -8,17 +8,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.budget_system import (
+from activities.policy import as_application_error
+from adapters.budget_system import (
     BudgetSystemClient,
     BudgetSystemRefused,
     BudgetSystemUnavailable,
     payment_key,
 )
-from activities.policy_library import as_application_error
-from domain import budget, cases, notices
+from domain import notices
+from domain.cases import service as cases
 from domain.errors import AppError
+from domain.money import budget
 from models.budget_system import InstructionState, PaymentInstruction
-from models.case import PaymentOutcome, PaymentRequest, PaymentRetry
+from models.cases import PaymentOutcome, PaymentRequest, PaymentRetry
 
 log = structlog.get_logger()
 

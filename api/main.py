@@ -32,7 +32,9 @@ from api.middleware import (
     describe_size,
 )
 from api.openapi import install_openapi
-from api.routers import cases, enterprises, items, matching, reference
+from api.routers import cases, matching, reference
+from api.routers import policy as items
+from api.routers import registry as enterprises
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings

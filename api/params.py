@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator
 
-from domain.uscc import validate_uscc
-from models.case import PERIOD_PATTERN  # the shape; the item's scheme decides the rest
+from models.cases import PERIOD_PATTERN  # the shape; the item's scheme decides the rest
+from models.uscc import validate_uscc
 
 MAX_OFFSET = 1_000_000
 MAX_LIMIT = 200

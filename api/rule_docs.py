@@ -1,7 +1,7 @@
 """The rule language and amount rules as JSON Schema in the OpenAPI document.
 
 Items carry their eligibility rule and amount rule as free JSON (or YAML text) that
-`domain.rules` and `domain.amounts` validate with path-named errors; the document
+`domain.engine.rules` and `domain.engine.amounts` validate with path-named errors; the document
 describes the same shapes, generated from the same pydantic models, so a client
 generated from it knows what to send. See docs/rules.md for worked examples.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from domain.amounts import AmountRule
-from domain.facts import FACT_KINDS
-from domain.rules import RuleNode
+from domain.engine.amounts import AmountRule
+from domain.engine.rules import RuleNode
+from models.facts import FACT_KINDS
 from models.policy import AMOUNT_RULE_SCHEMA, ELIGIBILITY_RULE_SCHEMA
 
 _REF = "#/components/schemas/Rule{model}"

@@ -32,21 +32,22 @@ from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.budget_system import BudgetSystemClient
+from adapters.budget_system import BudgetSystemClient
 from api.main import create_app
 from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Settings
 from core.workdays import SHANGHAI
-from domain import budget, library
-from domain.reference_data import demo_users, ensure_reference_data, ensure_users
-from domain.sample import generate
+from domain.money import budget
+from domain.policy import library
 from models.budget_system import InstructionState
-from models.case import CaseState, application_case_id
-from models.enterprise import BankAccount, Enterprise, Fact
+from models.cases import CaseState, application_case_id
 from models.policy import ItemCreate
 from models.reference import Actor, Role, User
+from models.registry import BankAccount, Enterprise, Fact
+from seed.reference import demo_users, ensure_reference_data, ensure_users
+from seed.sample import generate
 from workflows.application import ApplicationWorkflow
 
 CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]

@@ -54,14 +54,14 @@ from stack import ROOT, BenchStack, bench_stack, start_api
 
 from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
-from core.runs import start_match_run
 from core.security import issue_token
 from core.workdays import SHANGHAI
-from domain.sample import load_sample
-from models.enterprise import Enterprise
 from models.matching import MatchRequest, MatchRun, MatchScope
-from models.notice import Notice
+from models.notices import Notice
 from models.policy import PolicyItem
+from models.registry import Enterprise
+from seed.sample import load_sample
+from workflows.starts import start_match_run
 
 USERS = ("admin", "jxj_staff", "qiye")
 CHECKS = (

@@ -28,9 +28,9 @@ import sqlalchemy as sa
 from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
 from core.settings import Environment, Settings
-from domain import match_library
-from domain.sample import load_sample
+from domain.matching import match_library
 from models.matching import MatchRequest, MatchResult, MatchScope
+from seed.sample import load_sample
 
 
 async def run(database_url: str, enterprises: int) -> None:

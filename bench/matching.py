@@ -1,6 +1,6 @@
 """Speed of the matching engine: every firm against every item, and one firm again.
 
-Builds N synthetic firms and K items with the sample generator (domain.sample),
+Builds N synthetic firms and K items with the sample generator (seed.sample),
 in memory: the figures are compute only, without database load or write.
 
     python bench/matching.py --enterprises 300000 --items 1000
@@ -14,7 +14,7 @@ full_run_s   every pair's verdict plus every eligible pair's amount (median of 3
 per_firm_ms  one firm re-matched against every item after one of its facts changed
              (verdicts, amounts and per-condition outcomes of its matches)
 peak_mb      peak resident memory of this process
-loop_ratio   a straightforward loop (domain.rules.evaluate + compute_amount per
+loop_ratio   a straightforward loop (domain.engine.rules.evaluate + compute_amount per
              pair), timed on a random sample of pairs and extrapolated to N×K,
              divided by full_run_s
 """
@@ -33,16 +33,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from domain.amounts import compute_amount, parse_amount_rule
-from domain.matching import (
+from domain.engine.amounts import compute_amount, parse_amount_rule
+from domain.engine.arrays import (
     CompiledItem,
     FactTable,
     ItemMatches,
     match_firm,
     match_items,
 )
-from domain.rules import KnownFact, Verdict, evaluate, parse_rule
-from domain.sample import generated_facts, synthetic_items
+from domain.engine.rules import KnownFact, evaluate, parse_rule
+from models.eligibility import Verdict
+from seed.sample import generated_facts, synthetic_items
 
 AS_OF = date(2026, 11, 27)
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from core.devstack import (  # noqa: E402
+from cli.devstack import (  # noqa: E402
     DevServerConfig,
     Supervisor,
     ensure_search_attributes,
@@ -128,7 +128,7 @@ async def bench_stack(
         simulator_url = f"http://127.0.0.1:{port}"
         children.start(
             "budget-simulator",
-            [sys.executable, "-m", "core.cli", "simulate", "budget", "--port", str(port), *extra],
+            [sys.executable, "-m", "cli.main", "simulate", "budget", "--port", str(port), *extra],
             dict(os.environ),
             work / "simulator.log",
         )
@@ -146,7 +146,7 @@ async def bench_stack(
             settings.message_channel_url = f"http://127.0.0.1:{port}"
             children.start(
                 "message-simulator",
-                [sys.executable, "-m", "core.cli", "simulate", "messages", "--port", str(port)],
+                [sys.executable, "-m", "cli.main", "simulate", "messages", "--port", str(port)],
                 dict(os.environ),
                 work / "message-simulator.log",
             )

@@ -40,9 +40,9 @@ from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 
 from domain.errors import Forbidden, NotFound
-from models.enterprise import Enterprise
 from models.policy import PolicyItem, PolicyItemVersion
 from models.reference import Actor, Department, DepartmentKind, Region, Role
+from models.registry import Enterprise
 
 DEPARTMENT_STAFF = frozenset({Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD})
 STAFF = DEPARTMENT_STAFF | {Role.FINANCE_CASEWORKER}

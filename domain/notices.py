@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from models.notice import Notice
+from models.notices import Notice
 from models.policy import StageWarning
 from models.reference import Role, User
 

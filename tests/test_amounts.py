@@ -2,8 +2,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from domain.amounts import compute_amount, parse_amount_rule
-from domain.rules import InvalidRule, KnownFact
+from domain.engine.amounts import compute_amount, parse_amount_rule
+from domain.engine.rules import InvalidRule, KnownFact
 from models.money import format_yuan
 
 

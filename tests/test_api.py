@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from core.settings import Settings
-from models.enterprise import Enterprise, Fact
 from models.policy import PolicyItem
+from models.registry import Enterprise, Fact
 from tests.conftest import auth, create_enterprise, create_users, item_payload, new_uscc
 
 

@@ -24,7 +24,7 @@ from starlette.types import Message
 from api.deps import get_session
 from api.main import create_app
 from core.settings import Environment, Settings
-from models.case import PERIOD_PATTERN
+from models.cases import PERIOD_PATTERN
 from tests.conftest import (
     auth,
     create_enterprise,

@@ -9,13 +9,14 @@ from sqlmodel import col, select
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.budget_system import BudgetSystemClient
-from domain import budget, library
+from adapters.budget_system import BudgetSystemClient
+from domain.money import budget
+from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind
-from models.case import CaseState, application_case_id
-from models.enterprise import BankAccount
-from models.notice import Notice
+from models.cases import CaseState, application_case_id
+from models.notices import Notice
 from models.policy import ItemCreate
+from models.registry import BankAccount
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
 from tests.history_store import keep_history
 from workflows.application import ApplicationWorkflow

@@ -16,9 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.workdays import WorkingCalendar
-from domain.rules import ConditionResult, Outcome, UnknownReason, Verdict
 from models import search_attributes as sa_keys
-from models.case import (
+from models.cases import (
     ApplicationInput,
     CaseClosure,
     CaseDecision,
@@ -36,6 +35,7 @@ from models.case import (
     Withdrawal,
     WithdrawRequest,
 )
+from models.eligibility import ConditionResult, Outcome, UnknownReason, Verdict
 from models.policy import Stage, StageLimit
 from models.policy_change import DeadlineRequest
 from models.reference import Actor, Role

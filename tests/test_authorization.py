@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.main import create_app
 from core.settings import Environment, Settings
-from domain import library
 from domain.access import ACCESS_EXTENSION
-from models.case import CaseRecord
+from domain.policy import library
+from models.cases import CaseRecord
 from models.matching import MatchResult, PolicyPush
 from models.policy import ItemCreate
 from models.reference import Actor, Role, User

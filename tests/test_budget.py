@@ -10,13 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col, select
 
 from core.db import make_sessionmaker
-from domain import budget, library
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from domain.reference_data import demo_users, ensure_reference_data, ensure_users
+from domain.money import budget
+from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind, QuotaChange
 from models.budget_system import InstructionState, InstructionStatus
 from models.policy import ItemCreate
 from models.reference import Actor, User
+from seed.reference import demo_users, ensure_reference_data, ensure_users
 from tests.conftest import create_users, item_payload
 
 YEAR = 2026

@@ -6,7 +6,7 @@ import uuid
 import httpx
 import pytest
 
-from activities.budget_system import (
+from adapters.budget_system import (
     BudgetSystemClient,
     BudgetSystemRefused,
     BudgetSystemUnavailable,

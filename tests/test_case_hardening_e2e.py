@@ -9,12 +9,12 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
-from domain import library
+from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind
-from models.case import CaseClaim, application_case_id
-from models.enterprise import BankAccount
-from models.notice import Notice
+from models.cases import CaseClaim, application_case_id
+from models.notices import Notice
 from models.policy import ItemCreate, StageWarning
+from models.registry import BankAccount
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
 from tests.history_store import keep_history
 from tests.test_application_e2e import (

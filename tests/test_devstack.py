@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from core.devstack import Supervisor
+from cli.devstack import Supervisor
 from core.settings import PROJECT_ROOT
 
 PYTHON = sys.executable
@@ -96,7 +96,7 @@ def test_ctrl_c_stops_the_stack_and_its_children(tmp_path: Path) -> None:
         f"""
         import os, sys
         from pathlib import Path
-        from core.devstack import Supervisor, stop_on_signals
+        from cli.devstack import Supervisor, stop_on_signals
         from core.logging import configure_logging
         from core.settings import Settings
 

@@ -7,9 +7,9 @@ from datetime import date
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.facts import FACT_KINDS, FactType, coerce_fact_value, fact_range
-from domain.importer import ImportRejected, import_content
-from domain.rules import InvalidRule, parse_rule
+from domain.engine.rules import InvalidRule, parse_rule
+from domain.registry.importer import ImportRejected, import_content
+from models.facts import FACT_KINDS, FactType, coerce_fact_value, fact_range
 from models.money import MAX_FEN
 from tests.conftest import new_uscc
 

@@ -5,9 +5,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from domain.enterprises import known_facts, latest_facts
-from domain.importer import ImportRejected, import_content
-from models.enterprise import BankAccount, Enterprise, Fact
+from domain.registry.enterprises import known_facts, latest_facts
+from domain.registry.importer import ImportRejected, import_content
+from models.registry import BankAccount, Enterprise, Fact
 from tests.conftest import new_uscc
 
 FETCHED = "2026-11-20T08:00:00+08:00"

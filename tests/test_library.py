@@ -3,8 +3,8 @@
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain import library
 from domain.errors import Conflict, Forbidden
+from domain.policy import library
 from models.policy import DraftUpdate, ItemCreate, VersionStatus
 from models.reference import Actor
 from tests.conftest import create_users, item_payload

@@ -3,8 +3,8 @@
 Hypothesis generates rules (every operator each fact type allows, nested all/any/not,
 manual conditions), amount rules and firms (facts missing, stale, invalid or current,
 values anywhere in their kind's range), and the vectorised engine and the one-firm
-evaluator must give exactly what `domain.rules.evaluate` and
-`domain.amounts.compute_amount` give.
+evaluator must give exactly what `domain.engine.rules.evaluate` and
+`domain.engine.amounts.compute_amount` give.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from domain.amounts import Rounding, compute_amount, parse_amount_rule
-from domain.facts import FACT_KINDS, FactKind, FactType, fact_range
-from domain.matching import (
+from domain.engine.amounts import Rounding, compute_amount, parse_amount_rule
+from domain.engine.arrays import (
     OUTCOME_CODE,
     CompiledItem,
     FactTable,
@@ -32,15 +31,9 @@ from domain.matching import (
     match_table,
     unpack,
 )
-from domain.rules import (
-    InvalidRule,
-    KnownFact,
-    RuleNode,
-    Verdict,
-    evaluate,
-    invalid_fact,
-    parse_rule,
-)
+from domain.engine.rules import InvalidRule, KnownFact, RuleNode, evaluate, invalid_fact, parse_rule
+from models.eligibility import Verdict
+from models.facts import FACT_KINDS, FactKind, FactType, fact_range
 from models.money import MAX_FEN
 
 AS_OF = date(2026, 11, 27)

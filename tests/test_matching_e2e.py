@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from temporalio.testing import WorkflowEnvironment
 
-from activities.message_channel import MessageChannelClient
-from domain import library
-from domain.enterprises import known_facts
-from domain.rules import Verdict
+from adapters.message_channel import MessageChannelClient
+from domain.policy import library
+from domain.registry.enterprises import known_facts
+from models.eligibility import Verdict
 from models.matching import MatchRequest, MatchResult, MatchRun, MatchScope, PolicyPush
 from models.policy import ItemCreate
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload

@@ -5,7 +5,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.notices import raise_stage_warning
-from models.notice import Notice
+from models.notices import Notice
 from models.policy import StageWarning
 from tests.conftest import create_users
 

@@ -23,33 +23,26 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.matching import MATCH_DATA_ERROR, MatchingActivities
-from activities.message_channel import MessageChannelClient
+from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
-from domain import library, match_library
-from domain.amounts import compute_amount, parse_amount_rule
-from domain.enterprises import known_facts, load_fact_table
-from domain.item_rules import UnevaluableVersion, load_published, load_version
-from domain.match_library import Evaluated, Loaded
-from domain.matching import (
+from domain.engine.amounts import compute_amount, parse_amount_rule
+from domain.engine.arrays import (
     CompiledItem,
     FactTable,
     ItemFailure,
     match_items,
     unpack,
 )
-from domain.rules import (
-    AllOf,
-    Condition,
-    KnownFact,
-    UnknownReason,
-    Verdict,
-    evaluate,
-    invalid_fact,
-    parse_rule,
-)
-from models.enterprise import Fact
+from domain.engine.rules import AllOf, Condition, KnownFact, evaluate, invalid_fact, parse_rule
+from domain.matching import match_library
+from domain.matching.match_library import Evaluated, Loaded
+from domain.policy import library
+from domain.policy.versions import UnevaluableVersion, load_published, load_version
+from domain.registry.enterprises import known_facts, load_fact_table
+from models.eligibility import UnknownReason, Verdict
 from models.matching import MatchError, MatchRequest, MatchResult, MatchScope
 from models.policy import ItemCreate, PolicyItemVersion, StageWarning, VersionStatus
+from models.registry import Fact
 from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
 from workflows.matching import MatchOutcome, MatchWorkflow
 

@@ -8,9 +8,9 @@ from sqlmodel import col, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from core.schedules import ensure_schedules
-from domain import library
-from domain.library import change_workflow_id
+from cli.schedules import ensure_schedules
+from domain.policy import library
+from domain.policy.library import change_workflow_id
 from models.matching import MatchRun
 from models.policy import ItemCreate, VersionStatus
 from tests.conftest import Stack, auth, create_users, item_payload

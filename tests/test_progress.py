@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.progress import TerminalProgress
 from core.settings import PROJECT_ROOT
-from domain.importer import import_content
+from domain.registry.importer import import_content
 from tests.conftest import new_uscc
 
 FIRMS = 600  # more than one batch of the importer's 500
@@ -79,7 +79,7 @@ def test_zhida_sample_shows_firms_loaded_of_total_with_rate(tmp_path: Path) -> N
         "ZHIDA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'sample.db'}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "sample", "--enterprises", "1500"],
+        [sys.executable, "-m", "cli.main", "sample", "--enterprises", "1500"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

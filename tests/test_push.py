@@ -9,11 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from core.db import make_engine, make_sessionmaker
-from domain import library, push
-from domain.reference_data import ensure_reference_data
+from domain.matching import push
+from domain.policy import library
 from models.matching import MatchResult, PolicyPush
-from models.notice import Notice
+from models.notices import Notice
 from models.policy import ItemCreate
+from seed.reference import ensure_reference_data
 from tests.conftest import create_enterprise, create_users, item_payload
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from domain.amounts import compute_amount, parse_amount_rule
-from domain.rules import (
+from domain.engine.amounts import compute_amount, parse_amount_rule
+from domain.engine.rules import (
     MAX_LIST_VALUES,
     MAX_RULE_DEPTH,
     MAX_RULE_NODES,

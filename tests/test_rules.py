@@ -3,18 +3,16 @@ from datetime import date
 import pytest
 import yaml
 
-from domain.rules import (
+from domain.engine.rules import (
     Condition,
     InvalidRule,
     KnownFact,
-    Outcome,
-    UnknownReason,
-    Verdict,
     describe,
     evaluate,
     parse_rule,
     rule_to_json,
 )
+from models.eligibility import Outcome, UnknownReason, Verdict
 
 TODAY = date(2026, 11, 27)
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from activities.budget_system import BudgetSystemClient, BudgetSystemRefused, payment_key
-from activities.message_channel import MessageChannelClient, push_key
-from core.devstack import wait_for_http
+from adapters.budget_system import BudgetSystemClient, BudgetSystemRefused, payment_key
+from adapters.message_channel import MessageChannelClient, push_key
+from cli.devstack import wait_for_http
 from core.settings import PROJECT_ROOT
 from models.budget_system import InstructionState, PaymentInstruction
 from models.message_channel import MessageState, OutgoingMessage
@@ -244,7 +244,7 @@ async def test_zhida_simulate_budget_refuses_accounts_and_survives_sigkill(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [
-        *[sys.executable, "-m", "core.cli", "simulate", "budget", "--port", str(port)],
+        *[sys.executable, "-m", "cli.main", "simulate", "budget", "--port", str(port)],
         *["--receipt-delay-s", "0", "--state-file", str(state), "--refuse-account", frozen],
     ]
     url = f"http://127.0.0.1:{port}"

@@ -1,6 +1,6 @@
 import pytest
 
-from domain.uscc import InvalidCreditCode, make_uscc, validate_uscc
+from models.uscc import InvalidCreditCode, make_uscc, validate_uscc
 
 # Published examples of valid codes (GB 32100-2015 worked examples and public records).
 VALID = ["91350100M000100Y43", "91110000600037341L"]

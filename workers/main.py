@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.budget_system import BudgetSystemClient
 from activities.cases import CaseActivities
 from activities.matching import MatchingActivities
-from activities.message_channel import MessageChannelClient
 from activities.payments import PaymentActivities
-from activities.policy_library import PolicyLibraryActivities
+from activities.policy import PolicyLibraryActivities
+from adapters.budget_system import BudgetSystemClient
+from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings

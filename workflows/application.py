@@ -13,10 +13,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
     from activities.payments import PaymentActivities
-    from activities.policy_library import PolicyLibraryActivities
-    from domain.rules import Outcome, Verdict
+    from activities.policy import PolicyLibraryActivities
     from models import search_attributes as sa_keys
-    from models.case import (
+    from models.cases import (
         ApplicationInput,
         CaseClosure,
         CaseStage,
@@ -34,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawRequest,
         budget_year,
     )
+    from models.eligibility import Outcome, Verdict
     from models.policy import Stage, StageLimit
     from models.policy_change import DeadlineRequest
     from models.reference import Actor, Role

@@ -8,7 +8,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.policy_library import PolicyLibraryActivities
+    from activities.policy import PolicyLibraryActivities
 
 SCHEDULE_ID = "policy-library-expiry"
 

@@ -9,7 +9,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from models.case import PaymentInput, PaymentOutcome, PaymentRequest, PaymentResult
+    from models.cases import PaymentInput, PaymentOutcome, PaymentRequest, PaymentResult
 
 INSTRUCT = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(seconds=30),

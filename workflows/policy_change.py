@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.policy_library import PolicyLibraryActivities
+    from activities.policy import PolicyLibraryActivities
     from models import search_attributes as sa_keys
     from models.matching import MatchRequest, MatchScope
     from models.policy_change import (

@@ -25,12 +25,13 @@ from api.pagination import Page, PageDep, PageParams
 from api.params import CreditCode, ItemCode, Period
 from api.updates import send_update
 from core.workdays import SHANGHAI
-from domain import budget, cases
 from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
+from domain.cases import service as cases
 from domain.errors import NotFound
+from domain.money import budget
 from models import search_attributes as sa_keys
 from models.budget import QuotaPublic
-from models.case import (
+from models.cases import (
     PERIOD_PATTERN,
     ApplicationInput,
     ApplicationRequest,

@@ -12,10 +12,10 @@ from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.pagination import Page, PageDep
 from api.params import CreditCode, ItemCode, MatchRunId, VersionNumber
-from domain import match_library, push
 from domain.access import Rule, require_role
 from domain.errors import InvalidInput, NotFound
-from domain.rules import Verdict
+from domain.matching import match_library, push
+from models.eligibility import Verdict
 from models.matching import (
     BudgetPreview,
     GapReport,

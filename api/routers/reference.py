@@ -9,9 +9,9 @@ from api.access import access
 from api.deps import CurrentUser, SessionDep
 from api.idempotency import IdempotencyKey
 from api.params import NoticeId
-from domain import push
 from domain.access import Rule
-from models.notice import Notice, NoticePublic
+from domain.matching import push
+from models.notices import Notice, NoticePublic
 from models.reference import Actor, Department, DepartmentPublic, Region, RegionPublic
 
 router = APIRouter(prefix="/api/v1", tags=["reference"])

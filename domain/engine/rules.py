@@ -5,7 +5,7 @@ People write rules in YAML; they are stored as JSON. A rule is a tree of nodes:
     all: [node, ...]        every child must pass
     any: [node, ...]        at least one child must pass
     not: node               the child must fail
-    fact: NAME              a comparison over one named fact (domain.facts)
+    fact: NAME              a comparison over one named fact (models.facts)
       op: eq|ne|gt|gte|lt|lte|in|not_in|prefix|between
       value: ...
     manual: TEXT            a free-text condition no machine can check
@@ -22,7 +22,6 @@ refused with the path of the offending node before any recursive step reads them
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ from pydantic import (
     field_validator,
 )
 
-from domain.facts import FACT_KINDS, FactKind, FactType, FactValue, coerce_fact_value
+from models.eligibility import ConditionResult, Evaluation, Outcome, UnknownReason, Verdict
+from models.facts import FACT_KINDS, FactKind, FactType, FactValue, coerce_fact_value
 from models.money import format_yuan
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "prefix", "between"]
@@ -259,25 +259,6 @@ def rule_to_json(rule: RuleNode) -> Any:
 # ----- evaluation -----------------------------------------------------------------
 
 
-class Outcome(enum.StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    UNKNOWN = "unknown"
-
-
-class UnknownReason(enum.StrEnum):
-    MISSING = "missing"
-    STALE = "stale"
-    INVALID = "invalid"  # the stored value is outside its kind's type or range
-    MANUAL = "manual"
-
-
-class Verdict(enum.StrEnum):
-    ELIGIBLE = "eligible"
-    POSSIBLY_ELIGIBLE = "possibly_eligible"
-    NOT_ELIGIBLE = "not_eligible"
-
-
 @dataclass(frozen=True)
 class KnownFact:
     value: FactValue
@@ -300,21 +281,6 @@ def _shown_raw(raw: object) -> str:
     except (TypeError, ValueError):
         shown = type(raw).__name__
     return shown if len(shown) <= 40 else shown[:39] + "…"
-
-
-class ConditionResult(BaseModel):
-    path: str
-    description: str
-    outcome: Outcome
-    fact: str | None = None
-    expected: Any = None
-    actual: Any = None
-    reason: UnknownReason | None = None
-
-
-class Evaluation(BaseModel):
-    verdict: Verdict
-    conditions: list[ConditionResult]
 
 
 def _show(value: Any) -> str:

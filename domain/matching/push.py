@@ -18,11 +18,11 @@ from sqlmodel import col, select
 
 from domain import access, notices
 from domain.errors import NotFound
-from domain.rules import Verdict
+from models.eligibility import Verdict
 from models.matching import MatchResult, PolicyPush, PushStats, PushStatus, PushSummary
 from models.message_channel import MessageState, MessageStatus
 from models.money import format_yuan
-from models.notice import Notice
+from models.notices import Notice
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
 from models.reference import Actor, User
 from models.types import utcnow

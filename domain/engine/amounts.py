@@ -19,8 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from domain.facts import FACT_KINDS, FactType, fact_range
-from domain.rules import InvalidRule, KnownFact, RuleError, format_path
+from domain.engine.rules import InvalidRule, KnownFact, RuleError, format_path
+from models.facts import FACT_KINDS, FactType, fact_range
 from models.money import MAX_FEN, Fen, format_yuan
 
 

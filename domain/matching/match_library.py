@@ -1,7 +1,7 @@
 """The match library (政策匹配库): running the engine over the database and reading it.
 
 A run loads the published item versions and the firms in its scope, evaluates them
-(`domain.matching`) and replaces the library rows of that scope in one transaction:
+(`domain.engine.arrays`) and replaces the library rows of that scope in one transaction:
 every published item × every firm (full, nightly), one item × every firm (on
 publication), or every item × the firms whose data changed (after an import).
 
@@ -26,13 +26,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
+from core.workdays import SHANGHAI
 from domain import access
 from domain.access import require_enterprise_access
-from domain.enterprises import known_facts, load_fact_table
-from domain.errors import NotFound
-from domain.item_rules import UnevaluableVersion, load_published, load_version
-from domain.library import get_item
-from domain.matching import (
+from domain.engine.arrays import (
     OUTCOME_CODE,
     CompiledItem,
     FactTable,
@@ -48,18 +45,20 @@ from domain.matching import (
     match_items,
     match_pair,
 )
-from domain.notices import raise_stage_warning
-from domain.rules import (
+from domain.engine.rules import (
     InvalidRule,
     KnownFact,
     ManualCondition,
-    Outcome,
-    Verdict,
     describe,
     evaluate,
     parse_rule,
 )
-from models.enterprise import Enterprise, Fact
+from domain.errors import NotFound
+from domain.notices import raise_stage_warning
+from domain.policy.library import get_item
+from domain.policy.versions import UnevaluableVersion, load_published, load_version
+from domain.registry.enterprises import known_facts, load_fact_table
+from models.eligibility import Outcome, Verdict
 from models.matching import (
     MAX_RECORDED_ERRORS,
     BudgetPreview,
@@ -82,6 +81,7 @@ from models.matching import (
 )
 from models.policy import PolicyItem, PolicyItemVersion, StageWarning
 from models.reference import Actor, Role
+from models.registry import Enterprise, Fact
 from models.types import utcnow
 
 log = structlog.get_logger()
@@ -751,8 +751,6 @@ async def budget_preview(
 
 
 def today_in_shanghai(now: datetime | None = None) -> date:
-    from core.workdays import SHANGHAI
-
     return (now or utcnow()).astimezone(SHANGHAI).date()
 
 

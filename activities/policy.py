@@ -10,8 +10,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.workdays import SHANGHAI, WorkingCalendar
-from domain import library, notices
+from domain import notices
 from domain.errors import AppError
+from domain.policy import library
 from models.policy_change import DeadlineRequest, PolicyChangeInput, ReviewOutcome, StageOverdue
 
 log = structlog.get_logger()

@@ -11,9 +11,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
-from domain.facts import FACT_KINDS, SIZE_CLASSES, FactValue, coerce_fact_value, period_end
-from domain.uscc import validate_uscc
+from models.facts import FACT_KINDS, SIZE_CLASSES, FactValue, coerce_fact_value, period_end
 from models.types import UTCDateTime, utcnow
+from models.uscc import validate_uscc
 
 INDUSTRY_CODE = re.compile(r"^[A-T](\d{2}){0,2}$")
 

@@ -23,9 +23,9 @@ from api.pagination import Page, PageDep
 from api.params import CreditCode, ItemCode, VersionNumber, VersionQuery
 from api.updates import send_update
 from core.workdays import SHANGHAI
-from domain import library
 from domain.access import Rule, require_staff_or_reader
 from domain.errors import NotFound
+from domain.policy import library
 from models import search_attributes as sa_keys
 from models.policy import (
     Category,

@@ -12,14 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from domain import access, push
+from domain import access
 from domain.access import require_role
-from domain.amounts import compute_amount, parse_amount_rule
-from domain.enterprises import get_enterprise, known_facts
+from domain.engine.amounts import compute_amount, parse_amount_rule
+from domain.engine.rules import evaluate, parse_rule
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.library import get_item, get_version
-from domain.rules import Verdict, evaluate, parse_rule
-from models.case import (
+from domain.matching import push
+from domain.policy.library import get_item, get_version
+from domain.registry.enterprises import get_enterprise, known_facts
+from models.cases import (
     UNPAID_CLOSURES,
     ApplicationInput,
     ApplicationRequest,
@@ -31,7 +32,7 @@ from models.case import (
     ClaimState,
     application_case_id,
 )
-from models.enterprise import BankAccount, Enterprise
+from models.eligibility import Verdict
 from models.money import MAX_FEN
 from models.period import Period, PeriodScheme, parse_period, within
 from models.policy import (
@@ -42,6 +43,7 @@ from models.policy import (
     VersionStatus,
 )
 from models.reference import Actor, Role
+from models.registry import BankAccount, Enterprise
 from models.types import utcnow
 
 

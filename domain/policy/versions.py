@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from domain.amounts import parse_amount_rule
+from domain.engine.amounts import parse_amount_rule
+from domain.engine.arrays import CompiledItem, ItemFailure, failure_message
+from domain.engine.rules import InvalidRule, RuleError, parse_rule
 from domain.errors import Conflict, NotFound
-from domain.matching import CompiledItem, ItemFailure, failure_message
-from domain.rules import InvalidRule, RuleError, parse_rule
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
 
 

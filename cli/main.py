@@ -13,10 +13,8 @@ import httpx
 import typer
 import uvicorn
 
-from activities.budget_system import BudgetSystemClient
-from core import migrate
-from core.db import make_engine, make_sessionmaker
-from core.devstack import (
+from adapters.budget_system import BudgetSystemClient
+from cli.devstack import (
     DevServerConfig,
     Supervisor,
     child_env,
@@ -26,26 +24,28 @@ from core.devstack import (
     wait_for_http,
     wait_for_temporal,
 )
+from cli.schedules import ensure_schedules
+from core import migrate
+from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.progress import ProgressCallback, TerminalProgress
-from core.runs import start_match_run
-from core.schedules import ensure_schedules
 from core.security import issue_token
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import SHANGHAI
-from domain import budget
-from domain.budget import Reconciliation
 from domain.errors import AppError
-from domain.importer import ImportReport, import_content
-from domain.sample import SampleSummary, load_sample
+from domain.money import budget
+from domain.money.budget import Reconciliation
+from domain.registry.importer import ImportReport, import_content
 from models.matching import MatchRequest, MatchScope
 from models.reference import User
+from seed.sample import SampleSummary, load_sample
 from simulators.budget_system import SimulatorConfig
 from simulators.budget_system import create_app as create_budget_simulator
 from simulators.message_channel import ChannelConfig
 from simulators.message_channel import create_app as create_channel_simulator
 from workers.main import main as worker_main
+from workflows.starts import start_match_run
 
 app = typer.Typer(
     help="zhida 直达: fiscal funds to enterprises, fast and traceable.", no_args_is_help=True
@@ -339,7 +339,7 @@ def run(
             children.start(
                 "budget-simulator",
                 [
-                    *[sys.executable, "-m", "core.cli", "simulate", "budget"],
+                    *[sys.executable, "-m", "cli.main", "simulate", "budget"],
                     *["--state-file", str(logs / "budget-simulator.json")],
                 ],
                 env,
@@ -349,7 +349,7 @@ def run(
             children.start(
                 "message-simulator",
                 [
-                    *[sys.executable, "-m", "core.cli", "simulate", "messages"],
+                    *[sys.executable, "-m", "cli.main", "simulate", "messages"],
                     *["--state-file", str(logs / "message-simulator.json")],
                 ],
                 env,

@@ -12,13 +12,13 @@ from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalConnectionDep
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
 from api.params import CreditCode
-from core.runs import start_match_run
-from domain import enterprises, importer
 from domain.access import Rule, require_role
 from domain.errors import InvalidInput
-from models.enterprise import EnterpriseDetail, EnterprisePublic
+from domain.registry import enterprises, importer
 from models.matching import MatchRequest, MatchScope
 from models.reference import Role
+from models.registry import EnterpriseDetail, EnterprisePublic
+from workflows.starts import start_match_run
 
 log = structlog.get_logger()
 

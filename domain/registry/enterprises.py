@@ -12,11 +12,12 @@ from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from domain.access import firm_filter, require_firm_reader
+from domain.engine.arrays import FactTable, FactTableBuilder
+from domain.engine.rules import KnownFact, invalid_fact
 from domain.errors import NotFound
-from domain.facts import FACT_KINDS, FactKind, coerce_fact_value
-from domain.matching import FactTable, FactTableBuilder
-from domain.rules import KnownFact, invalid_fact
-from models.enterprise import (
+from models.facts import FACT_KINDS, FactKind, coerce_fact_value
+from models.reference import Actor
+from models.registry import (
     BankAccount,
     BankAccountPublic,
     Enterprise,
@@ -26,7 +27,6 @@ from models.enterprise import (
     FactPublic,
     mask_account,
 )
-from models.reference import Actor
 
 
 async def get_enterprise(session: AsyncSession, uscc: str) -> Enterprise:

@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.access import require_department_staff, require_item_firm_reader
-from domain.amounts import amount_rule_to_json, compute_amount, parse_amount_rule
-from domain.enterprises import get_enterprise, known_facts
+from domain.engine.amounts import amount_rule_to_json, compute_amount, parse_amount_rule
+from domain.engine.rules import InvalidRule, evaluate, parse_rule, rule_to_json
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
-from domain.item_rules import load_version
-from domain.rules import ConditionResult, InvalidRule, Verdict, evaluate, parse_rule, rule_to_json
+from domain.policy.versions import load_version
+from domain.registry.enterprises import get_enterprise, known_facts
+from models.eligibility import ConditionResult, Verdict
 from models.money import yuan_text
 from models.period import PeriodScheme
 from models.policy import (

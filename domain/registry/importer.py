@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.errors import FieldError, InvalidInput
-from domain.facts import period_end
-from models.enterprise import AccountRow, BankAccount, Enterprise, EnterpriseRow, Fact, FactRow
+from models.facts import period_end
 from models.reference import Region
+from models.registry import AccountRow, BankAccount, Enterprise, EnterpriseRow, Fact, FactRow
 from models.types import utcnow
 
 if TYPE_CHECKING:

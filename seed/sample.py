@@ -18,13 +18,10 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
-from domain.amounts import amount_rule_to_json, parse_amount_rule
-from domain.facts import FACT_KINDS, coerce_fact_value, period_end
-from domain.reference_data import CITY, ZONE_HOST, demo_users, ensure_reference_data, ensure_users
-from domain.rules import parse_rule, rule_to_json
-from domain.uscc import ALPHABET, make_uscc
+from domain.engine.amounts import amount_rule_to_json, parse_amount_rule
+from domain.engine.rules import parse_rule, rule_to_json
 from models.budget import BudgetQuota, QuotaChange
-from models.enterprise import BankAccount, Enterprise, Fact
+from models.facts import FACT_KINDS, coerce_fact_value, period_end
 from models.policy import (
     FINANCE_STAGES,
     STAGES_BY_CATEGORY,
@@ -36,6 +33,9 @@ from models.policy import (
     VersionStatus,
 )
 from models.reference import Department, DepartmentKind
+from models.registry import BankAccount, Enterprise, Fact
+from models.uscc import ALPHABET, make_uscc
+from seed.reference import CITY, ZONE_HOST, demo_users, ensure_reference_data, ensure_users
 
 if TYPE_CHECKING:
     from core.progress import ProgressCallback
@@ -278,7 +278,7 @@ async def _flush(
 
 
 def sample_policies() -> dict[str, Any]:
-    text = resources.files("domain.data").joinpath("sample_policies.yaml").read_text("utf-8")
+    text = resources.files("seed.data").joinpath("sample_policies.yaml").read_text("utf-8")
     data: dict[str, Any] = yaml.safe_load(text)
     return data
 
@@ -381,9 +381,9 @@ def generated_facts(
     count: int, as_of: date, seed: int = SEED
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(credit code, facts) of `count` generated firms, in the evaluator's form: what
-    `domain.enterprises.known_facts` would read back after `load_sample`."""
-    from domain.facts import FACT_KINDS, coerce_fact_value
-    from domain.rules import KnownFact
+    `domain.registry.enterprises.known_facts` would read back after `load_sample`."""
+    from domain.engine.rules import KnownFact
+    from models.facts import FACT_KINDS, coerce_fact_value
 
     for enterprise, facts, _account in generate(count, as_of, seed):
         known = {

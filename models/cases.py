@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, c
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
-from domain.rules import ConditionResult, Verdict
+from models.eligibility import ConditionResult, Verdict
 from models.money import PositiveFen, format_yuan, yuan_text
 from models.policy import StageLimit
 from models.reference import Actor

@@ -1,6 +1,6 @@
 """The matching engine: every item's rules over every firm's facts, as array operations.
 
-`domain.rules.evaluate` is the reference: one firm, one rule, with a readable reason
+`domain.engine.rules.evaluate` is the reference: one firm, one rule, with a readable reason
 per condition. This module computes the same verdicts for many firms at once. The
 facts live in a column-per-kind `FactTable` (integers, dictionary codes for text,
 day ordinals for dates, a `present` mask and the period end for staleness), and a
@@ -18,7 +18,7 @@ not eligible where ~M. Identical leaves across items are computed once.
 
 For one firm (a fact changed, a firm asks "what is there for me") `RowEvaluator`
 runs the same semantics over plain Python values, without building arrays.
-Both agree with `domain.rules.evaluate` exactly: tests/test_matching.py proves it
+Both agree with `domain.engine.rules.evaluate` exactly: tests/test_matching.py proves it
 with generated rules and firms.
 
 Bad data never stops a run for everyone else. A stored fact that fails its kind's
@@ -43,27 +43,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from domain.amounts import (
+from domain.engine.amounts import (
     AmountRule,
     FixedAmount,
     Rounding,
     TieredAmount,
     compute_amount,
 )
-from domain.facts import FACT_KINDS, FactKind, FactType, FactValue
-from domain.rules import (
+from domain.engine.rules import (
     AllOf,
     AnyOf,
     Condition,
     KnownFact,
     ManualCondition,
     NotRule,
-    Outcome,
     RuleNode,
-    Verdict,
     compare_value,
     is_stale,
 )
+from models.eligibility import Outcome, Verdict
+from models.facts import FACT_KINDS, FactKind, FactType, FactValue
 from models.money import MAX_FEN
 
 Mask = npt.NDArray[np.bool_]
@@ -112,7 +111,7 @@ class FactTable:
 
     @classmethod
     def build(cls, firms: Iterable[tuple[str, Mapping[str, KnownFact]]]) -> FactTable:
-        """From (credit code, facts) pairs, as `domain.enterprises.known_facts` gives them."""
+        """From (credit code, facts) pairs, as `registry.enterprises.known_facts` gives them."""
         builder = FactTableBuilder()
         for uscc, facts in firms:
             row = builder.add_firm(uscc)
@@ -297,7 +296,7 @@ def _decode(column: FactColumn, value: int) -> FactValue:
 
 @dataclass(frozen=True)
 class Leaf:
-    """A condition as `domain.rules.evaluate` reports it: path and negation parity."""
+    """A condition as `domain.engine.rules.evaluate` reports it: path and negation parity."""
 
     path: str
     node: Condition | ManualCondition
@@ -305,7 +304,7 @@ class Leaf:
 
 
 def leaves(rule: RuleNode) -> list[Leaf]:
-    """The rule's conditions in the order `domain.rules.evaluate` reports them."""
+    """The rule's conditions in the order `domain.engine.rules.evaluate` reports them."""
     out: list[Leaf] = []
 
     def walk(node: RuleNode, path: str, negated: bool) -> None:
@@ -447,7 +446,7 @@ class MaskContext:
 
     def leaf_outcomes(self, rule: RuleNode, rows: Rows) -> list[str]:
         """For each of `rows`, one letter per leaf (P pass, F fail, U unknown), in the
-        order and with the negation `domain.rules.evaluate` reports them."""
+        order and with the negation `domain.engine.rules.evaluate` reports them."""
         if not len(rows):
             return []
         columns = []
@@ -485,7 +484,7 @@ def _as_int(value: Any) -> int:
 
 def amounts(rule: AmountRule, table: FactTable, rows: Rows) -> tuple[Ints, Mask]:
     """The amount for each of `rows`, and whether it could be computed (the fact is
-    present), exactly as `domain.amounts.compute_amount` rounds it."""
+    present), exactly as `domain.engine.amounts.compute_amount` rounds it."""
     n = len(rows)
     if isinstance(rule, FixedAmount):
         return np.full(n, rule.amount_fen, dtype=np.int64), np.ones(n, dtype=np.bool_)
@@ -718,7 +717,7 @@ class RowEvaluator:
 
     def _combine(self, children: list[RuleNode], decisive: Outcome, otherwise: Outcome) -> Outcome:
         """Kleene all (decisive FAIL) or any (decisive PASS), stopping at the first
-        decisive child as `domain.rules.evaluate` does not need to."""
+        decisive child as `domain.engine.rules.evaluate` does not need to."""
         outcome = otherwise
         for child in children:
             result = self._outcome(child)
