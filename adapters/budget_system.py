@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import httpx
-
+from adapters.http import ExternalSystemClient, ExternalSystemRefused, ExternalSystemUnavailable
 from models.budget_system import InstructionStatus, PaymentInstruction
 
 if TYPE_CHECKING:
@@ -25,16 +24,12 @@ if TYPE_CHECKING:
 STATEMENT_PAGE = 1000  # instructions per statement request
 
 
-class BudgetSystemUnavailable(Exception):
-    """Transient: timeouts, connection errors, 5xx. Safe to retry with the same key."""
+class BudgetSystemUnavailable(ExternalSystemUnavailable):
+    """Transient (timeout, connection error, 5xx): safe to retry with the same key."""
 
 
-class BudgetSystemRefused(Exception):
-    """Permanent: the system refused the request (4xx). Retrying will not help."""
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+class BudgetSystemRefused(ExternalSystemRefused):
+    """Permanent: the budget system refused the request (4xx). Retrying will not help."""
 
 
 def payment_key(case_id: str, instalment: int) -> str:
@@ -42,16 +37,16 @@ def payment_key(case_id: str, instalment: int) -> str:
     return f"zhida:{case_id}:{instalment}"
 
 
-class BudgetSystemClient:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
+class BudgetSystemClient(ExternalSystemClient):
+    unavailable = BudgetSystemUnavailable
+    refused = BudgetSystemRefused
 
     async def instruct(self, instruction: PaymentInstruction) -> InstructionStatus:
         response = await self._call(
             "POST",
             "/v1/payment-instructions",
             json=instruction.model_dump(mode="json"),
-            headers={"Idempotency-Key": instruction.idempotency_key},
+            idempotency_key=instruction.idempotency_key,
         )
         return InstructionStatus.model_validate_json(response.content)
 
@@ -86,26 +81,3 @@ class BudgetSystemClient:
                 progress("statement", len(statement), int(total) if total else None)
             if len(page) < page_size:
                 return statement
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        json: object = None,
-        headers: dict[str, str] | None = None,
-        params: dict[str, int] | None = None,
-    ) -> httpx.Response:
-        try:
-            response = await self._http.request(
-                method, path, json=json, headers=headers, params=params
-            )
-        except httpx.TransportError as exc:  # includes timeouts
-            raise BudgetSystemUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise BudgetSystemUnavailable(f"{method} {path}: HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise BudgetSystemRefused(
-                f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",
-                response.status_code,
-            )
-        return response

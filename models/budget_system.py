@@ -1,7 +1,7 @@
 """The wire protocol of the provincial budget system (预算管理一体化系统) as zhida uses it.
 
 Payment instructions are idempotent on their key; receipts are read by polling the
-instruction (see activities/budget_system.py for why polling, not callbacks).
+instruction (see adapters/budget_system.py for why polling, not callbacks).
 """
 
 from __future__ import annotations

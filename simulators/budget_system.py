@@ -11,26 +11,23 @@ run time (`PUT /v1/_simulator/config`).
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from models.budget_system import InstructionState, InstructionStatus, PaymentInstruction
-from simulators.persistence import RecordJournal
+from simulators.base import Dials, Simulator
 
 CLOSED_ACCOUNT_SUFFIX = "0000"  # accounts ending so are closed: always returned
 REFUSED_DETAIL = "收款账户已冻结或已销户，支付指令不予受理"
 
 
-class SimulatorConfig(BaseModel):
-    latency_ms: int = Field(default=0, ge=0)
-    failure_rate: float = Field(default=0.0, ge=0, le=1, description="5xx before any work")
+class SimulatorConfig(Dials):
     lost_reply_rate: float = Field(default=0.0, ge=0, le=1, description="work done, then 5xx")
     timeout_rate: float = Field(default=0.0, ge=0, le=1, description="work done, reply too late")
     timeout_s: float = Field(default=15.0, ge=0)
@@ -41,7 +38,6 @@ class SimulatorConfig(BaseModel):
         max_length=10_000,
         description="payee accounts the system refuses (closed or frozen): 422, nothing done",
     )
-    seed: int | None = None
 
 
 @dataclass
@@ -75,43 +71,38 @@ class _Record:
 
 
 def create_app(config: SimulatorConfig | None = None, state_file: Path | None = None) -> FastAPI:
-    state = {"config": config or SimulatorConfig()}
-    records: dict[str, _Record] = {}
-    journal = RecordJournal(state_file, TypeAdapter(dict[str, _Record]))
-    app = FastAPI(title="预算管理一体化系统 (simulator)", lifespan=journal.lifespan(records.update))
-    lock = asyncio.Lock()
-    rng = random.Random(state["config"].seed)
-
-    def cfg() -> SimulatorConfig:
-        return state["config"]
+    sim = Simulator(
+        config or SimulatorConfig(),
+        state_file,
+        TypeAdapter(dict[str, _Record]),
+        busy="budget system busy",
+    )
+    protocol = APIRouter()
 
     def now() -> datetime:
         return datetime.now(UTC)
 
-    async def misbehave_before() -> None:
-        if cfg().latency_ms:
-            await asyncio.sleep(cfg().latency_ms / 1000)
-        if rng.random() < cfg().failure_rate:
-            raise HTTPException(503, "budget system busy")
+    def delay() -> timedelta:
+        return timedelta(seconds=sim.config.receipt_delay_s)
 
     async def misbehave_after() -> None:
-        if rng.random() < cfg().lost_reply_rate:
+        if sim.rng.random() < sim.config.lost_reply_rate:
             raise HTTPException(502, "reply lost after the work was done")
-        if rng.random() < cfg().timeout_rate:
-            await asyncio.sleep(cfg().timeout_s)
+        if sim.rng.random() < sim.config.timeout_rate:
+            await asyncio.sleep(sim.config.timeout_s)
 
-    @app.post("/v1/payment-instructions", response_model=InstructionStatus)
+    @protocol.post("/v1/payment-instructions", response_model=InstructionStatus)
     async def instruct(
         instruction: PaymentInstruction,
         response: Response,
         idempotency_key: Annotated[str, Header(alias="Idempotency-Key")],
     ) -> InstructionStatus | JSONResponse:
-        await misbehave_before()
+        await sim.misbehave()
         if idempotency_key != instruction.idempotency_key:
             raise HTTPException(422, "Idempotency-Key header and body differ")
-        async with lock:
-            record = records.get(idempotency_key)
-            if record is None and instruction.payee_account in cfg().refuse_accounts:
+        async with sim.lock:
+            record = sim.records.get(idempotency_key)
+            if record is None and instruction.payee_account in sim.config.refuse_accounts:
                 # Refused outright, as the provincial system refuses a closed or frozen
                 # account: nothing is recorded, and asking again is refused again. The
                 # body names no account (it may end up in a workflow's failure message).
@@ -121,33 +112,32 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
             if record is None:
                 returned = (
                     instruction.payee_account.endswith(CLOSED_ACCOUNT_SUFFIX)
-                    or rng.random() < cfg().return_rate
+                    or sim.rng.random() < sim.config.return_rate
                 )
-                n = len(records) + 1
+                n = len(sim.records) + 1
                 record = _Record(
                     instruction=instruction,
                     voucher_no=f"ZFPZ{now():%Y%m%d}{n:08d}",
                     accepted_at=now(),
                     returned=returned,
-                    serial=f"YHLS{rng.randrange(10**12):012d}",
+                    serial=f"YHLS{sim.rng.randrange(10**12):012d}",
                 )
-                await asyncio.to_thread(journal.write, idempotency_key, record)
-                records[idempotency_key] = record
+                await sim.keep(idempotency_key, record)
                 response.status_code = 201
             elif record.instruction != instruction:
                 raise HTTPException(409, "this key was used for a different instruction")
         await misbehave_after()
-        return record.status(now(), timedelta(seconds=cfg().receipt_delay_s))
+        return record.status(now(), delay())
 
-    @app.get("/v1/payment-instructions/{key:path}", response_model=InstructionStatus)
+    @protocol.get("/v1/payment-instructions/{key:path}", response_model=InstructionStatus)
     async def status(key: str) -> InstructionStatus:
-        await misbehave_before()
-        record = records.get(key)
+        await sim.misbehave()
+        record = sim.records.get(key)
         if record is None:
             raise HTTPException(404, "no such instruction")
-        return record.status(now(), timedelta(seconds=cfg().receipt_delay_s))
+        return record.status(now(), delay())
 
-    @app.get("/v1/payment-instructions", response_model=list[InstructionStatus])
+    @protocol.get("/v1/payment-instructions", response_model=list[InstructionStatus])
     async def statement(
         response: Response,
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -155,24 +145,8 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
     ) -> list[InstructionStatus]:
         """Instructions with their state, in the order received, a page at a time
         (all of them without `limit`): what reconciliation compares against."""
-        delay = timedelta(seconds=cfg().receipt_delay_s)
-        page = list(records.values())[offset : None if limit is None else offset + limit]
-        response.headers["X-Total-Count"] = str(len(records))
-        return [r.status(now(), delay) for r in page]
+        page = list(sim.records.values())[offset : None if limit is None else offset + limit]
+        response.headers["X-Total-Count"] = str(len(sim.records))
+        return [r.status(now(), delay()) for r in page]
 
-    @app.get("/v1/_simulator/config", response_model=SimulatorConfig)
-    async def get_config() -> SimulatorConfig:
-        return cfg()
-
-    @app.put("/v1/_simulator/config", response_model=SimulatorConfig)
-    async def put_config(new: SimulatorConfig) -> SimulatorConfig:
-        state["config"] = new
-        if new.seed is not None:
-            rng.seed(new.seed)
-        return new
-
-    @app.exception_handler(HTTPException)
-    async def _problem(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-
-    return app
+    return sim.app("预算管理一体化系统 (simulator)", protocol)

@@ -1,0 +1,67 @@
+"""What every HTTP adapter to an external system shares: how a failed call is read.
+
+A call either fails for now (the system is down, slow or overloaded: retry later with
+the same idempotency key) or is refused (a 4xx: it will not succeed as sent). Each
+system names its own two failures as subclasses of these, so an activity catches the
+system's names and code that talks to several systems may catch the shared ones.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import httpx
+
+
+class ExternalSystemError(Exception):
+    """A call to an external system did not succeed."""
+
+
+class ExternalSystemUnavailable(ExternalSystemError):
+    """Transient: timeouts, connection errors, 5xx. Safe to retry with the same key."""
+
+
+class ExternalSystemRefused(ExternalSystemError):
+    """Permanent: the system refused the request (4xx). Retrying will not help."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ExternalSystemClient:
+    """An adapter over an `httpx.AsyncClient` aimed at one external system; subclasses
+    name the system's failures and add its calls."""
+
+    unavailable: ClassVar[type[ExternalSystemUnavailable]] = ExternalSystemUnavailable
+    refused: ClassVar[type[ExternalSystemRefused]] = ExternalSystemRefused
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        idempotency_key: str | None = None,
+        params: dict[str, int] | None = None,
+    ) -> httpx.Response:
+        """The system's answer if below 400; otherwise, or if it never came, the
+        system's `unavailable` (transport error, timeout, 5xx) or `refused` (4xx)."""
+        headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        try:
+            response = await self._http.request(
+                method, path, json=json, headers=headers, params=params
+            )
+        except httpx.TransportError as exc:  # includes timeouts
+            raise self.unavailable(f"{method} {path}: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise self.unavailable(f"{method} {path}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise self.refused(
+                f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",
+                response.status_code,
+            )
+        return response

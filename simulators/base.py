@@ -1,0 +1,106 @@
+"""What every simulator of an external system shares, whatever its protocol.
+
+Its dials, set at start and changed at run time through `/v1/_simulator/config`
+(latency and a 5xx before any work, a seed for every chance it takes); its records,
+journaled before the request that made them is answered (simulators/persistence.py);
+a lock that makes "look up the key, else record it" one step; and the way it renders
+an error. Each simulator adds its own dials, its record type and its protocol's routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, TypeAdapter
+
+from simulators.persistence import RecordJournal
+
+
+class Dials(BaseModel):
+    """The dials every simulator has; a simulator's config model adds its own."""
+
+    latency_ms: int = Field(default=0, ge=0)
+    failure_rate: float = Field(default=0.0, ge=0, le=1, description="5xx before any work")
+    seed: int | None = None
+
+
+C = TypeVar("C", bound=Dials)
+R = TypeVar("R")
+
+
+class Simulator(Generic[C, R]):
+    """One simulator's state: its dials, its records by idempotency key, its chances."""
+
+    def __init__(
+        self,
+        config: C,
+        state_file: Path | None,
+        record_format: TypeAdapter[dict[str, R]],
+        busy: str,
+    ) -> None:
+        self.config = config
+        self.records: dict[str, R] = {}
+        self.lock = asyncio.Lock()
+        self.rng = random.Random(config.seed)
+        self._journal = RecordJournal(state_file, record_format)
+        self._busy = busy  # the detail of the 503 that `failure_rate` dials
+
+    async def misbehave(self) -> None:
+        """Wait `latency_ms`, then fail with a 503 at `failure_rate`, before any work."""
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        if self.rng.random() < self.config.failure_rate:
+            raise HTTPException(503, self._busy)
+
+    async def keep(self, key: str, record: R) -> None:
+        """Hold a new record, on disk first: no reply tells of a record a crash could lose."""
+        await asyncio.to_thread(self._journal.write, key, record)
+        self.records[key] = record
+
+    def reconfigure(self, config: C) -> None:
+        self.config = config
+        if config.seed is not None:
+            self.rng.seed(config.seed)
+
+    def app(
+        self,
+        title: str,
+        protocol: APIRouter,
+        restored: Callable[[dict[str, R]], None] | None = None,
+    ) -> FastAPI:
+        """The simulator's process: its protocol's routes, then the dials' routes. The
+        records journaled by an earlier run are restored at start (and handed to
+        `restored`, for a simulator that indexes them another way too)."""
+
+        def restore(saved: dict[str, R]) -> None:
+            self.records.update(saved)
+            if restored is not None:
+                restored(saved)
+
+        app = FastAPI(title=title, lifespan=self._journal.lifespan(restore))
+        app.include_router(protocol)
+        config_type = type(self.config)
+
+        @app.get("/v1/_simulator/config", response_model=config_type)
+        async def get_config() -> C:
+            return self.config
+
+        async def put_config(new: C) -> C:
+            self.reconfigure(new)
+            return new
+
+        # FastAPI reads the body's model from the annotation, and a TypeVar names none.
+        put_config.__annotations__["new"] = config_type
+        app.put("/v1/_simulator/config", response_model=config_type)(put_config)
+
+        @app.exception_handler(HTTPException)
+        async def _problem(_: Request, exc: HTTPException) -> JSONResponse:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+        return app
