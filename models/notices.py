@@ -12,6 +12,11 @@ from models.types import UTCDateTime, utcnow
 
 
 class Notice(SQLModel, table=True):
+    # Key first: lookups by recipient keep using ix_notice_recipient (and its order).
+    __table_args__ = (
+        sa.Index("uq_notice_dedupe_key_recipient", "dedupe_key", "recipient", unique=True),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     recipient: str = Field(foreign_key="user.name", max_length=64, index=True)
     title: str = Field(max_length=128)
@@ -19,6 +24,10 @@ class Notice(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     read_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # What makes sending this notice happen once: a recipient gets one notice per key
+    # (e.g. the activity execution that sent it, so a retry sends nothing twice).
+    # None on notices sent before keys existed.
+    dedupe_key: str | None = Field(default=None, max_length=255)
 
 
 class NoticePublic(BaseModel):

@@ -63,7 +63,11 @@ def departments() -> list[Department]:
     return out
 
 
+DEMO_FIRM_USER = "qiye"
+
+
 def demo_users(enterprise_uscc: str | None) -> list[User]:
+    """The demo staff, and the sample firm's user when there is a firm to give it."""
     jxj, kjj, czj = f"{CITY}-JXJ", f"{CITY}-KJJ", f"{CITY}-CZJ"
     users = [
         User(name="admin", display_name="平台管理员", role=Role.ADMIN, region_code=CITY),
@@ -114,13 +118,18 @@ def demo_users(enterprise_uscc: str | None) -> list[User]:
     if enterprise_uscc is not None:
         users.append(
             User(
-                name="qiye",
+                name=DEMO_FIRM_USER,
                 display_name="示例企业经办人",
                 role=Role.ENTERPRISE,
                 enterprise_uscc=enterprise_uscc,
             )
         )
     return users
+
+
+def demo_user_names() -> list[str]:
+    """Every demo user's name, the firm's user last (the dev stack's banner lists them)."""
+    return [user.name for user in demo_users(None)] + [DEMO_FIRM_USER]
 
 
 async def ensure_reference_data(session: AsyncSession) -> None:

@@ -29,6 +29,7 @@ from sqlmodel import col, select
 from core.workdays import SHANGHAI
 from domain import access
 from domain.access import require_enterprise_access
+from domain.eligibility import assess
 from domain.engine.arrays import (
     OUTCOME_CODE,
     CompiledItem,
@@ -50,14 +51,12 @@ from domain.engine.rules import (
     KnownFact,
     ManualCondition,
     describe,
-    evaluate,
     parse_rule,
 )
 from domain.errors import NotFound
-from domain.notices import raise_stage_warning
-from domain.policy.library import get_item
+from domain.notices import raise_stage_warning, texts
 from domain.policy.versions import UnevaluableVersion, load_published, load_version
-from domain.registry.enterprises import known_facts, load_fact_table
+from domain.registry.enterprises import load_fact_table
 from models.eligibility import Outcome, Verdict
 from models.matching import (
     MAX_RECORDED_ERRORS,
@@ -386,12 +385,7 @@ async def _warn_departments(
             stage=MATCHING_STAGE,
             department_code=departments[code],
             due_at=now,
-            title="政策匹配异常预警",
-            message=(
-                f"政策条目 {code} 第{failure.version}版的条件或金额规则无法计算，"
-                f"匹配已跳过该条目（政策匹配库保留上次结果）。原因：{failure.message}。"
-                "请核查并修订该条目。"
-            ),
+            text=texts.match_failed_warning(code, failure.version, failure.message),
         )
     evaluated = {_warning_subject(i.item_code) for i in loaded.items if i.item_code not in failed}
     open_warnings = await session.scalars(
@@ -530,19 +524,15 @@ async def policy_for(
 async def gaps(
     session: AsyncSession, actor: Actor, item_code: str, uscc: str, as_of: date
 ) -> GapReport:
-    """What would make a firm eligible: each failing or unknown condition and the value
-    it needs (from the single-pair evaluator, so always current)."""
+    """What would make a firm eligible under the item's published version: each failing
+    or unknown condition and the value it needs (assessed now, so always current)."""
     await access.require_item_firm_reader(session, actor, item_code, uscc)
-    item = await get_item(session, item_code)
-    if item.published_version is None:
-        raise NotFound(f"policy item {item_code} has no published version")
-    compiled = await load_version(session, item_code, item.published_version)
-    evaluation = evaluate(compiled.rule, await known_facts(session, uscc), as_of)
+    assessment = await assess(session, item_code, uscc, as_of)
     return GapReport(
         item_code=item_code,
-        version=compiled.version,
+        version=assessment.version,
         uscc=uscc,
-        verdict=evaluation.verdict,
+        verdict=assessment.verdict,
         gaps=[
             Gap(
                 path=c.path,
@@ -554,7 +544,7 @@ async def gaps(
                 actual=c.actual,
                 reason=c.reason,
             )
-            for c in evaluation.conditions
+            for c in assessment.conditions
             if c.outcome is not Outcome.PASS
         ],
     )

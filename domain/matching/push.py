@@ -18,10 +18,10 @@ from sqlmodel import col, select
 
 from domain import access, notices
 from domain.errors import NotFound
+from domain.notices import texts
 from models.eligibility import Verdict
 from models.matching import MatchResult, PolicyPush, PushStats, PushStatus, PushSummary
 from models.message_channel import MessageState, MessageStatus
-from models.money import format_yuan
 from models.notices import Notice
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
 from models.reference import Actor, User
@@ -115,23 +115,12 @@ async def plan_pushes(
             session,
             uscc=match.uscc,
             subject=policy_subject(match.item_code),
-            title=message_title(title),
-            body=message_text(title, Verdict(match.verdict), match.amount_fen),
+            text=texts.policy_pushed(title, Verdict(match.verdict), match.amount_fen),
+            dedupe_key=f"push/{match.uscc}/{match.item_code}",  # pushed once, ever
         )
         planned += 1
     await session.flush()
     return PushSummary(planned=planned, deferred=deferred)
-
-
-def message_title(title: str) -> str:
-    return f"政策快享：{title}"
-
-
-def message_text(title: str, verdict: Verdict, amount_fen: int | None) -> str:
-    amount = f"，预计可获{format_yuan(amount_fen)}" if amount_fen else ""
-    if verdict is Verdict.ELIGIBLE:
-        return f"根据公共数据，贵企业符合“{title}”条件{amount}。请登录直达平台查看并办理。"
-    return f"贵企业可能符合“{title}”条件{amount}，尚有条件需核实。请登录直达平台查看详情。"
 
 
 async def pending(session: AsyncSession, limit: int) -> list[PolicyPush]:

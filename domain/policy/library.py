@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.access import require_department_staff, require_item_firm_reader
-from domain.engine.amounts import amount_rule_to_json, compute_amount, parse_amount_rule
-from domain.engine.rules import InvalidRule, evaluate, parse_rule, rule_to_json
+from domain.eligibility import assess
+from domain.engine.amounts import amount_rule_to_json, parse_amount_rule
+from domain.engine.rules import InvalidRule, parse_rule, rule_to_json
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
-from domain.policy.versions import load_version
-from domain.registry.enterprises import get_enterprise, known_facts
+from domain.policy.versions import NotPublished, published_version
+from domain.registry.enterprises import get_enterprise
 from models.eligibility import ConditionResult, Verdict
 from models.money import yuan_text
 from models.period import PeriodScheme
@@ -436,9 +437,11 @@ async def suspend_item(
 ) -> VersionPublic:
     item = await get_item(session, code)
     require_department_staff(actor, item.department_code)
-    if item.published_version is None:
-        raise Conflict(f"policy item {code} has no published version to suspend")
-    row = await get_version(session, code, item.published_version)
+    try:
+        published = await published_version(session, code)
+    except NotPublished:
+        raise Conflict(f"policy item {code} has no published version to suspend") from None
+    row = await get_version(session, code, published)
     if row.status != VersionStatus.PUBLISHED:
         raise Conflict(f"version {row.version} of {code} is {row.status}")
     row.status = VersionStatus.SUSPENDED
@@ -565,20 +568,18 @@ async def evaluate_eligibility(
         raise NotFound(f"policy item {code} has no published version {wanted}")
     # 409 for a stored rule that cannot be evaluated; an invalid stored fact reads as
     # unknown (reason `invalid`).
-    compiled = await load_version(session, code, wanted)
+    assessment = await assess(session, code, uscc, as_of, wanted)
     enterprise = await get_enterprise(session, uscc)
-    facts = await known_facts(session, uscc)
-    evaluation = evaluate(compiled.rule, facts, as_of)
-    amount = compute_amount(compiled.amount_rule, facts)
-    eligible = evaluation.verdict is not Verdict.NOT_ELIGIBLE
     return EligibilityReport(
         item_code=code,
-        version=compiled.version,
+        version=assessment.version,
         uscc=uscc,
         enterprise_name=enterprise.name,
         as_of=as_of,
-        verdict=evaluation.verdict,
-        conditions=evaluation.conditions,
-        amount_fen=amount.amount_fen if eligible else None,
-        amount_explanation=amount.explanation if eligible else "不符合条件，不计算金额",
+        verdict=assessment.verdict,
+        conditions=assessment.conditions,
+        amount_fen=assessment.amount_fen,
+        amount_explanation=(
+            "不符合条件，不计算金额" if assessment.ruled_out else assessment.amount_explanation
+        ),
     )

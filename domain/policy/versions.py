@@ -5,6 +5,8 @@ longer parses (written by an older release, or planted past every validator). Th
 rules are therefore read as text and parsed here, one version at a time: a run skips
 and reports a version it cannot read (`ItemFailure`), and an endpoint answers 409
 (`UnevaluableVersion`) rather than failing.
+
+Which version of an item is the published one is asked here too (`published_version`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,31 @@ class UnevaluableVersion(Conflict):
         )
         self.item_code = item_code
         self.version = version
+        self.reason = reason
+
+
+class NotPublished(NotFound):
+    """An item that was never published: there is no version firms may see."""
+
+    def __init__(self, item_code: str) -> None:
+        super().__init__(f"policy item {item_code} has no published version")
+        self.item_code = item_code
+
+
+async def published_version(session: AsyncSession, item_code: str) -> int:
+    """The number of an item's published version: the one firms see, and the one new
+    cases and the match library use while it is in force. NotFound for an unknown item,
+    NotPublished for one never published.
+
+    A suspended or expired version stays the published one until another is published:
+    whether it is in force is its status (`VersionStatus.PUBLISHED`) and its validity,
+    which a caller that acts on it (admitting an application, suspending) checks."""
+    item = await session.get(PolicyItem, item_code)
+    if item is None:
+        raise NotFound(f"policy item {item_code} not found")
+    if item.published_version is None:
+        raise NotPublished(item_code)
+    return item.published_version
 
 
 def compile_item(item_code: str, version: int, eligibility: Any, amount_rule: Any) -> CompiledItem:

@@ -1,0 +1,167 @@
+"""The list projection of cases (`CaseRecord`): written from each case's workflow state,
+read by the inbox, the lists and the dashboards. Temporal holds where a case stands;
+this is its copy for queries.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from domain import access
+from domain.access import require_role
+from domain.errors import NotFound
+from domain.registry.enterprises import get_enterprise
+from models.cases import UNPAID_CLOSURES, CaseClaim, CaseRecord, CaseStage, CaseState, ClaimState
+from models.policy import StageWarning
+from models.reference import Actor, Role
+from models.types import utcnow
+
+
+async def project(session: AsyncSession, state: CaseState) -> None:
+    """Upsert the list projection of a case from its workflow state."""
+    record = await session.get(CaseRecord, state.case_id)
+    if record is None:
+        category = state.case_id.split("/", 1)[0]
+        region_code = (await get_enterprise(session, state.uscc)).region_code
+        record = CaseRecord(
+            case_id=state.case_id,
+            category=category,
+            item_code=state.item_code,
+            version=state.version,
+            period=state.period,
+            uscc=state.uscc,
+            region_code=region_code,
+            stage=state.stage.value,
+        )
+        session.add(record)
+    record.stage = state.stage.value
+    record.waiting_for_role = state.waiting_for_role
+    record.waiting_for_department = state.waiting_for_department
+    record.due_at = state.due_at
+    record.overdue = state.overdue
+    record.approved_amount_fen = state.approved_amount_fen
+    record.paid_amount_fen = state.paid_amount_fen
+    record.updated_at = utcnow()
+    await _settle_claim(session, state)
+    # A warning about a stage the case has left is resolved.
+    await session.execute(
+        sa.update(StageWarning)
+        .where(
+            col(StageWarning.subject) == state.case_id,
+            col(StageWarning.stage) != state.stage.value,
+            col(StageWarning.resolved_at).is_(None),
+        )
+        .values(resolved_at=utcnow())
+    )
+    await session.flush()
+
+
+async def _settle_claim(session: AsyncSession, state: CaseState) -> None:
+    """A paid case keeps its period for good; one closed unpaid gives it back."""
+    if state.stage is CaseStage.PAID:
+        wanted = ClaimState.PAID
+    elif state.stage in UNPAID_CLOSURES:
+        wanted = ClaimState.CLOSED
+    else:
+        return
+    await session.execute(
+        sa.update(CaseClaim)
+        .where(col(CaseClaim.case_id) == state.case_id, col(CaseClaim.state) == ClaimState.OPEN)
+        .values(state=wanted, closed_at=utcnow())
+    )
+
+
+async def inbox(
+    session: AsyncSession, actor: Actor, offset: int, limit: int
+) -> tuple[int, list[CaseRecord]]:
+    """Cases waiting on the caller's unit, soonest deadline first."""
+    require_role(actor, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
+    query = select(CaseRecord).where(
+        col(CaseRecord.waiting_for_department) == actor.department_code
+    )
+    return await _page(session, query, offset, limit, soonest_first=True)
+
+
+class CaseFilters(BaseModel):
+    item_code: str | None = None
+    category: str | None = None
+    stage: str | None = None
+    region_code: str | None = None
+    period: str | None = None
+    overdue: bool | None = None
+    waiting_for_department: str | None = None
+
+
+async def list_cases(
+    session: AsyncSession, actor: Actor, filters: CaseFilters, offset: int, limit: int
+) -> tuple[int, list[CaseRecord]]:
+    """Cases an auditor, admin or staff member may read, filtered; newest first.
+    Auditors and admins read all; a department the cases of its own items (and of items
+    it acts on); finance also those of its region's items and firms (the city's
+    finance: every case)."""
+    require_role(
+        actor,
+        Role.AUDITOR,
+        Role.ADMIN,
+        Role.DEPARTMENT_CASEWORKER,
+        Role.DEPARTMENT_HEAD,
+        Role.FINANCE_CASEWORKER,
+    )
+    # The same scope as a single case read (domain.access decides, and says what it is).
+    readable = await access.item_firm_pairs_filter(
+        session,
+        actor,
+        item_code=col(CaseRecord.item_code),
+        uscc=col(CaseRecord.uscc),
+        region_code=col(CaseRecord.region_code),
+    )
+    query = select(CaseRecord).where(readable)
+    for name, value in filters.model_dump(exclude_none=True).items():
+        query = query.where(getattr(CaseRecord, name) == value)
+    return await _page(session, query, offset, limit, soonest_first=False)
+
+
+async def cases_of_enterprise(
+    session: AsyncSession, actor: Actor, offset: int, limit: int
+) -> tuple[int, list[CaseRecord]]:
+    require_role(actor, Role.ENTERPRISE)
+    query = select(CaseRecord).where(col(CaseRecord.uscc) == actor.enterprise_uscc)
+    return await _page(session, query, offset, limit, soonest_first=False)
+
+
+async def _page(
+    session: AsyncSession,
+    query: SelectOfScalar[CaseRecord],
+    offset: int,
+    limit: int,
+    *,
+    soonest_first: bool,
+) -> tuple[int, list[CaseRecord]]:
+    total = await session.scalar(select(sa.func.count()).select_from(query.subquery()))
+    order = (
+        [col(CaseRecord.due_at).is_(None), col(CaseRecord.due_at), col(CaseRecord.case_id)]
+        if soonest_first
+        else [col(CaseRecord.created_at).desc()]
+    )
+    rows = await session.scalars(query.order_by(*order).offset(offset).limit(limit))
+    return int(total or 0), list(rows)
+
+
+async def get_record(session: AsyncSession, case_id: str) -> CaseRecord:
+    record = await session.get(CaseRecord, case_id)
+    if record is None:
+        raise NotFound(f"case {case_id} not found")
+    return record
+
+
+async def awaiting_budget(session: AsyncSession, item_code: str) -> list[str]:
+    rows = await session.scalars(
+        select(CaseRecord.case_id).where(
+            col(CaseRecord.item_code) == item_code, col(CaseRecord.stage) == "awaiting_budget"
+        )
+    )
+    return list(rows)

@@ -1,0 +1,109 @@
+"""What warnings and notices say, and the Chinese names of stages: every text a unit or
+a firm reads in its notices is written here, whoever sends it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import NamedTuple
+
+from core.workdays import SHANGHAI
+from models.eligibility import Verdict
+from models.money import format_yuan
+
+
+class Text(NamedTuple):
+    title: str
+    body: str
+
+
+# Stages of cases (`CaseStage`) and of policy changes (`ChangeStage`), as units call them.
+STAGE_NAMES: Mapping[str, str] = {
+    "department_review": "部门审核",
+    "department_head_review": "部门负责人审核",
+    "finance_review": "财政审核",
+}
+
+
+def stage_name(stage: str) -> str:
+    return STAGE_NAMES.get(stage, stage)
+
+
+def _minute(at: datetime) -> str:
+    return at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+
+
+# ----- warnings to units (预警) ------------------------------------------------------
+
+OVERDUE_TITLE = "办理超时预警"
+
+
+def case_overdue(item_code: str, stage: str, due_at: datetime) -> Text:
+    return Text(
+        OVERDUE_TITLE,
+        f"{item_code} 申报件的{stage_name(stage)}已超过办理时限（{_minute(due_at)}），请尽快处理。",
+    )
+
+
+def change_overdue(item_code: str, version: int, stage: str, due_at: datetime) -> Text:
+    return Text(
+        OVERDUE_TITLE,
+        f"政策条目 {item_code} 第{version}版的审核（{stage_name(stage)}）"
+        f"已超过办理时限（{_minute(due_at)}），请尽快处理。",
+    )
+
+
+def payment_failed_warning(item_code: str, reason: str) -> Text:
+    return Text(
+        "支付失败预警",
+        f"{item_code} 申报件支付未能发出（{reason}），请排除原因后重新支付，或撤销该件。",
+    )
+
+
+def awaiting_budget_warning(item_code: str, reason: str) -> Text:
+    return Text(
+        "预算指标不足预警",
+        f"{item_code} 申报件已审核通过，但预算指标不足或未下达"
+        f"（{reason}），请追加或下达指标，或撤销该件。",
+    )
+
+
+def match_failed_warning(item_code: str, version: int, reason: str) -> Text:
+    return Text(
+        "政策匹配异常预警",
+        f"政策条目 {item_code} 第{version}版的条件或金额规则无法计算，"
+        f"匹配已跳过该条目（政策匹配库保留上次结果）。原因：{reason}。"
+        "请核查并修订该条目。",
+    )
+
+
+# ----- notices to firms ---------------------------------------------------------------
+
+
+def payment_failed(item_code: str, reason: str) -> Text:
+    return Text(
+        "资金支付未能发出",
+        f"您的{item_code}资金支付未能发出（{reason}）。"
+        "如为收款账户问题，请更正账户后确认；财政部门将重新支付。",
+    )
+
+
+def payment_returned(purpose: str, reason: str) -> Text:
+    return Text(
+        "资金退票，请核对收款账户",
+        f"您的{purpose}资金被银行退回（{reason}），请核对并更正收款账户后确认。",
+    )
+
+
+def case_cancelled(item_code: str, reason: str) -> Text:
+    return Text("申报事项已撤销", f"您申报的{item_code}事项已由财政部门撤销，原因：{reason}。")
+
+
+def policy_pushed(title: str, verdict: Verdict, amount_fen: int | None) -> Text:
+    """A matched policy pushed to a firm (政策快享): in-app and through the channel."""
+    amount = f"，预计可获{format_yuan(amount_fen)}" if amount_fen else ""
+    if verdict is Verdict.ELIGIBLE:
+        body = f"根据公共数据，贵企业符合“{title}”条件{amount}。请登录直达平台查看并办理。"
+    else:
+        body = f"贵企业可能符合“{title}”条件{amount}，尚有条件需核实。请登录直达平台查看详情。"
+    return Text(f"政策快享：{title}", body)
