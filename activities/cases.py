@@ -8,27 +8,24 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.policy import as_application_error
+from activities.errors import business_errors
+from activities.execution import execution_key
 from core.workdays import SHANGHAI
-from domain import notices
-from domain.cases import service as cases
-from domain.errors import AppError
+from domain import cases, notices
 from domain.money import budget
+from domain.notices import texts
 from models.cases import (
     ApplicationInput,
     CaseClosure,
     CaseStage,
     CaseState,
     CheckResult,
-    PaymentFailure,
-    Reservation,
     StageDeadlineMissed,
 )
+from models.payments import PaymentFailure, Reservation
 from models.types import utcnow
 
 log = structlog.get_logger()
-
-STAGE_NAMES = {"department_review": "部门审核", "finance_review": "财政审核"}
 
 
 class CaseActivities:
@@ -39,13 +36,11 @@ class CaseActivities:
     async def check_application(self, application: ApplicationInput) -> CheckResult:
         """Hold the case's claim on its period, then check eligibility and amount."""
         today = datetime.now(SHANGHAI).date()
-        try:
+        with business_errors():
             async with self._sessionmaker.begin() as session:
                 await cases.confirm_claim(session, application)
             async with self._sessionmaker() as session:
                 return await cases.check_application(session, application, today)
-        except AppError as exc:
-            raise as_application_error(exc) from exc
 
     @activity.defn
     async def record_payment_failure(self, failure: PaymentFailure) -> None:
@@ -60,21 +55,14 @@ class CaseActivities:
                 stage=CaseStage.PAYMENT_FAILED.value,
                 department_code=failure.department_code,
                 due_at=utcnow(),
-                message=(
-                    f"{failure.item_code} 申报件支付未能发出（{failure.reason}），"
-                    "请排除原因后重新支付，或撤销该件。"
-                ),
-                title="支付失败预警",
+                text=texts.payment_failed_warning(failure.item_code, failure.reason),
             )
             await notices.notify_enterprise(
                 session,
                 uscc=failure.uscc,
                 subject=failure.case_id,
-                title="资金支付未能发出",
-                body=(
-                    f"您的{failure.item_code}资金支付未能发出（{failure.reason}）。"
-                    "如为收款账户问题，请更正账户后确认；财政部门将重新支付。"
-                ),
+                text=texts.payment_failed(failure.item_code, failure.reason),
+                dedupe_key=execution_key(),
             )
         log.warning("case.payment_failed", case_id=failure.case_id, reason=failure.reason)
 
@@ -88,11 +76,7 @@ class CaseActivities:
                 stage=CaseStage.AWAITING_BUDGET.value,
                 department_code=shortage.department_code,
                 due_at=utcnow(),
-                message=(
-                    f"{shortage.item_code} 申报件已审核通过，但预算指标不足或未下达"
-                    f"（{shortage.reason}），请追加或下达指标，或撤销该件。"
-                ),
-                title="预算指标不足预警",
+                text=texts.awaiting_budget_warning(shortage.item_code, shortage.reason),
             )
         log.warning("case.awaiting_budget", case_id=shortage.case_id, reason=shortage.reason)
 
@@ -103,8 +87,6 @@ class CaseActivities:
 
     @activity.defn
     async def raise_case_overdue(self, missed: StageDeadlineMissed) -> None:
-        due = missed.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-        stage = STAGE_NAMES.get(missed.stage.value, missed.stage.value)
         async with self._sessionmaker.begin() as session:
             await notices.raise_stage_warning(
                 session,
@@ -112,13 +94,13 @@ class CaseActivities:
                 stage=missed.stage.value,
                 department_code=missed.department_code,
                 due_at=missed.due_at,
-                message=f"{missed.item_code} 申报件的{stage}已超过办理时限（{due}），请尽快处理。",
+                text=texts.case_overdue(missed.item_code, missed.stage.value, missed.due_at),
             )
         log.warning("case.overdue", case_id=missed.case_id, stage=missed.stage.value)
 
     @activity.defn
     async def reserve_budget(self, reservation: Reservation) -> None:
-        try:
+        with business_errors():
             async with self._sessionmaker.begin() as session:
                 await budget.reserve(
                     session,
@@ -128,8 +110,6 @@ class CaseActivities:
                     reservation.year,
                     reservation.amount_fen,
                 )
-        except AppError as exc:
-            raise as_application_error(exc) from exc
         log.info("budget.reserved", case_id=reservation.case_id, amount_fen=reservation.amount_fen)
 
     @activity.defn
@@ -143,8 +123,8 @@ class CaseActivities:
                     session,
                     uscc=closure.uscc,
                     subject=closure.case_id,
-                    title="申报事项已撤销",
-                    body=f"您申报的{closure.item_code}事项已由财政部门撤销，原因：{closure.reason}。",
+                    text=texts.case_cancelled(closure.item_code, closure.reason),
+                    dedupe_key=execution_key(),
                 )
         log.info(
             "case.closed",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import sqlalchemy.exc
@@ -17,7 +19,9 @@ from adapters.message_channel import (
     MessageChannelClient,
     push_key,
 )
+from core.temporal_errors import ErrorType
 from domain.matching import match_library, push
+from domain.notices.texts import policy_pushed
 from domain.policy.library import get_version
 from models.eligibility import Verdict
 from models.matching import MatchRequest, MatchSummary, PolicyPush, PushStatus, PushSummary
@@ -26,7 +30,8 @@ from models.message_channel import MessageState, MessageStatus, OutgoingMessage
 log = structlog.get_logger()
 
 SEND_CONCURRENCY = 10
-MATCH_DATA_ERROR = "MatchDataError"
+# How often a matching run heartbeats (its heartbeat timeout is in workflows/options.py).
+HEARTBEAT_EVERY_S = 10.0
 # A unique-key clash or a deadlock is most likely a concurrent run writing the same
 # library rows: worth a few more attempts, not endless ones.
 CONFLICT_ATTEMPTS = 5
@@ -59,15 +64,20 @@ class MatchingActivities:
         data error no retry can cure, so it fails the run without retrying."""
         as_of = request.as_of or match_library.today_in_shanghai()
         try:
-            return await match_library.run(
-                self._sessionmaker, request, activity.info().workflow_id or "", as_of, self._threads
-            )
+            async with _heartbeating():
+                return await match_library.run(
+                    self._sessionmaker,
+                    request,
+                    activity.info().workflow_id or "",
+                    as_of,
+                    self._threads,
+                )
         except Exception as exc:
             if _retryable(exc, activity.info().attempt):
                 raise
             log.error("matching.run_failed", error=str(exc), error_type=type(exc).__name__)
             raise ApplicationError(
-                f"{type(exc).__name__}: {exc}", type=MATCH_DATA_ERROR, non_retryable=True
+                f"{type(exc).__name__}: {exc}", type=ErrorType.MATCH_DATA_ERROR, non_retryable=True
             ) from exc
 
     @activity.defn
@@ -88,12 +98,7 @@ class MatchingActivities:
                 for key in {(p.item_code, p.version) for p in todo}
             }
         texts = {
-            p.id: (
-                push.message_title(titles[(p.item_code, p.version)]),
-                push.message_text(
-                    titles[(p.item_code, p.version)], Verdict(p.verdict), p.amount_fen
-                ),
-            )
+            p.id: policy_pushed(titles[(p.item_code, p.version)], Verdict(p.verdict), p.amount_fen)
             for p in todo
         }
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
@@ -128,7 +133,7 @@ class MatchingActivities:
         sent = sum(1 for _id, status in results if status is not None)
         log.info("push.sent", sent=sent, failed=len(failures))
         if failures:  # what went out is recorded; the rest goes again on retry
-            raise ApplicationError(str(failures[0]), type="ChannelUnavailable")
+            raise ApplicationError(str(failures[0]), type=ErrorType.CHANNEL_UNAVAILABLE)
         return sent
 
     @activity.defn
@@ -142,12 +147,14 @@ class MatchingActivities:
             assert record.id is not None and record.message_id is not None
             async with limit:
                 try:
-                    return record.id, await self._channel.status(record.message_id)
+                    status = await self._channel.status(record.message_id)
                 except ChannelUnavailable as exc:
-                    raise ApplicationError(str(exc), type="ChannelUnavailable") from exc
+                    raise ApplicationError(str(exc), type=ErrorType.CHANNEL_UNAVAILABLE) from exc
                 except ChannelRefused as exc:  # e.g. a message the channel no longer knows
                     log.error("push.receipt_refused", push_id=record.id, error=str(exc))
                     return record.id, _refused(record)
+            activity.heartbeat(after)  # a batch is many answers: each one is progress
+            return record.id, status
 
         while True:
             async with self._sessionmaker() as session:
@@ -163,6 +170,26 @@ class MatchingActivities:
                         waiting += current.status == PushStatus.SENT
             after = max(r.id or 0 for r in todo)
             activity.heartbeat(after)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while the block runs: a run is one long call into the match library,
+    which has no steps to heartbeat between. The evaluation runs in a thread, so the
+    event loop is free to beat."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
 
 def _retryable(exc: BaseException, attempt: int) -> bool:

@@ -8,19 +8,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.policy import as_application_error
+from activities.errors import business_errors
+from activities.execution import execution_key
 from adapters.budget_system import (
     BudgetSystemClient,
     BudgetSystemRefused,
     BudgetSystemUnavailable,
     payment_key,
 )
-from domain import notices
-from domain.cases import service as cases
-from domain.errors import AppError
+from core.temporal_errors import ErrorType
+from domain import cases, notices
 from domain.money import budget
+from domain.notices import texts
 from models.budget_system import InstructionState, PaymentInstruction
-from models.cases import PaymentOutcome, PaymentRequest, PaymentRetry
+from models.payments import PaymentOutcome, PaymentRequest, PaymentRetry
 
 log = structlog.get_logger()
 
@@ -37,8 +38,9 @@ class PaymentActivities:
         """Instruct the payment (idempotent on the key) and record it; returns the voucher."""
         key = payment_key(request.case_id, request.instalment)
         try:
-            async with self._sessionmaker() as session:
-                enterprise, account = await cases.default_payee(session, request.uscc)
+            with business_errors():  # e.g. no account on file
+                async with self._sessionmaker() as session:
+                    enterprise, account = await cases.default_payee(session, request.uscc)
             instruction = PaymentInstruction(
                 idempotency_key=key,
                 quota_code=f"{request.item_code}/{request.year}",
@@ -48,22 +50,22 @@ class PaymentActivities:
                 amount_fen=request.amount_fen,
                 purpose=request.purpose,
             )
-        except AppError as exc:  # e.g. no account on file
-            raise as_application_error(exc) from exc
         except ValidationError as exc:  # an account or amount the system would refuse
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise ApplicationError(
-                f"支付指令无效：{problems}", type="InvalidInstruction", non_retryable=True
+                f"支付指令无效：{problems}", type=ErrorType.INVALID_INSTRUCTION, non_retryable=True
             ) from exc
         try:
             status = await self._budget_system.instruct(instruction)
         except BudgetSystemUnavailable as exc:
-            raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
+            raise ApplicationError(str(exc), type=ErrorType.BUDGET_SYSTEM_UNAVAILABLE) from exc
         except BudgetSystemRefused as exc:
             raise ApplicationError(
-                f"预算系统拒绝支付指令：{exc}", type="BudgetSystemRefused", non_retryable=True
+                f"预算系统拒绝支付指令：{exc}",
+                type=ErrorType.BUDGET_SYSTEM_REFUSED,
+                non_retryable=True,
             ) from exc
         # From here on the instruction exists: never fail the payment for good (the case
         # would offer to pay again); a ledger problem retries until it is fixed.
@@ -84,17 +86,15 @@ class PaymentActivities:
         try:
             known = await self._budget_system.status(key)
         except BudgetSystemUnavailable as exc:
-            raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
+            raise ApplicationError(str(exc), type=ErrorType.BUDGET_SYSTEM_UNAVAILABLE) from exc
         if known is not None:
             log.warning("payment.retry_known", case_id=retry.case_id, instalment=retry.instalment)
             return retry.instalment
-        try:
+        with business_errors():
             async with self._sessionmaker.begin() as session:
                 await budget.move_reservation(
                     session, retry.case_id, retry.instalment, retry.instalment + 1, retry.amount_fen
                 )
-        except AppError as exc:
-            raise as_application_error(exc) from exc
         return retry.instalment + 1
 
     @activity.defn
@@ -105,11 +105,13 @@ class PaymentActivities:
         try:
             status = await self._budget_system.status(key)
         except BudgetSystemUnavailable as exc:
-            raise ApplicationError(str(exc), type="BudgetSystemUnavailable") from exc
+            raise ApplicationError(str(exc), type=ErrorType.BUDGET_SYSTEM_UNAVAILABLE) from exc
         if status is None:
-            raise ApplicationError(f"{key} unknown to the budget system", type="InstructionMissing")
+            raise ApplicationError(
+                f"{key} unknown to the budget system", type=ErrorType.INSTRUCTION_MISSING
+            )
         if status.state is InstructionState.ACCEPTED:
-            raise ApplicationError(f"{key} not settled yet", type="NotSettled")
+            raise ApplicationError(f"{key} not settled yet", type=ErrorType.NOT_SETTLED)
         if status.state is InstructionState.PAID:
             assert status.bank_serial is not None
             return PaymentOutcome(
@@ -149,7 +151,7 @@ class PaymentActivities:
                 session,
                 uscc=request.uscc,
                 subject=request.case_id,
-                title="资金退票，请核对收款账户",
-                body=f"您的{request.purpose}资金被银行退回（{reason}），请核对并更正收款账户后确认。",
+                text=texts.payment_returned(request.purpose, reason),
+                dedupe_key=execution_key(),
             )
         log.warning("payment.returned", case_id=request.case_id, instalment=request.instalment)

@@ -7,20 +7,15 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.errors import business_errors
 from core.workdays import SHANGHAI, WorkingCalendar
 from domain import notices
-from domain.errors import AppError
+from domain.notices import texts
 from domain.policy import library
 from models.policy_change import DeadlineRequest, PolicyChangeInput, ReviewOutcome, StageOverdue
 
 log = structlog.get_logger()
-
-
-def as_application_error(exc: AppError) -> ApplicationError:
-    """Business errors become typed, non-retryable activity failures."""
-    return ApplicationError(exc.detail, type=type(exc).__name__, non_retryable=True)
 
 
 class PolicyLibraryActivities:
@@ -36,7 +31,7 @@ class PolicyLibraryActivities:
 
     @activity.defn
     async def record_review(self, outcome: ReviewOutcome) -> None:
-        try:
+        with business_errors():
             async with self._sessionmaker.begin() as session:
                 await library.record_review(
                     session,
@@ -48,8 +43,6 @@ class PolicyLibraryActivities:
                     outcome.comment,
                     outcome.subject,
                 )
-        except AppError as exc:
-            raise as_application_error(exc) from exc
         log.info(
             "policy_change.reviewed",
             item_code=outcome.item_code,
@@ -61,11 +54,9 @@ class PolicyLibraryActivities:
 
     @activity.defn
     async def publish_version(self, change: PolicyChangeInput) -> None:
-        try:
+        with business_errors():
             async with self._sessionmaker.begin() as session:
                 await library.publish_version(session, change.item_code, change.version)
-        except AppError as exc:
-            raise as_application_error(exc) from exc
         log.info("policy_change.published", item_code=change.item_code, version=change.version)
 
     @activity.defn
@@ -77,7 +68,9 @@ class PolicyLibraryActivities:
 
     @activity.defn
     async def raise_overdue(self, overdue: StageOverdue) -> None:
-        due = overdue.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        text = texts.change_overdue(
+            overdue.item_code, overdue.version, overdue.stage.value, overdue.due_at
+        )
         async with self._sessionmaker.begin() as session:
             await notices.raise_stage_warning(
                 session,
@@ -85,11 +78,7 @@ class PolicyLibraryActivities:
                 stage=overdue.stage.value,
                 department_code=overdue.department_code,
                 due_at=overdue.due_at,
-                message=(
-                    f"政策条目 {overdue.item_code} 第{overdue.version}版的审核"
-                    f"（{STAGE_NAMES.get(overdue.stage.value, overdue.stage.value)}）"
-                    f"已超过办理时限（{due}），请尽快处理。"
-                ),
+                text=text,
             )
         log.warning(
             "policy_change.overdue",
@@ -98,6 +87,3 @@ class PolicyLibraryActivities:
             stage=overdue.stage.value,
             department_code=overdue.department_code,
         )
-
-
-STAGE_NAMES = {"department_head_review": "部门负责人审核", "finance_review": "财政审核"}

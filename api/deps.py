@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Protocol
 
 import jwt
@@ -25,7 +26,8 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One request is one transaction: commit on success, roll back on any error."""
+    """One request is one transaction: commit on success, roll back on any error. A
+    route that goes on to Temporal ends it early, with `commit_before_temporal`."""
     async with request.app.state.sessionmaker() as session:
         try:
             yield session
@@ -33,6 +35,33 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+
+
+async def commit_before_temporal(session: AsyncSession) -> None:
+    """Commit the request's transaction now, before the route calls Temporal; the one
+    place a route commits. Two reasons, one rule:
+
+    - a workflow started, signalled or updated after a write must find it: its
+      activities read the database in sessions of their own;
+    - a route must not hold a transaction while it waits on a workflow, whose activities
+      need the database to move on (on SQLite every transaction holds the one write
+      lock: BEGIN IMMEDIATE, core/db.py).
+
+    Whatever the route does afterwards runs in a new transaction, which `get_session`
+    commits at the end as usual. Dependencies that read before a Temporal call (the
+    case a path names, say) call it too, so such routes hold no transaction at all.
+    One route starts before it commits, on purpose: `apply` (api/routers/cases.py),
+    whose claim on a period must not stand unless its case runs.
+    """
+    await session.commit()
+
+
+@asynccontextmanager
+async def recorded(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """The request's session as a unit of work that `commit_before_temporal` ends: for a
+    service that writes, then starts a workflow (workflows/registry_import.py)."""
+    yield session
+    await commit_before_temporal(session)
 
 
 class _Connection(Protocol):

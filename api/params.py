@@ -17,7 +17,7 @@ MAX_LIMIT = 200
 MAX_VERSION = 100_000
 MAX_ROW_ID = 2**31 - 1  # ids are PostgreSQL integers
 ITEM_CODE_PATTERN = r"^[A-Z0-9][A-Z0-9-]{2,39}$"
-USCC_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{18}$"  # domain/uscc.py ALPHABET
+USCC_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{18}$"  # models/uscc.py ALPHABET
 
 CreditCode = Annotated[
     str,

@@ -15,14 +15,15 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.temporal_errors import ErrorType
 from domain.errors import AppError, Conflict, Forbidden, InvalidInput, Unavailable
 
 T = TypeVar("T")
 
 _REFUSALS: dict[str | None, type[AppError]] = {
-    "Forbidden": Forbidden,
-    "WrongStage": Conflict,
-    "InvalidInput": InvalidInput,
+    ErrorType.FORBIDDEN: Forbidden,
+    ErrorType.WRONG_STAGE: Conflict,
+    ErrorType.INVALID_INPUT: InvalidInput,
 }
 RETRY = "not delivered this time; send it again with the same Idempotency-Key"
 

@@ -155,8 +155,8 @@ async def prepare(stack: BenchStack, enterprises: int) -> Targets:
         begun = time.monotonic()
         stack.worker.start()
         request = MatchRequest(scope=MatchScope.FULL, receipt_polls_s=[0.5])
-        run_id = await start_match_run(stack.env.client, settings.task_queue, request, "fuzz")
-        await asyncio.wait_for(stack.env.client.get_workflow_handle(run_id).result(), 120)
+        run = await start_match_run(stack.env.client, settings.task_queue, request, "fuzz")
+        await asyncio.wait_for(run.result(), 120)
         print(f"worker started and full match run done in {time.monotonic() - begun:.1f}s")
         async with make_sessionmaker(engine).begin() as session:
             items = list(
@@ -216,6 +216,7 @@ def config_file(work: Path, targets: Targets, cases: list[Case], rule_coverage: 
         "case_items": sorted({c.item_code for c in cases}) or targets.items,
         "case_periods": sorted({c.period for c in cases}) or targets.periods,
         "case_firms": sorted({c.uscc for c in cases}) or targets.firms,
+        "case_categories": ["application"],
     }
     bindings = {
         "path.code": "items",
@@ -240,8 +241,9 @@ def config_file(work: Path, targets: Targets, cases: list[Case], rule_coverage: 
     lines.append("[parameters]")
     for key, name in bindings.items():
         lines.append(f'"{key}" = {{ dictionary = "{name}", probability = 0.5 }}')
-    lines += ["", "[[operations]]", 'include-path-regex = "^/api/v1/cases/application/"']
+    lines += ["", "[[operations]]", 'include-path-regex = "^/api/v1/cases/[{]category[}]/"']
     for key, name in (
+        ("category", "case_categories"),
         ("item_code", "case_items"),
         ("period", "case_periods"),
         ("uscc", "case_firms"),

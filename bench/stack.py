@@ -26,7 +26,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from cli.devstack import (  # noqa: E402
@@ -37,6 +36,7 @@ from cli.devstack import (  # noqa: E402
 )
 from core.logging import configure_logging  # noqa: E402
 from core.settings import Environment, Settings  # noqa: E402
+from core.temporal import DATA_CONVERTER  # noqa: E402
 
 # Our logs go to stderr: a benchmark's standard output is its figures.
 configure_logging(Settings(environment=Environment.TEST), stream=sys.stderr)
@@ -115,7 +115,7 @@ async def bench_stack(
     """Start the dev server and the simulator(s); the worker is created, not started."""
     work = Path(tempfile.mkdtemp(prefix=f"zhida-{name}-"))
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         ui=False,
     )

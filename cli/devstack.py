@@ -30,9 +30,9 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.settings import PROJECT_ROOT, Settings
+from core.temporal import DATA_CONVERTER
 
 log = structlog.get_logger()
 
@@ -149,9 +149,7 @@ async def wait_for_temporal(address: str, namespace: str, within: float = 60) ->
     deadline = time.monotonic() + within
     while True:
         try:
-            return await Client.connect(
-                address, namespace=namespace, data_converter=pydantic_data_converter
-            )
+            return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
         except Exception:
             if time.monotonic() > deadline:
                 raise

@@ -36,15 +36,17 @@ from core.workdays import SHANGHAI
 from domain.errors import AppError
 from domain.money import budget
 from domain.money.budget import Reconciliation
-from domain.registry.importer import ImportReport, import_content
+from domain.registry.importer import ImportReport
 from models.matching import MatchRequest, MatchScope
 from models.reference import User
+from seed.reference import demo_user_names
 from seed.sample import SampleSummary, load_sample
 from simulators.budget_system import SimulatorConfig
 from simulators.budget_system import create_app as create_budget_simulator
 from simulators.message_channel import ChannelConfig
 from simulators.message_channel import create_app as create_channel_simulator
 from workers.main import main as worker_main
+from workflows.registry_import import import_then_rematch
 from workflows.starts import start_match_run
 
 app = typer.Typer(
@@ -55,7 +57,6 @@ app.add_typer(import_app, name="import")
 
 SIMULATED_BUDGET_SYSTEM = "http://127.0.0.1:8100"
 SIMULATED_MESSAGE_CHANNEL = "http://127.0.0.1:8200"
-DEMO_USERS = ("admin", "jxj_staff", "jxj_head", "kjj_staff", "czj_staff", "auditor", "qiye")
 
 
 def _settings() -> Settings:
@@ -121,22 +122,9 @@ def import_enterprises(
         for error in exc.errors:
             typer.echo(f"  {error.field}: {error.message}", err=True)
         raise typer.Exit(1) from None
-    if report.changed:
-        try:
-            report.match_run = asyncio.run(_rematch(settings, report))
-        except Exception as exc:  # the import stands; the nightly run will match it
-            typer.echo(f"matching not started ({exc}); the nightly run will do it", err=True)
+    if report.changed and report.match_run is None:  # the import stands all the same
+        typer.echo("matching not started (see the warning); the nightly run will do it", err=True)
     typer.echo(report.model_dump_json())
-
-
-async def _rematch(settings: Settings, report: ImportReport) -> str:
-    assert report.written_at is not None
-    request = MatchRequest(
-        scope=MatchScope.FIRMS,
-        changed_since=report.written_at,
-        receipt_polls_s=settings.push_receipt_polls_s,
-    )
-    return await start_match_run(await connect(settings), settings.task_queue, request, "")
 
 
 async def _import(
@@ -144,8 +132,15 @@ async def _import(
 ) -> ImportReport:
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine).begin() as session:
-            return await import_content(session, content, fmt, progress)
+        return await import_then_rematch(
+            make_sessionmaker(engine).begin(),
+            content,
+            fmt,
+            temporal=lambda: connect(settings),
+            task_queue=settings.task_queue,
+            receipt_polls_s=settings.push_receipt_polls_s,
+            progress=progress,
+        )
     finally:
         await engine.dispose()
 
@@ -412,8 +407,10 @@ def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, second
         lines.append(f"  Temporal   {ui}")
     lines.append(f"  Database   {settings.database_url}")
     lines.append("  Demo tokens (Authorization: Bearer <token>):")
-    for user in DEMO_USERS:
-        lines.append(f"    {user:<10} {issue_token(settings, user)}")
+    users = demo_user_names()
+    width = max(len(user) for user in users)
+    for user in users:
+        lines.append(f"    {user:<{width}} {issue_token(settings, user)}")
     lines.append("Ctrl-C stops everything.")
     typer.echo("\n".join(lines))
 

@@ -1,30 +1,22 @@
-"""Temporal Schedules the platform relies on, created idempotently at start-up."""
+"""Temporal Schedules the platform relies on, created idempotently at start-up. What
+each one starts comes from workflows/starts.py; when, from here."""
 
 from __future__ import annotations
 
 import contextlib
 
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleSpec,
-)
+from temporalio.client import Client, Schedule, ScheduleAlreadyRunningError, ScheduleSpec
 
-from models.matching import MatchRequest, MatchScope
-from workflows import matching
-from workflows.library_expiry import SCHEDULE_ID, LibraryExpiryWorkflow
+from workflows import library_expiry, matching
+from workflows.starts import library_expiry_action, nightly_match_action
 
 
 async def ensure_schedules(client: Client, task_queue: str) -> None:
     with contextlib.suppress(ScheduleAlreadyRunningError):
         await client.create_schedule(
-            SCHEDULE_ID,
+            library_expiry.SCHEDULE_ID,
             Schedule(
-                action=ScheduleActionStartWorkflow(
-                    LibraryExpiryWorkflow.run, id=SCHEDULE_ID, task_queue=task_queue
-                ),
+                action=library_expiry_action(task_queue),
                 spec=ScheduleSpec(cron_expressions=["10 0 * * *"], time_zone_name="Asia/Shanghai"),
             ),
         )
@@ -33,12 +25,7 @@ async def ensure_schedules(client: Client, task_queue: str) -> None:
         await client.create_schedule(
             matching.SCHEDULE_ID,
             Schedule(
-                action=ScheduleActionStartWorkflow(
-                    matching.MatchWorkflow.run,
-                    MatchRequest(scope=MatchScope.FULL),
-                    id=matching.SCHEDULE_ID,
-                    task_queue=task_queue,
-                ),
+                action=nightly_match_action(task_queue),
                 spec=ScheduleSpec(cron_expressions=["30 1 * * *"], time_zone_name="Asia/Shanghai"),
             ),
         )

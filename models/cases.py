@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, computed_field
@@ -236,14 +236,6 @@ class StageDeadlineMissed(BaseModel):
     due_at: datetime
 
 
-class Reservation(BaseModel):
-    case_id: str
-    instalment: int
-    item_code: str
-    year: int
-    amount_fen: int
-
-
 class CaseClosure(BaseModel):
     """A case ended by its firm (withdrawn) or by finance (cancelled) before payment."""
 
@@ -254,57 +246,6 @@ class CaseClosure(BaseModel):
     stage: CaseStage
     actor: str
     reason: str
-
-
-class PaymentFailure(BaseModel):
-    """Why an instalment could not be paid (or a case waits for budget): finance is warned."""
-
-    case_id: str
-    item_code: str
-    uscc: str
-    instalment: int
-    department_code: str  # the finance unit that must act
-    reason: str
-
-
-class PaymentRetry(BaseModel):
-    case_id: str
-    instalment: int  # the instalment that failed
-    amount_fen: int
-
-
-class PaymentInput(BaseModel):
-    case_id: str
-    item_code: str
-    year: int
-    uscc: str
-    amount_fen: int
-    instalment: int
-    purpose: str
-
-
-class PaymentRequest(BaseModel):
-    case_id: str
-    instalment: int
-    item_code: str
-    year: int
-    uscc: str
-    amount_fen: int
-    purpose: str
-
-
-class PaymentOutcome(BaseModel):
-    state: Literal["paid", "returned"]
-    voucher_no: str
-    bank_serial: str | None = None
-    paid_at: datetime | None = None
-    return_reason: str | None = None
-
-
-class PaymentResult(PaymentOutcome):
-    """How one instalment ended: paid, or returned by the bank (退票)."""
-
-    instalment: int
 
 
 class CaseRecord(SQLModel, table=True):

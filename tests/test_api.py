@@ -10,7 +10,8 @@ from sqlmodel import col
 from core.settings import Settings
 from models.policy import PolicyItem
 from models.registry import Enterprise, Fact
-from tests.conftest import auth, create_enterprise, create_users, item_payload, new_uscc
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload, new_uscc
 
 
 async def test_requests_without_a_valid_token_are_401(
@@ -274,3 +275,19 @@ async def test_import_endpoint_rejects_bad_file_whole(
         )
         == 0
     )
+
+
+async def test_case_routes_name_a_category_that_has_no_cases_yet(
+    api: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    firm = await create_enterprise(session)
+    await create_users(session, enterprise_uscc=firm.uscc)
+    for category in ("recognition", "commitment"):
+        response = await api.get(
+            f"/api/v1/cases/{category}/TEST-ITEM-01/2026/{firm.uscc}",
+            headers=auth(settings, "qiye"),
+        )
+        assert response.status_code == 404, response.text
+        assert response.json()["errors"] == [
+            {"field": "category", "message": "no cases of this category yet"}
+        ]

@@ -25,13 +25,9 @@ from api.deps import get_session
 from api.main import create_app
 from core.settings import Environment, Settings
 from models.cases import PERIOD_PATTERN
-from tests.conftest import (
-    auth,
-    create_enterprise,
-    create_users,
-    item_payload,
-    start_time_skipping,
-)
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
+from tests.fixtures.temporal import start_time_skipping
 
 PROBLEM = "application/problem+json"
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "correlation_id"}

@@ -17,7 +17,9 @@ from models.cases import CaseState, application_case_id
 from models.notices import Notice
 from models.policy import ItemCreate
 from models.registry import BankAccount
-from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
+from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 from workflows.application import ApplicationWorkflow
 

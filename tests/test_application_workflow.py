@@ -25,22 +25,25 @@ from models.cases import (
     CaseState,
     CheckResult,
     DecisionRequest,
-    PaymentFailure,
-    PaymentOutcome,
-    PaymentRequest,
-    PaymentRetry,
-    Reservation,
     ReviewAction,
     StageDeadlineMissed,
     Withdrawal,
     WithdrawRequest,
 )
 from models.eligibility import ConditionResult, Outcome, UnknownReason, Verdict
+from models.payments import (
+    PaymentFailure,
+    PaymentOutcome,
+    PaymentRequest,
+    PaymentRetry,
+    Reservation,
+)
 from models.policy import Stage, StageLimit
 from models.policy_change import DeadlineRequest
 from models.reference import Actor, Role
 from workflows.application import ApplicationWorkflow
 from workflows.payment import PaymentWorkflow
+from workflows.starts import start_application_case
 
 CASEWORKER = Actor(name="jxj_staff", role=Role.DEPARTMENT_CASEWORKER, department_code="330500-JXJ")
 FIRM = Actor(name="qiye", role=Role.ENTERPRISE, enterprise_uscc="91330502T000000019")
@@ -176,8 +179,9 @@ class Harness:
     async def apply(self) -> WorkflowHandle[ApplicationWorkflow, CaseState]:
         case_id = f"application/TEST/2026/{uuid.uuid4().hex[:18]}"
         self.edges.started.append(case_id)
-        return await self.env.client.start_workflow(
-            ApplicationWorkflow.run,
+        return await start_application_case(
+            self.env.client,
+            self.queue,
             ApplicationInput(
                 case_id=case_id,
                 item_code="TEST",
@@ -187,8 +191,6 @@ class Harness:
                 applicant="qiye",
                 materials={},
             ),
-            id=case_id,
-            task_queue=self.queue,
         )
 
 

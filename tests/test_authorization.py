@@ -28,7 +28,8 @@ from models.cases import CaseRecord
 from models.matching import MatchResult, PolicyPush
 from models.policy import ItemCreate
 from models.reference import Actor, Role, User
-from tests.conftest import auth, create_enterprise, create_users, item_payload, new_uscc
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload, new_uscc
 
 ITEM = "AUTHZ-JXJ-01"  # a city item of 市经信局: reviewed by it, then by 市财政局
 OTHER_ITEM = "AUTHZ-KJJ-01"  # a city item of 市科技局
@@ -98,6 +99,7 @@ OPENAPI = create_app(Settings(environment=Environment.TEST)).openapi()
 ROUTES = sorted((path, method) for path, ops in OPENAPI["paths"].items() for method in ops)
 # Values for the path parameters of the fixed targets (the firm is filled in per target).
 PATH_VALUES = {
+    "category": "application",
     "code": ITEM,
     "item_code": ITEM,
     "version": "1",

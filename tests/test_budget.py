@@ -18,7 +18,7 @@ from models.budget_system import InstructionState, InstructionStatus
 from models.policy import ItemCreate
 from models.reference import Actor, User
 from seed.reference import demo_users, ensure_reference_data, ensure_users
-from tests.conftest import create_users, item_payload
+from tests.fixtures.factories import create_users, item_payload
 
 YEAR = 2026
 

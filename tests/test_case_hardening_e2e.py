@@ -15,7 +15,9 @@ from models.cases import CaseClaim, application_case_id
 from models.notices import Notice
 from models.policy import ItemCreate, StageWarning
 from models.registry import BankAccount
-from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
+from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 from tests.test_application_e2e import (
     AMOUNT,

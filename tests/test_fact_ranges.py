@@ -11,7 +11,7 @@ from domain.engine.rules import InvalidRule, parse_rule
 from domain.registry.importer import ImportRejected, import_content
 from models.facts import FACT_KINDS, FactType, coerce_fact_value, fact_range
 from models.money import MAX_FEN
-from tests.conftest import new_uscc
+from tests.fixtures.factories import new_uscc
 
 FETCHED = "2026-11-20T08:00:00+08:00"
 

@@ -20,7 +20,9 @@ from api.main import create_app
 from core.settings import Settings
 from models.idempotency import IdempotencyRecord
 from models.types import utcnow
-from tests.conftest import Stack, auth, create_users, item_payload
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_users, item_payload
+from tests.fixtures.stack import Stack
 from tests.test_application_e2e import AMOUNT, _setup, apply_and_wait
 
 WRITES = ("post", "put", "patch", "delete")

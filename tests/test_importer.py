@@ -8,7 +8,7 @@ from sqlmodel import col
 from domain.registry.enterprises import known_facts, latest_facts
 from domain.registry.importer import ImportRejected, import_content
 from models.registry import BankAccount, Enterprise, Fact
-from tests.conftest import new_uscc
+from tests.fixtures.factories import new_uscc
 
 FETCHED = "2026-11-20T08:00:00+08:00"
 

@@ -7,7 +7,7 @@ from domain.errors import Conflict, Forbidden
 from domain.policy import library
 from models.policy import DraftUpdate, ItemCreate, VersionStatus
 from models.reference import Actor
-from tests.conftest import create_users, item_payload
+from tests.fixtures.factories import create_users, item_payload
 
 DAYS = {"head_review_days": 3, "finance_review_days": 5}
 

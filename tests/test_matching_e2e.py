@@ -18,9 +18,12 @@ from domain.registry.enterprises import known_facts
 from models.eligibility import Verdict
 from models.matching import MatchRequest, MatchResult, MatchRun, MatchScope, PolicyPush
 from models.policy import ItemCreate
-from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
+from tests.fixtures.stack import Stack
 from tests.history_store import keep_history, replayer
-from workflows.matching import MatchOutcome, MatchWorkflow
+from workflows.matching import MatchOutcome
+from workflows.starts import start_match_run
 
 QUICK_RECEIPTS = [0.3, 0.5, 1.0, 2.0]
 
@@ -66,11 +69,8 @@ async def _run(
 ) -> MatchOutcome:
     """One run to its end; its history must replay on the current code."""
     request.receipt_polls_s = QUICK_RECEIPTS
-    handle = await env.client.start_workflow(
-        MatchWorkflow.run,
-        request,
-        id=f"match/test/{uuid.uuid4()}",
-        task_queue=stack.settings.task_queue,
+    handle = await start_match_run(
+        env.client, stack.settings.task_queue, request, str(uuid.uuid4())
     )
     outcome = await handle.result()
     if keep_as:

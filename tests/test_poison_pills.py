@@ -22,9 +22,10 @@ from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.matching import MATCH_DATA_ERROR, MatchingActivities
+from activities.matching import MatchingActivities
 from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
+from core.temporal_errors import ErrorType
 from domain.engine.amounts import compute_amount, parse_amount_rule
 from domain.engine.arrays import (
     CompiledItem,
@@ -43,8 +44,11 @@ from models.eligibility import UnknownReason, Verdict
 from models.matching import MatchError, MatchRequest, MatchResult, MatchScope
 from models.policy import ItemCreate, PolicyItemVersion, StageWarning, VersionStatus
 from models.registry import Fact
-from tests.conftest import Stack, auth, create_enterprise, create_users, item_payload
-from workflows.matching import MatchOutcome, MatchWorkflow
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
+from tests.fixtures.stack import Stack
+from workflows.matching import MatchOutcome
+from workflows.starts import start_match_run
 
 AS_OF = date(2026, 11, 27)
 # Talent counts go up to 10^6; tests/test_matching_e2e.py takes bands below 500,000.
@@ -223,7 +227,7 @@ async def test_a_data_error_fails_the_run_without_retrying_and_a_transport_error
             await ActivityEnvironment().run(
                 activities.run_match, MatchRequest(scope=MatchScope.ITEM, item_code=None)
             )
-        assert caught.value.non_retryable and caught.value.type == MATCH_DATA_ERROR
+        assert caught.value.non_retryable and caught.value.type == ErrorType.MATCH_DATA_ERROR
         assert "needs item_code" in str(caught.value)
         await engine.dispose()
 
@@ -257,11 +261,8 @@ async def _publish(stack: Stack, code: str, **payload: Any) -> None:
 
 async def _run(env: WorkflowEnvironment, stack: Stack, request: MatchRequest) -> MatchOutcome:
     request.receipt_polls_s = [0.3]
-    handle = await env.client.start_workflow(
-        MatchWorkflow.run,
-        request,
-        id=f"match/test/{uuid.uuid4()}",
-        task_queue=stack.settings.task_queue,
+    handle = await start_match_run(
+        env.client, stack.settings.task_queue, request, str(uuid.uuid4())
     )
     return await handle.result()
 

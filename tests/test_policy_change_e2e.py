@@ -13,9 +13,12 @@ from domain.policy import library
 from domain.policy.library import change_workflow_id
 from models.matching import MatchRun
 from models.policy import ItemCreate, VersionStatus
-from tests.conftest import Stack, auth, create_users, item_payload
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_users, item_payload
+from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
-from workflows.library_expiry import SCHEDULE_ID, LibraryExpiryWorkflow
+from workflows.library_expiry import SCHEDULE_ID
+from workflows.starts import start_library_expiry
 
 
 async def test_submitted_draft_is_approved_and_published(
@@ -117,10 +120,8 @@ async def test_nightly_schedule_expires_lapsed_versions(
     schedule = await dev_server.client.get_schedule_handle(SCHEDULE_ID).describe()
     assert schedule.schedule.spec.time_zone_name == "Asia/Shanghai"
 
-    expiry = await dev_server.client.start_workflow(
-        LibraryExpiryWorkflow.run,
-        id=f"expiry-{uuid.uuid4()}",
-        task_queue=stack.settings.task_queue,
+    expiry = await start_library_expiry(
+        dev_server.client, stack.settings.task_queue, str(uuid.uuid4())
     )
     expired = await expiry.result()
     await keep_history(dev_server.client, expiry, "library-expiry")

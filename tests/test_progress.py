@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.progress import TerminalProgress
 from core.settings import PROJECT_ROOT
 from domain.registry.importer import import_content
-from tests.conftest import new_uscc
+from tests.fixtures.factories import new_uscc
 
 FIRMS = 600  # more than one batch of the importer's 500
 

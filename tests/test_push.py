@@ -15,7 +15,7 @@ from models.matching import MatchResult, PolicyPush
 from models.notices import Notice
 from models.policy import ItemCreate
 from seed.reference import ensure_reference_data
-from tests.conftest import create_enterprise, create_users, item_payload
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.policy import PolicyLibraryActivities
+    from workflows.options import DATABASE_BATCH
 
 SCHEDULE_ID = "policy-library-expiry"
 
@@ -25,6 +23,5 @@ class LibraryExpiryWorkflow:
         return await workflow.execute_activity_method(
             PolicyLibraryActivities.expire_lapsed_versions,
             workflow.now(),
-            start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+            **DATABASE_BATCH,
         )

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.matching import MATCH_DATA_ERROR, MatchingActivities
+    from activities.matching import MatchingActivities
     from models.matching import MatchRequest, MatchScope, MatchSummary, PushSummary
+    from workflows.options import DATABASE_BATCH, MATCHING, MESSAGE_CHANNEL, MESSAGE_RECEIPTS
 
 SCHEDULE_ID = "match-nightly"
 BATCH = 1000
-# Transport failures retry; a data error (MatchDataError) fails the run at once: the
-# run records and skips bad items and facts itself, so what is left no retry cures.
-RUN = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(minutes=30),
-    retry_policy=RetryPolicy(
-        maximum_interval=timedelta(minutes=1), non_retryable_error_types=[MATCH_DATA_ERROR]
-    ),
-)
-DB = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(minutes=5),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
-)
 
 
 class MatchOutcome(BaseModel):
@@ -55,13 +41,15 @@ class MatchWorkflow:
     @workflow.run
     async def run(self, request: MatchRequest) -> MatchOutcome:
         summary = await workflow.execute_activity_method(
-            MatchingActivities.run_match, request, **RUN
+            MatchingActivities.run_match, request, **MATCHING
         )
-        planned = await workflow.execute_activity_method(MatchingActivities.plan_pushes, **DB)
+        planned = await workflow.execute_activity_method(
+            MatchingActivities.plan_pushes, **DATABASE_BATCH
+        )
         sent = 0
         while True:
             batch = await workflow.execute_activity_method(
-                MatchingActivities.send_pushes, BATCH, **DB
+                MatchingActivities.send_pushes, BATCH, **MESSAGE_CHANNEL
             )
             sent += batch
             if batch < BATCH:
@@ -70,7 +58,7 @@ class MatchWorkflow:
         for delay in request.receipt_polls_s:
             await workflow.sleep(delay)
             waiting = await workflow.execute_activity_method(
-                MatchingActivities.collect_receipts, BATCH, **DB
+                MatchingActivities.collect_receipts, BATCH, **MESSAGE_RECEIPTS
             )
             if not waiting:
                 break

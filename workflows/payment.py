@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from models.cases import PaymentInput, PaymentOutcome, PaymentRequest, PaymentResult
-
-INSTRUCT = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        maximum_interval=timedelta(minutes=1),
-        # Only failures before the instruction exists end the payment; see send_instruction.
-        non_retryable_error_types=["BudgetSystemRefused", "InvalidInstruction"],
-    ),
-)
-# Polling for the receipt is this activity's retry schedule: every failure means
-# "not settled yet" or "unreachable", and both are worth asking again.
-POLL = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=1.5,
-        maximum_interval=timedelta(minutes=5),
-    ),
-)
-LEDGER = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-)
+    from models.payments import PaymentInput, PaymentOutcome, PaymentRequest, PaymentResult
+    from workflows.options import BUDGET_SYSTEM, LEDGER, SETTLEMENT_POLL
 
 
 @workflow.defn
@@ -56,10 +30,10 @@ class PaymentWorkflow:
             purpose=input.purpose,
         )
         await workflow.execute_activity_method(
-            PaymentActivities.send_instruction, request, **INSTRUCT
+            PaymentActivities.send_instruction, request, **BUDGET_SYSTEM
         )
         outcome: PaymentOutcome = await workflow.execute_activity_method(
-            PaymentActivities.await_settlement, request, **POLL
+            PaymentActivities.await_settlement, request, **SETTLEMENT_POLL
         )
         if outcome.state == "paid":
             await workflow.execute_activity_method(

@@ -6,12 +6,12 @@ import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.policy import PolicyLibraryActivities
+    from core.temporal_errors import ErrorType
     from models import search_attributes as sa_keys
     from models.matching import MatchRequest, MatchScope
     from models.policy_change import (
@@ -27,13 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.reference import Actor
     from workflows.matching import MatchWorkflow, match_workflow_id
-
-DB_ACTIVITY = workflow.ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(
-        maximum_interval=timedelta(seconds=30), non_retryable_error_types=["Conflict", "NotFound"]
-    ),
-)
+    from workflows.options import POLICY_LIBRARY
 
 
 @workflow.defn
@@ -79,7 +73,7 @@ class PolicyChangeWorkflow:
                 subject=workflow.info().workflow_id,
             )
             await workflow.execute_activity_method(
-                PolicyLibraryActivities.record_review, outcome, **DB_ACTIVITY
+                PolicyLibraryActivities.record_review, outcome, **POLICY_LIBRARY
             )
             self._recorded += 1
             self._pending = self._pending_actor = None
@@ -87,7 +81,7 @@ class PolicyChangeWorkflow:
                 self._finish(ChangeStage.REJECTED)
                 return await self._done()
         await workflow.execute_activity_method(
-            PolicyLibraryActivities.publish_version, input, **DB_ACTIVITY
+            PolicyLibraryActivities.publish_version, input, **POLICY_LIBRARY
         )
         self._finish(ChangeStage.PUBLISHED)
         # Match the new version against every firm; it runs on after this change ends.
@@ -106,7 +100,7 @@ class PolicyChangeWorkflow:
         self._due_at = await workflow.execute_activity_method(
             PolicyLibraryActivities.working_deadline,
             DeadlineRequest(start=workflow.now(), working_days=working_days),
-            **DB_ACTIVITY,
+            **POLICY_LIBRARY,
         )
         workflow.upsert_search_attributes(
             [sa_keys.STAGE.value_set(stage.value), sa_keys.OVERDUE.value_set(False)]
@@ -142,7 +136,7 @@ class PolicyChangeWorkflow:
                 department_code=department,
                 due_at=self._due_at,
             ),
-            **DB_ACTIVITY,
+            **POLICY_LIBRARY,
         )
 
     def _reviewer(self) -> Actor:
@@ -178,7 +172,7 @@ class PolicyChangeWorkflow:
     def validate_reject(self, decision: ReviewDecision) -> None:
         self._check_reviewer(decision)
         if not decision.comment.strip():
-            raise ApplicationError("a rejection needs a reason", type="InvalidInput")
+            raise ApplicationError("a rejection needs a reason", type=ErrorType.INVALID_INPUT)
 
     @workflow.query
     def state(self) -> PolicyChangeState:
@@ -217,13 +211,13 @@ class PolicyChangeWorkflow:
         role = REVIEWER_ROLE.get(self._stage)
         if role is None or self._pending is not None:
             raise ApplicationError(
-                f"stage {self._stage.value} takes no decision", type="WrongStage"
+                f"stage {self._stage.value} takes no decision", type=ErrorType.WRONG_STAGE
             )
         actor = decision.actor
         if actor.role is not role:
             raise ApplicationError(
                 f"stage {self._stage.value} is decided by {role.value}, not {actor.role.value}",
-                type="Forbidden",
+                type=ErrorType.FORBIDDEN,
             )
         wanted = (
             self._input.department_code
@@ -232,7 +226,10 @@ class PolicyChangeWorkflow:
         )
         if actor.department_code != wanted:
             raise ApplicationError(
-                f"stage {self._stage.value} is decided by department {wanted}", type="Forbidden"
+                f"stage {self._stage.value} is decided by department {wanted}",
+                type=ErrorType.FORBIDDEN,
             )
         if actor.name == self._input.author:
-            raise ApplicationError("the author may not approve their own change", type="Forbidden")
+            raise ApplicationError(
+                "the author may not approve their own change", type=ErrorType.FORBIDDEN
+            )

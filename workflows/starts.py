@@ -1,22 +1,128 @@
-"""Starting matching runs from outside a workflow (API, CLI)."""
+"""Starting workflows from outside a workflow (the API, the CLI, schedules, benchmarks
+and tests): the one place that knows each workflow's id, its id policies and the
+search attributes it starts with. Workflow ids are stored in histories and looked up by
+the routes: they never change.
+"""
 
 from __future__ import annotations
 
-from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
+from datetime import timedelta
 
-from models.matching import MatchRequest
-from workflows.matching import MatchWorkflow, match_workflow_id
+from temporalio.client import Client, ScheduleActionStartWorkflow, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+
+from domain.policy.library import change_workflow_id
+from models import search_attributes as sa_keys
+from models.cases import ApplicationInput, CaseStage, CaseState
+from models.matching import MatchRequest, MatchScope
+from models.policy import Category
+from models.policy_change import PolicyChangeInput, PolicyChangeState
+from workflows import library_expiry, matching
+from workflows.application import ApplicationWorkflow
+from workflows.library_expiry import LibraryExpiryWorkflow
+from workflows.matching import MatchOutcome, MatchWorkflow, match_workflow_id
+from workflows.policy_change import PolicyChangeWorkflow
+
+CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
+PolicyChangeHandle = WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]
+MatchRunHandle = WorkflowHandle[MatchWorkflow, MatchOutcome]
+LibraryExpiryHandle = WorkflowHandle[LibraryExpiryWorkflow, list[str]]
 
 
-async def start_match_run(client: Client, task_queue: str, request: MatchRequest, tag: str) -> str:
-    """Start a run, or find the one already started for the same key; returns its id."""
-    workflow_id = match_workflow_id(request, tag)
-    await client.start_workflow(
+async def start_application_case(
+    client: Client,
+    task_queue: str,
+    application: ApplicationInput,
+    *,
+    rpc_timeout: timedelta | None = None,
+) -> CaseHandle:
+    """Start a case under its case id. Never a second run for an id, running or closed:
+    that is a `WorkflowAlreadyStartedError`, and the caller decides what a repeat means."""
+    return await client.start_workflow(
+        ApplicationWorkflow.run,
+        application,
+        id=application.case_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa_keys.KIND, "case"),
+                SearchAttributePair(sa_keys.CATEGORY, Category.APPLICATION.value),
+                SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
+                SearchAttributePair(sa_keys.STAGE, CaseStage.CHECK.value),
+            ]
+        ),
+        rpc_timeout=rpc_timeout,
+    )
+
+
+async def start_policy_change(
+    client: Client, task_queue: str, change: PolicyChangeInput
+) -> PolicyChangeHandle:
+    """Start the approval of a submitted version, or find the one already running for it
+    (a submission sent again); a closed one is never started again."""
+    return await client.start_workflow(
+        PolicyChangeWorkflow.run,
+        change,
+        id=change_workflow_id(change.item_code, change.version),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa_keys.KIND, "policy_change"),
+                SearchAttributePair(sa_keys.ITEM_CODE, change.item_code),
+                SearchAttributePair(sa_keys.REGION, change.region_code),
+                SearchAttributePair(sa_keys.DEPARTMENT, change.department_code),
+                SearchAttributePair(sa_keys.STAGE, "submitted"),
+            ]
+        ),
+    )
+
+
+async def start_match_run(
+    client: Client, task_queue: str, request: MatchRequest, tag: str
+) -> MatchRunHandle:
+    """Start a matching run, or find the one already started for the same key
+    (`match_workflow_id`)."""
+    return await client.start_workflow(
         MatchWorkflow.run,
         request,
-        id=workflow_id,
+        id=match_workflow_id(request, tag),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
-    return workflow_id
+
+
+async def start_library_expiry(client: Client, task_queue: str, tag: str) -> LibraryExpiryHandle:
+    """One library upkeep now, besides the nightly ones of its schedule."""
+    return await client.start_workflow(
+        LibraryExpiryWorkflow.run,
+        id=f"{library_expiry.SCHEDULE_ID}/{tag}",
+        task_queue=task_queue,
+    )
+
+
+# ----- what the schedules start (cli/schedules.py says when) --------------------------
+
+
+def library_expiry_action(task_queue: str) -> ScheduleActionStartWorkflow:
+    return ScheduleActionStartWorkflow(
+        LibraryExpiryWorkflow.run, id=library_expiry.SCHEDULE_ID, task_queue=task_queue
+    )
+
+
+def nightly_match_action(task_queue: str) -> ScheduleActionStartWorkflow:
+    """Every published item against every firm."""
+    return ScheduleActionStartWorkflow(
+        MatchWorkflow.run,
+        MatchRequest(scope=MatchScope.FULL),
+        id=matching.SCHEDULE_ID,
+        task_queue=task_queue,
+    )

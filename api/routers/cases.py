@@ -7,33 +7,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.access import access
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
 from api.params import CreditCode, ItemCode, Period
 from api.updates import send_update
 from core.workdays import SHANGHAI
+from domain import cases
 from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
-from domain.cases import service as cases
-from domain.errors import NotFound
+from domain.errors import FieldError, NotFound
 from domain.money import budget
-from models import search_attributes as sa_keys
 from models.budget import QuotaPublic
 from models.cases import (
     PERIOD_PATTERN,
-    ApplicationInput,
     ApplicationRequest,
     CaseDecision,
     CaseRecord,
@@ -48,14 +38,19 @@ from models.cases import (
 )
 from models.money import Fen
 from models.policy import Category
-from models.reference import Actor, Role
+from models.reference import Role
 from workflows.application import ApplicationWorkflow
+from workflows.starts import CaseHandle, start_application_case
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 
-CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
-CASE = "/cases/application/{item_code}/{period}/{uscc}"
+CASE = "/cases/{category}/{item_code}/{period}/{uscc}"
 TEMPORAL_RPC = timedelta(seconds=2)
+NO_CASES_YET = "no cases of this category yet"
+CaseCategory = Annotated[
+    Category,
+    Path(description="the case's category (事项类别); only `application` has cases so far"),
+]
 
 
 @router.post(
@@ -85,90 +80,67 @@ async def apply(
     )
     if admission.existing:
         response.status_code = status.HTTP_200_OK
-        await session.commit()
+        await commit_before_temporal(session)
         try:
             return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
         except RPCError as exc:
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
         # Claimed but never started (a crash between the two): start it now.
-    # The claim is flushed, not committed: the case counts as applied for only once
-    # its workflow runs (a failed start rolls the request back; the workflow's first
-    # activity re-claims if this commit were lost).
+    # Started before the commit, on purpose: the claim is flushed, not committed, so
+    # the case counts as applied for only once its workflow runs (a failed start rolls
+    # the request back; the workflow's first activity re-claims if this commit were lost).
     try:
-        await _start(temporal, settings.task_queue, application)
+        await start_application_case(
+            temporal, settings.task_queue, application, rpc_timeout=TEMPORAL_RPC
+        )
     except WorkflowAlreadyStartedError:
         response.status_code = status.HTTP_200_OK
-    await session.commit()
+    await commit_before_temporal(session)
     return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
 
 
-async def _start(temporal: Client, task_queue: str, application: ApplicationInput) -> None:
-    await temporal.start_workflow(
-        ApplicationWorkflow.run,
-        application,
-        id=application.case_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa_keys.KIND, "case"),
-                SearchAttributePair(sa_keys.CATEGORY, "application"),
-                SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
-                SearchAttributePair(sa_keys.STAGE, "check"),
-            ]
-        ),
-        rpc_timeout=TEMPORAL_RPC,
-    )
+async def _category(category: CaseCategory) -> Category:
+    """A category that has cases (a 404 naming `category` otherwise, before anything
+    else is asked of the case)."""
+    if category is not Category.APPLICATION:
+        raise NotFound(f"{category.value}: {NO_CASES_YET}", [FieldError("category", NO_CASES_YET)])
+    return category
 
 
-async def _handle(
-    session: AsyncSession, temporal: Client, user: Actor, item_code: str, period: str, uscc: str
+async def _case(
+    user: CurrentUser,
+    _category: Annotated[Category, Depends(_category)],
+    session: SessionDep,
+    temporal: TemporalDep,
+    item_code: ItemCode,
+    period: Period,
+    uscc: CreditCode,
 ) -> CaseHandle:
     """The workflow of the case the business key names now (its latest attempt).
     Temporal, not the list projection (which may lag a moment behind), says whether
-    it exists."""
+    it exists. The read's transaction ends here: the route only talks to Temporal."""
     require_enterprise_access(user, uscc)
     case_id = await cases.current_case_id(session, item_code, period, uscc)
-    await session.commit()  # never hold a transaction while waiting on a workflow
+    await commit_before_temporal(session)
     return temporal.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+
+
+CaseDep = Annotated[CaseHandle, Depends(_case)]
 
 
 @router.get(
     CASE, response_model=CaseState, summary="查看案件的状态与时间线", **access(Rule.ITEM_FIRM_READ)
 )
-async def get_case(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    item_code: ItemCode,
-    period: Period,
-    uscc: CreditCode,
-) -> CaseState:
+async def get_case(case: CaseDep, user: CurrentUser) -> CaseState:
     if user.role is not Role.ENTERPRISE:
         require_staff_or_reader(user)
-    handle = await _handle(session, temporal, user, item_code, period, uscc)
     try:
-        return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
+        return await case.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise NotFound("case not found") from None
         raise
-
-
-async def _case(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    item_code: ItemCode,
-    period: Period,
-    uscc: CreditCode,
-) -> CaseHandle:
-    return await _handle(session, temporal, user, item_code, period, uscc)
-
-
-CaseDep = Annotated[CaseHandle, Depends(_case)]
 
 
 @router.post(
@@ -340,7 +312,7 @@ async def set_quota(
     in); cases waiting for budget on this item try again at once."""
     quota = await budget.adjust_quota(session, user, item_code, year, body.quota_fen)
     waiting = await cases.awaiting_budget(session, item_code)
-    await session.commit()
+    await commit_before_temporal(session)
     for case_id in waiting:
         await temporal.get_workflow_handle(case_id).signal(
             ApplicationWorkflow.budget_added, rpc_timeout=TEMPORAL_RPC

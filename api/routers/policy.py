@@ -5,19 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
-from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowHandle
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from fastapi import APIRouter, Depends, Query, status
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.access import access
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
 from api.params import CreditCode, ItemCode, VersionNumber, VersionQuery
@@ -26,7 +18,6 @@ from core.workdays import SHANGHAI
 from domain.access import Rule, require_staff_or_reader
 from domain.errors import NotFound
 from domain.policy import library
-from models import search_attributes as sa_keys
 from models.policy import (
     Category,
     Decision,
@@ -41,6 +32,7 @@ from models.policy import (
 )
 from models.policy_change import PolicyChangeState, ReviewDecision
 from workflows.policy_change import PolicyChangeWorkflow
+from workflows.starts import PolicyChangeHandle, start_policy_change
 
 router = APIRouter(prefix="/api/v1/items", tags=["policy library"])
 
@@ -137,37 +129,24 @@ async def submit(
         head_review_days=settings.policy_head_review_days,
         finance_review_days=settings.policy_finance_review_days,
     )
-    await session.commit()  # the workflow starts only after the submission is recorded
-    handle = await temporal.start_workflow(
-        PolicyChangeWorkflow.run,
-        change,
-        id=library.change_workflow_id(code, version),
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa_keys.KIND, "policy_change"),
-                SearchAttributePair(sa_keys.ITEM_CODE, code),
-                SearchAttributePair(sa_keys.REGION, change.region_code),
-                SearchAttributePair(sa_keys.DEPARTMENT, change.department_code),
-                SearchAttributePair(sa_keys.STAGE, "submitted"),
-            ]
-        ),
-    )
+    await commit_before_temporal(session)  # the workflow starts once the submission stands
+    handle = await start_policy_change(temporal, settings.task_queue, change)
     return await handle.query(PolicyChangeWorkflow.state)
 
 
-async def _review_handle(
-    session: AsyncSession, temporal: Client, code: str, version: int
-) -> WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]:
+async def _change(
+    session: SessionDep, temporal: TemporalDep, code: ItemCode, version: VersionNumber
+) -> PolicyChangeHandle:
+    """The approval workflow of a version that exists (else 404). The read's transaction
+    ends here: the route only talks to Temporal."""
     await library.get_version(session, code, version)
-    # Never hold a database transaction while waiting on a workflow: its activities
-    # need the database (on SQLite, the write lock) to move the case on.
-    await session.commit()
+    await commit_before_temporal(session)
     return temporal.get_workflow_handle_for(
         PolicyChangeWorkflow.run, library.change_workflow_id(code, version)
     )
+
+
+ChangeDep = Annotated[PolicyChangeHandle, Depends(_change)]
 
 
 @router.get(
@@ -177,14 +156,9 @@ async def _review_handle(
     **access(Rule.READER),
 )
 async def review_state(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    code: ItemCode,
-    version: VersionNumber,
+    user: CurrentUser, code: ItemCode, version: VersionNumber, handle: ChangeDep
 ) -> PolicyChangeState:
     require_staff_or_reader(user)
-    handle = await _review_handle(session, temporal, code, version)
     try:
         return await handle.query(PolicyChangeWorkflow.state)
     except RPCError as exc:
@@ -200,15 +174,8 @@ async def review_state(
     **access(Rule.ITEM_REVIEW),
 )
 async def approve(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    code: ItemCode,
-    version: VersionNumber,
-    body: Decision,
-    request_id: IdempotencyKey,
+    handle: ChangeDep, user: CurrentUser, body: Decision, request_id: IdempotencyKey
 ) -> PolicyChangeState:
-    handle = await _review_handle(session, temporal, code, version)
     return await send_update(
         handle,
         handle.execute_update(
@@ -226,15 +193,8 @@ async def approve(
     **access(Rule.ITEM_REVIEW),
 )
 async def reject(
-    session: SessionDep,
-    temporal: TemporalDep,
-    user: CurrentUser,
-    code: ItemCode,
-    version: VersionNumber,
-    body: Rejection,
-    request_id: IdempotencyKey,
+    handle: ChangeDep, user: CurrentUser, body: Rejection, request_id: IdempotencyKey
 ) -> PolicyChangeState:
-    handle = await _review_handle(session, temporal, code, version)
     return await send_update(
         handle,
         handle.execute_update(

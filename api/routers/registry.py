@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import structlog
 from fastapi import APIRouter, File, Query, UploadFile
 
 from api.access import access
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalConnectionDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalConnectionDep, recorded
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
 from api.params import CreditCode
 from domain.access import Rule, require_role
 from domain.errors import InvalidInput
 from domain.registry import enterprises, importer
-from models.matching import MatchRequest, MatchScope
 from models.reference import Role
 from models.registry import EnterpriseDetail, EnterprisePublic
-from workflows.starts import start_match_run
-
-log = structlog.get_logger()
+from workflows.registry_import import import_then_rematch
 
 router = APIRouter(prefix="/api/v1", tags=["enterprises"])
 
@@ -85,23 +81,14 @@ async def import_enterprises(
     content = await file.read(MAX_IMPORT_BYTES + 1)
     if len(content) > MAX_IMPORT_BYTES:
         raise InvalidInput.field("file", "larger than 200 MiB")
-    report = await importer.import_content(session, content, fmt)
-    await session.commit()  # the import stands whether or not matching starts
-    if report.changed:
-        assert report.written_at is not None
-        request = MatchRequest(
-            scope=MatchScope.FIRMS,
-            changed_since=report.written_at,
-            receipt_polls_s=settings.push_receipt_polls_s,
-        )
-        try:
-            client = await temporal.get()
-            if client is None:
-                raise RuntimeError("Temporal is not reachable")
-            report.match_run = await start_match_run(client, settings.task_queue, request, "")
-        except Exception as exc:
-            log.warning("import.match_not_started", error=str(exc))  # the nightly run will
-    return report
+    return await import_then_rematch(
+        recorded(session),
+        content,
+        fmt,
+        temporal=temporal.get,
+        task_queue=settings.task_queue,
+        receipt_polls_s=settings.push_receipt_polls_s,
+    )
 
 
 def _format_from_name(name: str) -> str:
