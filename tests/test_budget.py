@@ -128,10 +128,10 @@ async def test_quota_cannot_be_lowered_below_commitments(session: AsyncSession) 
     assert raised.quota_fen == 2_000
 
 
-async def test_racing_reservations_never_overspend(engine: AsyncEngine) -> None:
+async def test_racing_reservations_never_overspend(own_engine: AsyncEngine) -> None:
     """Many approvals race for one quota on separate connections: the sum of what
     succeeds never exceeds it, and the last yuan goes to exactly one case."""
-    sessionmaker = make_sessionmaker(engine)
+    sessionmaker = make_sessionmaker(own_engine)
     code = f"RACE-{uuid.uuid4().hex[:6].upper()}"
     async with sessionmaker.begin() as session:
         await ensure_reference_data(session)
