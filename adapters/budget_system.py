@@ -42,13 +42,12 @@ class BudgetSystemClient(ExternalSystemClient):
     refused = BudgetSystemRefused
 
     async def instruct(self, instruction: PaymentInstruction) -> InstructionStatus:
-        response = await self._call(
-            "POST",
+        return await self._submit(
             "/v1/payment-instructions",
-            json=instruction.model_dump(mode="json"),
-            idempotency_key=instruction.idempotency_key,
+            instruction,
+            instruction.idempotency_key,
+            InstructionStatus,
         )
-        return InstructionStatus.model_validate_json(response.content)
 
     async def status(self, idempotency_key: str) -> InstructionStatus | None:
         """The instruction's state, or None if the system never received it."""

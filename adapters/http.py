@@ -8,9 +8,12 @@ system's names and code that talks to several systems may catch the shared ones.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import httpx
+from pydantic import BaseModel
+
+Reply = TypeVar("Reply", bound=BaseModel)
 
 
 class ExternalSystemError(Exception):
@@ -65,3 +68,13 @@ class ExternalSystemClient:
                 response.status_code,
             )
         return response
+
+    async def _submit(
+        self, path: str, record: BaseModel, idempotency_key: str, reply: type[Reply]
+    ) -> Reply:
+        """POST one record under its idempotency key (sent again, it is still one
+        record there); the system's answer about it."""
+        response = await self._call(
+            "POST", path, json=record.model_dump(mode="json"), idempotency_key=idempotency_key
+        )
+        return reply.model_validate_json(response.content)

@@ -30,13 +30,7 @@ class MessageChannelClient(ExternalSystemClient):
     refused = ChannelRefused
 
     async def send(self, message: OutgoingMessage) -> MessageStatus:
-        response = await self._call(
-            "POST",
-            "/v1/messages",
-            json=message.model_dump(mode="json"),
-            idempotency_key=message.idempotency_key,
-        )
-        return MessageStatus.model_validate_json(response.content)
+        return await self._submit("/v1/messages", message, message.idempotency_key, MessageStatus)
 
     async def status(self, message_id: str) -> MessageStatus:
         response = await self._call("GET", f"/v1/messages/{message_id}")
