@@ -149,10 +149,13 @@ def app_error_response(exc: AppError) -> JSONResponse:
 
 
 def validation_response(exc: RequestValidationError) -> JSONResponse:
-    errors = [
-        {"field": _loc(tuple(e["loc"])), "message": str(e["msg"]).removeprefix("Value error, ")}
-        for e in exc.errors()
-    ]
+    errors: list[dict[str, str]] = []
+    for e in exc.errors():
+        # A body that is not JSON at all: pydantic places it at the byte it gave up on.
+        field = "body" if e.get("type") == "json_invalid" else _loc(tuple(e["loc"]))
+        error = {"field": field, "message": str(e["msg"]).removeprefix("Value error, ")}
+        if error not in errors:  # a path parameter the access rule reads too is checked twice
+            errors.append(error)
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, "Invalid input", detail, "invalid_input", errors)
 

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.temporal_errors import ErrorType
-from domain.errors import AppError, Conflict, Forbidden, InvalidInput, Unavailable
+from domain.errors import AppError, Conflict, FieldError, Forbidden, InvalidInput, Unavailable
 
 T = TypeVar("T")
 
@@ -34,7 +34,10 @@ async def send_update(handle: WorkflowHandle[Any, Any], update: Awaitable[T]) ->
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError):
-            raise _REFUSALS.get(cause.type, Conflict)(cause.message) from None
+            # workflows/refusals.py: a refusal of wrong input names its field.
+            field = cause.details[0] if cause.details else None
+            errors = [FieldError(str(field), cause.message)] if field else []
+            raise _REFUSALS.get(cause.type, Conflict)(cause.message, errors) from None
         raise
     except WorkflowUpdateRPCTimeoutOrCancelledError:
         raise Unavailable(RETRY) from None

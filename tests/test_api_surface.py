@@ -135,6 +135,10 @@ async def test_a_deeply_nested_body_is_a_422_naming_the_body(
     response = await api.post("/api/v1/items", content=deep_json, headers=headers)
     body = assert_problem(response, 422)
     assert body["errors"] == [{"field": "body", "message": "JSON 嵌套层级过深"}]
+    # Not JSON at all, or cut off: the body is named, not the byte the parser stopped at.
+    for broken in (b"{bad json", b'{"code": "X', b"\xff\xfe"):
+        response = await api.post("/api/v1/items", content=broken, headers=headers)
+        assert [e["field"] for e in assert_problem(response, 422)["errors"]] == ["body"]
     # Parsed, but nested deeper than validation or the rule parser goes.
     leaf = json.dumps({"fact": "credit_rating", "op": "in", "value": ["A"]})
     payload = json.dumps({**item_payload(), "eligibility": None}).replace(
@@ -389,6 +393,7 @@ async def test_out_of_range_parameters_are_422_naming_them(
     wrong = firm.uscc[:-1] + ("0" if firm.uscc[-1] != "0" else "1")
     body = assert_problem(await api.get(f"/api/v1/enterprises/{wrong}", headers=staff), 422)
     assert body["errors"][0]["message"].startswith("check character is")
+    assert len(body["errors"]) == 1  # once, though the access rule reads the code too
 
 
 # ----- the docs, offline ------------------------------------------------------------------

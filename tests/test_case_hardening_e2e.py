@@ -178,6 +178,18 @@ async def test_possibly_eligible_goes_to_review_marked_and_zero_is_no_approval(
         headers=auth(stack.settings, "jxj_staff"),
     )
     assert huge.status_code == 422
+    # What the case itself refuses names the field too, like any other 422.
+    for decision, field in (
+        ({"action": "approve", "amount_fen": AMOUNT + 1}, "amount_fen"),
+        ({"action": "approve", "amount_fen": AMOUNT - 1}, "reason"),
+        ({"action": "reject"}, "reason"),
+        ({"action": "return", "reason": "缺材料"}, "corrections"),
+    ):
+        refused = await stack.api.post(
+            f"{base}/decisions", json=decision, headers=auth(stack.settings, "jxj_staff")
+        )
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == [field], refused.text
 
 
 async def test_an_instruction_that_can_never_be_made_leaves_the_case_with_finance(

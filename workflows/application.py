@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         failure_reason,
     )
     from workflows.options import DATABASE
+    from workflows.refusals import invalid_input
 
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
 REVIEWER_ROLES = {
@@ -284,27 +285,18 @@ class ApplicationWorkflow:
         if decision.action is ReviewAction.APPROVE:
             ceiling = self.approved if self.approved is not None else self._computed
             if decision.amount_fen is None and ceiling is None:
-                raise ApplicationError(
-                    "amount_fen is required: the amount could not be computed",
-                    type=ErrorType.INVALID_INPUT,
+                raise invalid_input(
+                    "amount_fen is required: the amount could not be computed", "amount_fen"
                 )
             if decision.amount_fen is not None and ceiling is not None:
                 if decision.amount_fen > ceiling:
-                    raise ApplicationError(
-                        f"amount_fen may not exceed {ceiling}", type=ErrorType.INVALID_INPUT
-                    )
+                    raise invalid_input(f"amount_fen may not exceed {ceiling}", "amount_fen")
                 if decision.amount_fen < ceiling and not decision.reason:
-                    raise ApplicationError(
-                        "a reduced amount needs a reason", type=ErrorType.INVALID_INPUT
-                    )
+                    raise invalid_input("a reduced amount needs a reason", "reason")
         elif not decision.reason:
-            raise ApplicationError(
-                f"{decision.action.value} needs a reason", type=ErrorType.INVALID_INPUT
-            )
+            raise invalid_input(f"{decision.action.value} needs a reason", "reason")
         if decision.action is ReviewAction.RETURN and not decision.corrections:
-            raise ApplicationError(
-                "return needs the list of corrections", type=ErrorType.INVALID_INPUT
-            )
+            raise invalid_input("return needs the list of corrections", "corrections")
 
     @workflow.update
     async def resubmit(self, request: ResubmitRequest) -> CaseState:

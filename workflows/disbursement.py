@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from models.reference import Actor, Role
     from workflows.options import DATABASE, NO_BUDGET
     from workflows.payment import PaymentWorkflow
+    from workflows.refusals import invalid_input
 
 
 BUDGET_RETRY = timedelta(days=1)
@@ -244,9 +245,8 @@ class Disbursement:
     def validate_retry(self, request: DecisionRequest) -> None:
         """A decision on a failed payment: finance pays it again (approve)."""
         if request.decision.action is not ReviewAction.APPROVE:
-            raise ApplicationError(
-                "a failed payment is paid again (approve) or cancelled (withdrawal)",
-                type=ErrorType.INVALID_INPUT,
+            raise invalid_input(
+                "a failed payment is paid again (approve) or cancelled (withdrawal)", "action"
             )
 
     def validate_confirm_account(self, actor: Actor) -> None:
@@ -279,7 +279,7 @@ class Disbursement:
                     f"a case is cancelled by finance department {finance}", type=ErrorType.FORBIDDEN
                 )
             if not request.withdrawal.reason:
-                raise ApplicationError("cancellation needs a reason", type=ErrorType.INVALID_INPUT)
+                raise invalid_input("cancellation needs a reason", "reason")
             allowed = CANCELLABLE
         if stage not in allowed:
             raise ApplicationError(
