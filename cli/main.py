@@ -12,6 +12,7 @@ from typing import Annotated
 import httpx
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from adapters.budget_system import BudgetSystemClient
 from cli.devstack import (
@@ -200,13 +201,7 @@ def simulate_budget(
         return_rate=return_rate,
         receipt_delay_s=receipt_delay_s,
     )
-    uvicorn.run(
-        create_budget_simulator(config, state_file),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=2,  # a deliberately slow reply must not hold up shutdown
-    )
+    _serve_simulator(create_budget_simulator(config, state_file), host, port)
 
 
 @simulate_app.command("messages")
@@ -230,13 +225,12 @@ def simulate_messages(
         undeliverable_rate=undeliverable_rate,
         delivery_delay_s=delivery_delay_s,
     )
-    uvicorn.run(
-        create_channel_simulator(config, state_file),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
+    _serve_simulator(create_channel_simulator(config, state_file), host, port)
+
+
+def _serve_simulator(app: FastAPI, host: str, port: int) -> None:
+    # A deliberately slow reply must not hold up shutdown.
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 @app.command()
