@@ -195,6 +195,12 @@ async def test_apply_review_correct_pay_and_reconcile(
 
     mine = (await api.get("/api/v1/my/cases", headers=auth(settings, "qiye"))).json()
     assert [(c["stage"], c["paid_amount_fen"]) for c in mine["items"]] == [("paid", 4_000_000)]
+    # The firm heard of the return (with what to correct) and of the money, once each.
+    told = (await api.get("/api/v1/me/notices", headers=auth(settings, "qiye"))).json()
+    told = [n for n in told if n["subject"] == final.case_id]
+    assert sorted(n["title"] for n in told) == ["申报材料需补正", "补助资金已拨付"]
+    assert any("补充设备发票" in n["body"] for n in told)
+    assert any("40,000.00元" in n["body"] for n in told)
 
     async with stack.sessionmaker() as session:
         kinds = list(
@@ -237,6 +243,10 @@ async def test_not_eligible_firm_is_rejected_with_reasons(
     assert final.stage.value == "rejected"
     assert final.verdict is not None and final.verdict.value == "not_eligible"
     assert "公共信用评价等级" in final.timeline[-1].detail
+    told = (await stack.api.get("/api/v1/me/notices", headers=auth(stack.settings, "qiye"))).json()
+    rejected = [n for n in told if n["subject"] == final.case_id]
+    assert [n["title"] for n in rejected] == ["申报未通过"]
+    assert "公共信用评价等级" in rejected[0]["body"]
 
 
 async def test_returned_payment_is_paid_again_after_the_firm_fixes_its_account(

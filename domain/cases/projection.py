@@ -11,19 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from domain import access
+from domain import access, notices
 from domain.access import require_role
 from domain.errors import NotFound
+from domain.notices import texts
 from domain.registry.enterprises import get_enterprise
 from models.cases import UNPAID_CLOSURES, CaseClaim, CaseRecord, CaseStage, CaseState, ClaimState
-from models.policy import StageWarning
+from models.policy import PolicyItemVersion, StageWarning
 from models.reference import Actor, Role
 from models.types import utcnow
 
 
 async def project(session: AsyncSession, state: CaseState) -> None:
-    """Upsert the list projection of a case from its workflow state."""
+    """Upsert the list projection of a case from its workflow state, and tell the firm
+    when its case has reached a stage it must hear of."""
     record = await session.get(CaseRecord, state.case_id)
+    previous = record.stage if record is not None else None
     if record is None:
         category = state.case_id.split("/", 1)[0]
         region_code = (await get_enterprise(session, state.uscc)).region_code
@@ -58,6 +61,38 @@ async def project(session: AsyncSession, state: CaseState) -> None:
         .values(resolved_at=utcnow())
     )
     await session.flush()
+    if previous != state.stage.value:
+        await _tell_firm(session, state)
+
+
+async def _tell_firm(session: AsyncSession, state: CaseState) -> None:
+    """A notice to the firm on entering a stage it must act on or hear of: returned for
+    correction, rejected, paid. (A cancellation and payment problems are told where they
+    happen; the firm's own withdrawal needs no notice.) Keyed by the case's stage and
+    timeline length: a retried projection tells it once, a second correction round anew."""
+    if state.stage not in (CaseStage.CORRECTION, CaseStage.REJECTED, CaseStage.PAID):
+        return
+    title = await session.scalar(
+        select(PolicyItemVersion.title).where(
+            col(PolicyItemVersion.item_code) == state.item_code,
+            col(PolicyItemVersion.version) == state.version,
+        )
+    )
+    title = title or state.item_code
+    if state.stage is CaseStage.CORRECTION:
+        text = texts.case_returned(title, state.period, state.corrections)
+    elif state.stage is CaseStage.REJECTED:
+        reason = state.timeline[-1].detail if state.timeline else ""
+        text = texts.case_rejected(title, state.period, reason)
+    else:
+        text = texts.case_paid(title, state.period, state.paid_amount_fen)
+    await notices.notify_enterprise(
+        session,
+        uscc=state.uscc,
+        subject=state.case_id,
+        text=text,
+        dedupe_key=f"case/{state.case_id}/{state.stage.value}/{len(state.timeline)}",
+    )
 
 
 async def _settle_claim(session: AsyncSession, state: CaseState) -> None:

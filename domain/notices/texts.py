@@ -95,6 +95,25 @@ def payment_returned(purpose: str, reason: str) -> Text:
     )
 
 
+def case_returned(title: str, period: str, corrections: list[str]) -> Text:
+    return Text(
+        "申报材料需补正",
+        f"您申报的“{title}”（{period}）需补正：{'；'.join(corrections)}。"
+        "请在直达平台补正后重新提交。",
+    )
+
+
+def case_rejected(title: str, period: str, reason: str) -> Text:
+    return Text("申报未通过", f"您申报的“{title}”（{period}）未通过审核。原因：{reason}")
+
+
+def case_paid(title: str, period: str, amount_fen: int) -> Text:
+    return Text(
+        "补助资金已拨付",
+        f"您申报的“{title}”（{period}）补助资金{format_yuan(amount_fen)}已拨付至贵企业收款账户。",
+    )
+
+
 def case_cancelled(item_code: str, reason: str) -> Text:
     return Text("申报事项已撤销", f"您申报的{item_code}事项已由财政部门撤销，原因：{reason}。")
 
