@@ -63,7 +63,7 @@ class PaymentActivities:
             raise ApplicationError(str(exc), type=ErrorType.BUDGET_SYSTEM_UNAVAILABLE) from exc
         except BudgetSystemRefused as exc:
             raise ApplicationError(
-                f"预算系统拒绝支付指令：{exc}",
+                f"预算系统拒绝支付指令（{exc.reason}）",
                 type=ErrorType.BUDGET_SYSTEM_REFUSED,
                 non_retryable=True,
             ) from exc

@@ -27,9 +27,12 @@ class ExternalSystemUnavailable(ExternalSystemError):
 class ExternalSystemRefused(ExternalSystemError):
     """Permanent: the system refused the request (4xx). Retrying will not help."""
 
-    def __init__(self, message: str, status_code: int) -> None:
+    def __init__(self, message: str, status_code: int, reason: str = "") -> None:
         super().__init__(message)
         self.status_code = status_code
+        # Why, in the system's own words (a problem's `detail`), for people to read; the
+        # message keeps the whole answer for the logs.
+        self.reason = reason or message
 
 
 class ExternalSystemClient:
@@ -66,6 +69,7 @@ class ExternalSystemClient:
             raise self.refused(
                 f"{method} {path}: HTTP {response.status_code} {response.text[:200]}",
                 response.status_code,
+                f"HTTP {response.status_code}：{_detail(response)}",
             )
         return response
 
@@ -78,3 +82,14 @@ class ExternalSystemClient:
             "POST", path, json=record.model_dump(mode="json"), idempotency_key=idempotency_key
         )
         return reply.model_validate_json(response.content)
+
+
+def _detail(response: httpx.Response) -> str:
+    """A refusal's `detail` (RFC 9457 problem details, as both systems answer), or its
+    text when it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return (detail if isinstance(detail, str) and detail else response.text)[:200]

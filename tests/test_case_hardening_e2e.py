@@ -251,6 +251,8 @@ async def test_a_refused_instruction_can_be_cancelled_and_releases_the_budget(
         await _approve_both(stack, base)
         failed = await reach(handle, "payment_failed")
         assert failed.failure_reason is not None and "422" in failed.failure_reason
+        # In the budget system's words, not its raw answer: the firm and finance read it.
+        assert "收款账户已冻结" in failed.failure_reason and "{" not in failed.failure_reason
     finally:
         await stack.budget_http.put("/v1/_simulator/config", json={"refuse_accounts": []})
     firm_cannot = await stack.api.post(

@@ -158,3 +158,16 @@ async def test_a_seed_set_at_run_time_replays_the_same_chances() -> None:
             runs.append([s.state for s in sent])
     assert runs[0] == runs[1]
     assert set(runs[0]) == {MessageState.DELIVERED, MessageState.UNDELIVERABLE}
+
+
+async def test_a_refusal_keeps_the_whole_answer_for_logs_and_its_detail_for_people() -> None:
+    problem = '{"code": "payee_account_refused", "detail": "收款账户已冻结"}'
+    async with _http(_answer(422, problem)) as http:
+        with pytest.raises(ChannelRefused) as refused:
+            await MessageChannelClient(http).sent()
+    assert refused.value.status_code == 422 and problem in str(refused.value)
+    assert refused.value.reason == "HTTP 422：收款账户已冻结"
+    async with _http(_answer(409, "not json")) as http:
+        with pytest.raises(ChannelRefused) as plain:
+            await MessageChannelClient(http).sent()
+    assert plain.value.reason == "HTTP 409：not json"
