@@ -32,9 +32,7 @@ from api.middleware import (
     describe_size,
 )
 from api.openapi import install_openapi
-from api.routers import cases, matching, reference
-from api.routers import policy as items
-from api.routers import registry as enterprises
+from api.routers import cases, matching, policy, reference, registry
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -45,7 +43,7 @@ log = structlog.get_logger()
 
 
 # The import's file may be 200 MiB; its multipart framing needs a little more.
-IMPORT_BODY_BYTES = enterprises.MAX_IMPORT_BYTES + 2**20
+IMPORT_BODY_BYTES = registry.MAX_IMPORT_BYTES + 2**20
 # The database's pool wait of a request (core/db.py has the connect timeout).
 POOL_TIMEOUT_S = 2.0
 
@@ -115,7 +113,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             "财政惠企资金一键兑付直达快享 — policy library, enterprise registry, cases.\n\n"
             f"- 请求体上限 {describe_size(MAX_BODY_BYTES)}（企业数据导入 "
             "`POST /api/v1/imports/enterprises`：文件最多 "
-            f"{describe_size(enterprises.MAX_IMPORT_BYTES)}，连同 multipart 封装的请求体最多 "
+            f"{describe_size(registry.MAX_IMPORT_BYTES)}，连同 multipart 封装的请求体最多 "
             f"{describe_size(IMPORT_BODY_BYTES)}），超出即 413，边接收边计数；"
             "带 JSON 请求体的接口只接受 `application/json`，否则 415。\n"
             "- 所有错误响应均为 RFC 9457 `application/problem+json`（`Problem`），"
@@ -130,8 +128,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     install_error_handlers(app)
     # Added before any body-size limit, so that the limit wraps it.
     app.add_middleware(IdempotencyMiddleware)
-    app.include_router(items.router)
-    app.include_router(enterprises.router)
+    app.include_router(policy.router)
+    app.include_router(registry.router)
     app.include_router(reference.router)
     app.include_router(cases.router)
     app.include_router(matching.router)

@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
 from core.temporal import DATA_CONVERTER
-from workflows import ALL_WORKFLOWS
+from workflows.all import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 

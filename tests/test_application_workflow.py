@@ -41,6 +41,7 @@ from models.payments import (
 from models.policy import Stage, StageLimit
 from models.policy_change import DeadlineRequest
 from models.reference import Actor, Role
+from tests.history_store import keep_history
 from workflows.application import ApplicationWorkflow
 from workflows.payment import PaymentWorkflow
 from workflows.starts import start_application_case
@@ -256,6 +257,7 @@ async def test_overdue_review_warns_once_then_completes(harness: Harness) -> Non
     final = await handle.result()
     assert (final.stage, final.paid_amount_fen) == (CaseStage.PAID, 1_000_000)
     assert [p.instalment for p in harness.edges.paid] == [1]
+    await keep_history(harness.env.client, handle, "application-overdue-paid")
 
 
 async def test_awaiting_budget_resumes_when_quota_is_added(harness: Harness) -> None:
@@ -281,6 +283,7 @@ async def test_rejection_reserves_nothing(harness: Harness) -> None:
     assert final.stage is CaseStage.REJECTED
     assert harness.edges.reservations == [] and harness.edges.paid == []
     assert final.timeline[-1].detail == "不符合产业导向"
+    await keep_history(harness.env.client, handle, "application-rejected")
 
 
 async def test_duplicate_request_id_is_applied_once(harness: Harness) -> None:
@@ -440,6 +443,7 @@ async def test_a_refused_instruction_waits_for_finance_then_pays_again(harness: 
     final = await handle.result()
     assert (final.stage, final.instalment, final.paid_amount_fen) == (CaseStage.PAID, 2, 1_000_000)
     assert [r.instalment for r in harness.edges.retries] == [1]
+    await keep_history(harness.env.client, handle, "application-payment-failed-retried")
 
 
 async def test_a_refused_instruction_can_be_cancelled_by_finance(harness: Harness) -> None:
@@ -466,3 +470,18 @@ async def test_awaiting_budget_warns_finance_once(harness: Harness) -> None:
         ApplicationWorkflow.withdraw, withdrawal(FINANCE, "年度指标已用完")
     )
     assert state.stage is CaseStage.CANCELLED
+    await handle.result()
+    await keep_history(harness.env.client, handle, "application-awaiting-budget-cancelled")
+
+
+async def test_awaiting_budget_is_retried_daily_without_a_signal(harness: Harness) -> None:
+    harness.edges.quota_open = False
+    handle = await approved_case(harness)
+    await _until(handle, CaseStage.AWAITING_BUDGET)
+    await harness.env.sleep(timedelta(days=2))
+    harness.edges.quota_open = True  # quota set, but nobody signals the case
+    await harness.env.sleep(timedelta(days=2))
+    final = await handle.result()
+    assert (final.stage, final.paid_amount_fen) == (CaseStage.PAID, 1_000_000)
+    assert len(harness.edges.reservations) == 1
+    await keep_history(harness.env.client, handle, "application-budget-retried-daily")

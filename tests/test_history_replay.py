@@ -9,15 +9,21 @@ from tests.history_store import HISTORIES, replayer
 STORED = {path.stem: path.read_text() for path in sorted(HISTORIES.glob("*.json"))}
 
 
-def test_the_histories_cover_every_case_path_and_workflow() -> None:
+def test_the_histories_cover_the_case_paths_and_every_workflow() -> None:
     names = set(STORED)
     assert {
         "application-paid",
         "application-corrected-paid",
         "application-payment-returned-repaid",
+        "application-payment-failed-retried",
+        "application-awaiting-budget-paid",
+        "application-budget-retried-daily",
+        "application-overdue-paid",
+        "application-rejected",
         "application-withdrawn",
         "policy-change-published",
         "matching-run",
+        "library-expiry",
     } <= names
     assert any(".payment-" in name for name in names)
 

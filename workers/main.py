@@ -23,7 +23,7 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import WorkingCalendar, parse_days
-from workflows import ALL_WORKFLOWS
+from workflows.all import ALL_WORKFLOWS
 
 log = structlog.get_logger()
 

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from models.policy_change import DeadlineRequest
     from models.reference import Actor, Role
     from workflows.disbursement import (
-        WITHDRAWABLE,
+        CANCELLABLE,
         Disbursement,
         Withdrawn,
         failure_reason,
@@ -44,7 +44,7 @@ REVIEWER_ROLES = {
     CaseStage.FINANCE_REVIEW: (Role.FINANCE_CASEWORKER,),
 }
 # Before any payment instruction exists, the firm may withdraw.
-APPLICATION_WITHDRAWABLE = WITHDRAWABLE | {*REVIEW_STAGES, CaseStage.CORRECTION}
+APPLICATION_WITHDRAWABLE = CANCELLABLE | {*REVIEW_STAGES, CaseStage.CORRECTION}
 
 
 @workflow.defn
@@ -180,7 +180,7 @@ class ApplicationWorkflow:
         await self._project()
 
     async def _await_correction(self, corrections: list[str]) -> None:
-        self._corrections, self._resubmission, self._due_at = corrections, None, None
+        self._corrections, self._resubmission = corrections, None
         await self.enter(CaseStage.CORRECTION)
         await self._tail.wait_for(lambda: self._resubmission is not None)
         assert self._resubmission is not None
@@ -248,7 +248,6 @@ class ApplicationWorkflow:
             self.log("system", "projection_failed", failure_reason(exc))
 
     async def _finish(self, stage: CaseStage) -> CaseState:
-        self._due_at = None
         await self.enter(stage)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state()

@@ -10,6 +10,11 @@ keeps its single history and its single set of updates, and hands the tail the f
 things it needs through `CaseHost`. The case's update handlers call the tail's
 validators and setters (`confirm_account`, `withdraw`, a decision on a failed payment,
 the `budget_added` signal), so the update names stay the same for every case kind.
+
+The tail also holds the case's way out: a withdrawal accepted at any stage (reviews
+included) unwinds the run through `wait_for` (`Withdrawn`) to `close`, which releases
+whatever is reserved. A finance decision on a failed payment may lower the amount; the
+tail writes it back to the host (`approved`), so that the case shows what it pays.
 """
 
 from __future__ import annotations
@@ -35,13 +40,12 @@ with workflow.unsafe.imports_passed_through():
 
 
 BUDGET_RETRY = timedelta(days=1)
-# Stages of the tail in which the firm may still withdraw (no instruction exists) and
-# in which finance may cancel a case that cannot be paid (no quota, or an account the
-# firm never corrects). A case kind adds its own review stages to the first.
-WITHDRAWABLE = frozenset(
+# The tail's stages in which no instruction stands: finance may cancel a case that
+# cannot be paid (no quota, or an account the firm never corrects), and the firm may
+# still withdraw. A case kind adds its own earlier stages for the firm's withdrawal.
+CANCELLABLE = frozenset(
     {CaseStage.AWAITING_BUDGET, CaseStage.ACCOUNT_CORRECTION, CaseStage.PAYMENT_FAILED}
 )
-CANCELLABLE = WITHDRAWABLE
 
 
 class Withdrawn(Exception):

@@ -1,9 +1,10 @@
 """Activity options, defined once and passed as `**config`: how long each kind of
 activity may run, how it retries, and which failures no retry cures (named from
-`ErrorType`). Changing a value here changes no command a workflow issues, so running
-workflows replay unharmed; an activity that heartbeats has a `heartbeat_timeout`, well
-above how often it heartbeats, so that a dead worker is noticed before the
-start-to-close timeout runs out.
+`ErrorType`). These values travel in the commands that schedule activities, but replay
+compares only an activity's type and id, never its options, so changing one here leaves
+running workflows replaying unharmed (tests/test_history_replay.py). An activity that
+heartbeats has a `heartbeat_timeout`, well above how often it heartbeats, so that a dead
+worker is noticed before the start-to-close timeout runs out.
 
 Workflow modules import this inside `workflow.unsafe.imports_passed_through()`.
 """
@@ -53,10 +54,13 @@ DATABASE_BATCH = workflow.ActivityConfig(
 
 # A matching run (load, evaluate, store). Transport failures retry; a data error fails
 # the run at once: the run records and skips bad items and facts itself, so what is
-# left no retry cures. The run heartbeats every few seconds (activities/matching.py).
+# left no retry cures. The run heartbeats every 10 s from a task of its own
+# (activities/matching.py); building the rows of a large item runs on the same event
+# loop between writes, so the timeout leaves it minutes, and still finds a dead worker
+# long before the 30-minute limit.
 MATCHING = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(minutes=30),
-    heartbeat_timeout=timedelta(minutes=2),
+    heartbeat_timeout=timedelta(minutes=5),
     retry_policy=RetryPolicy(
         maximum_interval=timedelta(minutes=1),
         non_retryable_error_types=[ErrorType.MATCH_DATA_ERROR],

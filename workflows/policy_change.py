@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from models.reference import Actor
     from workflows.matching import MatchWorkflow, match_workflow_id
     from workflows.options import POLICY_LIBRARY
+    from workflows.refusals import invalid_input
 
 
 @workflow.defn
@@ -172,7 +173,7 @@ class PolicyChangeWorkflow:
     def validate_reject(self, decision: ReviewDecision) -> None:
         self._check_reviewer(decision)
         if not decision.comment.strip():
-            raise ApplicationError("a rejection needs a reason", type=ErrorType.INVALID_INPUT)
+            raise invalid_input("a rejection needs a reason", "reason")
 
     @workflow.query
     def state(self) -> PolicyChangeState:

@@ -1,7 +1,9 @@
 """Starting workflows from outside a workflow (the API, the CLI, schedules, benchmarks
-and tests): the one place that knows each workflow's id, its id policies and the
-search attributes it starts with. Workflow ids are stored in histories and looked up by
-the routes: they never change.
+and tests): the one place that starts them, with each one's id (built by the function
+its kind owns: `application_case_id`, `change_workflow_id`, `match_workflow_id`), id
+reuse and conflict policies and the search attributes it starts with. Workflow ids are
+stored in histories and looked up by the routes: they never change. (Children, such as
+a case's payments, are started by their parent workflow.)
 """
 
 from __future__ import annotations
