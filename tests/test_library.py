@@ -1,13 +1,17 @@
 """Policy library services against a real database."""
 
+from datetime import date
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import Conflict, Forbidden
+from domain import cases
+from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.policy import library
+from models.cases import ApplicationRequest
 from models.policy import DraftUpdate, ItemCreate, VersionStatus
 from models.reference import Actor
-from tests.fixtures.factories import create_users, item_payload
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
 
 DAYS = {"head_review_days": 3, "finance_review_days": 5}
 
@@ -79,8 +83,17 @@ async def test_suspend_by_own_department_only(session: AsyncSession) -> None:
             await library.suspend_item(session, users[name], "TEST-ITEM-01", "暂停")
     suspended = await library.suspend_item(session, users["jxj_head"], "TEST-ITEM-01", "预算调整")
     assert suspended.status == VersionStatus.SUSPENDED
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match="version 1 of TEST-ITEM-01 is suspended"):
         await library.suspend_item(session, users["jxj_head"], "TEST-ITEM-01", "再次")
+    # A suspended item takes no application: a field of the body, so a 422 naming it.
+    firm = await create_enterprise(session)
+    users = await create_users(session, enterprise_uscc=firm.uscc)
+    request = ApplicationRequest(item_code="TEST-ITEM-01", period="2026")
+    with pytest.raises(InvalidInput) as refused:
+        await cases.admit_application(session, users["qiye"], request, date(2026, 6, 1))
+    assert [(e.field, e.message) for e in refused.value.errors] == [
+        ("item_code", "TEST-ITEM-01 is suspended")
+    ]
 
 
 async def test_rejection_returns_the_version_to_draft(session: AsyncSession) -> None:

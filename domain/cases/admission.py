@@ -22,7 +22,7 @@ from domain.eligibility import assess
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.matching import push
 from domain.policy.library import get_version
-from domain.policy.versions import NotPublished, UnevaluableVersion, published_version
+from domain.policy.versions import NotInForce, NotPublished, UnevaluableVersion, version_in_force
 from domain.registry.enterprises import get_enterprise
 from models.cases import (
     ApplicationInput,
@@ -34,7 +34,7 @@ from models.cases import (
 )
 from models.eligibility import Verdict
 from models.period import Period, PeriodScheme, parse_period, within
-from models.policy import Category, PolicyItemVersion, StageLimit, VersionStatus
+from models.policy import Category, PolicyItemVersion, StageLimit
 from models.reference import Actor, Role
 
 
@@ -55,15 +55,15 @@ async def admit_application(
     require_role(actor, Role.ENTERPRISE)
     assert actor.enterprise_uscc is not None
     uscc = actor.enterprise_uscc
+    # The item is a field of the body, not the resource addressed: 422, not 404 or 409.
     try:
-        published = await published_version(session, request.item_code)
+        version = await version_in_force(session, request.item_code)
     except NotPublished:
         raise InvalidInput.field("item_code", f"{request.item_code} is not published") from None
-    except NotFound as exc:  # a field of the body, not the resource addressed: 422, not 404
+    except NotInForce as exc:
+        raise InvalidInput.field("item_code", f"{request.item_code} is {exc.row.status}") from exc
+    except NotFound as exc:
         raise InvalidInput.field("item_code", f"{request.item_code} not found") from exc
-    version = await get_version(session, request.item_code, published)
-    if version.status != VersionStatus.PUBLISHED:
-        raise InvalidInput.field("item_code", f"{request.item_code} is {version.status}")
     if version.category != Category.APPLICATION:
         raise InvalidInput.field(
             "item_code", f"{request.item_code} is a {version.category} item: firms do not apply"

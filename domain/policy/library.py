@@ -19,7 +19,7 @@ from domain.eligibility import assess
 from domain.engine.amounts import amount_rule_to_json, parse_amount_rule
 from domain.engine.rules import InvalidRule, parse_rule, rule_to_json
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
-from domain.policy.versions import NotPublished, published_version
+from domain.policy.versions import NotPublished, version_in_force
 from domain.registry.enterprises import get_enterprise
 from models.eligibility import ConditionResult, Verdict
 from models.money import yuan_text
@@ -438,12 +438,9 @@ async def suspend_item(
     item = await get_item(session, code)
     require_department_staff(actor, item.department_code)
     try:
-        published = await published_version(session, code)
+        row = await version_in_force(session, code)
     except NotPublished:
         raise Conflict(f"policy item {code} has no published version to suspend") from None
-    row = await get_version(session, code, published)
-    if row.status != VersionStatus.PUBLISHED:
-        raise Conflict(f"version {row.version} of {code} is {row.status}")
     row.status = VersionStatus.SUSPENDED
     await _record(session, code, row.version, "suspended", actor, reason)
     await session.flush()

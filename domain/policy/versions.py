@@ -63,6 +63,32 @@ async def published_version(session: AsyncSession, item_code: str) -> int:
     return item.published_version
 
 
+class NotInForce(Conflict):
+    """The published version is suspended or expired: nothing may act on it now."""
+
+    def __init__(self, row: PolicyItemVersion) -> None:
+        super().__init__(f"version {row.version} of {row.item_code} is {row.status}")
+        self.row = row
+
+
+async def version_in_force(session: AsyncSession, item_code: str) -> PolicyItemVersion:
+    """The published version, when it is in force (status published): what admitting a
+    case or suspending the item acts on. NotFound, NotPublished or NotInForce otherwise;
+    the caller says what each means to its own request."""
+    version = await published_version(session, item_code)
+    row = await session.scalar(
+        sa.select(PolicyItemVersion).where(
+            col(PolicyItemVersion.item_code) == item_code,
+            col(PolicyItemVersion.version) == version,
+        )
+    )
+    if row is None:
+        raise NotFound(f"version {version} of policy item {item_code} not found")
+    if row.status != VersionStatus.PUBLISHED:
+        raise NotInForce(row)
+    return row
+
+
 def compile_item(item_code: str, version: int, eligibility: Any, amount_rule: Any) -> CompiledItem:
     """Parse stored rules (JSON text or decoded); raises InvalidRule naming every
     problem of both rules when they cannot be used."""
