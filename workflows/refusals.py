@@ -10,9 +10,6 @@ from temporalio.exceptions import ApplicationError
 from core.temporal_errors import ErrorType
 
 
-def refusal(message: str, type: ErrorType, field: str | None = None) -> ApplicationError:
-    return ApplicationError(message, *([field] if field else []), type=type)
-
-
 def invalid_input(message: str, field: str) -> ApplicationError:
-    return refusal(message, ErrorType.INVALID_INPUT, field)
+    """Wrong input to an update: a 422 naming `field` (the failure's one detail)."""
+    return ApplicationError(message, field, type=ErrorType.INVALID_INPUT)
