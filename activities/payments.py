@@ -22,6 +22,7 @@ from domain.money import budget
 from domain.notices import texts
 from models.budget_system import InstructionState, PaymentInstruction
 from models.payments import PaymentOutcome, PaymentRequest, PaymentRetry
+from models.types import utcnow
 
 log = structlog.get_logger()
 
@@ -71,7 +72,12 @@ class PaymentActivities:
         # would offer to pay again); a ledger problem retries until it is fixed.
         async with self._sessionmaker.begin() as session:
             await budget.record_instruction(
-                session, request.case_id, request.instalment, key, status.voucher_no
+                session,
+                request.case_id,
+                request.instalment,
+                key,
+                status.voucher_no,
+                payee_account=instruction.payee_account,
             )
         log.info("payment.instructed", case_id=request.case_id, instalment=request.instalment)
         return status.voucher_no
@@ -126,6 +132,8 @@ class PaymentActivities:
 
     @activity.defn
     async def record_receipt(self, request: PaymentRequest, outcome: PaymentOutcome) -> None:
+        """The money arrived: the reservation becomes paid, and the account it went into
+        is verified (a later case of the firm may pay it without asking)."""
         assert outcome.bank_serial is not None
         async with self._sessionmaker.begin() as session:
             await budget.consume(
@@ -134,6 +142,13 @@ class PaymentActivities:
                 request.instalment,
                 voucher_no=outcome.voucher_no,
                 bank_serial=outcome.bank_serial,
+            )
+            await cases.record_paid_account(
+                session,
+                request.uscc,
+                request.case_id,
+                request.instalment,
+                utcnow(),  # when we took the receipt (the bank's own time may be naive)
             )
         log.info("payment.paid", case_id=request.case_id, instalment=request.instalment)
 
@@ -146,6 +161,9 @@ class PaymentActivities:
         async with self._sessionmaker.begin() as session:
             await budget.record_return(
                 session, request.case_id, request.instalment, request.instalment + 1, reason
+            )
+            await cases.record_returned_account(
+                session, request.uscc, request.case_id, request.instalment
             )
             await notices.notify_enterprise(
                 session,

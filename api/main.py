@@ -32,7 +32,7 @@ from api.middleware import (
     describe_size,
 )
 from api.openapi import install_openapi
-from api.routers import cases, matching, policy, reference, registry
+from api.routers import cases, matching, policy, recognition, reference, registry
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(IdempotencyMiddleware)
     app.include_router(policy.router)
     app.include_router(registry.router)
+    app.include_router(recognition.router)
     app.include_router(reference.router)
     app.include_router(cases.router)
     app.include_router(matching.router)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     push_receipt_polls_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])
     # Threads the matching engine spreads a full run over.
     match_threads: int = Field(default=2, ge=1)
+    # How often a recognition batch looks at its cases once they have all started.
+    recognition_follow_s: int = Field(default=60, ge=1, le=3600)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -1,6 +1,16 @@
 """Import every table module so the metadata is complete (Alembic, tests)."""
 
-from models import budget, cases, idempotency, matching, notices, policy, reference, registry
+from models import (
+    budget,
+    cases,
+    idempotency,
+    matching,
+    notices,
+    policy,
+    recognition,
+    reference,
+    registry,
+)
 
 __all__ = [
     "budget",
@@ -9,6 +19,7 @@ __all__ = [
     "matching",
     "notices",
     "policy",
+    "recognition",
     "reference",
     "registry",
 ]

@@ -34,6 +34,10 @@ class CaseStage(enum.StrEnum):
     REJECTED = "rejected"
     WITHDRAWN = "withdrawn"  # 撤回: by the firm
     CANCELLED = "cancelled"  # 撤销: by finance, e.g. the account is never corrected
+    # Recognition: the firm confirms (or corrects) its receiving account, or declines.
+    CONFIRMATION = "confirmation"
+    DECLINED = "declined"  # 放弃: the firm declined the money
+    EXPIRED = "expired"  # the firm did not confirm in time
 
 
 OPEN_STAGES = frozenset(
@@ -46,10 +50,19 @@ OPEN_STAGES = frozenset(
         CaseStage.PAYMENT,
         CaseStage.ACCOUNT_CORRECTION,
         CaseStage.PAYMENT_FAILED,
+        CaseStage.CONFIRMATION,
     }
 )
 # Closed without payment: the firm may apply again for the same period.
-UNPAID_CLOSURES = frozenset({CaseStage.REJECTED, CaseStage.WITHDRAWN, CaseStage.CANCELLED})
+UNPAID_CLOSURES = frozenset(
+    {
+        CaseStage.REJECTED,
+        CaseStage.WITHDRAWN,
+        CaseStage.CANCELLED,
+        CaseStage.DECLINED,
+        CaseStage.EXPIRED,
+    }
+)
 
 
 def application_case_id(item_code: str, period: str, uscc: str, attempt: int = 1) -> str:
@@ -211,6 +224,12 @@ class CaseState(BaseModel):
     conditions: list[ConditionResult] = PydanticField(default_factory=list)
     to_verify: list[str] = PydanticField(default_factory=list)
     failure_reason: str | None = None  # why the last payment could not be made
+    # Recognition: the batch that identified the firm, and until when it may confirm.
+    batch_id: str | None = None
+    confirm_by: datetime | None = None
+    # The moments that matter for time to money (entitled, verified, confirmed,
+    # instructed, paid...), by name, as they happened.
+    moments: dict[str, datetime] = PydanticField(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -304,7 +323,10 @@ class CaseSummary(BaseModel):
 class ClaimState(enum.StrEnum):
     OPEN = "open"
     PAID = "paid"
-    CLOSED = "closed"  # rejected, withdrawn or cancelled before payment
+    CLOSED = "closed"  # rejected, withdrawn, cancelled or expired before payment
+    # A recognition case the firm declined: the period stays taken (no later batch of
+    # the same period identifies the firm again).
+    DECLINED = "declined"
 
 
 class CaseClaim(SQLModel, table=True):

@@ -11,6 +11,7 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    ValidationInfo,
     WithJsonSchema,
     computed_field,
     field_validator,
@@ -21,6 +22,7 @@ from sqlmodel import Field, SQLModel
 
 from models.money import Fen, format_yuan
 from models.period import PeriodScheme, whole_periods
+from models.recognition import RecognitionTerms
 from models.types import UTCDateTime, utcnow
 
 
@@ -120,6 +122,8 @@ class PolicyItemVersion(SQLModel, table=True):
     annual_quota_fen: int = Field(sa_type=sa.BigInteger)
     period_scheme: PeriodScheme = Field(default=PeriodScheme.ANNUAL, sa_type=sa.String(16))
     exclusivity_group: str | None = Field(default=None, max_length=64)
+    # RecognitionTerms as JSON for a recognition item (NULL: the defaults); NULL otherwise.
+    recognition_terms: Any = Field(default=None, sa_type=sa.JSON)
     stages: Any = Field(sa_type=sa.JSON)
     valid_from: date
     valid_to: date
@@ -233,6 +237,12 @@ class ItemContent(BaseModel):
         "monthly (2026-07) or one_off (once); fixed once the item has been published",
     )
     exclusivity_group: str | None = PydanticField(default=None, max_length=64)
+    recognition: RecognitionTerms | None = PydanticField(
+        default=None,
+        validate_default=True,
+        description="how the cases of a recognition item run; omitted: the defaults. "
+        "Only recognition items have them",
+    )
     stages: list[StageLimit]
     valid_from: date
     valid_to: date
@@ -246,6 +256,20 @@ class ItemContent(BaseModel):
                 return yaml.safe_load(value)
             except yaml.YAMLError as exc:
                 raise ValueError(f"not valid YAML: {exc}") from None
+        return value
+
+    @field_validator("recognition")
+    @classmethod
+    def _terms_of_recognition(
+        cls, value: RecognitionTerms | None, info: ValidationInfo
+    ) -> RecognitionTerms | None:
+        # A field validator (category is validated before it), so that the error names
+        # `recognition` rather than the whole body.
+        category = info.data.get("category")
+        if category is Category.RECOGNITION:
+            return RecognitionTerms() if value is None else value
+        if value is not None and category is not None:
+            raise ValueError("recognition terms apply only to recognition items")
         return value
 
     @model_validator(mode="after")
@@ -306,6 +330,7 @@ class VersionPublic(BaseModel):
     annual_quota_fen: int
     period_scheme: PeriodScheme
     exclusivity_group: str | None
+    recognition: RecognitionTerms | None = None
     stages: list[StageLimit]
     valid_from: date
     valid_to: date

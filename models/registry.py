@@ -40,6 +40,10 @@ class BankAccount(SQLModel, table=True):
     account_number: str = Field(max_length=34)
     is_default: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When a payment into this account was receipted (paid, not returned): the bank has
+    # shown that the account takes money, so the firm need not confirm it again. A later
+    # return (退票) into it clears it.
+    verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Fact(SQLModel, table=True):
@@ -162,6 +166,7 @@ class BankAccountPublic(BaseModel):
     account_name: str
     account_number_masked: str
     is_default: bool
+    verified_at: datetime | None = None
 
 
 class FactPublic(BaseModel):

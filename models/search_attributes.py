@@ -15,5 +15,8 @@ REGION = SearchAttributeKey.for_keyword("ZhidaRegion")
 DEPARTMENT = SearchAttributeKey.for_keyword("ZhidaDepartment")
 STAGE = SearchAttributeKey.for_keyword("ZhidaStage")
 OVERDUE = SearchAttributeKey.for_bool("ZhidaOverdue")
+# A recognition batch, on the batch and on each of its cases (a batch id names an item,
+# a period and a number: nothing personal).
+BATCH = SearchAttributeKey.for_keyword("ZhidaBatch")
 
-ALL = (KIND, CATEGORY, ITEM_CODE, REGION, DEPARTMENT, STAGE, OVERDUE)
+ALL = (KIND, CATEGORY, ITEM_CODE, REGION, DEPARTMENT, STAGE, OVERDUE, BATCH)

@@ -32,6 +32,7 @@ from models.policy import (
     PolicyItemVersion,
     VersionStatus,
 )
+from models.recognition import RecognitionTerms
 from models.reference import Department, DepartmentKind
 from models.registry import BankAccount, Enterprise, Fact
 from models.uscc import ALPHABET, make_uscc
@@ -148,14 +149,25 @@ def generate(
             ),
         }
         facts = list(_facts(rng, uscc, industry, size, year, month, fetched))
+        number = "".join(str(rng.randint(0, 9)) for _ in range(19))
         account = {
             "uscc": uscc,
             "bank_name": rng.choice(BANKS),
             "account_name": name,
-            "account_number": "".join(str(rng.randint(0, 9)) for _ in range(19)),
+            "account_number": number,
             "is_default": True,
+            "verified_at": _verified_at(number, as_of),
         }
         yield enterprise, facts, account
+
+
+def _verified_at(account_number: str, as_of: date) -> datetime | None:
+    """About half the firms were paid into their account last year, which verified it
+    (so the demo's straight-through items pay them without asking). Read off the
+    account number, not drawn: the rest of the sample stays as it was."""
+    if int(account_number[-1]) % 2:
+        return None
+    return datetime(as_of.year - 1, 12, 15, 2, 0, tzinfo=UTC)
 
 
 def _facts(
@@ -340,6 +352,7 @@ async def load_policies(session: AsyncSession) -> int:
                 amount_rule=amount_rule_to_json(parse_amount_rule(spec["amount"])),
                 annual_quota_fen=spec["quota_fen"],
                 exclusivity_group=spec.get("group"),
+                recognition_terms=_recognition_terms(category, spec),
                 stages=stages,
                 valid_from=date(now.year, 1, 1),
                 valid_to=date(now.year + 1, 12, 31),
@@ -372,6 +385,16 @@ async def load_policies(session: AsyncSession) -> int:
         added += 1
     await session.flush()
     return added
+
+
+def _recognition_terms(category: Category, spec: dict[str, Any]) -> Any:
+    """The item's `recognition:` terms as the library stores them (the defaults when
+    omitted); NULL for an item of another category, which may not set them."""
+    if category is not Category.RECOGNITION:
+        if "recognition" in spec:
+            raise ValueError(f"{spec['code']}: recognition terms apply only to recognition items")
+        return None
+    return RecognitionTerms.model_validate(spec.get("recognition") or {}).model_dump(mode="json")
 
 
 # ----- synthetic data for the matching benchmark and tests ------------------------------

@@ -16,6 +16,7 @@ from activities.cases import CaseActivities
 from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities
 from activities.policy import PolicyLibraryActivities
+from activities.recognition import RecognitionActivities
 from adapters.budget_system import BudgetSystemClient
 from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
@@ -50,6 +51,7 @@ def build_worker(
     cases = CaseActivities(sessionmaker)
     payments = PaymentActivities(sessionmaker, budget_system)
     matching = MatchingActivities(sessionmaker, channel, push_per_week, match_threads)
+    recognition = RecognitionActivities(sessionmaker, channel)
     return Worker(
         client,
         task_queue=task_queue,
@@ -79,6 +81,16 @@ def build_worker(
             matching.plan_pushes,
             matching.send_pushes,
             matching.collect_receipts,
+            recognition.identify_batch,
+            recognition.apply_verification,
+            recognition.case_page,
+            recognition.finish_starting,
+            recognition.batch_progress,
+            recognition.open_batch_cases,
+            recognition.close_batch,
+            recognition.open_recognition_case,
+            recognition.record_account,
+            recognition.notify_firm,
         ],
     )
 

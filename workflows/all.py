@@ -7,6 +7,8 @@ from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchWorkflow
 from workflows.payment import PaymentWorkflow
 from workflows.policy_change import PolicyChangeWorkflow
+from workflows.recognition import RecognitionCaseWorkflow
+from workflows.recognition_batch import RecognitionBatchWorkflow
 
 ALL_WORKFLOWS: list[type] = [
     PolicyChangeWorkflow,
@@ -14,4 +16,6 @@ ALL_WORKFLOWS: list[type] = [
     ApplicationWorkflow,
     PaymentWorkflow,
     MatchWorkflow,
+    RecognitionBatchWorkflow,
+    RecognitionCaseWorkflow,
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from temporalio import workflow
@@ -81,13 +81,17 @@ class Disbursement:
         self.retry_decision: DecisionRequest | None = None
         self.account_confirmation: Actor | None = None
         self.budget_added = False
+        # When the instruction for the instalment that was paid went out, and when the
+        # money arrived (the bank's time where the receipt gives it).
+        self.instructed_at: datetime | None = None
+        self.paid_at: datetime | None = None
 
     # ----- the run -----------------------------------------------------------------
 
     async def disburse(self, year: int) -> None:
         """Reserve the approved amount, then pay it until it is in the firm's account."""
-        await self._reserve(year)
-        await self._pay(year)
+        await self.reserve(year)
+        await self.pay(year)
 
     async def wait_for(
         self, condition: Callable[[], bool], within: timedelta | None = None
@@ -99,14 +103,19 @@ class Disbursement:
         if self.withdrawal is not None:
             raise Withdrawn
 
-    async def close(self) -> CaseStage:
-        """Withdrawn by the firm or cancelled by finance: give back any reservation.
-        Returns the stage the case ends in."""
+    async def close(self, by_firm: CaseStage = CaseStage.WITHDRAWN) -> CaseStage:
+        """Withdrawn by the firm (or, for a case kind that says so, `by_firm`: declined)
+        or cancelled by finance: give back any reservation. Returns the stage the case
+        ends in."""
         assert self.withdrawal is not None
-        host = self._host
         actor, reason = self.withdrawal.actor, self.withdrawal.withdrawal.reason
-        stage = CaseStage.WITHDRAWN if actor.role is Role.ENTERPRISE else CaseStage.CANCELLED
-        host.log(actor.name, stage.value, reason)
+        stage = by_firm if actor.role is Role.ENTERPRISE else CaseStage.CANCELLED
+        return await self.end(stage, actor.name, reason)
+
+    async def end(self, stage: CaseStage, actor: str, reason: str) -> CaseStage:
+        """Close the case unpaid at `stage`, giving back any reservation it holds."""
+        host = self._host
+        host.log(actor, stage.value, reason)
         await workflow.execute_activity_method(
             CaseActivities.close_case,
             CaseClosure(
@@ -115,14 +124,16 @@ class Disbursement:
                 uscc=host.uscc,
                 instalment=self.instalment,
                 stage=stage,
-                actor=actor.name,
+                actor=actor,
                 reason=reason,
             ),
             **DATABASE,
         )
         return stage
 
-    async def _reserve(self, year: int) -> None:
+    async def reserve(self, year: int) -> None:
+        """Reserve the approved amount on the item's quota, waiting for budget while
+        the quota cannot cover it."""
         host = self._host
         assert host.approved is not None
         reservation = Reservation(
@@ -156,10 +167,12 @@ class Disbursement:
             with contextlib.suppress(TimeoutError):  # retry daily even without a signal
                 await self.wait_for(lambda: self.budget_added, within=BUDGET_RETRY)
 
-    async def _pay(self, year: int) -> None:
+    async def pay(self, year: int) -> None:
+        """Pay the reserved amount until it is in the firm's account."""
         host = self._host
         while True:
             assert host.approved is not None
+            self.instructed_at = workflow.now()
             await host.enter(CaseStage.PAYMENT)
             try:
                 result = await workflow.execute_child_workflow(
@@ -182,6 +195,7 @@ class Disbursement:
                 continue
             if result.state == "paid":
                 self.paid = host.approved
+                self.paid_at = result.paid_at or workflow.now()
                 detail = f"凭证 {result.voucher_no}，银行流水 {result.bank_serial}"
                 host.log("budget_system", "paid", detail)
                 return

@@ -109,3 +109,18 @@ LEDGER = workflow.ActivityConfig(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
 )
+
+# Freezing a recognition batch's snapshot: up to 100,000 firms assessed and written in
+# one transaction. It heartbeats from a task of its own (activities/recognition.py).
+RECOGNITION_SNAPSHOT = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=30),
+    heartbeat_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(
+        maximum_interval=timedelta(minutes=1),
+        non_retryable_error_types=[
+            ErrorType.CONFLICT,
+            ErrorType.NOT_FOUND,
+            ErrorType.INVALID_INPUT,
+        ],
+    ),
+)

@@ -24,16 +24,19 @@ from models.cases import ApplicationInput, CaseStage, CaseState
 from models.matching import MatchRequest, MatchScope
 from models.policy import Category
 from models.policy_change import PolicyChangeInput, PolicyChangeState
+from models.recognition import BatchInput, BatchProgress, RecognitionBatch
 from workflows import library_expiry, matching
 from workflows.application import ApplicationWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchOutcome, MatchWorkflow, match_workflow_id
 from workflows.policy_change import PolicyChangeWorkflow
+from workflows.recognition_batch import RecognitionBatchWorkflow
 
 CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
 PolicyChangeHandle = WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]
 MatchRunHandle = WorkflowHandle[MatchWorkflow, MatchOutcome]
 LibraryExpiryHandle = WorkflowHandle[LibraryExpiryWorkflow, list[str]]
+BatchHandle = WorkflowHandle[RecognitionBatchWorkflow, BatchProgress]
 
 
 async def start_application_case(
@@ -58,6 +61,37 @@ async def start_application_case(
                 SearchAttributePair(sa_keys.CATEGORY, Category.APPLICATION.value),
                 SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
                 SearchAttributePair(sa_keys.STAGE, CaseStage.CHECK.value),
+            ]
+        ),
+        rpc_timeout=rpc_timeout,
+    )
+
+
+async def start_recognition_batch(
+    client: Client,
+    task_queue: str,
+    batch: RecognitionBatch,
+    *,
+    page_size: int = 200,
+    follow_every_s: int = 60,
+    rpc_timeout: timedelta | None = None,
+) -> BatchHandle:
+    """Start a batch under its id (`batch_id_of`); a second start of the same batch is
+    a `WorkflowAlreadyStartedError`. The batch starts its cases itself."""
+    return await client.start_workflow(
+        RecognitionBatchWorkflow.run,
+        BatchInput(batch_id=batch.batch_id, page_size=page_size, follow_every_s=follow_every_s),
+        id=batch.batch_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa_keys.KIND, "recognition_batch"),
+                SearchAttributePair(sa_keys.CATEGORY, Category.RECOGNITION.value),
+                SearchAttributePair(sa_keys.ITEM_CODE, batch.item_code),
+                SearchAttributePair(sa_keys.STAGE, str(batch.phase)),
+                SearchAttributePair(sa_keys.BATCH, batch.batch_id),
             ]
         ),
         rpc_timeout=rpc_timeout,

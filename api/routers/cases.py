@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict
+from temporalio.client import WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -19,7 +21,7 @@ from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import cases
 from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
-from domain.errors import FieldError, NotFound
+from domain.errors import Conflict, FieldError, NotFound
 from domain.money import budget
 from models.budget import QuotaPublic
 from models.cases import (
@@ -38,6 +40,7 @@ from models.cases import (
 )
 from models.money import Fen
 from models.policy import Category
+from models.recognition import AccountConfirmation, Decline, FirmConfirmation, FirmDecline
 from models.reference import Role
 from workflows.application import ApplicationWorkflow
 from workflows.starts import CaseHandle, start_application_case
@@ -49,8 +52,17 @@ TEMPORAL_RPC = timedelta(seconds=2)
 NO_CASES_YET = "no cases of this category yet"
 CaseCategory = Annotated[
     Category,
-    Path(description="the case's category (事项类别); only `application` has cases so far"),
+    Path(
+        description="the case's category (事项类别): `application` (申报) or `recognition` "
+        "(免申即享); `commitment` has no cases yet"
+    ),
 ]
+CASE_KINDS = frozenset({Category.APPLICATION, Category.RECOGNITION})
+# The update and query names every case workflow shares (workflows/application.py,
+# workflows/recognition.py); a route sends them by name to either kind.
+STATE, DECIDE, RESUBMIT = "state", "decide", "resubmit"
+CONFIRM_ACCOUNT, WITHDRAW, BUDGET_ADDED = "confirm_account", "withdraw", "budget_added"
+CONFIRM, DECLINE = "confirm", "decline"
 
 
 @router.post(
@@ -103,30 +115,53 @@ async def apply(
 async def _category(category: CaseCategory) -> Category:
     """A category that has cases (a 404 naming `category` otherwise, before anything
     else is asked of the case)."""
-    if category is not Category.APPLICATION:
+    if category not in CASE_KINDS:
         raise NotFound(f"{category.value}: {NO_CASES_YET}", [FieldError("category", NO_CASES_YET)])
     return category
 
 
+@dataclass(frozen=True)
+class Case:
+    category: Category
+    handle: WorkflowHandle[Any, Any]
+
+    async def state(self) -> CaseState:
+        result: CaseState = await self.handle.query(
+            STATE, result_type=CaseState, rpc_timeout=TEMPORAL_RPC
+        )
+        return result
+
+    async def update(self, name: str, arg: object, request_id: str | None) -> CaseState:
+        return await send_update(
+            self.handle,
+            self.handle.execute_update(name, arg, id=request_id, result_type=CaseState),
+        )
+
+    def only(self, category: Category, what: str) -> None:
+        """A request only one kind of case takes: a 409 saying so for the others."""
+        if self.category is not category:
+            raise Conflict(f"a {self.category.value} case takes no {what}")
+
+
 async def _case(
     user: CurrentUser,
-    _category: Annotated[Category, Depends(_category)],
+    category: Annotated[Category, Depends(_category)],
     session: SessionDep,
     temporal: TemporalDep,
     item_code: ItemCode,
     period: Period,
     uscc: CreditCode,
-) -> CaseHandle:
+) -> Case:
     """The workflow of the case the business key names now (its latest attempt).
     Temporal, not the list projection (which may lag a moment behind), says whether
     it exists. The read's transaction ends here: the route only talks to Temporal."""
     require_enterprise_access(user, uscc)
-    case_id = await cases.current_case_id(session, item_code, period, uscc)
+    case_id = await cases.current_case_id(session, item_code, period, uscc, category)
     await commit_before_temporal(session)
-    return temporal.get_workflow_handle_for(ApplicationWorkflow.run, case_id)
+    return Case(category, temporal.get_workflow_handle(case_id))
 
 
-CaseDep = Annotated[CaseHandle, Depends(_case)]
+CaseDep = Annotated[Case, Depends(_case)]
 
 
 @router.get(
@@ -136,7 +171,7 @@ async def get_case(case: CaseDep, user: CurrentUser) -> CaseState:
     if user.role is not Role.ENTERPRISE:
         require_staff_or_reader(user)
     try:
-        return await case.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
+        return await case.state()
     except RPCError as exc:
         if exc.status is RPCStatusCode.NOT_FOUND:
             raise NotFound("case not found") from None
@@ -153,10 +188,7 @@ async def decide(
     case: CaseDep, user: CurrentUser, body: CaseDecision, request_id: IdempotencyKey
 ) -> CaseState:
     require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
-    request = DecisionRequest(actor=user, decision=body)
-    return await send_update(
-        case, case.execute_update(ApplicationWorkflow.decide, request, id=request_id)
-    )
+    return await case.update(DECIDE, DecisionRequest(actor=user, decision=body), request_id)
 
 
 @router.post(
@@ -168,10 +200,9 @@ async def decide(
 async def resubmit(
     case: CaseDep, user: CurrentUser, body: Resubmission, request_id: IdempotencyKey
 ) -> CaseState:
+    case.only(Category.APPLICATION, "resubmission: nothing was applied for")
     request = ResubmitRequest(actor=user, resubmission=body)
-    return await send_update(
-        case, case.execute_update(ApplicationWorkflow.resubmit, request, id=request_id)
-    )
+    return await case.update(RESUBMIT, request, request_id)
 
 
 @router.post(
@@ -185,9 +216,7 @@ async def confirm_account(
 ) -> CaseState:
     """After a returned payment (退票) the firm confirms its corrected account; the
     payment is made again under the next instalment."""
-    return await send_update(
-        case, case.execute_update(ApplicationWorkflow.confirm_account, user, id=request_id)
-    )
+    return await case.update(CONFIRM_ACCOUNT, user, request_id)
 
 
 @router.post(
@@ -204,9 +233,38 @@ async def withdraw(
     if user.role is not Role.ENTERPRISE:
         require_role(user, Role.FINANCE_CASEWORKER)
     request = WithdrawRequest(actor=user, withdrawal=body)
-    return await send_update(
-        case, case.execute_update(ApplicationWorkflow.withdraw, request, id=request_id)
+    return await case.update(WITHDRAW, request, request_id)
+
+
+@router.post(
+    f"{CASE}/confirmation",
+    response_model=CaseState,
+    summary="免申即享：企业确认或更正收款账户",
+    **access(Rule.CASE_APPLICANT),
+)
+async def confirm(
+    case: CaseDep, user: CurrentUser, body: AccountConfirmation, request_id: IdempotencyKey
+) -> CaseState:
+    """The firm identified for a recognition case confirms the receiving account on
+    file, or gives a corrected one (which becomes its default account); then it is paid."""
+    case.only(Category.RECOGNITION, "account confirmation before payment")
+    return await case.update(
+        CONFIRM, FirmConfirmation(actor=user, account=body.account), request_id
     )
+
+
+@router.post(
+    f"{CASE}/decline",
+    response_model=CaseState,
+    summary="免申即享：企业放弃本次兑付",
+    **access(Rule.CASE_APPLICANT),
+)
+async def decline(
+    case: CaseDep, user: CurrentUser, body: Decline, request_id: IdempotencyKey
+) -> CaseState:
+    """The firm declines the money of a recognition case; any reservation is released."""
+    case.only(Category.RECOGNITION, "decline (withdraw the application instead)")
+    return await case.update(DECLINE, FirmDecline(actor=user, reason=body.reason), request_id)
 
 
 def _summaries(total: int, page: PageParams, rows: list[CaseRecord]) -> Page[CaseSummary]:
@@ -314,7 +372,5 @@ async def set_quota(
     waiting = await cases.awaiting_budget(session, item_code)
     await commit_before_temporal(session)
     for case_id in waiting:
-        await temporal.get_workflow_handle(case_id).signal(
-            ApplicationWorkflow.budget_added, rpc_timeout=TEMPORAL_RPC
-        )
+        await temporal.get_workflow_handle(case_id).signal(BUDGET_ADDED, rpc_timeout=TEMPORAL_RPC)
     return quota

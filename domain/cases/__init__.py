@@ -1,6 +1,7 @@
 """Cases: admitting an application and checking it (`admission`), whom a case pays
-(`payee`), and the list projection that inboxes, lists and dashboards read
-(`projection`). Callers use the package: `from domain import cases`."""
+and whether a payment has verified its account (`payee`), and the list projection that
+inboxes, lists and dashboards read (`projection`). Callers use the package:
+`from domain import cases`."""
 
 from domain.cases.admission import (
     Admission,
@@ -12,7 +13,12 @@ from domain.cases.admission import (
     confirm_claim,
     current_case_id,
 )
-from domain.cases.payee import default_payee
+from domain.cases.payee import (
+    default_payee,
+    record_paid_account,
+    record_returned_account,
+    verified_account,
+)
 from domain.cases.projection import (
     CaseFilters,
     awaiting_budget,
@@ -40,4 +46,7 @@ __all__ = [
     "inbox",
     "list_cases",
     "project",
+    "record_paid_account",
+    "record_returned_account",
+    "verified_account",
 ]

@@ -35,6 +35,7 @@ from models.cases import (
 from models.eligibility import Verdict
 from models.period import Period, PeriodScheme, parse_period, within
 from models.policy import Category, PolicyItemVersion, StageLimit
+from models.recognition import recognition_case_id
 from models.reference import Actor, Role
 
 
@@ -152,16 +153,26 @@ async def active_claim(
     return claim
 
 
-async def current_case_id(session: AsyncSession, item_code: str, period: str, uscc: str) -> str:
+async def current_case_id(
+    session: AsyncSession,
+    item_code: str,
+    period: str,
+    uscc: str,
+    category: Category = Category.APPLICATION,
+) -> str:
     """The case a business key names now: its latest attempt (the first if none is
-    recorded, as for cases started before claims existed)."""
+    recorded, as for application cases started before claims existed)."""
     case_id = await session.scalar(
         select(CaseClaim.case_id)
         .where(CaseClaim.item_code == item_code, CaseClaim.uscc == uscc, CaseClaim.period == period)
         .order_by(col(CaseClaim.attempt).desc())
         .limit(1)
     )
-    return case_id or application_case_id(item_code, period, uscc)
+    if case_id is not None:
+        return str(case_id)
+    if category is Category.RECOGNITION:
+        return recognition_case_id(item_code, period, uscc)
+    return application_case_id(item_code, period, uscc)
 
 
 async def confirm_claim(session: AsyncSession, application: ApplicationInput) -> None:

@@ -49,6 +49,11 @@ async def project(session: AsyncSession, state: CaseState) -> None:
     record.approved_amount_fen = state.approved_amount_fen
     record.paid_amount_fen = state.paid_amount_fen
     record.updated_at = utcnow()
+    if state.moments or state.batch_id:
+        record.details = {
+            "batch_id": state.batch_id,
+            "moments": {name: at.isoformat() for name, at in state.moments.items()},
+        }
     await _settle_claim(session, state)
     # A warning about a stage the case has left is resolved.
     await session.execute(
@@ -96,9 +101,12 @@ async def _tell_firm(session: AsyncSession, state: CaseState) -> None:
 
 
 async def _settle_claim(session: AsyncSession, state: CaseState) -> None:
-    """A paid case keeps its period for good; one closed unpaid gives it back."""
+    """A paid case keeps its period for good, and so does one its firm declined; one
+    closed unpaid otherwise gives it back."""
     if state.stage is CaseStage.PAID:
         wanted = ClaimState.PAID
+    elif state.stage is CaseStage.DECLINED:
+        wanted = ClaimState.DECLINED
     elif state.stage in UNPAID_CLOSURES:
         wanted = ClaimState.CLOSED
     else:

@@ -222,9 +222,18 @@ async def quota_status(session: AsyncSession, item_code: str, year: int) -> Quot
 
 
 async def record_instruction(
-    session: AsyncSession, case_id: str, instalment: int, idempotency_key: str, voucher_no: str
+    session: AsyncSession,
+    case_id: str,
+    instalment: int,
+    idempotency_key: str,
+    voucher_no: str,
+    *,
+    payee_account: str | None = None,
 ) -> LedgerEntry:
-    """The budget system accepted the instalment's payment instruction. Idempotent."""
+    """The budget system accepted the instalment's payment instruction. Idempotent.
+
+    The account number it pays into is kept, so that its receipt verifies that account
+    and no other (`instructed_account`)."""
     existing = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
     if existing is not None:
         return existing
@@ -236,8 +245,18 @@ async def record_instruction(
         LedgerKind.INSTRUCT,
         idempotency_key=idempotency_key,
         voucher_no=voucher_no,
+        details=None if payee_account is None else {"payee_account": payee_account},
     )
     return await _added(session, entry)
+
+
+async def instructed_account(session: AsyncSession, case_id: str, instalment: int) -> str | None:
+    """The account number the instalment's instruction paid into; None when it was not
+    instructed, or was instructed before the ledger kept the account."""
+    instructed = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
+    details = instructed.details if instructed is not None else None
+    account = details.get("payee_account") if isinstance(details, dict) else None
+    return account if isinstance(account, str) else None
 
 
 async def record_return(

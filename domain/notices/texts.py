@@ -126,3 +126,42 @@ def policy_pushed(title: str, verdict: Verdict, amount_fen: int | None) -> Text:
     else:
         body = f"贵企业可能符合“{title}”条件{amount}，尚有条件需核实。请登录直达平台查看详情。"
     return Text(f"政策快享：{title}", body)
+
+
+# ----- recognition (免申即享) ----------------------------------------------------------
+
+
+def recognition_identified(
+    title: str, period: str, amount_fen: int, confirm_by: datetime | None
+) -> Text:
+    """The firm was identified from data; it confirms its account by `confirm_by`, or,
+    when None, it is paid into its verified account without doing anything."""
+    amount = format_yuan(amount_fen)
+    if confirm_by is None:
+        return Text(
+            "免申即享：资金即将拨付",
+            f"经数据比对，贵企业符合“{title}”（{period}）条件，经核定可享受 {amount}，"
+            "无需申报。资金将直接拨付至贵企业已验证的收款账户，请留意到账。",
+        )
+    return Text(
+        "免申即享：请确认收款账户",
+        f"经数据比对，贵企业符合“{title}”（{period}）条件，经核定可享受 {amount}，"
+        f"无需申报。请于 {_minute(confirm_by)} 前登录平台确认或更正收款账户"
+        "（也可放弃），逾期未确认的视为放弃。",
+    )
+
+
+def recognition_reminder(title: str, period: str, amount_fen: int, confirm_by: datetime) -> Text:
+    return Text(
+        "免申即享：收款账户待确认（提醒）",
+        f"贵企业可享受的“{title}”（{period}）{format_yuan(amount_fen)} 尚待确认收款账户，"
+        f"请于 {_minute(confirm_by)} 前确认，逾期视为放弃。",
+    )
+
+
+def recognition_expired(title: str, period: str) -> Text:
+    return Text(
+        "免申即享：确认期限已过",
+        f"贵企业未在期限内确认“{title}”（{period}）的收款账户，本次兑付已关闭。"
+        "如有疑问请联系主管部门。",
+    )

@@ -19,7 +19,7 @@ from domain.eligibility import assess
 from domain.engine.amounts import amount_rule_to_json, parse_amount_rule
 from domain.engine.rules import InvalidRule, parse_rule, rule_to_json
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
-from domain.policy.versions import NotPublished, version_in_force
+from domain.policy.versions import NotPublished, recognition_terms, version_in_force
 from domain.registry.enterprises import get_enterprise
 from models.eligibility import ConditionResult, Verdict
 from models.money import yuan_text
@@ -46,7 +46,11 @@ from models.policy_change import PolicyChangeInput
 from models.reference import Actor, Department, DepartmentKind, Region, Role
 from models.types import utcnow
 
-CONTENT_FIELDS = tuple(ItemContent.model_fields)
+# Content fields by the column that stores them (the terms are kept as JSON).
+CONTENT_COLUMNS = {
+    field: "recognition_terms" if field == "recognition" else field
+    for field in ItemContent.model_fields
+}
 MONEY_FIELDS = ("amount_rule", "annual_quota_fen")
 
 
@@ -137,7 +141,10 @@ def _summary(item: PolicyItem, version: PolicyItemVersion) -> ItemSummary:
 
 
 def version_public(v: PolicyItemVersion) -> VersionPublic:
-    return VersionPublic.model_validate(v, from_attributes=True)
+    public = VersionPublic.model_validate(v, from_attributes=True)
+    if v.category == Category.RECOGNITION:
+        public.recognition = recognition_terms(v)
+    return public
 
 
 async def item_detail(session: AsyncSession, actor: Actor, code: str) -> ItemDetail:
@@ -210,7 +217,8 @@ async def _validated_content(session: AsyncSession, content: ItemContent) -> dic
             )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
-    values = content.model_dump(mode="json", include=set(CONTENT_FIELDS))
+    dumped = content.model_dump(mode="json", include=set(CONTENT_COLUMNS))
+    values = {CONTENT_COLUMNS[field]: value for field, value in dumped.items()}
     values.update(
         eligibility=eligibility,
         amount_rule=amount,
@@ -302,16 +310,16 @@ async def update_draft(
     if latest.status == VersionStatus.SUBMITTED:
         raise Conflict(f"version {latest.version} of {code} is under review; wait for its outcome")
     if latest.status == VersionStatus.DRAFT:
-        changed = [f for f in CONTENT_FIELDS if getattr(latest, f) != values[f]]
-        for f in CONTENT_FIELDS:
-            setattr(latest, f, values[f])
+        changed = _changed(latest, values)
+        for column in CONTENT_COLUMNS.values():
+            setattr(latest, column, values[column])
         latest.change_reason = body.change_reason
         await _record(
             session, code, latest.version, "edited", actor, body.change_reason, {"fields": changed}
         )
         await session.flush()
         return version_public(latest)
-    changed = [f for f in CONTENT_FIELDS if getattr(latest, f) != values[f]]
+    changed = _changed(latest, values)
     if not changed:
         raise InvalidInput.field("body", "nothing differs from the latest version")
     item.latest_version += 1
@@ -335,6 +343,11 @@ async def update_draft(
     )
     await session.flush()
     return version_public(draft)
+
+
+def _changed(row: PolicyItemVersion, values: dict[str, Any]) -> list[str]:
+    """The content fields (by their names in the request) whose values differ."""
+    return [f for f, column in CONTENT_COLUMNS.items() if getattr(row, column) != values[column]]
 
 
 async def _published_scheme(session: AsyncSession, code: str) -> PeriodScheme | None:

@@ -6,7 +6,8 @@ rules are therefore read as text and parsed here, one version at a time: a run s
 and reports a version it cannot read (`ItemFailure`), and an endpoint answers 409
 (`UnevaluableVersion`) rather than failing.
 
-Which version of an item is the published one is asked here too (`published_version`).
+Which version of an item is the published one is asked here too (`published_version`),
+and how a recognition version's cases run (`recognition_terms`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from domain.engine.arrays import CompiledItem, ItemFailure, failure_message
 from domain.engine.rules import InvalidRule, RuleError, parse_rule
 from domain.errors import Conflict, NotFound
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
+from models.recognition import RecognitionTerms
 
 
 class UnevaluableVersion(Conflict):
@@ -87,6 +89,14 @@ async def version_in_force(session: AsyncSession, item_code: str) -> PolicyItemV
     if row.status != VersionStatus.PUBLISHED:
         raise NotInForce(row)
     return row
+
+
+def recognition_terms(version: PolicyItemVersion) -> RecognitionTerms:
+    """How the version's recognition cases run: the terms it was published with, or
+    the defaults for a version that stores none (one written before items had terms)."""
+    if version.recognition_terms is None:
+        return RecognitionTerms()
+    return RecognitionTerms.model_validate(version.recognition_terms)
 
 
 def compile_item(item_code: str, version: int, eligibility: Any, amount_rule: Any) -> CompiledItem:

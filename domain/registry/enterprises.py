@@ -77,6 +77,7 @@ async def enterprise_detail(session: AsyncSession, actor: Actor, uscc: str) -> E
                 account_name=a.account_name,
                 account_number_masked=mask_account(a.account_number),
                 is_default=a.is_default,
+                verified_at=a.verified_at,
             )
             for a in accounts
         ],
