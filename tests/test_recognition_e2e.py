@@ -32,21 +32,28 @@ from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 
 AMOUNT = 1_000_000
-RULE = {
-    "all": [
-        {"fact": "credit_rating", "op": "in", "value": ["A", "B"]},
-        {"fact": "revenue_fen", "op": "gte", "value": 1_000_000},
-    ]
-}
+# Each test's item matches only its own firms (the live database is shared): they
+# carry a revenue figure no other test's firms have.
+REVENUE: dict[str, int] = {}
+
+
+def rule(revenue: int) -> dict[str, Any]:
+    return {
+        "all": [
+            {"fact": "credit_rating", "op": "in", "value": ["A", "B"]},
+            {"fact": "revenue_fen", "op": "eq", "value": revenue},
+        ]
+    }
 
 
 async def firm(
-    stack: Stack, *, rating: str = "A", revenue: int | None = 50_000_000, verified: bool = False
+    stack: Stack, code: str, *, rating: str = "A", known: bool = True, verified: bool = False
 ) -> str:
-    """A firm with a user of its own (named after its credit code)."""
-    facts: dict[str, tuple[Any, str]] = {"credit_rating": (rating, "2025")}
-    if revenue is not None:
-        facts["revenue_fen"] = (revenue, "2025")
+    """A firm for the item `code` with a user of its own (named after its credit code);
+    `known=False`: its credit rating is unknown, so it is only possibly eligible."""
+    facts: dict[str, tuple[Any, str]] = {"revenue_fen": (REVENUE[code], "2025")}
+    if known:
+        facts["credit_rating"] = (rating, "2025")
     async with stack.sessionmaker.begin() as session:
         enterprise = await create_enterprise(session, facts=facts)
         session.add(
@@ -67,15 +74,16 @@ async def firm(
 
 
 async def recognition_item(
-    stack: Stack, *, terms: dict[str, Any], quota_fen: int = 100_000_000, rule: Any = RULE
+    stack: Stack, *, terms: dict[str, Any], quota_fen: int = 100_000_000
 ) -> str:
     code = f"RCG-{uuid.uuid4().hex[:6].upper()}"
+    REVENUE[code] = 1_000_000 + uuid.uuid4().int % 10**9
     async with stack.sessionmaker.begin() as session:
         users = await create_users(session)
         payload = item_payload(
             code,
             category="recognition",
-            eligibility=rule,
+            eligibility=rule(REVENUE[code]),
             amount_rule={"kind": "fixed", "amount_fen": AMOUNT},
             quota_fen=quota_fen,
         )
@@ -142,10 +150,10 @@ async def test_straight_through_batch_from_the_library(
     code = await recognition_item(
         stack, terms={"straight_through": True, "confirmation": "unless_verified"}
     )
-    verified = await firm(stack, verified=True)
-    confirming = await firm(stack)
-    possible = await firm(stack, revenue=None)  # the revenue is unknown
-    await firm(stack, rating="D")  # not eligible
+    verified = await firm(stack, code, verified=True)
+    confirming = await firm(stack, code)
+    possible = await firm(stack, code, known=False)  # its rating is unknown
+    await firm(stack, code, rating="D")  # not eligible
     await match(stack, code)
 
     started = await api.post(
@@ -212,7 +220,7 @@ async def test_straight_through_batch_from_the_library(
     assert by_finance.status_code == 403, by_finance.text
     verified_list = await api.post(
         f"{batch}/department-verification",
-        json={"include": [{"uscc": possible, "reason": "营业收入经人工核实为 5,000 万元"}]},
+        json={"include": [{"uscc": possible, "reason": "信用等级经人工核实为 A 级"}]},
         headers=auth(settings, "jxj_staff"),
     )
     assert verified_list.status_code == 200, verified_list.text
@@ -305,8 +313,8 @@ async def test_straight_through_batch_from_the_library(
 async def test_an_upload_with_a_bad_row_starts_nothing(stack: Stack) -> None:
     api, settings = stack.api, stack.settings
     code = await recognition_item(stack, terms={})
-    good = await firm(stack)
-    ineligible = await firm(stack, rating="D")
+    good = await firm(stack, code)
+    ineligible = await firm(stack, code, rating="D")
     csv = f"统一社会信用代码,企业名称\n{good},甲\n{ineligible},乙\n{new_uscc()},丙\nNOTACODE,丁\n"
     refused = await api.post(
         f"/api/v1/items/{code}/recognition-batches/upload",

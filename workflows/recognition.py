@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.policy import PolicyLibraryActivities
     from activities.recognition import RecognitionActivities
     from core.temporal_errors import ErrorType
+    from core.workdays import SHANGHAI
     from models import search_attributes as sa_keys
     from models.cases import (
         CaseStage,
@@ -142,7 +143,8 @@ class RecognitionCaseWorkflow:
         started = workflow.now()
         self._confirm_by = started + timedelta(days=terms.expire_after_days)
         await self._notify("identified", self._confirm_by)
-        self.log("system", "notified", f"请于 {self._confirm_by.isoformat()} 前确认收款账户")
+        by = self._confirm_by.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        self.log("system", "notified", f"请于 {by} 前确认收款账户，逾期视为放弃")
         await self.enter(CaseStage.CONFIRMATION)
         try:
             await self._tail.wait_for(
@@ -200,7 +202,8 @@ class RecognitionCaseWorkflow:
         except TimeoutError:
             self._overdue = True
             workflow.upsert_search_attributes([sa_keys.OVERDUE.value_set(True)])
-            self.log("system", "overdue", f"办理时限 {self._due_at.isoformat()}")
+            due = self._due_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+            self.log("system", "overdue", f"办理时限 {due}")
             await workflow.execute_activity_method(
                 CaseActivities.raise_case_overdue,
                 StageDeadlineMissed(

@@ -74,13 +74,19 @@ async def start_recognition_batch(
     *,
     page_size: int = 200,
     follow_every_s: int = 60,
+    history_limit: int = 10_000,
     rpc_timeout: timedelta | None = None,
 ) -> BatchHandle:
     """Start a batch under its id (`batch_id_of`); a second start of the same batch is
     a `WorkflowAlreadyStartedError`. The batch starts its cases itself."""
     return await client.start_workflow(
         RecognitionBatchWorkflow.run,
-        BatchInput(batch_id=batch.batch_id, page_size=page_size, follow_every_s=follow_every_s),
+        BatchInput(
+            batch_id=batch.batch_id,
+            page_size=page_size,
+            follow_every_s=follow_every_s,
+            history_limit=history_limit,
+        ),
         id=batch.batch_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
