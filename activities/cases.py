@@ -94,7 +94,9 @@ class CaseActivities:
                 stage=missed.stage.value,
                 department_code=missed.department_code,
                 due_at=missed.due_at,
-                text=texts.case_overdue(missed.item_code, missed.stage.value, missed.due_at),
+                text=texts.case_overdue(
+                    missed.item_code, missed.stage.value, missed.due_at, missed.case_id
+                ),
             )
         log.warning("case.overdue", case_id=missed.case_id, stage=missed.stage.value)
 

@@ -107,6 +107,7 @@ PATH_VALUES = {
     "period": "2026",
     "notice_id": "1",
     "run_id": "1",
+    "number": "1",
 }
 
 

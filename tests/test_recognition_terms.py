@@ -127,7 +127,7 @@ async def test_the_terms_are_published_with_the_version_and_changed_by_a_new_one
     assert detail.json()["versions"][0]["recognition"] == STRAIGHT
 
     # Terms are content: the published version keeps its own, a new draft changes them,
-    # and the change is not one of money (finance need not review it).
+    # and finance reviews the change (straight through skips its check of the list).
     edited = await api.put(
         "/api/v1/items/TEST-ITEM-01/draft",
         json=_edit(payload, recognition={"straight_through": False}),
@@ -140,7 +140,7 @@ async def test_the_terms_are_published_with_the_version_and_changed_by_a_new_one
     )
     assert recognition_terms(published).straight_through is True
     change = await library.submit_version(session, staff, "TEST-ITEM-01", 2, **DAYS)
-    assert change.money_changed is False
+    assert change.money_changed is True
     history = (
         await api.get("/api/v1/items/TEST-ITEM-01", headers=auth(settings, "auditor"))
     ).json()["history"]

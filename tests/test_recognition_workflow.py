@@ -51,14 +51,25 @@ def worker(stack: Stack, client: Client, queue: str) -> Worker:
 
 
 async def start(
-    stack: Stack, client: Client, queue: str, code: str, follow_every_s: int = 1, **tuning: int
+    stack: Stack,
+    client: Client,
+    queue: str,
+    code: str,
+    follow_every_s: int = 1,
+    page_size: int = 200,
+    history_limit: int = 10_000,
 ) -> Any:
     async with stack.sessionmaker.begin() as session:
         batch = await batches.start_batch(
             session, STAFF, code, "2026", datetime.now(UTC).date(), BatchSource.LIBRARY
         )
     return await start_recognition_batch(
-        client, queue, batch, follow_every_s=follow_every_s, **tuning
+        client,
+        queue,
+        batch,
+        follow_every_s=follow_every_s,
+        page_size=page_size,
+        history_limit=history_limit,
     )
 
 

@@ -14,7 +14,7 @@ from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
-from api.params import ItemCode
+from api.params import USCC_PATTERN, ItemCode
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain.access import Rule
@@ -206,7 +206,9 @@ async def batch_firms(
     page: PageDep,
     status: Annotated[EntryStatus | None, Query()] = None,
     region: Annotated[str | None, Query(max_length=16)] = None,
-    uscc: Annotated[str | None, Query(max_length=18)] = None,
+    uscc: Annotated[
+        str | None, Query(min_length=18, max_length=18, pattern=USCC_PATTERN)
+    ] = None,
 ) -> Page[EntryView]:
     total, items = await recognition.entries(
         session,

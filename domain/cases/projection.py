@@ -84,13 +84,14 @@ async def _tell_firm(session: AsyncSession, state: CaseState) -> None:
         )
     )
     title = title or state.item_code
+    applied = state.batch_id is None  # a recognition case was never applied for
     if state.stage is CaseStage.CORRECTION:
         text = texts.case_returned(title, state.period, state.corrections)
     elif state.stage is CaseStage.REJECTED:
         reason = state.timeline[-1].detail if state.timeline else ""
-        text = texts.case_rejected(title, state.period, reason)
+        text = texts.case_rejected(title, state.period, reason, applied)
     else:
-        text = texts.case_paid(title, state.period, state.paid_amount_fen)
+        text = texts.case_paid(title, state.period, state.paid_amount_fen, applied)
     await notices.notify_enterprise(
         session,
         uscc=state.uscc,

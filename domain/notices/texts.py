@@ -38,10 +38,18 @@ def _minute(at: datetime) -> str:
 OVERDUE_TITLE = "办理超时预警"
 
 
-def case_overdue(item_code: str, stage: str, due_at: datetime) -> Text:
+CASE_KINDS = {"application": "申报件", "recognition": "免申即享认定件"}
+
+
+def case_overdue(item_code: str, stage: str, due_at: datetime, subject: str = "") -> Text:
+    """`subject`: the case's (or recognition batch's) workflow id, which names its kind."""
+    if subject.startswith("recognition-batch/"):
+        what = f"认定批次 {subject.removeprefix('recognition-batch/')} 的名单核定"
+    else:
+        what = f"{CASE_KINDS.get(subject.split('/', 1)[0], '申报件')}的{stage_name(stage)}"
     return Text(
         OVERDUE_TITLE,
-        f"{item_code} 申报件的{stage_name(stage)}已超过办理时限（{_minute(due_at)}），请尽快处理。",
+        f"{item_code} {what}已超过办理时限（{_minute(due_at)}），请尽快处理。",
     )
 
 
@@ -103,14 +111,20 @@ def case_returned(title: str, period: str, corrections: list[str]) -> Text:
     )
 
 
-def case_rejected(title: str, period: str, reason: str) -> Text:
+def case_rejected(title: str, period: str, reason: str, applied: bool = True) -> Text:
+    if not applied:  # a recognition case: the firm applied for nothing
+        return Text(
+            "免申即享未通过审核",
+            f"“{title}”（{period}）经个案审核未予兑付。原因：{reason}",
+        )
     return Text("申报未通过", f"您申报的“{title}”（{period}）未通过审核。原因：{reason}")
 
 
-def case_paid(title: str, period: str, amount_fen: int) -> Text:
+def case_paid(title: str, period: str, amount_fen: int, applied: bool = True) -> Text:
+    what = f"您申报的“{title}”" if applied else f"贵企业免申即享的“{title}”"
     return Text(
         "补助资金已拨付",
-        f"您申报的“{title}”（{period}）补助资金{format_yuan(amount_fen)}已拨付至贵企业收款账户。",
+        f"{what}（{period}）补助资金{format_yuan(amount_fen)}已拨付至贵企业收款账户。",
     )
 
 

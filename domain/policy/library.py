@@ -51,7 +51,10 @@ CONTENT_COLUMNS = {
     field: "recognition_terms" if field == "recognition" else field
     for field in ItemContent.model_fields
 }
-MONEY_FIELDS = ("amount_rule", "annual_quota_fen")
+# A change to any of these is reviewed by finance too. Recognition terms count: a
+# straight-through item skips finance's check of each list, and they decide who is paid
+# without confirming an account.
+MONEY_FIELDS = ("amount_rule", "annual_quota_fen", "recognition_terms")
 
 
 def change_workflow_id(item_code: str, version: int) -> str:
