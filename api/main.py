@@ -38,12 +38,17 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect_for_requests
 from domain.access import Rule
+from domain.recognition import upload
 
 log = structlog.get_logger()
 
 
 # The import's file may be 200 MiB; its multipart framing needs a little more.
 IMPORT_BODY_BYTES = registry.MAX_IMPORT_BYTES + 2**20
+# A recognition list (up to 100,000 firms) and a list verification naming up to 5,000
+# firms each way with a reason each.
+UPLOAD_BODY_BYTES = upload.MAX_UPLOAD_BYTES + 2**20
+VERIFICATION_BODY_BYTES = 24 * 2**20
 # The database's pool wait of a request (core/db.py has the connect timeout).
 POOL_TIMEOUT_S = 2.0
 
@@ -114,7 +119,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             f"- 请求体上限 {describe_size(MAX_BODY_BYTES)}（企业数据导入 "
             "`POST /api/v1/imports/enterprises`：文件最多 "
             f"{describe_size(registry.MAX_IMPORT_BYTES)}，连同 multipart 封装的请求体最多 "
-            f"{describe_size(IMPORT_BODY_BYTES)}），超出即 413，边接收边计数；"
+            f"{describe_size(IMPORT_BODY_BYTES)}；认定名单上传最多 "
+            f"{describe_size(UPLOAD_BODY_BYTES)}，部门名单核定最多 "
+            f"{describe_size(VERIFICATION_BODY_BYTES)}），超出即 413，边接收边计数；"
             "带 JSON 请求体的接口只接受 `application/json`，否则 415。\n"
             "- 所有错误响应均为 RFC 9457 `application/problem+json`（`Problem`），"
             "含 `correlation_id`；每个响应都带 `X-Request-ID` 头（可由客户端提供）。\n"
@@ -136,14 +143,18 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(matching.router)
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
-    import_path = app.url_path_for("import_enterprises")
+    body_limits = {
+        app.url_path_for("import_enterprises"): IMPORT_BODY_BYTES,
+        recognition.BATCHES + "/upload": UPLOAD_BODY_BYTES,
+        recognition.BATCH + "/department-verification": VERIFICATION_BODY_BYTES,
+    }
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=MAX_BODY_BYTES,
-        limits={("POST", import_path): IMPORT_BODY_BYTES},
+        limits={("POST", path): limit for path, limit in body_limits.items()},
     )
     app.add_middleware(RequestContextMiddleware)
-    install_openapi(app, body_limit=MAX_BODY_BYTES, body_limits={import_path: IMPORT_BODY_BYTES})
+    install_openapi(app, body_limit=MAX_BODY_BYTES, body_limits=body_limits)
 
     @app.get(
         "/healthz",

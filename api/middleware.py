@@ -82,20 +82,30 @@ class BodyLimitMiddleware:
     past the limit (whatever Content-Length said, or without one) fails the read that
     crosses it, so no handler ever holds more than the limit.
 
-    `max_bytes` holds for every route but those in `limits`, keyed by (method, path)."""
+    `max_bytes` holds for every route but those in `limits`, keyed by (method, path
+    template as the OpenAPI spells it: `/api/v1/items/{item_code}/...`)."""
 
     def __init__(
         self, app: ASGIApp, *, max_bytes: int, limits: Mapping[tuple[str, str], int] | None = None
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.limits = dict(limits or {})
+        self.limits = [
+            (method, re.compile(_template_pattern(path)), limit)
+            for (method, path), limit in (limits or {}).items()
+        ]
+
+    def _limit(self, method: str, path: str) -> int:
+        for wanted, pattern, limit in self.limits:
+            if wanted == method and pattern.fullmatch(path):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get((scope["method"], scope["path"]), self.max_bytes)
+        limit = self._limit(scope["method"], scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             response = http_error_response(Request(scope), BodyTooLarge(limit))
@@ -113,6 +123,11 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def _template_pattern(template: str) -> str:
+    """A path template's parameters (`{name}`) as one path segment each."""
+    return re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(template))
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -245,8 +245,8 @@ class DepartmentVerification(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    exceptions: list[ListException] = PydanticField(default_factory=list, max_length=10_000)
-    include: list[Inclusion] = PydanticField(default_factory=list, max_length=10_000)
+    exceptions: list[ListException] = PydanticField(default_factory=list, max_length=5_000)
+    include: list[Inclusion] = PydanticField(default_factory=list, max_length=5_000)
     comment: str = PydanticField(default="", max_length=2000)
 
     @model_validator(mode="after")

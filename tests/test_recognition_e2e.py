@@ -32,16 +32,17 @@ from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 
 AMOUNT = 1_000_000
-# Each test's item matches only its own firms (the live database is shared): they
-# carry a revenue figure no other test's firms have.
-REVENUE: dict[str, int] = {}
+# Each test's item matches only its own firms (the live database is shared by every
+# test): they carry an industry code no other firm has, a profile fact every firm has,
+# so every other firm is ruled out, never merely possibly eligible.
+INDUSTRY: dict[str, str] = {}
 
 
-def rule(revenue: int) -> dict[str, Any]:
+def rule(industry: str) -> dict[str, Any]:
     return {
         "all": [
+            {"fact": "industry_code", "op": "eq", "value": industry},
             {"fact": "credit_rating", "op": "in", "value": ["A", "B"]},
-            {"fact": "revenue_fen", "op": "eq", "value": revenue},
         ]
     }
 
@@ -51,11 +52,9 @@ async def firm(
 ) -> str:
     """A firm for the item `code` with a user of its own (named after its credit code);
     `known=False`: its credit rating is unknown, so it is only possibly eligible."""
-    facts: dict[str, tuple[Any, str]] = {"revenue_fen": (REVENUE[code], "2025")}
-    if known:
-        facts["credit_rating"] = (rating, "2025")
+    facts: dict[str, tuple[Any, str]] = {"credit_rating": (rating, "2025")} if known else {}
     async with stack.sessionmaker.begin() as session:
-        enterprise = await create_enterprise(session, facts=facts)
+        enterprise = await create_enterprise(session, industry_code=INDUSTRY[code], facts=facts)
         session.add(
             User(
                 name=f"u{enterprise.uscc}",
@@ -77,13 +76,13 @@ async def recognition_item(
     stack: Stack, *, terms: dict[str, Any], quota_fen: int = 100_000_000
 ) -> str:
     code = f"RCG-{uuid.uuid4().hex[:6].upper()}"
-    REVENUE[code] = 1_000_000 + uuid.uuid4().int % 10**9
+    INDUSTRY[code] = f"C{uuid.uuid4().int % 10**4:04d}"
     async with stack.sessionmaker.begin() as session:
         users = await create_users(session)
         payload = item_payload(
             code,
             category="recognition",
-            eligibility=rule(REVENUE[code]),
+            eligibility=rule(INDUSTRY[code]),
             amount_rule={"kind": "fixed", "amount_fen": AMOUNT},
             quota_fen=quota_fen,
         )

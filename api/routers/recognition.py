@@ -39,9 +39,10 @@ from models.recognition import (
 from workflows.recognition_batch import RecognitionBatchWorkflow
 from workflows.starts import start_recognition_batch
 
-router = APIRouter(prefix="/api/v1", tags=["recognition"])
+router = APIRouter(tags=["recognition"])
 
-BATCHES = "/items/{item_code}/recognition-batches"
+PREFIX = "/api/v1"
+BATCHES = PREFIX + "/items/{item_code}/recognition-batches"
 BATCH = BATCHES + "/{period}/{number}"
 TEMPORAL_RPC = timedelta(seconds=5)
 BatchPeriod = Annotated[
@@ -157,7 +158,7 @@ async def item_batches(
 
 
 @router.get(
-    "/recognition-batches",
+    PREFIX + "/recognition-batches",
     response_model=Page[BatchSummary],
     summary="认定批次（部门、财政看本单位的；审计看全部）",
     **access(Rule.READER),
@@ -206,9 +207,7 @@ async def batch_firms(
     page: PageDep,
     status: Annotated[EntryStatus | None, Query()] = None,
     region: Annotated[str | None, Query(max_length=16)] = None,
-    uscc: Annotated[
-        str | None, Query(min_length=18, max_length=18, pattern=USCC_PATTERN)
-    ] = None,
+    uscc: Annotated[str | None, Query(min_length=18, max_length=18, pattern=USCC_PATTERN)] = None,
 ) -> Page[EntryView]:
     total, items = await recognition.entries(
         session,
