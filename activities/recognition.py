@@ -25,6 +25,7 @@ from domain.recognition import cases as recognition
 from models.message_channel import OutgoingMessage
 from models.recognition import (
     AccountChange,
+    BatchFailure,
     BatchOpening,
     BatchPhase,
     BatchProgress,
@@ -95,6 +96,12 @@ class RecognitionActivities:
                 )
             async with self._sessionmaker() as session:
                 return await batches.opening(session, batch_id)
+
+    @activity.defn
+    async def abandon_batch(self, record: BatchFailure) -> None:
+        async with self._sessionmaker.begin() as session:
+            await batches.abandon(session, record.batch_id, record.reason)
+        log.error("recognition.batch_failed", batch_id=record.batch_id, reason=record.reason)
 
     @activity.defn
     async def apply_verification(self, record: VerificationRecord) -> BatchPhase:

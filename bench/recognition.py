@@ -71,6 +71,7 @@ from models.reference import Actor, Role, User
 from models.registry import BankAccount, Enterprise, Fact
 from models.uscc import make_uscc
 from seed.reference import demo_users, ensure_reference_data, ensure_users
+from workflows.options import RECOGNITION_SNAPSHOT
 from workflows.recognition_batch import CONCURRENT_STARTS
 
 ITEM = "RCG-BENCH"
@@ -80,6 +81,8 @@ CHUNK = 5_000  # rows per bulk insert
 # The batch's pages as the API starts it (workflows/starts.py takes the defaults).
 PAGE_SIZE: int = BatchInput.model_fields["page_size"].default
 HISTORY_LIMIT: int = BatchInput.model_fields["history_limit"].default
+# Identifying a batch is one activity with a time limit of its own.
+IDENTIFY_LIMIT_S = (RECOGNITION_SNAPSHOT["start_to_close_timeout"] or timedelta()).total_seconds()
 
 
 # ----- seeding --------------------------------------------------------------------------
@@ -397,11 +400,12 @@ async def _watch(
         if phase == "done" and timeline.cases == 0:
             raise RuntimeError("the batch identified no firm")
         seen = (paid, sum(stages.values()), timeline.confirmations)
+        limit = stall_s if timeline.cases else max(stall_s, IDENTIFY_LIMIT_S)
         if seen != progress:
             progress, moved = seen, now
-        elif now - moved > stall_s:
+        elif now - moved > limit:
             raise RuntimeError(
-                f"no progress for {stall_s:.0f}s: batch {phase}, cases by stage {stages}, "
+                f"no progress for {limit:.0f}s: batch {phase}, cases by stage {stages}, "
                 f"confirmations refused: {timeline.failures[:3]}"
             )
 

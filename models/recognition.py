@@ -104,7 +104,7 @@ class BatchPhase(enum.StrEnum):
     STARTING = "starting"  # starting one case per verified firm
     DISBURSING = "disbursing"  # cases running; the batch follows them
     DONE = "done"  # every case closed
-    REJECTED = "rejected"  # finance rejected the list
+    FAILED = "failed"  # could not be identified (the reason is on the batch)
 
 
 OPEN_PHASES = frozenset(
@@ -157,6 +157,7 @@ class RecognitionBatch(SQLModel, table=True):
     department_decision: Any = Field(default=None, sa_type=sa.JSON)
     finance_decision: Any = Field(default=None, sa_type=sa.JSON)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failure: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class RecognitionEntry(SQLModel, table=True):
@@ -347,6 +348,11 @@ class BatchInput(BaseModel):
     follow_every_s: int = 60
 
 
+class BatchFailure(BaseModel):
+    batch_id: str
+    reason: str
+
+
 class BatchOpening(BaseModel):
     """What the batch workflow needs of its snapshot."""
 
@@ -492,6 +498,7 @@ class BatchProgress(BaseModel):
     by_stage: list[StageMoney]
     department_decision: Any = None
     finance_decision: Any = None
+    failure: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

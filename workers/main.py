@@ -82,6 +82,7 @@ def build_worker(
             matching.send_pushes,
             matching.collect_receipts,
             recognition.identify_batch,
+            recognition.abandon_batch,
             recognition.apply_verification,
             recognition.case_page,
             recognition.finish_starting,

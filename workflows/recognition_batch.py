@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from models.policy_change import DeadlineRequest
     from models.recognition import (
         BATCH_WORKFLOW,
+        BatchFailure,
         BatchInput,
         BatchOpening,
         BatchPhase,
@@ -77,9 +78,18 @@ class RecognitionBatchWorkflow:
 
     @workflow.run
     async def run(self, input: BatchInput) -> BatchProgress:
-        opening = await workflow.execute_activity_method(
-            RecognitionActivities.identify_batch, input.batch_id, **RECOGNITION_SNAPSHOT
-        )
+        try:
+            opening = await workflow.execute_activity_method(
+                RecognitionActivities.identify_batch, input.batch_id, **RECOGNITION_SNAPSHOT
+            )
+        except ActivityError as exc:
+            # Nothing was frozen: the batch fails with its reason and frees the period.
+            await workflow.execute_activity_method(
+                RecognitionActivities.abandon_batch,
+                BatchFailure(batch_id=input.batch_id, reason=failure_reason(exc)),
+                **DATABASE,
+            )
+            raise
         self._opening, self._phase = opening, opening.phase
         if input.round < FOLLOWING:
             if input.round <= 1 and opening.straight_through:

@@ -78,7 +78,9 @@ async def start_recognition_batch(
     rpc_timeout: timedelta | None = None,
 ) -> BatchHandle:
     """Start a batch under its id (`batch_id_of`); a second start of the same batch is
-    a `WorkflowAlreadyStartedError`. The batch starts its cases itself."""
+    a `WorkflowAlreadyStartedError`. The batch starts its cases itself. An id whose run
+    failed (its batch was never recorded: the starting request failed after starting
+    it) may be used again."""
     return await client.start_workflow(
         RecognitionBatchWorkflow.run,
         BatchInput(
@@ -90,7 +92,7 @@ async def start_recognition_batch(
         id=batch.batch_id,
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(sa_keys.KIND, "recognition_batch"),

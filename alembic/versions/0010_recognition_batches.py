@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("department_decision", sa.JSON(), nullable=True),
         sa.Column("finance_decision", sa.JSON(), nullable=True),
         sa.Column("closed_at", models.types.UTCDateTime(), nullable=True),
+        sa.Column("failure", sa.Text(), nullable=True),
     )
     op.create_index("ix_recognition_batch_item_code", "recognition_batch", ["item_code"])
     op.create_index(

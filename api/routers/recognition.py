@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
@@ -18,7 +19,7 @@ from api.params import USCC_PATTERN, ItemCode
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain.access import Rule
-from domain.errors import InvalidInput
+from domain.errors import Conflict, InvalidInput
 from domain.recognition import batches
 from domain.recognition import cases as recognition
 from domain.recognition.upload import MAX_UPLOAD_BYTES, read_upload
@@ -127,13 +128,21 @@ async def _start(
     """Start the batch's workflow, then commit: a batch whose workflow did not start is
     not recorded (the request fails as a whole and may be sent again)."""
     batch = await batches.get_batch(session, batch_id)
-    await start_recognition_batch(
-        temporal,
-        settings.task_queue,
-        batch,
-        follow_every_s=settings.recognition_follow_s,
-        rpc_timeout=TEMPORAL_RPC,
-    )
+    try:
+        await start_recognition_batch(
+            temporal,
+            settings.task_queue,
+            batch,
+            follow_every_s=settings.recognition_follow_s,
+            rpc_timeout=TEMPORAL_RPC,
+        )
+    except WorkflowAlreadyStartedError:
+        # The workflow of a batch whose request failed after starting it, still giving
+        # up on the batch it cannot find (about a minute): its number is free after.
+        raise Conflict(
+            f"batch {batch_id} is still being abandoned by an earlier request; "
+            "try again in a minute"
+        ) from None
     await commit_before_temporal(session)
     return await recognition.progress(session, batch_id)
 

@@ -689,3 +689,18 @@ async def finish_starting(session: AsyncSession, batch_id: str) -> BatchPhase:
     batch.open_key = None
     await session.flush()
     return batch.phase
+
+
+async def abandon(session: AsyncSession, batch_id: str, reason: str) -> None:
+    """A batch that could not be identified: failed, with the reason, and its item's
+    period open to another batch (no entry was written: identification is one
+    transaction)."""
+    batch = await session.get(RecognitionBatch, batch_id, populate_existing=True)
+    if batch is None:  # never recorded: the request that started it failed
+        return
+    if batch.identified_at is None:
+        batch.phase = BatchPhase.FAILED
+        batch.failure = reason[:2000]
+        batch.open_key = None
+        batch.closed_at = utcnow()
+    await session.flush()

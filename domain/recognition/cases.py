@@ -230,6 +230,7 @@ async def progress(session: AsyncSession, batch_id: str) -> BatchProgress:
         ],
         department_decision=batch.department_decision,
         finance_decision=batch.finance_decision,
+        failure=batch.failure,
     )
 
 
