@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, computed_field, m
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
-from models.money import format_yuan, yuan_text
+from models.money import Fen, format_yuan, yuan_text
 from models.reference import Actor
 from models.types import UTCDateTime, utcnow
 
@@ -269,11 +269,10 @@ class FinanceVerification(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     action: FinanceAction
-    expected_total_fen: int | None = PydanticField(
+    expected_total_fen: Fen | None = PydanticField(
         default=None,
-        ge=0,
-        description="the total the caller verified (from the batch's progress); when "
-        "given, the verification is refused if the list's total is not this",
+        description="approve: the list's total finance verified, in fen (the batch "
+        "progress's `department_verified_total_fen`); refused unless it is the total",
     )
     reason: str = PydanticField(default="", max_length=2000)
 
@@ -303,7 +302,7 @@ class AccountIn(BaseModel):
 
     bank_name: str = PydanticField(min_length=2, max_length=64)
     account_name: str = PydanticField(min_length=2, max_length=128)
-    account_number: str = PydanticField(pattern=r"^\d{8,34}$")
+    account_number: str = PydanticField(pattern=r"^[0-9]{8,34}$")
 
 
 class AccountConfirmation(BaseModel):
@@ -492,6 +491,7 @@ class BatchProgress(BaseModel):
     declined: int
     expired: int
     listed_total_fen: int
+    department_verified_total_fen: int  # what finance verifies (approves) now
     verified_total_fen: int
     reserved_fen: int
     paid_fen: int

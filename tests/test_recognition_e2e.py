@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import openpyxl
 import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio.client import WorkflowHandle
@@ -344,3 +345,70 @@ async def test_an_upload_with_a_bad_row_starts_nothing(stack: Stack) -> None:
     )
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["identified"] == 1
+    again = await api.post(
+        f"/api/v1/items/{code}/recognition-batches/upload",
+        data={"period": "2026"},
+        files={"file": ("名单.csv", io.BytesIO(csv.encode()), "text/csv")},
+        headers=auth(settings, "jxj_staff"),
+    )
+    assert again.status_code in (409, 422), again.text  # open batch, or the firm claimed
+
+
+async def test_uploaded_figures_decide_eligibility_and_amount(stack: Stack) -> None:
+    """The department vouches for the figures it uploads: they are evaluated (dated
+    today) by the rule and the amount, in CSV as in XLSX."""
+    api, settings = stack.api, stack.settings
+    code = f"RCG-{uuid.uuid4().hex[:6].upper()}"
+    INDUSTRY[code] = f"C{uuid.uuid4().int % 10**4:04d}"
+    async with stack.sessionmaker.begin() as session:
+        users = await create_users(session)
+        payload = item_payload(
+            code,
+            category="recognition",
+            eligibility={
+                "all": [
+                    {"fact": "industry_code", "op": "eq", "value": INDUSTRY[code]},
+                    {"fact": "rd_expense_fen", "op": "gte", "value": 100_000_000},
+                ]
+            },
+            amount_rule={"kind": "rate", "fact": "rd_expense_fen", "rate": "0.1", "cap_fen": 10**9},
+        )
+        await library.create_item(session, users["jxj_staff"], ItemCreate.model_validate(payload))
+        await library.submit_version(
+            session, users["jxj_staff"], code, 1, head_review_days=3, finance_review_days=5
+        )
+        await library.publish_version(session, code, 1)
+    rich, poor = await firm(stack, code), await firm(stack, code)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["统一社会信用代码", "研发费用"])
+    sheet.append([rich, 150_000_000])
+    sheet.append([poor, 1_000])
+    content = io.BytesIO()
+    book.save(content)
+    refused = await api.post(
+        f"/api/v1/items/{code}/recognition-batches/upload",
+        data={"period": "2026"},
+        files={"file": ("名单.xlsx", io.BytesIO(content.getvalue()), "application/octet-stream")},
+        headers=auth(settings, "jxj_staff"),
+    )
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["line 3.uscc"]
+    csv = f"统一社会信用代码,rd_expense_fen\n{rich},150000000\n"
+    accepted = await api.post(
+        f"/api/v1/items/{code}/recognition-batches/upload",
+        data={"period": "2026"},
+        files={"file": ("名单.csv", io.BytesIO(csv.encode()), "text/csv")},
+        headers=auth(settings, "jxj_staff"),
+    )
+    assert accepted.status_code == 201, accepted.text
+    progress = accepted.json()
+    assert (progress["identified"], progress["possible"]) == (1, 0)
+    assert progress["listed_total_fen"] == 15_000_000  # 10% of the uploaded figure
+    firms = await api.get(
+        f"/api/v1/items/{code}/recognition-batches/2026/1/firms",
+        headers=auth(settings, "jxj_staff"),
+    )
+    [entry] = firms.json()["items"]
+    assert {f["kind"]: f["source"] for f in entry["facts"]}["rd_expense_fen"] == "upload"

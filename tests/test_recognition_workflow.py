@@ -232,7 +232,7 @@ async def test_a_returned_payment_is_paid_again_once_the_account_is_corrected(
     batch = f"/api/v1/items/{code}/recognition-batches/2026/1"
     for verifier, path, body in (
         ("jxj_staff", "department-verification", {}),
-        ("czj_staff", "finance-verification", {"action": "approve"}),
+        ("czj_staff", "finance-verification", {"action": "approve", "expected_total_fen": AMOUNT}),
     ):
         for _ in range(100):
             done = await api.post(f"{batch}/{path}", json=body, headers=auth(settings, verifier))

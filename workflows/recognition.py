@@ -101,7 +101,9 @@ class RecognitionCaseWorkflow:
         opening = await workflow.execute_activity_method(
             RecognitionActivities.open_recognition_case, input, **DATABASE
         )
-        self._opening, self.approved = opening, opening.amount_fen
+        self._opening = opening
+        # A firm reviewed on its own has no approved amount until someone approves.
+        self.approved = None if input.individual_review else opening.amount_fen
         workflow.upsert_search_attributes([sa_keys.REGION.value_set(opening.region_code)])
         self._moments["entitled"] = opening.entitled_at
         for step in opening.steps:
@@ -125,6 +127,8 @@ class RecognitionCaseWorkflow:
                     return await self._finish(CaseStage.REJECTED)
                 if decision.amount_fen is not None:
                     self.approved = decision.amount_fen
+                elif self.approved is None:
+                    self.approved = opening.amount_fen
         assert self.approved is not None
         await self._tail.reserve(opening.budget_year)
         terms = opening.terms
@@ -370,7 +374,8 @@ class RecognitionCaseWorkflow:
                 "a recognition case is not returned to the firm: approve or reject", "action"
             )
         if decision.action is ReviewAction.APPROVE:
-            ceiling = self.approved
+            computed = self._opening.amount_fen if self._opening else None
+            ceiling = self.approved if self.approved is not None else computed
             if decision.amount_fen is None and ceiling is None:
                 raise invalid_input(
                     "amount_fen is required: the amount could not be computed", "amount_fen"

@@ -18,8 +18,8 @@ from api.pagination import Page, PageDep
 from api.params import USCC_PATTERN, ItemCode
 from api.updates import send_update
 from core.workdays import SHANGHAI
-from domain.access import Rule
-from domain.errors import Conflict, InvalidInput
+from domain.access import Rule, require_department_staff
+from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.recognition import batches
 from domain.recognition import cases as recognition
 from domain.recognition.upload import MAX_UPLOAD_BYTES, read_upload
@@ -37,6 +37,7 @@ from models.recognition import (
     VerificationRequest,
     batch_id_of,
 )
+from models.reference import Role
 from workflows.recognition_batch import RecognitionBatchWorkflow
 from workflows.starts import start_recognition_batch
 
@@ -247,6 +248,8 @@ async def verify_by_department(
     request_id: IdempotencyKey,
 ) -> BatchProgress:
     batch = await batches.get_batch(session, batch_id_of(item_code, period, number))
+    require_department_staff(user, batch.department_code)
+    batches.require_phase(batch, BatchPhase.DEPARTMENT_VERIFICATION)
     await batches.check_department(session, batch, body)
     await commit_before_temporal(session)
     request = VerificationRequest(actor=user, department=body)
@@ -270,6 +273,11 @@ async def verify_by_finance(
     request_id: IdempotencyKey,
 ) -> BatchProgress:
     batch = await batches.get_batch(session, batch_id_of(item_code, period, number))
+    if user.role is not Role.FINANCE_CASEWORKER or user.department_code != (
+        batch.finance_department_code
+    ):
+        raise Forbidden(f"the list is verified by finance {batch.finance_department_code}")
+    batches.require_phase(batch, BatchPhase.FINANCE_VERIFICATION)
     await batches.check_finance(session, batch, body)
     await commit_before_temporal(session)
     request = VerificationRequest(actor=user, finance=body)

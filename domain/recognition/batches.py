@@ -224,24 +224,24 @@ async def identify(
         candidates = [row.uscc for row in uploaded]
     table, regions = await load_fact_table(session, candidates)
     figures: dict[str, dict[str, Any]] = {}
+    errors: list[FieldError] = []
     if uploaded is not None:
-        unknown = [
+        errors = [
             FieldError(f"line {row.line}.uscc", f"{row.uscc} is not in the enterprise registry")
             for row in uploaded
             if row.uscc not in table.row_of
         ]
-        if unknown:
-            raise _rejected(unknown)
-        figures = {row.uscc: dict(row.figures) for row in uploaded}
+        figures = {row.uscc: dict(row.figures) for row in uploaded if row.uscc in table.row_of}
+        # An uploaded figure stands as of today: the department vouches for it now.
         table = FactTable.build(
             (
                 uscc,
                 {
                     **table.known_facts(table.row_of[uscc]),
-                    **{k: KnownFact(v) for k, v in figures[uscc].items()},
+                    **{k: KnownFact(v, today) for k, v in figures[uscc].items()},
                 },
             )
-            for uscc in candidates
+            for uscc in figures
         )
     context = MaskContext(table, today)
     [result] = match_items(table, [compiled], today, threads=1, context=context)
@@ -258,16 +258,28 @@ async def identify(
     ):
         found[table.uscc[row]] = (bool(eligible), int(amount) if known else None, outcome)
     if uploaded is not None:
-        ruled_out = [
-            FieldError(
-                f"line {row.line}.uscc",
-                f"{row.uscc} is not eligible for {batch.item_code} on today's facts",
-            )
-            for row in uploaded
-            if row.uscc not in found or found[row.uscc][1] == 0
-        ]
-        if ruled_out:
-            raise _rejected(ruled_out)
+        claimed_rows = await _claimed(session, batch.item_code, batch.period, list(figures))
+        for row in uploaded:
+            if row.uscc not in figures:
+                continue
+            if row.uscc in claimed_rows:
+                errors.append(
+                    FieldError(
+                        f"line {row.line}.uscc",
+                        f"{row.uscc} already has case {claimed_rows[row.uscc]} for "
+                        f"{batch.item_code} {batch.period}",
+                    )
+                )
+            elif row.uscc not in found or found[row.uscc][1] == 0:
+                errors.append(
+                    FieldError(
+                        f"line {row.line}.uscc",
+                        f"{row.uscc} is not eligible for {batch.item_code} on today's facts "
+                        "with the figures given",
+                    )
+                )
+        if errors:
+            raise _rejected(sorted(errors, key=lambda e: int(e.field.split()[1].split(".")[0])))
     claimed = await _claimed(session, batch.item_code, batch.period, list(found))
     attempts = await _attempts(session, batch.item_code, batch.period, list(found))
     flags = await _exclusivity_flags(session, batch, list(found))
@@ -281,10 +293,12 @@ async def identify(
             continue
         attempt = attempts.get(uscc, 0) + 1
         case_id = recognition_case_id(batch.item_code, batch.period, uscc, attempt)
-        listed = eligible and amount is not None
         firm_flags = flags.get(uscc, [])
+        # Listed apart, for a person to include by name: a condition the data could not
+        # decide, an amount it could not compute, or a duplicate-funding flag.
+        listed = eligible and amount is not None and not firm_flags
         status = EntryStatus.LISTED if listed else EntryStatus.POSSIBLE
-        clean = listed and not firm_flags and batch.straight_through
+        clean = listed and batch.straight_through
         facts = evidence.get(uscc, {})
         for kind, value in figures.get(uscc, {}).items():
             facts[kind] = [value, "", "upload", now.isoformat()]
@@ -466,20 +480,37 @@ async def check_department(
         [e.uscc for e in decision.exceptions] + [i.uscc for i in decision.include],
     )
     for n, exception in enumerate(decision.exceptions):
-        if statuses.get(exception.uscc) is not EntryStatus.LISTED:
-            errors.append(
-                FieldError(f"exceptions[{n}].uscc", f"{exception.uscc} is not on the list")
-            )
+        status = statuses.get(exception.uscc)
+        if status != EntryStatus.LISTED:
+            errors.append(FieldError(f"exceptions[{n}].uscc", _not_listed(exception.uscc, status)))
     for n, inclusion in enumerate(decision.include):
-        if statuses.get(inclusion.uscc) is not EntryStatus.POSSIBLE:
+        status = statuses.get(inclusion.uscc)
+        if status != EntryStatus.POSSIBLE:
             errors.append(
                 FieldError(
                     f"include[{n}].uscc",
-                    f"{inclusion.uscc} is not among the possibly eligible firms listed apart",
+                    f"{inclusion.uscc} is not listed apart (it is "
+                    f"{status.value if status else 'not in this batch'})",
                 )
             )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors[:20]), errors)
+
+
+def _not_listed(uscc: str, status: EntryStatus | None) -> str:
+    if status is None:
+        return f"{uscc} is not in this batch"
+    if status == EntryStatus.POSSIBLE:
+        return f"{uscc} is listed apart: include it by name, or leave it out"
+    if status == EntryStatus.VERIFIED:
+        return f"{uscc} was verified already (straight-through, by the system)"
+    return f"{uscc} is not on the list waiting for verification (it is {status.value})"
+
+
+def require_phase(batch: RecognitionBatch, wanted: BatchPhase) -> None:
+    """A verification sent at another phase: a 409 saying where the batch stands."""
+    if batch.phase != wanted:
+        raise Conflict(f"batch {batch.batch_id} is at {batch.phase}, not {wanted.value}")
 
 
 async def _statuses(
@@ -513,10 +544,15 @@ async def check_finance(
     total = await list_total(session, batch.batch_id, EntryStatus.DEPARTMENT_VERIFIED)
     if decision.action is FinanceAction.REJECT and not decision.reason:
         raise InvalidInput.field("reason", "a rejection needs a reason")
+    if decision.action is FinanceAction.APPROVE and decision.expected_total_fen is None:
+        raise InvalidInput.field(
+            "expected_total_fen", "approving a list states the total verified (in fen)"
+        )
     if decision.expected_total_fen is not None and decision.expected_total_fen != total:
         raise InvalidInput.field(
             "expected_total_fen",
-            f"the list's total is {total} fen, not {decision.expected_total_fen}",
+            f"is not the total of the list verified by the department "
+            f"({decision.expected_total_fen} fen given); read it from the batch's progress",
         )
     return total
 

@@ -221,6 +221,9 @@ async def progress(session: AsyncSession, batch_id: str) -> BatchProgress:
         declined=cases(CaseStage.DECLINED),
         expired=cases(CaseStage.EXPIRED),
         listed_total_fen=batch.listed_total_fen,
+        department_verified_total_fen=await list_total(
+            session, batch_id, EntryStatus.DEPARTMENT_VERIFIED
+        ),
         verified_total_fen=await list_total(session, batch_id, EntryStatus.VERIFIED),
         reserved_fen=sum(by_stage.get(s.value, (0, 0, 0))[1] for s in RESERVED),
         paid_fen=sum(v[2] for v in by_stage.values()),
