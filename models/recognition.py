@@ -491,7 +491,9 @@ class BatchProgress(BaseModel):
     declined: int
     expired: int
     listed_total_fen: int
-    department_verified_total_fen: int  # what finance verifies (approves) now
+    # What finance verifies (approves) now. A default: stored histories carry progress
+    # from before this field.
+    department_verified_total_fen: int = 0
     verified_total_fen: int
     reserved_fen: int
     paid_fen: int
