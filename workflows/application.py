@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         failure_reason,
     )
     from workflows.options import DATABASE
-    from workflows.refusals import invalid_input
+    from workflows.refusals import check_review, invalid_input
 
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
 REVIEWER_ROLES = {
@@ -281,19 +281,7 @@ class ApplicationWorkflow:
             )
         if failed_payment:
             self._tail.validate_retry(request)
-        if decision.action is ReviewAction.APPROVE:
-            ceiling = self.approved if self.approved is not None else self._computed
-            if decision.amount_fen is None and ceiling is None:
-                raise invalid_input(
-                    "amount_fen is required: the amount could not be computed", "amount_fen"
-                )
-            if decision.amount_fen is not None and ceiling is not None:
-                if decision.amount_fen > ceiling:
-                    raise invalid_input(f"amount_fen may not exceed {ceiling}", "amount_fen")
-                if decision.amount_fen < ceiling and not decision.reason:
-                    raise invalid_input("a reduced amount needs a reason", "reason")
-        elif not decision.reason:
-            raise invalid_input(f"{decision.action.value} needs a reason", "reason")
+        check_review(decision, self.approved if self.approved is not None else self._computed)
         if decision.action is ReviewAction.RETURN and not decision.corrections:
             raise invalid_input("return needs the list of corrections", "corrections")
 

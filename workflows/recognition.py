@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from models.reference import Actor, Role
     from workflows.disbursement import CANCELLABLE, Disbursement, Withdrawn, failure_reason
     from workflows.options import DATABASE
-    from workflows.refusals import invalid_input
+    from workflows.refusals import check_review, invalid_input
 
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
 REVIEWER_ROLES = {
@@ -373,20 +373,8 @@ class RecognitionCaseWorkflow:
             raise invalid_input(
                 "a recognition case is not returned to the firm: approve or reject", "action"
             )
-        if decision.action is ReviewAction.APPROVE:
-            computed = self._opening.amount_fen if self._opening else None
-            ceiling = self.approved if self.approved is not None else computed
-            if decision.amount_fen is None and ceiling is None:
-                raise invalid_input(
-                    "amount_fen is required: the amount could not be computed", "amount_fen"
-                )
-            if decision.amount_fen is not None and ceiling is not None:
-                if decision.amount_fen > ceiling:
-                    raise invalid_input(f"amount_fen may not exceed {ceiling}", "amount_fen")
-                if decision.amount_fen < ceiling and not decision.reason:
-                    raise invalid_input("a reduced amount needs a reason", "reason")
-        elif not decision.reason:
-            raise invalid_input(f"{decision.action.value} needs a reason", "reason")
+        computed = self._opening.amount_fen if self._opening else None
+        check_review(decision, self.approved if self.approved is not None else computed)
 
     @workflow.update
     async def confirm_account(self, actor: Actor) -> CaseState:
