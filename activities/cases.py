@@ -10,6 +10,7 @@ from temporalio import activity
 
 from activities.errors import business_errors
 from activities.execution import execution_key
+from core.db import reader_of
 from core.workdays import SHANGHAI
 from domain import cases, notices
 from domain.money import budget
@@ -31,6 +32,7 @@ log = structlog.get_logger()
 class CaseActivities:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
+        self._reader = reader_of(sessionmaker)
 
     @activity.defn
     async def check_application(self, application: ApplicationInput) -> CheckResult:
@@ -39,7 +41,7 @@ class CaseActivities:
         with business_errors():
             async with self._sessionmaker.begin() as session:
                 await cases.confirm_claim(session, application)
-            async with self._sessionmaker() as session:
+            async with self._reader() as session:
                 return await cases.check_application(session, application, today)
 
     @activity.defn

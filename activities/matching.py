@@ -19,6 +19,7 @@ from adapters.message_channel import (
     MessageChannelClient,
     push_key,
 )
+from core.db import reader_of
 from core.temporal_errors import ErrorType
 from domain.matching import match_library, push
 from domain.notices.texts import policy_pushed
@@ -53,6 +54,7 @@ class MatchingActivities:
         threads: int,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._reader = reader_of(sessionmaker)
         self._channel = channel
         self._per_week = push_per_week
         self._threads = threads
@@ -91,7 +93,7 @@ class MatchingActivities:
     async def send_pushes(self, batch: int) -> int:
         """Send up to `batch` planned pushes through the channel; returns how many were
         sent. A retried send reuses the push's key, so the firm gets one message."""
-        async with self._sessionmaker() as session:
+        async with self._reader() as session:
             todo = await push.pending(session, batch)
             titles = {
                 key: (await get_version(session, *key)).title
@@ -157,7 +159,7 @@ class MatchingActivities:
             return record.id, status
 
         while True:
-            async with self._sessionmaker() as session:
+            async with self._reader() as session:
                 todo = await push.awaiting_receipt(session, batch, after=after)
             if not todo:
                 return waiting

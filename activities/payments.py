@@ -16,6 +16,7 @@ from adapters.budget_system import (
     BudgetSystemUnavailable,
     payment_key,
 )
+from core.db import reader_of
 from core.temporal_errors import ErrorType
 from domain import cases, notices
 from domain.money import budget
@@ -32,6 +33,7 @@ class PaymentActivities:
         self, sessionmaker: async_sessionmaker[AsyncSession], budget_system: BudgetSystemClient
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._reader = reader_of(sessionmaker)
         self._budget_system = budget_system
 
     @activity.defn
@@ -40,7 +42,7 @@ class PaymentActivities:
         key = payment_key(request.case_id, request.instalment)
         try:
             with business_errors():  # e.g. no account on file
-                async with self._sessionmaker() as session:
+                async with self._reader() as session:
                     enterprise, account = await cases.default_payee(session, request.uscc)
             instruction = PaymentInstruction(
                 idempotency_key=key,

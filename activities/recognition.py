@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import business_errors
 from adapters.message_channel import ChannelRefused, MessageChannelClient
+from core.db import reader_of
 from core.workdays import SHANGHAI
 from domain import notices
 from domain.errors import NotFound
@@ -66,6 +67,7 @@ class RecognitionActivities:
         self, sessionmaker: async_sessionmaker[AsyncSession], channel: MessageChannelClient
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._reader = reader_of(sessionmaker)
         self._channel = channel
 
     # ----- the batch ----------------------------------------------------------------------
@@ -94,7 +96,7 @@ class RecognitionActivities:
                     possible=batch.possible,
                     already_claimed=batch.already_claimed,
                 )
-            async with self._sessionmaker() as session:
+            async with self._reader() as session:
                 return await batches.opening(session, batch_id)
 
     @activity.defn
@@ -111,7 +113,7 @@ class RecognitionActivities:
 
     @activity.defn
     async def case_page(self, request: CasePageRequest) -> CaseStartPage:
-        async with self._sessionmaker() as session:
+        async with self._reader() as session:
             rows = await batches.case_page(
                 session, request.batch_id, request.start_round, request.after_uscc, request.limit
             )
@@ -140,12 +142,12 @@ class RecognitionActivities:
 
     @activity.defn
     async def batch_progress(self, batch_id: str) -> BatchProgress:
-        async with self._sessionmaker() as session:
+        async with self._reader() as session:
             return await recognition.progress(session, batch_id)
 
     @activity.defn
     async def open_batch_cases(self, batch_id: str) -> int:
-        async with self._sessionmaker() as session:
+        async with self._reader() as session:
             return await recognition.open_cases(session, batch_id)
 
     @activity.defn
@@ -158,7 +160,7 @@ class RecognitionActivities:
     @activity.defn
     async def open_recognition_case(self, case: RecognitionCaseInput) -> CaseOpening:
         with business_errors():
-            async with self._sessionmaker() as session:
+            async with self._reader() as session:
                 return await recognition.open_case(session, case.case_id)
 
     @activity.defn
@@ -172,11 +174,10 @@ class RecognitionActivities:
         """Tell the firm, in the platform and through the message channel; once per case
         and kind of notice, however often retried. A message the channel refuses is
         logged: the in-app notice stands."""
-        async with self._sessionmaker() as session:
-            title = (await get_version(session, notice.item_code, notice.version)).title
-        text = _text(notice, title)
         key = f"zhida:recognition:{notice.case_id}:{notice.kind}"
         async with self._sessionmaker.begin() as session:
+            title = (await get_version(session, notice.item_code, notice.version)).title
+            text = _text(notice, title)
             await notices.notify_enterprise(
                 session, uscc=notice.uscc, subject=notice.case_id, text=text, dedupe_key=key
             )

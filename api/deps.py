@@ -10,7 +10,7 @@ import jwt
 from fastapi import Depends, Request, params
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from temporalio.client import Client
 
@@ -27,8 +27,25 @@ def get_settings_dep(request: Request) -> Settings:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One request is one transaction: commit on success, roll back on any error. A
-    route that goes on to Temporal ends it early, with `commit_before_temporal`."""
-    async with request.app.state.sessionmaker() as session:
+    route that goes on to Temporal ends it early, with `commit_before_temporal`. A GET
+    only reads: its transaction is read-only and, on SQLite, never waits for the write
+    lock (core/db.py); a GET that records something takes `WritingSessionDep`."""
+    state = request.app.state
+    reads = request.method in ("GET", "HEAD")
+    async for session in _transaction(state.read_sessionmaker if reads else state.sessionmaker):
+        yield session
+
+
+async def get_writing_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's transaction, allowed to write whatever the method."""
+    async for session in _transaction(request.app.state.sessionmaker):
+        yield session
+
+
+async def _transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
         try:
             yield session
             await session.commit()
@@ -123,6 +140,7 @@ async def require_readable_body(request: Request) -> None:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+WritingSessionDep = Annotated[AsyncSession, Depends(get_writing_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 TemporalConnectionDep = Annotated[_Connection, Depends(get_temporal_connection)]
 

@@ -33,7 +33,7 @@ from api.middleware import (
 )
 from api.openapi import install_openapi
 from api.routers import cases, matching, policy, recognition, reference, registry
-from core.db import make_engine, make_sessionmaker
+from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect_for_requests
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         )
         app.state.settings = settings
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.temporal = TemporalConnection(settings, temporal)
         yield
         await engine.dispose()

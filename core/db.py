@@ -16,6 +16,8 @@ from sqlalchemy.pool import NullPool
 # A PostgreSQL server that does not answer fails a connection attempt after this long
 # (asyncpg's own default is 60 s), so a request answers 503 instead of hanging.
 CONNECT_TIMEOUT_S = 2.0
+# Execution option marking an engine whose transactions only read (`make_read_sessionmaker`).
+READ_ONLY = "zhida_read_only"
 
 
 def make_engine(url: str, *, echo: bool = False, pool_timeout_s: float = 30.0) -> AsyncEngine:
@@ -49,7 +51,9 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
     transaction; with these hooks SQLite behaves like PostgreSQL for our purposes
     (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL").
     BEGIN IMMEDIATE takes the write lock up front so that two writers serialise
-    instead of failing on lock upgrade.
+    instead of failing on lock upgrade. A transaction that only reads (an engine with
+    the `READ_ONLY` option) begins DEFERRED instead: in WAL mode it neither takes nor
+    waits for the write lock, and `query_only` makes any write in it an error.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -64,8 +68,32 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = bool(connection.get_execution_options().get(READ_ONLY))
+        info = connection.connection.info  # lives as long as the DBAPI connection
+        if info.get(READ_ONLY, False) != read_only:
+            connection.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+            info[READ_ONLY] = read_only
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose transactions only read. On SQLite they begin DEFERRED and never
+    hold the write lock (readers and the one writer proceed together in WAL mode); on
+    PostgreSQL they are READ ONLY transactions. A write in one is an error on both."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["postgresql_readonly"] = True
+    return async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
+
+
+def reader_of(sessionmaker: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """The read-only sessions of the engine `sessionmaker` is bound to; the sessionmaker
+    itself where it is bound to one connection (a test's transaction, rolled back)."""
+    bind = sessionmaker.kw.get("bind")
+    if isinstance(bind, AsyncEngine):
+        return make_read_sessionmaker(bind)
+    return sessionmaker

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     temporal_tls_client_cert: Path | None = None
     temporal_tls_client_key: Path | None = None
     task_queue: str = "zhida-main"
+    # Run workflow code in the SDK's sandbox. Off by default: the sandbox re-imports the
+    # workflow module for every run and costs about a fifth of a worker's CPU (measured
+    # with bench/recognition.py). Determinism is checked where it is cheap instead: every
+    # test worker and the replay of every stored history run sandboxed.
+    workflow_sandbox: bool = False
 
     # The provincial budget system (the simulator on the embedded stack).
     budget_system_url: str = "http://127.0.0.1:8100"

@@ -10,7 +10,8 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.cases import CaseActivities
 from activities.matching import MatchingActivities
@@ -46,6 +47,7 @@ def build_worker(
     channel: MessageChannelClient,
     push_per_week: int = 3,
     match_threads: int = 2,
+    sandboxed: bool = True,
 ) -> Worker:
     library = PolicyLibraryActivities(sessionmaker, calendar)
     cases = CaseActivities(sessionmaker)
@@ -59,6 +61,7 @@ def build_worker(
         # cancelled half-way through it (on SQLite that would leave the write lock held).
         graceful_shutdown_timeout=timedelta(seconds=10),
         workflows=ALL_WORKFLOWS,
+        workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
         activities=[
             library.working_deadline,
             library.record_review,
@@ -120,9 +123,13 @@ async def run_worker(settings: Settings) -> None:
             MessageChannelClient(channel_http),
             settings.push_per_week,
             settings.match_threads,
+            sandboxed=settings.workflow_sandbox,
         )
         log.info(
-            "worker.started", task_queue=settings.task_queue, namespace=settings.temporal_namespace
+            "worker.started",
+            task_queue=settings.task_queue,
+            namespace=settings.temporal_namespace,
+            sandboxed=settings.workflow_sandbox,
         )
         async with worker:
             await stop.wait()

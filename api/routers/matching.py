@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.access import access
-from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, WritingSessionDep
 from api.pagination import Page, PageDep
 from api.params import CreditCode, ItemCode, MatchRunId, VersionNumber
 from domain.access import Rule, require_role
@@ -52,7 +52,9 @@ async def my_policies(session: SessionDep, user: CurrentUser, page: PageDep) -> 
     summary="查看一项与我匹配的政策",
     **access(Rule.ENTERPRISE),
 )
-async def my_policy(session: SessionDep, user: CurrentUser, item_code: ItemCode) -> PolicyForMe:
+async def my_policy(
+    session: WritingSessionDep, user: CurrentUser, item_code: ItemCode
+) -> PolicyForMe:
     """One matched policy; opening it counts as opening its push."""
     require_role(user, Role.ENTERPRISE)
     assert user.enterprise_uscc is not None

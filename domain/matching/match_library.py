@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
+from core.db import reader_of
 from core.workdays import SHANGHAI
 from domain import access
 from domain.access import require_enterprise_access
@@ -277,7 +278,7 @@ async def run(
 ) -> MatchSummary:
     """Load, evaluate and store one run; the evaluation is timed on its own."""
     started = utcnow()
-    async with sessionmaker() as session:
+    async with reader_of(sessionmaker)() as session:
         loaded = await load(session, request)
     clock = time.perf_counter()
     # numpy does the work outside the event loop, which keeps serving other activities.
