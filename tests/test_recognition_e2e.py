@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import openpyxl
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -104,6 +105,17 @@ async def match(stack: Stack, code: str) -> None:
         f"test-match-{code}",
         datetime.now(UTC).date(),
         1,
+    )
+
+
+async def upload(stack: Stack, code: str, name: str, content: bytes) -> httpx.Response:
+    """The department of `code` (jxj_staff) uploads a list for period 2026."""
+    media = "text/csv" if name.endswith(".csv") else "application/octet-stream"
+    return await stack.api.post(
+        f"/api/v1/items/{code}/recognition-batches/upload",
+        data={"period": "2026"},
+        files={"file": (name, io.BytesIO(content), media)},
+        headers=auth(stack.settings, "jxj_staff"),
     )
 
 
@@ -316,12 +328,7 @@ async def test_an_upload_with_a_bad_row_starts_nothing(stack: Stack) -> None:
     good = await firm(stack, code)
     ineligible = await firm(stack, code, rating="D")
     csv = f"统一社会信用代码,企业名称\n{good},甲\n{ineligible},乙\n{new_uscc()},丙\nNOTACODE,丁\n"
-    refused = await api.post(
-        f"/api/v1/items/{code}/recognition-batches/upload",
-        data={"period": "2026"},
-        files={"file": ("名单.csv", io.BytesIO(csv.encode()), "text/csv")},
-        headers=auth(settings, "jxj_staff"),
-    )
+    refused = await upload(stack, code, "名单.csv", csv.encode())
     assert refused.status_code == 422, refused.text
     fields = {e["field"] for e in refused.json()["errors"]}
     assert "line 5.uscc" in fields, fields
@@ -337,20 +344,10 @@ async def test_an_upload_with_a_bad_row_starts_nothing(stack: Stack) -> None:
 
     # The same list without the bad rows starts a batch of the one good firm.
     csv = f"统一社会信用代码\n{good}\n"
-    accepted = await api.post(
-        f"/api/v1/items/{code}/recognition-batches/upload",
-        data={"period": "2026"},
-        files={"file": ("名单.csv", io.BytesIO(csv.encode()), "text/csv")},
-        headers=auth(settings, "jxj_staff"),
-    )
+    accepted = await upload(stack, code, "名单.csv", csv.encode())
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["identified"] == 1
-    again = await api.post(
-        f"/api/v1/items/{code}/recognition-batches/upload",
-        data={"period": "2026"},
-        files={"file": ("名单.csv", io.BytesIO(csv.encode()), "text/csv")},
-        headers=auth(settings, "jxj_staff"),
-    )
+    again = await upload(stack, code, "名单.csv", csv.encode())
     assert again.status_code in (409, 422), again.text  # open batch, or the firm claimed
 
 
@@ -387,21 +384,11 @@ async def test_uploaded_figures_decide_eligibility_and_amount(stack: Stack) -> N
     sheet.append([poor, 1_000])
     content = io.BytesIO()
     book.save(content)
-    refused = await api.post(
-        f"/api/v1/items/{code}/recognition-batches/upload",
-        data={"period": "2026"},
-        files={"file": ("名单.xlsx", io.BytesIO(content.getvalue()), "application/octet-stream")},
-        headers=auth(settings, "jxj_staff"),
-    )
+    refused = await upload(stack, code, "名单.xlsx", content.getvalue())
     assert refused.status_code == 422, refused.text
     assert [e["field"] for e in refused.json()["errors"]] == ["line 3.uscc"]
     csv = f"统一社会信用代码,rd_expense_fen\n{rich},150000000\n"
-    accepted = await api.post(
-        f"/api/v1/items/{code}/recognition-batches/upload",
-        data={"period": "2026"},
-        files={"file": ("名单.csv", io.BytesIO(csv.encode()), "text/csv")},
-        headers=auth(settings, "jxj_staff"),
-    )
+    accepted = await upload(stack, code, "名单.csv", csv.encode())
     assert accepted.status_code == 201, accepted.text
     progress = accepted.json()
     assert (progress["identified"], progress["possible"]) == (1, 0)
