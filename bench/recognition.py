@@ -298,10 +298,13 @@ async def _drive_batch(
             uscc = await asked.get()
             clock = time.monotonic()
             try:
-                timeline.retries += await _confirm(api, settings, by_uscc[uscc])
+                # Awaited first: `timeline.retries += await ...` would read the count
+                # before the wait and overwrite what other confirmers added meanwhile.
+                resent = await _confirm(api, settings, by_uscc[uscc])
             except RuntimeError as exc:
                 timeline.failures.append(str(exc))
                 continue
+            timeline.retries += resent
             timeline.confirm_latency.append(time.monotonic() - clock)
             timeline.confirmations += 1
             timeline.last_confirmation_s = time.monotonic() - timeline.t0
