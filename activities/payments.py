@@ -18,7 +18,9 @@ from adapters.budget_system import (
 )
 from core.db import reader_of
 from core.temporal_errors import ErrorType
+from core.workdays import SHANGHAI
 from domain import cases, notices
+from domain.commitment import recovery
 from domain.money import budget
 from domain.notices import texts
 from models.budget_system import InstructionState, PaymentInstruction
@@ -26,6 +28,7 @@ from models.payments import PaymentOutcome, PaymentRequest, PaymentRetry
 from models.types import utcnow
 
 log = structlog.get_logger()
+OFFSET_SERIAL = "offset"  # the receipt of an instalment that went wholly to a debt
 
 
 class PaymentActivities:
@@ -44,13 +47,16 @@ class PaymentActivities:
             with business_errors():  # e.g. no account on file
                 async with self._reader() as session:
                     enterprise, account = await cases.default_payee(session, request.uscc)
+            withheld = await self._offset(request)
+            if withheld == request.amount_fen:  # all of it settled a debt: nothing to send
+                return await self._paid_by_offset(request, key)
             instruction = PaymentInstruction(
                 idempotency_key=key,
                 quota_code=f"{request.item_code}/{request.year}",
                 payee_name=account.account_name or enterprise.name,
                 payee_account=account.account_number,
                 payee_bank=account.bank_name,
-                amount_fen=request.amount_fen,
+                amount_fen=request.amount_fen - withheld,
                 purpose=request.purpose,
             )
         except ValidationError as exc:  # an account or amount the system would refuse
@@ -80,9 +86,53 @@ class PaymentActivities:
                 key,
                 status.voucher_no,
                 payee_account=instruction.payee_account,
+                amount_fen=instruction.amount_fen,
             )
         log.info("payment.instructed", case_id=request.case_id, instalment=request.instalment)
         return status.voucher_no
+
+    async def _offset(self, request: PaymentRequest) -> int:
+        """Withhold what the firm owes on overdue recovery orders (追回抵扣) from this
+        payment, once per instalment (a retry withholds the same), telling the firm."""
+        # The day the server scheduled this attempt: the workflow's day (the clock of a
+        # time-skipping test server too), which the debt's interest is counted to.
+        today = activity.info().current_attempt_scheduled_time.astimezone(SHANGHAI).date()
+        async with self._sessionmaker.begin() as session:
+            taken = await recovery.offset_against(
+                session,
+                uscc=request.uscc,
+                paying_case_id=request.case_id,
+                instalment=request.instalment,
+                item_code=request.item_code,
+                year=request.year,
+                amount_fen=request.amount_fen,
+                today=today,
+            )
+            for order, amount in taken:
+                await notices.notify_enterprise(
+                    session,
+                    uscc=request.uscc,
+                    subject=order.case_id,
+                    text=texts.recovery_offset(order.item_code, amount, request.purpose),
+                    dedupe_key=f"offset/{request.case_id}/{request.instalment}/{order.case_id}",
+                )
+        if taken:
+            log.info("payment.offset", case_id=request.case_id, instalment=request.instalment)
+        return sum(amount for _order, amount in taken)
+
+    async def _paid_by_offset(self, request: PaymentRequest, key: str) -> str:
+        """The whole instalment went to the firm's debt: no instruction, and the
+        reservation is consumed as paid (the debt's quota regained it)."""
+        voucher = f"OFFSET-{key}"
+        async with self._sessionmaker.begin() as session:
+            await budget.consume(
+                session,
+                request.case_id,
+                request.instalment,
+                voucher_no=voucher,
+                bank_serial=OFFSET_SERIAL,
+            )
+        return voucher
 
     @activity.defn
     async def prepare_retry(self, retry: PaymentRetry) -> int:
@@ -115,6 +165,10 @@ class PaymentActivities:
         except BudgetSystemUnavailable as exc:
             raise ApplicationError(str(exc), type=ErrorType.BUDGET_SYSTEM_UNAVAILABLE) from exc
         if status is None:
+            async with self._reader() as session:
+                voucher = await budget.offset_receipt(session, request.case_id, request.instalment)
+            if voucher is not None:  # paid in full by offset: nothing was instructed
+                return PaymentOutcome(state="paid", voucher_no=voucher, bank_serial=OFFSET_SERIAL)
             raise ApplicationError(
                 f"{key} unknown to the budget system", type=ErrorType.INSTRUCTION_MISSING
             )
@@ -145,6 +199,8 @@ class PaymentActivities:
                 voucher_no=outcome.voucher_no,
                 bank_serial=outcome.bank_serial,
             )
+            if outcome.bank_serial == OFFSET_SERIAL:
+                return  # no money reached an account: none is verified
             await cases.record_paid_account(
                 session,
                 request.uscc,

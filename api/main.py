@@ -32,7 +32,7 @@ from api.middleware import (
     describe_size,
 )
 from api.openapi import install_openapi
-from api.routers import cases, matching, policy, recognition, reference, registry
+from api.routers import cases, commitments, matching, policy, recognition, reference, registry
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(recognition.router)
     app.include_router(reference.router)
     app.include_router(cases.router)
+    app.include_router(commitments.router)
     app.include_router(matching.router)
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).

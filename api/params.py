@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator
 
-from models.cases import PERIOD_PATTERN  # the shape; the item's scheme decides the rest
+from models.case_fields import PERIOD_PATTERN  # the shape; the item's scheme decides the rest
 from models.uscc import validate_uscc
 
 MAX_OFFSET = 1_000_000

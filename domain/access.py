@@ -46,7 +46,7 @@ from models.registry import Enterprise
 
 DEPARTMENT_STAFF = frozenset({Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD})
 STAFF = DEPARTMENT_STAFF | {Role.FINANCE_CASEWORKER}
-READERS = STAFF | {Role.AUDITOR, Role.ADMIN}
+READERS = STAFF | {Role.FINANCE_HEAD, Role.AUDITOR, Role.ADMIN}
 READ_ALL = frozenset({Role.AUDITOR, Role.ADMIN})
 
 Column = sa.ColumnElement[str] | Mapped[str]
@@ -76,6 +76,7 @@ class Rule(enum.StrEnum):
     CASE_DECIDE = "case.decide"  # staff of one of the item's units (the workflow checks the stage)
     CASE_APPLICANT = "case.applicant"  # the applicant firm
     CASE_WITHDRAW = "case.withdraw"  # the applicant firm; or finance of one of the item's units
+    CASE_WAIVE = "case.waive"  # the head of finance of one of the item's units (核销)
 
 
 # ----- role checks (also used by services and workflow validators) ----------------------
@@ -485,6 +486,11 @@ async def _case_withdraw(session: AsyncSession, actor: Actor, target: Target) ->
         await _require_unit_of(session, actor, target.item)
 
 
+async def _case_waive(session: AsyncSession, actor: Actor, target: Target) -> None:
+    require_role(actor, Role.FINANCE_HEAD)
+    await _require_unit_of(session, actor, target.item)
+
+
 CHECKS: dict[Rule, Check] = {
     Rule.PUBLIC: _anyone,
     Rule.SIGNED_IN: _anyone,
@@ -503,6 +509,7 @@ CHECKS: dict[Rule, Check] = {
     Rule.CASE_DECIDE: _case_decide,
     Rule.CASE_APPLICANT: _case_applicant,
     Rule.CASE_WITHDRAW: _case_withdraw,
+    Rule.CASE_WAIVE: _case_waive,
 }
 """Every rule's check. The rule itself only needs the path's target: whatever depends
 on the body (a new item's department) is checked by the service once the body is read."""

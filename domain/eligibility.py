@@ -10,13 +10,14 @@ the same question of every firm at once through the array engine,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.engine.amounts import compute_amount
-from domain.engine.rules import evaluate
+from domain.engine.rules import KnownFact, evaluate
 from domain.policy.versions import load_version, published_version
 from domain.registry.enterprises import known_facts
 from models.eligibility import ConditionResult, Verdict
@@ -46,7 +47,12 @@ class Assessment:
 
 
 async def assess(
-    session: AsyncSession, item_code: str, uscc: str, on: date, version: int | None = None
+    session: AsyncSession,
+    item_code: str,
+    uscc: str,
+    on: date,
+    version: int | None = None,
+    committed: Mapping[str, int] | None = None,
 ) -> Assessment:
     """Assess one firm under one version of an item, on the day `on`.
 
@@ -60,6 +66,9 @@ async def assess(
     (reason `invalid`), never as an error. The firm's registry entry is not read: a
     caller that needs it (or its existence) reads it.
 
+    `committed` are a commitment's committed figures: the amount rule reads them in
+    place of the firm's recorded facts of those kinds (the conditions never do).
+
     Raises NotFound for an unknown item or version, NotPublished when no version is
     given and the item was never published, and UnevaluableVersion (409) when the
     version's stored rules cannot be read."""
@@ -68,7 +77,8 @@ async def assess(
     compiled = await load_version(session, item_code, version)
     facts = await known_facts(session, uscc)
     evaluation = evaluate(compiled.rule, facts, on)
-    amount = compute_amount(compiled.amount_rule, facts)
+    promised = {name: KnownFact(value, on) for name, value in (committed or {}).items()}
+    amount = compute_amount(compiled.amount_rule, {**facts, **promised})
     ruled_out = evaluation.verdict is Verdict.NOT_ELIGIBLE
     return Assessment(
         item_code=item_code,

@@ -3,6 +3,7 @@
 from models import (
     budget,
     cases,
+    commitment,
     idempotency,
     matching,
     notices,
@@ -15,6 +16,7 @@ from models import (
 __all__ = [
     "budget",
     "cases",
+    "commitment",
     "idempotency",
     "matching",
     "notices",

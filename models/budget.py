@@ -40,6 +40,16 @@ class LedgerKind(enum.StrEnum):
     RECEIPT = "receipt"
     RETURN = "return"
     REFUSED = "refused"  # the budget system refused the instruction, or it could not be made
+    # Commitment cases (承诺类). Records of what was decided, which move no quota:
+    PREPAYMENT = "prepayment"  # the instalment that is a prepayment, and of what commitment
+    SETTLEMENT = "settlement"  # the final amount, against what was prepaid
+    RECOVERY_ORDER = "recovery_order"  # prepaid beyond the final amount, to come back
+    # Money coming back, one entry per credit to a recovery order (`instalment` is the
+    # credit's id): the principal part returns to the quota it was paid from.
+    REPAYMENT = "repayment"  # received by the budget system
+    OFFSET = "offset"  # withheld from another payment to the firm (both cases record it)
+    WAIVER = "waiver"  # forgiven by the finance head: nothing comes back
+    INTEREST = "interest"  # the late-interest part of a credit (treasury income)
 
 
 class LedgerEntry(SQLModel, table=True):

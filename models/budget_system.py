@@ -7,7 +7,7 @@ instruction (see adapters/budget_system.py for why polling, not callbacks).
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,3 +40,65 @@ class InstructionStatus(BaseModel):
     paid_at: datetime | None = None
     returned_at: datetime | None = None
     return_reason: str | None = None
+
+
+# ----- money coming back: recovery orders (追回 / 非税收入缴款) --------------------------
+
+
+class RecoveryNotice(BaseModel):
+    """A recovery registered with the budget system: the firm pays it back under the
+    payment code the system issues, and the money returns to `quota_code`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: str = Field(min_length=8, max_length=160)
+    quota_code: str = Field(min_length=1, max_length=64)
+    payer_name: str = Field(min_length=1, max_length=128)
+    payer_uscc: str = Field(pattern=r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
+    amount_fen: int = Field(gt=0, strict=True, description="the principal to recover")
+    due_on: date
+    purpose: str = Field(min_length=1, max_length=256)
+
+
+class RecoveryReceipt(BaseModel):
+    """Money the treasury received under a recovery's payment code."""
+
+    serial: str
+    amount_fen: int
+    received_at: datetime
+
+
+class RecoveryState(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"  # settled or waived: the payment code takes nothing more
+
+
+class RecoveryStatus(BaseModel):
+    idempotency_key: str
+    payment_code: str
+    quota_code: str
+    payer_uscc: str
+    amount_fen: int
+    due_on: date
+    registered_at: datetime
+    state: RecoveryState
+    receipts: list[RecoveryReceipt]
+    received_fen: int
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+
+class RecoveryClosure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=256)
+
+
+class RecoveryPayment(BaseModel):
+    """The simulator's stand-in for the firm's bank transfer arriving at the treasury."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_fen: int = Field(gt=0, strict=True)
+    received_at: datetime | None = None  # default: now (tests give the workflow's time)
+    serial: str | None = None

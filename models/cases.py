@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, computed_field
+from pydantic import BaseModel, ConfigDict, StringConstraints, computed_field
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
+from models.case_fields import PERIOD_PATTERN, Materials, Reason
+from models.commitment import CommitmentView
 from models.eligibility import ConditionResult, Verdict
 from models.money import PositiveFen, format_yuan, yuan_text
 from models.policy import StageLimit
@@ -38,6 +40,15 @@ class CaseStage(enum.StrEnum):
     CONFIRMATION = "confirmation"
     DECLINED = "declined"  # 放弃: the firm declined the money
     EXPIRED = "expired"  # the firm did not confirm in time
+    # Commitment (承诺类): department and finance review in parallel; the project runs
+    # (prepaid) until completion; the department reviews the completion and finance the
+    # settlement; what was prepaid beyond the final amount is recovered; then settled.
+    JOINT_REVIEW = "joint_review"
+    PROJECT = "project"
+    COMPLETION_REVIEW = "completion_review"
+    SETTLEMENT_REVIEW = "settlement_review"
+    RECOVERY = "recovery"
+    SETTLED = "settled"
 
 
 OPEN_STAGES = frozenset(
@@ -51,6 +62,11 @@ OPEN_STAGES = frozenset(
         CaseStage.ACCOUNT_CORRECTION,
         CaseStage.PAYMENT_FAILED,
         CaseStage.CONFIRMATION,
+        CaseStage.JOINT_REVIEW,
+        CaseStage.PROJECT,
+        CaseStage.COMPLETION_REVIEW,
+        CaseStage.SETTLEMENT_REVIEW,
+        CaseStage.RECOVERY,
     }
 )
 # Closed without payment: the firm may apply again for the same period.
@@ -70,33 +86,6 @@ def application_case_id(item_code: str, period: str, uscc: str, attempt: int = 1
     whose case closed unpaid may apply again; that attempt gets its own case id."""
     base = f"application/{item_code}/{period}/{uscc}"
     return base if attempt == 1 else f"{base}/{attempt}"
-
-
-MAX_MATERIALS_BYTES = 64 * 1024
-
-
-def _materials_size(materials: dict[str, str]) -> dict[str, str]:
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in materials.items())
-    if size > MAX_MATERIALS_BYTES:
-        raise ValueError(f"materials take {size} bytes; at most {MAX_MATERIALS_BYTES}")
-    return materials
-
-
-Materials = Annotated[
-    dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=64)],
-        Annotated[str, StringConstraints(max_length=4000)],
-    ],
-    PydanticField(
-        max_length=50,
-        description="what the firm submits: up to 50 named texts (e.g. file references), "
-        "keys up to 64 characters, values up to 4,000, 64 KiB in all",
-        examples=[{"invoice_list": "发票清单-2026-001.pdf", "contact": "张三 0572-1234567"}],
-    ),
-    AfterValidator(_materials_size),
-]
-Reason = Annotated[str, StringConstraints(max_length=2000)]
-PERIOD_PATTERN = r"^(\d{4}(-(Q[1-4]|0[1-9]|1[0-2]))?|once)$"
 
 
 class ApplicationRequest(BaseModel):
@@ -230,6 +219,9 @@ class CaseState(BaseModel):
     # The moments that matter for time to money (entitled, verified, confirmed,
     # instructed, paid...), by name, as they happened.
     moments: dict[str, datetime] = PydanticField(default_factory=dict)
+    # A second unit that must act now too (a commitment's joint review runs in parallel).
+    also_waiting_for_department: str | None = None
+    commitment: CommitmentView | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -282,6 +274,7 @@ class CaseRecord(SQLModel, table=True):
     stage: str = Field(max_length=24, index=True)
     waiting_for_role: str | None = Field(default=None, max_length=64)
     waiting_for_department: str | None = Field(default=None, max_length=32, index=True)
+    also_waiting_for_department: str | None = Field(default=None, max_length=32, index=True)
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     overdue: bool = False
     approved_amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)

@@ -47,6 +47,9 @@ class FactKind:
     # The plausible range of an int kind, both ends included.
     minimum: int | None = None
     maximum: int | None = None
+    # What a firm with no record of this kind has: set only where the platform itself is
+    # the one source of the fact, so that no record is knowledge, not missing data.
+    absent: bool | None = None
 
 
 EARLIEST_DATE = date(1900, 1, 1)
@@ -180,6 +183,9 @@ FACT_KINDS: dict[str, FactKind] = {
             choices=GREEN_FACTORY_LEVELS,
         ),
         FactKind("blacklisted", FactType.BOOL, "列入严重失信名单", max_age_days=31),
+        # Recorded by the platform when a commitment's recovery goes unpaid past its
+        # deadline and grace (the fact's period end is the day of default); never stale.
+        FactKind("commitment_default", FactType.BOOL, "承诺事项违约未退回资金", absent=False),
     )
 }
 

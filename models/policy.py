@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
+from models.commitment_terms import CommitmentTerms
 from models.money import Fen, format_yuan
 from models.period import PeriodScheme, whole_periods
 from models.recognition import RecognitionTerms
@@ -124,6 +125,8 @@ class PolicyItemVersion(SQLModel, table=True):
     exclusivity_group: str | None = Field(default=None, max_length=64)
     # RecognitionTerms as JSON for a recognition item (NULL: the defaults); NULL otherwise.
     recognition_terms: Any = Field(default=None, sa_type=sa.JSON)
+    # CommitmentTerms as JSON for a commitment item; NULL otherwise.
+    commitment_terms: Any = Field(default=None, sa_type=sa.JSON)
     stages: Any = Field(sa_type=sa.JSON)
     valid_from: date
     valid_to: date
@@ -243,6 +246,12 @@ class ItemContent(BaseModel):
         description="how the cases of a recognition item run; omitted: the defaults. "
         "Only recognition items have them",
     )
+    commitment: CommitmentTerms | None = PydanticField(
+        default=None,
+        validate_default=True,
+        description="the targets, settlement rule, prepayment, letter and recovery terms "
+        "of a commitment item (required there); only commitment items have them",
+    )
     stages: list[StageLimit]
     valid_from: date
     valid_to: date
@@ -270,6 +279,18 @@ class ItemContent(BaseModel):
             return RecognitionTerms() if value is None else value
         if value is not None and category is not None:
             raise ValueError("recognition terms apply only to recognition items")
+        return value
+
+    @field_validator("commitment")
+    @classmethod
+    def _terms_of_commitment(
+        cls, value: CommitmentTerms | None, info: ValidationInfo
+    ) -> CommitmentTerms | None:
+        category = info.data.get("category")
+        if category is Category.COMMITMENT and value is None:
+            raise ValueError("a commitment item needs its commitment terms")
+        if value is not None and category is not None and category is not Category.COMMITMENT:
+            raise ValueError("commitment terms apply only to commitment items")
         return value
 
     @model_validator(mode="after")
@@ -331,6 +352,7 @@ class VersionPublic(BaseModel):
     period_scheme: PeriodScheme
     exclusivity_group: str | None
     recognition: RecognitionTerms | None = None
+    commitment: CommitmentTerms | None = None
     stages: list[StageLimit]
     valid_from: date
     valid_to: date

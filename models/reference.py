@@ -43,6 +43,7 @@ class Role(enum.StrEnum):
     DEPARTMENT_CASEWORKER = "department_caseworker"
     DEPARTMENT_HEAD = "department_head"
     FINANCE_CASEWORKER = "finance_caseworker"
+    FINANCE_HEAD = "finance_head"  # waives recovery (核销); otherwise reads like finance
     AUDITOR = "auditor"
     ADMIN = "admin"
 

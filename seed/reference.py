@@ -107,6 +107,13 @@ def demo_users(enterprise_uscc: str | None) -> list[User]:
             region_code=CITY,
         ),
         User(
+            name="czj_head",
+            display_name="市财政局负责人",
+            role=Role.FINANCE_HEAD,
+            department_code=czj,
+            region_code=CITY,
+        ),
+        User(
             name="wx_czj_staff",
             display_name="吴兴区财政局经办人",
             role=Role.FINANCE_CASEWORKER,

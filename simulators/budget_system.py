@@ -20,7 +20,17 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, TypeAdapter
 
-from models.budget_system import InstructionState, InstructionStatus, PaymentInstruction
+from models.budget_system import (
+    InstructionState,
+    InstructionStatus,
+    PaymentInstruction,
+    RecoveryClosure,
+    RecoveryNotice,
+    RecoveryPayment,
+    RecoveryReceipt,
+    RecoveryState,
+    RecoveryStatus,
+)
 from simulators.base import Dials, Simulator
 
 CLOSED_ACCOUNT_SUFFIX = "0000"  # accounts ending so are closed: always returned
@@ -70,13 +80,59 @@ class _Record:
         )
 
 
+@dataclass
+class _Recovery:
+    """A recovery and the money received under it. Unlike an instruction it changes (a
+    receipt arrives, it closes): each change is journaled again under its key, and the
+    journal's last line for a key is the record."""
+
+    notice: RecoveryNotice
+    payment_code: str
+    registered_at: datetime
+    receipts: list[RecoveryReceipt]
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+    def status(self) -> RecoveryStatus:
+        return RecoveryStatus(
+            idempotency_key=self.notice.idempotency_key,
+            payment_code=self.payment_code,
+            quota_code=self.notice.quota_code,
+            payer_uscc=self.notice.payer_uscc,
+            amount_fen=self.notice.amount_fen,
+            due_on=self.notice.due_on,
+            registered_at=self.registered_at,
+            state=RecoveryState.OPEN if self.closed_at is None else RecoveryState.CLOSED,
+            receipts=list(self.receipts),
+            received_fen=sum(r.amount_fen for r in self.receipts),
+            closed_at=self.closed_at,
+            close_reason=self.close_reason,
+        )
+
+
+RECOVERY = "recovery:"  # the journal keeps recoveries beside instructions, under this prefix
+
+
 def create_app(config: SimulatorConfig | None = None, state_file: Path | None = None) -> FastAPI:
-    sim = Simulator(
+    sim: Simulator[SimulatorConfig, _Record | _Recovery] = Simulator(
         config or SimulatorConfig(),
         state_file,
-        TypeAdapter(dict[str, _Record]),
+        TypeAdapter(dict[str, _Record | _Recovery]),
         busy="budget system busy",
     )
+
+    def instructions() -> list[_Record]:
+        return [r for r in sim.records.values() if isinstance(r, _Record)]
+
+    def recoveries() -> list[_Recovery]:
+        return [r for r in sim.records.values() if isinstance(r, _Recovery)]
+
+    def recovery_of(key: str) -> _Recovery:
+        record = sim.records.get(RECOVERY + key)
+        if not isinstance(record, _Recovery):
+            raise HTTPException(404, "no such recovery")
+        return record
+
     protocol = APIRouter()
 
     def now() -> datetime:
@@ -101,7 +157,8 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         if idempotency_key != instruction.idempotency_key:
             raise HTTPException(422, "Idempotency-Key header and body differ")
         async with sim.lock:
-            record = sim.records.get(idempotency_key)
+            found = sim.records.get(idempotency_key)
+            record = found if isinstance(found, _Record) else None
             if record is None and instruction.payee_account in sim.config.refuse_accounts:
                 # Refused outright, as the provincial system refuses a closed or frozen
                 # account: nothing is recorded, and asking again is refused again. The
@@ -114,7 +171,7 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
                     instruction.payee_account.endswith(CLOSED_ACCOUNT_SUFFIX)
                     or sim.rng.random() < sim.config.return_rate
                 )
-                n = len(sim.records) + 1
+                n = len(instructions()) + 1
                 record = _Record(
                     instruction=instruction,
                     voucher_no=f"ZFPZ{now():%Y%m%d}{n:08d}",
@@ -133,7 +190,7 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
     async def status(key: str) -> InstructionStatus:
         await sim.misbehave()
         record = sim.records.get(key)
-        if record is None:
+        if not isinstance(record, _Record):
             raise HTTPException(404, "no such instruction")
         return record.status(now(), delay())
 
@@ -145,8 +202,87 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
     ) -> list[InstructionStatus]:
         """Instructions with their state, in the order received, a page at a time
         (all of them without `limit`): what reconciliation compares against."""
-        page = list(sim.records.values())[offset : None if limit is None else offset + limit]
-        response.headers["X-Total-Count"] = str(len(sim.records))
+        every = instructions()
+        page = every[offset : None if limit is None else offset + limit]
+        response.headers["X-Total-Count"] = str(len(every))
         return [r.status(now(), delay()) for r in page]
+
+    @protocol.post("/v1/recoveries", response_model=RecoveryStatus)
+    async def register_recovery(
+        notice: RecoveryNotice,
+        response: Response,
+        idempotency_key: Annotated[str, Header(alias="Idempotency-Key")],
+    ) -> RecoveryStatus:
+        await sim.misbehave()
+        if idempotency_key != notice.idempotency_key:
+            raise HTTPException(422, "Idempotency-Key header and body differ")
+        async with sim.lock:
+            found = sim.records.get(RECOVERY + idempotency_key)
+            if isinstance(found, _Recovery):
+                if found.notice != notice:
+                    raise HTTPException(409, "this key was used for a different recovery")
+                record = found
+            else:
+                n = len(recoveries()) + 1
+                record = _Recovery(
+                    notice=notice,
+                    payment_code=f"JKM{now():%Y%m%d}{n:08d}",
+                    registered_at=now(),
+                    receipts=[],
+                )
+                await sim.keep(RECOVERY + idempotency_key, record)
+                response.status_code = 201
+        await misbehave_after()
+        return record.status()
+
+    @protocol.get("/v1/recoveries", response_model=list[RecoveryStatus])
+    async def recovery_statement(
+        response: Response,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    ) -> list[RecoveryStatus]:
+        """Recoveries with the money received under each, in the order registered."""
+        every = recoveries()
+        response.headers["X-Total-Count"] = str(len(every))
+        return [r.status() for r in every[offset : None if limit is None else offset + limit]]
+
+    @protocol.post("/v1/recoveries/{key:path}/close", response_model=RecoveryStatus)
+    async def close_recovery(key: str, closure: RecoveryClosure) -> RecoveryStatus:
+        await sim.misbehave()
+        async with sim.lock:
+            record = recovery_of(key)
+            if record.closed_at is None:
+                record.closed_at, record.close_reason = now(), closure.reason
+                await sim.keep(RECOVERY + key, record)
+        return record.status()
+
+    @protocol.get("/v1/recoveries/{key:path}", response_model=RecoveryStatus)
+    async def recovery(key: str) -> RecoveryStatus:
+        await sim.misbehave()
+        return recovery_of(key).status()
+
+    @protocol.post(
+        "/v1/_simulator/recoveries/{key:path}/payments",
+        response_model=RecoveryStatus,
+        status_code=201,
+    )
+    async def pay_back(key: str, payment: RecoveryPayment) -> RecoveryStatus:
+        """The firm's transfer arrives under the recovery's payment code (the dial a
+        test or a demo turns: the real system hears of it from the bank)."""
+        async with sim.lock:
+            record = recovery_of(key)
+            if record.closed_at is not None:
+                raise HTTPException(409, "the recovery is closed")
+            at = payment.received_at or now()
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            serial = payment.serial or f"JKLS{sim.rng.randrange(10**12):012d}"
+            if any(r.serial == serial for r in record.receipts):
+                return record.status()  # the same transfer reported twice
+            record.receipts.append(
+                RecoveryReceipt(serial=serial, amount_fen=payment.amount_fen, received_at=at)
+            )
+            await sim.keep(RECOVERY + key, record)
+        return record.status()
 
     return sim.app("预算管理一体化系统 (simulator)", protocol)

@@ -24,7 +24,7 @@ from starlette.types import Message
 from api.deps import get_session
 from api.main import create_app
 from core.settings import Environment, Settings
-from models.cases import PERIOD_PATTERN
+from models.case_fields import PERIOD_PATTERN
 from tests.fixtures.api import auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 from tests.fixtures.temporal import start_time_skipping

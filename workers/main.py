@@ -14,6 +14,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.cases import CaseActivities
+from activities.commitment import CommitmentActivities
 from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities
 from activities.policy import PolicyLibraryActivities
@@ -54,6 +55,7 @@ def build_worker(
     payments = PaymentActivities(sessionmaker, budget_system)
     matching = MatchingActivities(sessionmaker, channel, push_per_week, match_threads)
     recognition = RecognitionActivities(sessionmaker, channel)
+    commitment = CommitmentActivities(sessionmaker, budget_system)
     return Worker(
         client,
         task_queue=task_queue,
@@ -95,6 +97,17 @@ def build_worker(
             recognition.open_recognition_case,
             recognition.record_account,
             recognition.notify_firm,
+            commitment.check_commitment,
+            commitment.gather_evidence,
+            commitment.record_prepayment,
+            commitment.settle,
+            commitment.open_recovery,
+            commitment.collect_recovery,
+            commitment.grant_plan,
+            commitment.waive,
+            commitment.record_default,
+            commitment.close_recovery,
+            commitment.notify,
         ],
     )
 

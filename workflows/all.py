@@ -3,6 +3,7 @@ every table). Kept out of the package's `__init__`, which each sandboxed workflo
 would otherwise execute, importing all the others with it."""
 
 from workflows.application import ApplicationWorkflow
+from workflows.commitment import CommitmentWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchWorkflow
 from workflows.payment import PaymentWorkflow
@@ -14,6 +15,7 @@ ALL_WORKFLOWS: list[type] = [
     PolicyChangeWorkflow,
     LibraryExpiryWorkflow,
     ApplicationWorkflow,
+    CommitmentWorkflow,
     PaymentWorkflow,
     MatchWorkflow,
     RecognitionBatchWorkflow,

@@ -21,18 +21,21 @@ from temporalio.common import (
 from domain.policy.library import change_workflow_id
 from models import search_attributes as sa_keys
 from models.cases import ApplicationInput, CaseStage, CaseState
+from models.commitment import CommitmentInput
 from models.matching import MatchRequest, MatchScope
 from models.policy import Category
 from models.policy_change import PolicyChangeInput, PolicyChangeState
 from models.recognition import BatchInput, BatchProgress, RecognitionBatch
 from workflows import library_expiry, matching
 from workflows.application import ApplicationWorkflow
+from workflows.commitment import CommitmentWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchOutcome, MatchWorkflow, match_workflow_id
 from workflows.policy_change import PolicyChangeWorkflow
 from workflows.recognition_batch import RecognitionBatchWorkflow
 
 CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
+CommitmentHandle = WorkflowHandle[CommitmentWorkflow, CaseState]
 PolicyChangeHandle = WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]
 MatchRunHandle = WorkflowHandle[MatchWorkflow, MatchOutcome]
 LibraryExpiryHandle = WorkflowHandle[LibraryExpiryWorkflow, list[str]]
@@ -60,6 +63,33 @@ async def start_application_case(
                 SearchAttributePair(sa_keys.KIND, "case"),
                 SearchAttributePair(sa_keys.CATEGORY, Category.APPLICATION.value),
                 SearchAttributePair(sa_keys.ITEM_CODE, application.item_code),
+                SearchAttributePair(sa_keys.STAGE, CaseStage.CHECK.value),
+            ]
+        ),
+        rpc_timeout=rpc_timeout,
+    )
+
+
+async def start_commitment_case(
+    client: Client,
+    task_queue: str,
+    commitment: CommitmentInput,
+    *,
+    rpc_timeout: timedelta | None = None,
+) -> CommitmentHandle:
+    """Start a commitment case under its case id (as `start_application_case`)."""
+    return await client.start_workflow(
+        CommitmentWorkflow.run,
+        commitment,
+        id=commitment.case_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa_keys.KIND, "case"),
+                SearchAttributePair(sa_keys.CATEGORY, Category.COMMITMENT.value),
+                SearchAttributePair(sa_keys.ITEM_CODE, commitment.item_code),
                 SearchAttributePair(sa_keys.STAGE, CaseStage.CHECK.value),
             ]
         ),

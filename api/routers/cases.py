@@ -24,8 +24,8 @@ from domain.access import Rule, require_enterprise_access, require_role, require
 from domain.errors import Conflict, FieldError, NotFound
 from domain.money import budget
 from models.budget import QuotaPublic
+from models.case_fields import PERIOD_PATTERN
 from models.cases import (
-    PERIOD_PATTERN,
     ApplicationRequest,
     CaseDecision,
     CaseRecord,
@@ -53,11 +53,11 @@ NO_CASES_YET = "no cases of this category yet"
 CaseCategory = Annotated[
     Category,
     Path(
-        description="the case's category (事项类别): `application` (申报) or `recognition` "
-        "(免申即享); `commitment` has no cases yet"
+        description="the case's category (事项类别): `application` (申报), `recognition` "
+        "(免申即享) or `commitment` (承诺制)"
     ),
 ]
-CASE_KINDS = frozenset({Category.APPLICATION, Category.RECOGNITION})
+CASE_KINDS = frozenset({Category.APPLICATION, Category.RECOGNITION, Category.COMMITMENT})
 # The update and query names every case workflow shares (workflows/application.py,
 # workflows/recognition.py); a route sends them by name to either kind.
 STATE, DECIDE, RESUBMIT = "state", "decide", "resubmit"
@@ -137,6 +137,9 @@ class Case:
             self.handle.execute_update(name, arg, id=request_id, result_type=CaseState),
         )
 
+    async def signal(self, name: str) -> None:
+        await self.handle.signal(name, rpc_timeout=TEMPORAL_RPC)
+
     def only(self, category: Category, what: str) -> None:
         """A request only one kind of case takes: a 409 saying so for the others."""
         if self.category is not category:
@@ -200,7 +203,8 @@ async def decide(
 async def resubmit(
     case: CaseDep, user: CurrentUser, body: Resubmission, request_id: IdempotencyKey
 ) -> CaseState:
-    case.only(Category.APPLICATION, "resubmission: nothing was applied for")
+    if case.category is Category.RECOGNITION:
+        raise Conflict("a recognition case takes no resubmission: nothing was applied for")
     request = ResubmitRequest(actor=user, resubmission=body)
     return await case.update(RESUBMIT, request, request_id)
 

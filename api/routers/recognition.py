@@ -23,7 +23,7 @@ from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.recognition import batches
 from domain.recognition import cases as recognition
 from domain.recognition.upload import MAX_UPLOAD_BYTES, read_upload
-from models.cases import PERIOD_PATTERN
+from models.case_fields import PERIOD_PATTERN
 from models.recognition import (
     BatchPhase,
     BatchProgress,

@@ -32,11 +32,18 @@ from models.cases import (
     ClaimState,
     application_case_id,
 )
+from models.commitment import CommitmentInput, commitment_case_id
 from models.eligibility import Verdict
 from models.period import Period, PeriodScheme, parse_period, within
 from models.policy import Category, PolicyItemVersion, StageLimit
 from models.recognition import recognition_case_id
 from models.reference import Actor, Role
+
+CASE_IDS = {
+    Category.APPLICATION: application_case_id,
+    Category.COMMITMENT: commitment_case_id,
+    Category.RECOGNITION: recognition_case_id,
+}
 
 
 @dataclass(frozen=True)
@@ -56,53 +63,74 @@ async def admit_application(
     require_role(actor, Role.ENTERPRISE)
     assert actor.enterprise_uscc is not None
     uscc = actor.enterprise_uscc
-    # The item is a field of the body, not the resource addressed: 422, not 404 or 409.
+    version = await open_version(session, request.item_code, Category.APPLICATION, today)
+    period = admissible_period(request.period, version, today)
+    claim, existing = await claim_period(
+        session, version.item_code, uscc, period.text, Category.APPLICATION
+    )
+    application = _input(claim, version.version, actor, request)
+    if period.start is None and not existing:  # one-off: paid from the year it is claimed
+        application.budget_year = today.year
+    return Admission(application, existing=existing)
+
+
+async def open_version(
+    session: AsyncSession, item_code: str, category: Category, today: date
+) -> PolicyItemVersion:
+    """The version in force a firm may open a case of `category` under today; a 422
+    naming `item_code` otherwise (the item is a field of the body, not the resource
+    addressed: not a 404 or 409)."""
     try:
-        version = await version_in_force(session, request.item_code)
+        version = await version_in_force(session, item_code)
     except NotPublished:
-        raise InvalidInput.field("item_code", f"{request.item_code} is not published") from None
+        raise InvalidInput.field("item_code", f"{item_code} is not published") from None
     except NotInForce as exc:
-        raise InvalidInput.field("item_code", f"{request.item_code} is {exc.row.status}") from exc
+        raise InvalidInput.field("item_code", f"{item_code} is {exc.row.status}") from exc
     except NotFound as exc:
-        raise InvalidInput.field("item_code", f"{request.item_code} not found") from exc
-    if version.category != Category.APPLICATION:
+        raise InvalidInput.field("item_code", f"{item_code} not found") from exc
+    if version.category != category:
         raise InvalidInput.field(
-            "item_code", f"{request.item_code} is a {version.category} item: firms do not apply"
+            "item_code", f"{item_code} is a {version.category} item, not a {category} one"
         )
     if not version.valid_from <= today <= version.valid_to:
-        raise InvalidInput.field("item_code", f"{request.item_code} is not open on {today}")
-    period = admissible_period(request.period, version, today)
-    current = await active_claim(session, version.item_code, uscc, period.text)
+        raise InvalidInput.field("item_code", f"{item_code} is not open on {today}")
+    return version
+
+
+async def claim_period(
+    session: AsyncSession, item_code: str, uscc: str, period: str, category: Category
+) -> tuple[CaseClaim, bool]:
+    """The firm's open or paid claim on the item's period (True: it existed), or a new
+    one under the next attempt (flushed, not committed: the caller starts the workflow,
+    then commits)."""
+    current = await active_claim(session, item_code, uscc, period)
     if current is not None:
-        return Admission(_input(current, version.version, actor, request), existing=True)
+        return current, True
     attempts = await session.scalar(
         select(sa.func.max(CaseClaim.attempt)).where(
-            CaseClaim.item_code == version.item_code,
+            CaseClaim.item_code == item_code,
             CaseClaim.uscc == uscc,
-            CaseClaim.period == period.text,
+            CaseClaim.period == period,
         )
     )
     attempt = int(attempts or 0) + 1
     claim = CaseClaim(
-        case_id=application_case_id(version.item_code, period.text, uscc, attempt),
-        category=Category.APPLICATION.value,
-        item_code=version.item_code,
+        case_id=CASE_IDS[category](item_code, period, uscc, attempt),
+        category=category.value,
+        item_code=item_code,
         uscc=uscc,
-        period=period.text,
+        period=period,
         attempt=attempt,
     )
     try:
         async with session.begin_nested():
             session.add(claim)
     except IntegrityError:  # a concurrent request claimed the period first: that case
-        current = await active_claim(session, version.item_code, uscc, period.text)
+        current = await active_claim(session, item_code, uscc, period)
         if current is None:
-            raise Conflict("another application for this period is being made; retry") from None
-        return Admission(_input(current, version.version, actor, request), existing=True)
-    application = _input(claim, version.version, actor, request)
-    if period.start is None:  # one-off: paid from the quota of the year it is claimed
-        application.budget_year = today.year
-    return Admission(application, existing=False)
+            raise Conflict("another request for this period is being made; retry") from None
+        return current, True
+    return claim, False
 
 
 def _input(
@@ -170,12 +198,14 @@ async def current_case_id(
     )
     if case_id is not None:
         return str(case_id)
-    if category is Category.RECOGNITION:
-        return recognition_case_id(item_code, period, uscc)
-    return application_case_id(item_code, period, uscc)
+    return CASE_IDS[category](item_code, period, uscc, 1)
 
 
-async def confirm_claim(session: AsyncSession, application: ApplicationInput) -> None:
+async def confirm_claim(
+    session: AsyncSession,
+    application: ApplicationInput | CommitmentInput,
+    category: Category = Category.APPLICATION,
+) -> None:
     """Make sure the running case holds its claim (the API records it in the request that
     starts the workflow; if that commit was lost, the case claims it now), and count a
     pushed policy as applied for. A period someone else holds is a Conflict."""
@@ -186,7 +216,7 @@ async def confirm_claim(session: AsyncSession, application: ApplicationInput) ->
                 session.add(
                     CaseClaim(
                         case_id=application.case_id,
-                        category=Category.APPLICATION.value,
+                        category=category.value,
                         item_code=application.item_code,
                         uscc=application.uscc,
                         period=application.period,

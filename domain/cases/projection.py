@@ -44,6 +44,7 @@ async def project(session: AsyncSession, state: CaseState) -> None:
     record.stage = state.stage.value
     record.waiting_for_role = state.waiting_for_role
     record.waiting_for_department = state.waiting_for_department
+    record.also_waiting_for_department = state.also_waiting_for_department
     record.due_at = state.due_at
     record.overdue = state.overdue
     record.approved_amount_fen = state.approved_amount_fen
@@ -104,7 +105,7 @@ async def _tell_firm(session: AsyncSession, state: CaseState) -> None:
 async def _settle_claim(session: AsyncSession, state: CaseState) -> None:
     """A paid case keeps its period for good, and so does one its firm declined; one
     closed unpaid otherwise gives it back."""
-    if state.stage is CaseStage.PAID:
+    if state.stage in (CaseStage.PAID, CaseStage.SETTLED):
         wanted = ClaimState.PAID
     elif state.stage is CaseStage.DECLINED:
         wanted = ClaimState.DECLINED
@@ -125,7 +126,10 @@ async def inbox(
     """Cases waiting on the caller's unit, soonest deadline first."""
     require_role(actor, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
     query = select(CaseRecord).where(
-        col(CaseRecord.waiting_for_department) == actor.department_code
+        sa.or_(
+            col(CaseRecord.waiting_for_department) == actor.department_code,
+            col(CaseRecord.also_waiting_for_department) == actor.department_code,
+        )
     )
     return await _page(session, query, offset, limit, soonest_first=True)
 
@@ -154,6 +158,7 @@ async def list_cases(
         Role.DEPARTMENT_CASEWORKER,
         Role.DEPARTMENT_HEAD,
         Role.FINANCE_CASEWORKER,
+        Role.FINANCE_HEAD,
     )
     # The same scope as a single case read (domain.access decides, and says what it is).
     readable = await access.item_firm_pairs_filter(

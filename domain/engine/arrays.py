@@ -183,7 +183,7 @@ class FactTable:
                     out[name] = column.invalid[row]
                 continue
             end = None
-            if column.period_end is not None:
+            if column.period_end is not None and column.period_end[row]:
                 end = date.fromordinal(int(column.period_end[row]))
             out[name] = KnownFact(_decode(column, int(column.values[row])), end)
         return out
@@ -270,8 +270,12 @@ class _ColumnBuilder:
     def finish(self, n: int) -> FactColumn:
         index = np.frombuffer(self.rows, dtype=np.int64)
         present = np.zeros(n, dtype=np.bool_)
-        present[index] = True
         values = np.full(n, _MISSING, dtype=np.int64)
+        if self.kind.absent is not None:  # no record is knowledge (models.facts.FactKind)
+            values[:] = int(self.kind.absent)
+            present[:] = True
+            present[list(self.invalid)] = False  # an invalid record spoils its fact
+        present[index] = True
         values[index] = np.frombuffer(self.values, dtype=np.int64)
         period_end = None
         if not self.kind.profile:

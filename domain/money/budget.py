@@ -229,11 +229,13 @@ async def record_instruction(
     voucher_no: str,
     *,
     payee_account: str | None = None,
+    amount_fen: int | None = None,
 ) -> LedgerEntry:
     """The budget system accepted the instalment's payment instruction. Idempotent.
 
     The account number it pays into is kept, so that its receipt verifies that account
-    and no other (`instructed_account`)."""
+    and no other (`instructed_account`). `amount_fen` is what the instruction pays when
+    less than the reservation (a debt of the firm was offset against it)."""
     existing = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
     if existing is not None:
         return existing
@@ -247,6 +249,8 @@ async def record_instruction(
         voucher_no=voucher_no,
         details=None if payee_account is None else {"payee_account": payee_account},
     )
+    if amount_fen is not None:
+        entry.amount_fen = amount_fen
     return await _added(session, entry)
 
 
@@ -431,3 +435,56 @@ async def record_refusal(
         return None
     entry = _next_entry(reserved, LedgerKind.REFUSED, details={"reason": reason[:500]})
     return await _added(session, entry)
+
+
+async def record_memo(
+    session: AsyncSession,
+    case_id: str,
+    instalment: int,
+    kind: LedgerKind,
+    *,
+    item_code: str,
+    year: int,
+    amount_fen: int,
+    details: dict[str, Any] | None = None,
+) -> LedgerEntry:
+    """An entry that moves no quota by itself (a prepayment or settlement decided, a
+    recovery order, a credit to one). Idempotent on the case, instalment and kind."""
+    existing = await _entry(session, case_id, instalment, kind)
+    if existing is not None:
+        return existing
+    entry = LedgerEntry(
+        case_id=case_id,
+        instalment=instalment,
+        kind=kind,
+        item_code=item_code,
+        year=year,
+        amount_fen=amount_fen,
+        details=details,
+    )
+    return await _added(session, entry)
+
+
+async def regain(session: AsyncSession, item_code: str, year: int, amount_fen: int) -> None:
+    """Recovered principal returns to the quota it was paid from (paid goes down)."""
+    if amount_fen <= 0:
+        return
+    result = await session.execute(
+        sa.update(BudgetQuota)
+        .where(
+            col(BudgetQuota.item_code) == item_code,
+            col(BudgetQuota.year) == year,
+            col(BudgetQuota.paid_fen) >= amount_fen,
+        )
+        .values(paid_fen=col(BudgetQuota.paid_fen) - amount_fen, updated_at=utcnow())
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"{item_code} {year} never paid the {amount_fen} fen recovered")
+
+
+async def offset_receipt(session: AsyncSession, case_id: str, instalment: int) -> str | None:
+    """The voucher of an instalment paid wholly by offset (received, never instructed)."""
+    if await _entry(session, case_id, instalment, LedgerKind.INSTRUCT) is not None:
+        return None
+    receipt = await _entry(session, case_id, instalment, LedgerKind.RECEIPT)
+    return receipt.voucher_no if receipt is not None else None

@@ -36,13 +36,15 @@ async def raise_stage_warning(
 ) -> StageWarning:
     """Record an overdue stage once, notify the responsible unit and escalate to its head.
 
-    Idempotent for activity retries: a second call for the same open stage returns
-    the warning already raised.
+    Idempotent for activity retries: a second call for the same open stage and unit
+    returns the warning already raised (a stage two units act on in parallel, like a
+    commitment's joint review, warns each).
     """
     existing = await session.scalar(
         select(StageWarning).where(
             StageWarning.subject == subject,
             StageWarning.stage == stage,
+            StageWarning.department_code == department_code,
             col(StageWarning.resolved_at).is_(None),
         )
     )

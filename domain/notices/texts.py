@@ -179,3 +179,88 @@ def recognition_expired(title: str, period: str) -> Text:
         f"贵企业未在期限内确认“{title}”（{period}）的收款账户，本次兑付已关闭。"
         "如有疑问请联系主管部门。",
     )
+
+
+# ----- commitment cases (承诺类) ----------------------------------------------------------
+
+
+def commitment_prepaid(title: str, amount_fen: int, completion: str) -> Text:
+    return Text(
+        "承诺制预付资金已拨付",
+        f"“{title}”的事中预付资金 {format_yuan(amount_fen)} 已拨付。请按承诺于 {completion} "
+        "前完成项目并提交完工材料；期间可报送项目进展。",
+    )
+
+
+def commitment_reminder(title: str, completion: str, days: int) -> Text:
+    return Text(
+        "承诺项目即将到期提醒",
+        f"贵企业承诺的“{title}”项目应于 {completion} 完成（还有 {days} 天）。"
+        "请按时提交完工材料和实际完成指标；确需延期的，请在到期前提出延期申请（限一次）。",
+    )
+
+
+def commitment_extension(title: str, approved: bool, completion: str, reason: str) -> Text:
+    verdict = f"已同意，完成日期调整为 {completion}" if approved else "未获同意"
+    return Text("承诺项目延期申请结果", f"“{title}”项目的延期申请{verdict}。理由：{reason}")
+
+
+def commitment_settled(title: str, explanation: str, final_fen: int, prepaid_fen: int) -> Text:
+    if final_fen > prepaid_fen:
+        tail = f"将拨付尾款 {format_yuan(final_fen - prepaid_fen)}。"
+    elif final_fen < prepaid_fen:
+        tail = f"已预付 {format_yuan(prepaid_fen)}，需退回 {format_yuan(prepaid_fen - final_fen)}，"
+        tail += "追回通知另行发送。"
+    else:
+        tail = "与已预付金额相同，无需再拨付或退回。"
+    return Text("承诺项目结算结果", f"“{title}”项目结算：{explanation}。{tail}")
+
+
+def recovery_notice(
+    title: str, amount_fen: int, reason: str, due_on: str, payment_code: str | None, rate: str
+) -> Text:
+    code = f"（缴款码 {payment_code}）" if payment_code else ""
+    return Text(
+        "财政资金追回通知",
+        f"因{reason}，贵企业须退回“{title}”已预付资金 {format_yuan(amount_fen)}。"
+        f"请于 {due_on} 前通过预算管理一体化系统缴回{code}。逾期自次日起按日 {rate} "
+        "计收资金占用费（单利）；逾期未缴的，将从贵企业此后应得的财政奖补资金中抵扣，"
+        "并记入企业信用记录。",
+    )
+
+
+def recovery_plan(title: str, plan: list[tuple[str, int]]) -> Text:
+    lines = "；".join(f"{due} 前缴 {format_yuan(amount)}" for due, amount in plan)
+    return Text(
+        "追回款分期缴纳已获批准",
+        f"“{title}”应退资金已获准分 {len(plan)} 期缴纳：{lines}。任一期逾期未缴，"
+        "剩余款项立即全部到期并计收资金占用费。",
+    )
+
+
+def recovery_offset(title: str, amount_fen: int, paying: str) -> Text:
+    return Text(
+        "应退资金已从拨付款中抵扣",
+        f"贵企业逾期未退回的“{title}”资金，已从本次拨付的 {paying} 中抵扣 "
+        f"{format_yuan(amount_fen)}。",
+    )
+
+
+def recovery_defaulted(title: str, outstanding_fen: int) -> Text:
+    return Text(
+        "追回款逾期未缴：已记入信用记录",
+        f"贵企业应退回的“{title}”资金逾期未缴，尚欠 {format_yuan(outstanding_fen)}。"
+        "已记入企业信用记录（承诺事项违约），并将从此后应得的财政奖补资金中抵扣。",
+    )
+
+
+def recovery_default_warning(item_code: str, uscc: str, outstanding_fen: int) -> Text:
+    return Text(
+        "追回款逾期未缴预警",
+        f"事项 {item_code} 企业 {uscc} 的追回款逾期（含宽限期）未缴，尚欠 "
+        f"{format_yuan(outstanding_fen)}，已记入信用记录，请部门负责人与财政跟进。",
+    )
+
+
+def recovery_closed(title: str, how: str) -> Text:
+    return Text("追回事项已办结", f"“{title}”的追回事项已办结：{how}。")

@@ -19,7 +19,12 @@ from domain.eligibility import assess
 from domain.engine.amounts import amount_rule_to_json, parse_amount_rule
 from domain.engine.rules import InvalidRule, parse_rule, rule_to_json
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
-from domain.policy.versions import NotPublished, recognition_terms, version_in_force
+from domain.policy.versions import (
+    NotPublished,
+    commitment_terms,
+    recognition_terms,
+    version_in_force,
+)
 from domain.registry.enterprises import get_enterprise
 from models.eligibility import ConditionResult, Verdict
 from models.money import yuan_text
@@ -47,14 +52,13 @@ from models.reference import Actor, Department, DepartmentKind, Region, Role
 from models.types import utcnow
 
 # Content fields by the column that stores them (the terms are kept as JSON).
-CONTENT_COLUMNS = {
-    field: "recognition_terms" if field == "recognition" else field
-    for field in ItemContent.model_fields
-}
+_TERMS_COLUMNS = {"recognition": "recognition_terms", "commitment": "commitment_terms"}
+CONTENT_COLUMNS = {field: _TERMS_COLUMNS.get(field, field) for field in ItemContent.model_fields}
 # A change to any of these is reviewed by finance too. Recognition terms count: a
 # straight-through item skips finance's check of each list, and they decide who is paid
 # without confirming an account.
-MONEY_FIELDS = ("amount_rule", "annual_quota_fen", "recognition_terms")
+# Commitment terms count too: they set the prepayment, the settlement and the recovery.
+MONEY_FIELDS = ("amount_rule", "annual_quota_fen", "recognition_terms", "commitment_terms")
 
 
 def change_workflow_id(item_code: str, version: int) -> str:
@@ -147,6 +151,8 @@ def version_public(v: PolicyItemVersion) -> VersionPublic:
     public = VersionPublic.model_validate(v, from_attributes=True)
     if v.category == Category.RECOGNITION:
         public.recognition = recognition_terms(v)
+    elif v.category == Category.COMMITMENT:
+        public.commitment = commitment_terms(v)
     return public
 
 

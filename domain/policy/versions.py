@@ -23,6 +23,7 @@ from domain.engine.amounts import parse_amount_rule
 from domain.engine.arrays import CompiledItem, ItemFailure, failure_message
 from domain.engine.rules import InvalidRule, RuleError, parse_rule
 from domain.errors import Conflict, NotFound
+from models.commitment_terms import CommitmentTerms
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
 from models.recognition import RecognitionTerms
 
@@ -97,6 +98,13 @@ def recognition_terms(version: PolicyItemVersion) -> RecognitionTerms:
     if version.recognition_terms is None:
         return RecognitionTerms()
     return RecognitionTerms.model_validate(version.recognition_terms)
+
+
+def commitment_terms(version: PolicyItemVersion) -> CommitmentTerms:
+    """How the version's commitment cases run (a commitment version always has terms)."""
+    if version.commitment_terms is None:
+        raise UnevaluableVersion(version.item_code, version.version, "no commitment terms")
+    return CommitmentTerms.model_validate(version.commitment_terms)
 
 
 def compile_item(item_code: str, version: int, eligibility: Any, amount_rule: Any) -> CompiledItem:
