@@ -256,6 +256,8 @@ class CommitmentActivities:
 def _text(notice: CommitmentNotice) -> Text:
     day = notice.day.isoformat() if notice.day else ""
     match notice.kind:
+        case CommitmentNoticeKind.APPROVED:
+            return texts.commitment_approved(notice.title, notice.amount_fen)
         case CommitmentNoticeKind.PREPAID:
             return texts.commitment_prepaid(notice.title, notice.amount_fen, day)
         case CommitmentNoticeKind.REMINDER:

@@ -235,13 +235,17 @@ def _serve_simulator(app: FastAPI, host: str, port: int) -> None:
 
 @app.command()
 def reconcile() -> None:
-    """Compare the ledger with the budget system's statement; exit 1 on any difference."""
+    """Compare the ledger with the budget system's statement, money paid out and money
+    recovered; exit 1 on any difference."""
     settings = _settings()
     with TerminalProgress() as progress:
         report = asyncio.run(_reconcile(settings, progress))
     typer.echo(
         f"instructions={report.instructions} paid_fen_ours={report.paid_fen_ours} "
-        f"paid_fen_theirs={report.paid_fen_theirs} differences={len(report.differences)}"
+        f"paid_fen_theirs={report.paid_fen_theirs} recoveries={report.recoveries} "
+        f"recovered_fen_ours={report.recovered_fen_ours} "
+        f"recovered_fen_theirs={report.recovered_fen_theirs} "
+        f"differences={len(report.differences)}"
     )
     for line in report.differences:
         typer.echo(f"  {line.model_dump_json()}")
@@ -255,9 +259,11 @@ async def _reconcile(settings: Settings, progress: ProgressCallback) -> Reconcil
         async with httpx.AsyncClient(
             base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
         ) as http:
-            statement = await BudgetSystemClient(http).statement(progress)
+            client = BudgetSystemClient(http)
+            statement = await client.statement(progress)
+            recoveries = await client.recovery_statement(progress)
         async with make_sessionmaker(engine)() as session:
-            return await budget.reconcile(session, statement)
+            return await budget.reconcile(session, statement, recoveries)
     finally:
         await engine.dispose()
 

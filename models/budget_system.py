@@ -1,7 +1,8 @@
 """The wire protocol of the provincial budget system (预算管理一体化系统) as zhida uses it.
 
-Payment instructions are idempotent on their key; receipts are read by polling the
-instruction (see adapters/budget_system.py for why polling, not callbacks).
+Money goes out as payment instructions and comes back under recovery orders (追回):
+both are idempotent on their key, and both are read by polling (see
+adapters/budget_system.py for why polling, not callbacks).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class InstructionState(enum.StrEnum):
@@ -42,17 +43,17 @@ class InstructionStatus(BaseModel):
     return_reason: str | None = None
 
 
-# ----- money coming back: recovery orders (追回 / 非税收入缴款) --------------------------
+# ----- money coming back: recovery orders (追回, paid in as 非税收入) ---------------------
 
 
 class RecoveryNotice(BaseModel):
-    """A recovery registered with the budget system: the firm pays it back under the
-    payment code the system issues, and the money returns to `quota_code`."""
+    """Money a firm must pay back: the system issues a payment code (缴款码) the firm
+    pays under, and what it pays returns to `quota_code`."""
 
     model_config = ConfigDict(extra="forbid")
 
     idempotency_key: str = Field(min_length=8, max_length=160)
-    quota_code: str = Field(min_length=1, max_length=64)
+    quota_code: str = Field(min_length=1, max_length=64, description="budget quota (指标) credited")
     payer_name: str = Field(min_length=1, max_length=128)
     payer_uscc: str = Field(pattern=r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
     amount_fen: int = Field(gt=0, strict=True, description="the principal to recover")
@@ -61,16 +62,18 @@ class RecoveryNotice(BaseModel):
 
 
 class RecoveryReceipt(BaseModel):
-    """Money the treasury received under a recovery's payment code."""
+    """One transfer the treasury received under a recovery's payment code. The serial
+    is the treasury's, so zhida credits each receipt once however often it reads it."""
 
     serial: str
     amount_fen: int
-    received_at: datetime
+    # Aware, because the day it arrived (in Shanghai) decides the interest owed.
+    received_at: AwareDatetime
 
 
 class RecoveryState(enum.StrEnum):
     OPEN = "open"
-    CLOSED = "closed"  # settled or waived: the payment code takes nothing more
+    CLOSED = "closed"  # repaid or waived: the payment code takes nothing more
 
 
 class RecoveryStatus(BaseModel):
@@ -83,7 +86,7 @@ class RecoveryStatus(BaseModel):
     registered_at: datetime
     state: RecoveryState
     receipts: list[RecoveryReceipt]
-    received_fen: int
+    received_fen: int  # the sum of the receipts; it may exceed `amount_fen` (interest)
     closed_at: datetime | None = None
     close_reason: str | None = None
 
@@ -95,10 +98,18 @@ class RecoveryClosure(BaseModel):
 
 
 class RecoveryPayment(BaseModel):
-    """The simulator's stand-in for the firm's bank transfer arriving at the treasury."""
+    """The simulator's stand-in for the firm's transfer arriving at the treasury (the
+    real system hears of it from the bank, not from zhida)."""
 
     model_config = ConfigDict(extra="forbid")
 
     amount_fen: int = Field(gt=0, strict=True)
-    received_at: datetime | None = None  # default: now (tests give the workflow's time)
-    serial: str | None = None
+    # Default now; tests give the time on Temporal's time-skipping clock.
+    received_at: AwareDatetime | None = None
+    serial: str | None = Field(default=None, min_length=1, max_length=64)  # default: generated
+
+
+def recovery_key(case_id: str) -> str:
+    """The idempotency key of a case's recovery order (one per case); here, not in the
+    adapter, because the domain records it for reconciliation too."""
+    return f"zhida:{case_id}:recovery"

@@ -477,6 +477,7 @@ class SettlementInput(BaseModel):
 
 
 class CommitmentNoticeKind(enum.StrEnum):
+    APPROVED = "approved"
     PREPAID = "prepaid"
     REMINDER = "reminder"
     EXTENSION = "extension"

@@ -59,7 +59,8 @@ class Simulator(Generic[C, R]):
             raise HTTPException(503, self._busy)
 
     async def keep(self, key: str, record: R) -> None:
-        """Hold a new record, on disk first: no reply tells of a record a crash could lose."""
+        """Hold a new or changed record, on disk first: no reply tells of a record a crash
+        could lose (a changed one replaces its key's record, keeping its place in order)."""
         await asyncio.to_thread(self._journal.write, key, record)
         self.records[key] = record
 

@@ -6,15 +6,19 @@ before or after doing the work, and answers slower than any client waits; and
 it refuses (422) any instruction to an account listed in `refuse_accounts`.
 Failures are dialled at start (`zhida simulate budget --failure-rate 0.2`) or at
 run time (`PUT /v1/_simulator/config`).
+
+Money comes back under recovery orders (追回), registered idempotently like
+instructions and under the same dials; the firm's transfers arrive through
+`POST /v1/_simulator/recoveries/{key}/payments`, which stands in for the bank.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
@@ -36,6 +40,8 @@ from simulators.base import Dials, Simulator
 CLOSED_ACCOUNT_SUFFIX = "0000"  # accounts ending so are closed: always returned
 REFUSED_DETAIL = "收款账户已冻结或已销户，支付指令不予受理"
 
+T = TypeVar("T")
+
 
 class SimulatorConfig(Dials):
     lost_reply_rate: float = Field(default=0.0, ge=0, le=1, description="work done, then 5xx")
@@ -51,7 +57,7 @@ class SimulatorConfig(Dials):
 
 
 @dataclass
-class _Record:
+class _Instruction:
     instruction: PaymentInstruction
     voucher_no: str
     accepted_at: datetime
@@ -80,16 +86,16 @@ class _Record:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Recovery:
-    """A recovery and the money received under it. Unlike an instruction it changes (a
-    receipt arrives, it closes): each change is journaled again under its key, and the
-    journal's last line for a key is the record."""
+    """A recovery order and the money received under it. Unlike an instruction it
+    changes (a receipt arrives, it closes), so a change is a new record, journaled under
+    the same key before it replaces the old one: the journal's last line for a key wins."""
 
     notice: RecoveryNotice
     payment_code: str
     registered_at: datetime
-    receipts: list[RecoveryReceipt]
+    receipts: tuple[RecoveryReceipt, ...] = ()
     closed_at: datetime | None = None
     close_reason: str | None = None
 
@@ -110,29 +116,21 @@ class _Recovery:
         )
 
 
-RECOVERY = "recovery:"  # the journal keeps recoveries beside instructions, under this prefix
+def _page(records: list[T], response: Response, offset: int, limit: int | None) -> list[T]:
+    """One page of a statement, in the order received; the total goes in a header."""
+    response.headers["X-Total-Count"] = str(len(records))
+    return records[offset : None if limit is None else offset + limit]
 
 
 def create_app(config: SimulatorConfig | None = None, state_file: Path | None = None) -> FastAPI:
-    sim: Simulator[SimulatorConfig, _Record | _Recovery] = Simulator(
+    # Instructions and recovery orders share one key space, as they share one journal:
+    # a key names one request, and a key used for one kind is refused (409) for the other.
+    sim: Simulator[SimulatorConfig, _Instruction | _Recovery] = Simulator(
         config or SimulatorConfig(),
         state_file,
-        TypeAdapter(dict[str, _Record | _Recovery]),
+        TypeAdapter(dict[str, _Instruction | _Recovery]),
         busy="budget system busy",
     )
-
-    def instructions() -> list[_Record]:
-        return [r for r in sim.records.values() if isinstance(r, _Record)]
-
-    def recoveries() -> list[_Recovery]:
-        return [r for r in sim.records.values() if isinstance(r, _Recovery)]
-
-    def recovery_of(key: str) -> _Recovery:
-        record = sim.records.get(RECOVERY + key)
-        if not isinstance(record, _Recovery):
-            raise HTTPException(404, "no such recovery")
-        return record
-
     protocol = APIRouter()
 
     def now() -> datetime:
@@ -140,6 +138,16 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
 
     def delay() -> timedelta:
         return timedelta(seconds=sim.config.receipt_delay_s)
+
+    def number() -> int:
+        """The next voucher's or payment code's number: unique, as records only grow."""
+        return len(sim.records) + 1
+
+    def recovery_of(key: str) -> _Recovery:
+        record = sim.records.get(key)
+        if not isinstance(record, _Recovery):
+            raise HTTPException(404, "no such recovery order")
+        return record
 
     async def misbehave_after() -> None:
         if sim.rng.random() < sim.config.lost_reply_rate:
@@ -157,8 +165,9 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         if idempotency_key != instruction.idempotency_key:
             raise HTTPException(422, "Idempotency-Key header and body differ")
         async with sim.lock:
-            found = sim.records.get(idempotency_key)
-            record = found if isinstance(found, _Record) else None
+            record = sim.records.get(idempotency_key)
+            if isinstance(record, _Recovery):
+                raise HTTPException(409, "this key was used for a recovery order")
             if record is None and instruction.payee_account in sim.config.refuse_accounts:
                 # Refused outright, as the provincial system refuses a closed or frozen
                 # account: nothing is recorded, and asking again is refused again. The
@@ -171,10 +180,9 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
                     instruction.payee_account.endswith(CLOSED_ACCOUNT_SUFFIX)
                     or sim.rng.random() < sim.config.return_rate
                 )
-                n = len(instructions()) + 1
-                record = _Record(
+                record = _Instruction(
                     instruction=instruction,
-                    voucher_no=f"ZFPZ{now():%Y%m%d}{n:08d}",
+                    voucher_no=f"ZFPZ{now():%Y%m%d}{number():08d}",
                     accepted_at=now(),
                     returned=returned,
                     serial=f"YHLS{sim.rng.randrange(10**12):012d}",
@@ -190,7 +198,7 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
     async def status(key: str) -> InstructionStatus:
         await sim.misbehave()
         record = sim.records.get(key)
-        if not isinstance(record, _Record):
+        if not isinstance(record, _Instruction):
             raise HTTPException(404, "no such instruction")
         return record.status(now(), delay())
 
@@ -202,10 +210,8 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
     ) -> list[InstructionStatus]:
         """Instructions with their state, in the order received, a page at a time
         (all of them without `limit`): what reconciliation compares against."""
-        every = instructions()
-        page = every[offset : None if limit is None else offset + limit]
-        response.headers["X-Total-Count"] = str(len(every))
-        return [r.status(now(), delay()) for r in page]
+        every = [r for r in sim.records.values() if isinstance(r, _Instruction)]
+        return [r.status(now(), delay()) for r in _page(every, response, offset, limit)]
 
     @protocol.post("/v1/recoveries", response_model=RecoveryStatus)
     async def register_recovery(
@@ -217,21 +223,19 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         if idempotency_key != notice.idempotency_key:
             raise HTTPException(422, "Idempotency-Key header and body differ")
         async with sim.lock:
-            found = sim.records.get(RECOVERY + idempotency_key)
-            if isinstance(found, _Recovery):
-                if found.notice != notice:
-                    raise HTTPException(409, "this key was used for a different recovery")
-                record = found
-            else:
-                n = len(recoveries()) + 1
+            record = sim.records.get(idempotency_key)
+            if isinstance(record, _Instruction):
+                raise HTTPException(409, "this key was used for a payment instruction")
+            if record is None:
                 record = _Recovery(
                     notice=notice,
-                    payment_code=f"JKM{now():%Y%m%d}{n:08d}",
+                    payment_code=f"JKM{now():%Y%m%d}{number():08d}",
                     registered_at=now(),
-                    receipts=[],
                 )
-                await sim.keep(RECOVERY + idempotency_key, record)
+                await sim.keep(idempotency_key, record)
                 response.status_code = 201
+            elif record.notice != notice:
+                raise HTTPException(409, "this key was used for a different recovery order")
         await misbehave_after()
         return record.status()
 
@@ -241,19 +245,23 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
         limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     ) -> list[RecoveryStatus]:
-        """Recoveries with the money received under each, in the order registered."""
-        every = recoveries()
-        response.headers["X-Total-Count"] = str(len(every))
-        return [r.status() for r in every[offset : None if limit is None else offset + limit]]
+        """Recovery orders with every receipt, in the order registered, a page at a time."""
+        every = [r for r in sim.records.values() if isinstance(r, _Recovery)]
+        return [r.status() for r in _page(every, response, offset, limit)]
 
+    # Declared before the GET of `{key:path}`, which would also match ".../close": the
+    # methods differ, but the order keeps that from mattering.
     @protocol.post("/v1/recoveries/{key:path}/close", response_model=RecoveryStatus)
     async def close_recovery(key: str, closure: RecoveryClosure) -> RecoveryStatus:
+        """Close the order (its payment code takes nothing more); a closed one is
+        answered as it is, with its first reason."""
         await sim.misbehave()
         async with sim.lock:
             record = recovery_of(key)
             if record.closed_at is None:
-                record.closed_at, record.close_reason = now(), closure.reason
-                await sim.keep(RECOVERY + key, record)
+                record = replace(record, closed_at=now(), close_reason=closure.reason)
+                await sim.keep(key, record)
+        await misbehave_after()
         return record.status()
 
     @protocol.get("/v1/recoveries/{key:path}", response_model=RecoveryStatus)
@@ -266,23 +274,31 @@ def create_app(config: SimulatorConfig | None = None, state_file: Path | None = 
         response_model=RecoveryStatus,
         status_code=201,
     )
-    async def pay_back(key: str, payment: RecoveryPayment) -> RecoveryStatus:
-        """The firm's transfer arrives under the recovery's payment code (the dial a
-        test or a demo turns: the real system hears of it from the bank)."""
+    async def receive_payment(
+        key: str, payment: RecoveryPayment, response: Response
+    ) -> RecoveryStatus:
+        """The firm's transfer arrives under the order's payment code: what the real
+        system hears from the bank. A serial names one transfer, so the same one
+        reported again adds nothing (200); no dials apply, this is the tester's hand."""
         async with sim.lock:
             record = recovery_of(key)
+            # Numbered under the payment code: unique, and the same after a restart.
+            serial = payment.serial or f"{record.payment_code}-{len(record.receipts) + 1:03d}"
+            known = next((r for r in record.receipts if r.serial == serial), None)
+            if known is not None:
+                if known.amount_fen != payment.amount_fen:
+                    raise HTTPException(409, "this serial was used for a different amount")
+                response.status_code = 200
+                return record.status()
             if record.closed_at is not None:
-                raise HTTPException(409, "the recovery is closed")
-            at = payment.received_at or now()
-            if at.tzinfo is None:
-                at = at.replace(tzinfo=UTC)
-            serial = payment.serial or f"JKLS{sim.rng.randrange(10**12):012d}"
-            if any(r.serial == serial for r in record.receipts):
-                return record.status()  # the same transfer reported twice
-            record.receipts.append(
-                RecoveryReceipt(serial=serial, amount_fen=payment.amount_fen, received_at=at)
+                raise HTTPException(409, "the recovery order is closed")
+            receipt = RecoveryReceipt(
+                serial=serial,
+                amount_fen=payment.amount_fen,
+                received_at=(payment.received_at or now()).astimezone(UTC),
             )
-            await sim.keep(RECOVERY + key, record)
+            record = replace(record, receipts=(*record.receipts, receipt))
+            await sim.keep(key, record)
         return record.status()
 
     return sim.app("预算管理一体化系统 (simulator)", protocol)

@@ -4,8 +4,10 @@ Records are written to a journal file as they are made, before the request that
 made them is answered: one JSON object per line, `{key: record}`. A simulator that
 is killed outright (a crash, SIGKILL, the machine losing power) therefore finds at
 its next start every instruction or message it ever acknowledged, and a retried
-request with the same key gets the same answer. A record is never changed after it
-is written (its state follows from its time stamps), so the journal only grows.
+request with the same key gets the same answer. Most records never change (their state
+follows from their time stamps); one that does (a recovery order when money arrives or
+it closes) is written again whole under its key, and the last line for a key wins. So
+the journal only grows.
 
 A line cut short by a crash in the middle of a write was never acknowledged: it is
 dropped at the next start. The single-object snapshot that older versions wrote at

@@ -29,6 +29,7 @@ from models.cases import CaseDecision, CaseState, DecisionRequest, ReviewAction
 from models.commitment import (
     CommitmentRequest,
     Completion,
+    CompletionAction,
     CompletionReview,
     CompletionRuling,
     CompletionSubmission,
@@ -127,10 +128,12 @@ class Case:
         return Actor(name=f"u{self.uscc}", role=Role.ENTERPRISE, enterprise_uscc=self.uscc)
 
     async def state(self) -> CaseState:
-        return await self.handle.query("state", result_type=CaseState)
+        state: CaseState = await self.handle.query("state", result_type=CaseState)
+        return state
 
     async def update(self, name: str, arg: Any) -> CaseState:
-        return await self.handle.execute_update(name, arg, result_type=CaseState)
+        state: CaseState = await self.handle.execute_update(name, arg, result_type=CaseState)
+        return state
 
     async def reach(self, stage: str, step: timedelta = timedelta(hours=6)) -> CaseState:
         """Let time run (as the firm and the units would wait) until the case is at `stage`."""
@@ -149,7 +152,8 @@ class Case:
         await self.reach("joint_review")
         for actor in (DEPARTMENT, FINANCE):
             await self.update(
-                "decide", DecisionRequest(actor=actor, decision=CaseDecision(action="approve"))
+                "decide",
+                DecisionRequest(actor=actor, decision=CaseDecision(action=ReviewAction.APPROVE)),
             )
         return await self.reach("project")
 
@@ -161,7 +165,9 @@ class Case:
         await self.reach("completion_review")
         await self.update(
             "review_completion",
-            CompletionRuling(actor=DEPARTMENT, review=CompletionReview(action="accept")),
+            CompletionRuling(
+                actor=DEPARTMENT, review=CompletionReview(action=CompletionAction.ACCEPT)
+            ),
         )
         await self.reach("settlement_review")
         return await self.update(
@@ -256,7 +262,9 @@ async def notices_of(stack: Stack, uscc: str) -> list[str]:
     async with stack.sessionmaker() as session:
         return list(
             await session.scalars(
-                select(Notice.title).where(col(Notice.recipient) == f"u{uscc}").order_by(Notice.id)
+                select(Notice.title)
+                .where(col(Notice.recipient) == f"u{uscc}")
+                .order_by(col(Notice.id))
             )
         )
 
@@ -295,7 +303,7 @@ async def test_full_settlement_pays_the_rest_after_reminders(case_of: Any) -> No
     assert money[LedgerKind.SETTLEMENT] == COMMITTED_FEN
     titles = await notices_of(case.stack, case.uscc)
     assert sum("到期提醒" in t for t in titles) == 2, titles
-    await keep_history(case.env.client, case.handle, "commitment-full-settlement")
+    await keep_history(case.env.client, case.handle, "commitment-approval-notice")
 
 
 async def test_proportional_settlement_recovers_the_excess_repaid_on_time(case_of: Any) -> None:

@@ -24,6 +24,9 @@ def test_the_histories_cover_the_case_paths_and_every_workflow() -> None:
         "policy-change-published",
         "matching-run",
         "library-expiry",
+        "commitment-full-settlement",  # stored before the approval notice was patched in
+        "commitment-approval-notice",
+        "commitment-recovered",
     } <= names
     assert any(".payment-" in name for name in names)
 

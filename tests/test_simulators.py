@@ -6,17 +6,28 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from adapters.budget_system import BudgetSystemClient, BudgetSystemRefused, payment_key
+from adapters.budget_system import (
+    BudgetSystemClient,
+    BudgetSystemRefused,
+    payment_key,
+    recovery_key,
+)
 from adapters.message_channel import MessageChannelClient, push_key
 from cli.devstack import wait_for_http
 from core.settings import PROJECT_ROOT
-from models.budget_system import InstructionState, PaymentInstruction
+from models.budget_system import (
+    InstructionState,
+    PaymentInstruction,
+    RecoveryNotice,
+    RecoveryState,
+)
 from models.message_channel import MessageState, OutgoingMessage
 from simulators import budget_system, message_channel
 from simulators.persistence import RecordJournal
@@ -128,6 +139,52 @@ async def test_budget_simulator_killed_outright_keeps_every_instruction_it_ackno
         assert [s.idempotency_key for s in await client.statement()] == [sent.idempotency_key]
 
 
+def _recovery(n: int = 1) -> RecoveryNotice:
+    return RecoveryNotice(
+        idempotency_key=recovery_key(f"commitment/TEST/2026/CRASH{n}"),
+        quota_code="TEST/2026",
+        payer_name="湖州测试有限公司",
+        payer_uscc="91330502T000000019",
+        amount_fen=1_000 * n,
+        due_on=date(2026, 6, 30),
+        purpose="测试",
+    )
+
+
+async def test_budget_simulator_killed_outright_keeps_recoveries_and_their_receipts(
+    tmp_path: Path,
+) -> None:
+    """Orders change after they are made (receipts, closure): each change is on disk
+    before its reply, in the one journal the instructions are in."""
+    state = tmp_path / "budget.jsonl"
+    paid, owed = _instruction(), _recovery()
+    key = owed.idempotency_key
+    at = datetime(2026, 6, 1, 4, tzinfo=UTC)
+    async with _budget_process(state) as url, httpx.AsyncClient(base_url=url) as http:
+        client = BudgetSystemClient(http)
+        await client.instruct(paid)
+        registered = await client.register_recovery(owed)
+        for n, amount in enumerate((300, 200), start=1):
+            payment = {"amount_fen": amount, "received_at": at.isoformat(), "serial": f"S{n}"}
+            reply = await http.post(f"/v1/_simulator/recoveries/{key}/payments", json=payment)
+            assert reply.status_code == 201, reply.text
+        before_kill = await client.recovery(key)
+    async with _budget_process(state) as url, httpx.AsyncClient(base_url=url) as http:
+        client = BudgetSystemClient(http)
+        assert await client.recovery(key) == before_kill
+        assert before_kill is not None and before_kill.received_fen == 500
+        again = await client.register_recovery(owed)  # a retry after the crash: same order
+        assert again.payment_code == registered.payment_code
+        closed = await client.close_recovery(key, "已足额缴回")
+    async with _budget_process(state) as url, httpx.AsyncClient(base_url=url) as http:
+        client = BudgetSystemClient(http)
+        assert await client.recovery(key) == closed
+        assert closed.state is RecoveryState.CLOSED
+        assert [r.serial for r in closed.receipts] == ["S1", "S2"]
+        assert await client.recovery_statement() == [closed]
+        assert [s.idempotency_key for s in await client.statement()] == [paid.idempotency_key]
+
+
 async def test_channel_simulator_that_never_shut_down_leaves_its_messages(
     tmp_path: Path,
 ) -> None:
@@ -190,6 +247,27 @@ async def test_the_statement_is_read_a_page_at_a_time_with_progress() -> None:
         statement = await client.statement(lambda *report: heard.append(report), page_size=2)
     assert [s.idempotency_key for s in statement] == [i.idempotency_key for i in sent]
     assert heard == [("statement", 2, 5), ("statement", 4, 5), ("statement", 5, 5)]
+
+
+async def test_each_statement_holds_its_own_kind_a_page_at_a_time() -> None:
+    app = budget_system.create_app(budget_system.SimulatorConfig(receipt_delay_s=0))
+    heard: list[tuple[str, int, int | None]] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as h:
+        client = BudgetSystemClient(h)
+        owed = [_recovery(n) for n in range(1, 6)]
+        for n, notice in enumerate(owed, start=1):
+            await client.register_recovery(notice)
+            await client.instruct(_instruction(n))  # interleaved: each list keeps to its own
+        recoveries = await client.recovery_statement(
+            lambda *report: heard.append(report), page_size=2
+        )
+        instructions = await client.statement(page_size=2)
+    assert [r.idempotency_key for r in recoveries] == [n.idempotency_key for n in owed]
+    assert len({r.payment_code for r in recoveries}) == 5
+    assert [i.idempotency_key for i in instructions] == [
+        _instruction(n).idempotency_key for n in range(1, 6)
+    ]
+    assert heard == [("recoveries", 2, 5), ("recoveries", 4, 5), ("recoveries", 5, 5)]
 
 
 # ----- the refuse_accounts dial: the provincial system refuses a closed or frozen account

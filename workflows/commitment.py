@@ -66,6 +66,7 @@ DEPARTMENT_ROLES = (Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD)
 # Before the prepayment is instructed the firm may withdraw; after it, the commitment
 # runs to its settlement (not completing it is how a firm gives up: full recovery).
 WITHDRAWABLE = CANCELLABLE | {CaseStage.JOINT_REVIEW, CaseStage.CORRECTION}
+APPROVAL_NOTICE = "commitment-approval-notice"  # workflow.patched id: never change it
 RECOVERY_POLL = timedelta(days=7)  # receipts are read at least weekly, and at each date
 REMINDER_HOUR = time(9, 0)
 
@@ -184,6 +185,12 @@ class CommitmentWorkflow:
                 return await self._finish(CaseStage.REJECTED)
             await self._await_correction()
         self._moments["approved"] = workflow.now()
+        # Added after the first cases ran: the firm hears of the approval at once, not
+        # only of the prepayment. A case started before replays without it.
+        if workflow.patched(APPROVAL_NOTICE):
+            await self._notify(
+                CommitmentNoticeKind.APPROVED, "approved", amount_fen=self._committed or 0
+            )
 
         assert self._committed is not None
         prepaid = check.terms.prepayment(self._committed)

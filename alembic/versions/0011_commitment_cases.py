@@ -55,9 +55,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_recovery_credit_case_id", "recovery_credit", ["case_id"])
     with op.batch_alter_table("case_record", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("also_waiting_for_department", sa.String(32), nullable=True)
-        )
+        batch_op.add_column(sa.Column("also_waiting_for_department", sa.String(32), nullable=True))
         batch_op.create_index(
             "ix_case_record_also_waiting_for_department", ["also_waiting_for_department"]
         )

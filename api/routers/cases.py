@@ -21,7 +21,7 @@ from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import cases
 from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
-from domain.errors import Conflict, FieldError, NotFound
+from domain.errors import Conflict, NotFound
 from domain.money import budget
 from models.budget import QuotaPublic
 from models.case_fields import PERIOD_PATTERN
@@ -49,7 +49,6 @@ router = APIRouter(prefix="/api/v1", tags=["cases"])
 
 CASE = "/cases/{category}/{item_code}/{period}/{uscc}"
 TEMPORAL_RPC = timedelta(seconds=2)
-NO_CASES_YET = "no cases of this category yet"
 CaseCategory = Annotated[
     Category,
     Path(
@@ -112,14 +111,6 @@ async def apply(
     return await handle.query(ApplicationWorkflow.state, rpc_timeout=TEMPORAL_RPC)
 
 
-async def _category(category: CaseCategory) -> Category:
-    """A category that has cases (a 404 naming `category` otherwise, before anything
-    else is asked of the case)."""
-    if category not in CASE_KINDS:
-        raise NotFound(f"{category.value}: {NO_CASES_YET}", [FieldError("category", NO_CASES_YET)])
-    return category
-
-
 @dataclass(frozen=True)
 class Case:
     category: Category
@@ -148,7 +139,7 @@ class Case:
 
 async def _case(
     user: CurrentUser,
-    category: Annotated[Category, Depends(_category)],
+    category: CaseCategory,
     session: SessionDep,
     temporal: TemporalDep,
     item_code: ItemCode,

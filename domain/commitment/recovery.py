@@ -21,7 +21,7 @@ from domain.errors import NotFound
 from domain.money import budget
 from domain.money.interest import balance
 from models.budget import LedgerEntry, LedgerKind
-from models.budget_system import RecoveryReceipt
+from models.budget_system import RecoveryReceipt, recovery_key
 from models.commitment import (
     Credit,
     CreditKind,
@@ -79,6 +79,14 @@ async def open_order(session: AsyncSession, opening: RecoveryOpening) -> Recover
         amount_fen=opening.principal_fen,
         details={"due_on": opening.due_on.isoformat(), "reason": opening.reason},
     )
+    memo = await session.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.case_id == opening.case_id,
+            LedgerEntry.kind == LedgerKind.RECOVERY_ORDER,
+        )
+    )
+    assert memo is not None
+    memo.idempotency_key = recovery_key(opening.case_id)  # what reconciliation matches
     await session.flush()
     return order
 

@@ -9,6 +9,7 @@ changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from sqlmodel import col, select
 
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind, QuotaChange, QuotaPublic
-from models.budget_system import InstructionState, InstructionStatus
+from models.budget_system import InstructionState, InstructionStatus, RecoveryStatus
 from models.policy import PolicyItem, PolicyItemVersion, VersionStatus
 from models.reference import Actor, Department, DepartmentKind, Role
 from models.types import utcnow
@@ -311,13 +312,23 @@ class Reconciliation(BaseModel):
     paid_fen_ours: int
     paid_fen_theirs: int
     differences: list[ReconciliationLine]
+    # Money coming back (追回): recovery orders, and what the treasury received under them.
+    recoveries: int = 0
+    recovered_fen_ours: int = 0
+    recovered_fen_theirs: int = 0
 
 
 _OURS_TO_THEIRS = {"instructed": "accepted", "paid": "paid", "returned": "returned"}
 
 
-async def reconcile(session: AsyncSession, statement: list[InstructionStatus]) -> Reconciliation:
-    """Compare our ledger with the budget system's statement, instruction by instruction."""
+async def reconcile(
+    session: AsyncSession,
+    statement: list[InstructionStatus],
+    recoveries: Sequence[RecoveryStatus] = (),
+) -> Reconciliation:
+    """Compare our ledger with the budget system's statement, instruction by instruction,
+    and recovery by recovery (each order registered, and every fen received under it
+    credited to it: `recovered`)."""
     entries = list(
         await session.scalars(
             select(LedgerEntry).where(
@@ -359,11 +370,61 @@ async def reconcile(session: AsyncSession, statement: list[InstructionStatus]) -
                     amount_theirs_fen=status.amount_fen if status else None,
                 )
             )
+    back = await _reconcile_recoveries(session, recoveries)
     return Reconciliation(
+        recoveries=back.recoveries,
+        recovered_fen_ours=back.recovered_fen_ours,
+        recovered_fen_theirs=back.recovered_fen_theirs,
         instructions=len(set(ours) | set(theirs)),
         paid_fen_ours=sum(e.amount_fen for e in entries if e.kind == LedgerKind.RECEIPT),
         paid_fen_theirs=sum(s.amount_fen for s in statement if s.state is InstructionState.PAID),
+        differences=differences + back.differences,
+    )
+
+
+async def _reconcile_recoveries(
+    session: AsyncSession, recoveries: Sequence[RecoveryStatus]
+) -> Reconciliation:
+    orders = {
+        e.idempotency_key: e
+        for e in await session.scalars(
+            select(LedgerEntry).where(LedgerEntry.kind == LedgerKind.RECOVERY_ORDER)
+        )
+        if e.idempotency_key
+    }
+    received: dict[str, int] = {}
+    for case_id, amount in await session.execute(
+        select(LedgerEntry.case_id, sa.func.sum(LedgerEntry.amount_fen))
+        .where(LedgerEntry.kind == LedgerKind.REPAYMENT)
+        .group_by(col(LedgerEntry.case_id))
+    ):
+        received[case_id] = int(amount)
+    theirs = {r.idempotency_key: r for r in recoveries}
+    differences = []
+    for key in sorted(set(orders) | set(theirs)):
+        order, status = orders.get(key), theirs.get(key)
+        ours_fen = received.get(order.case_id, 0) if order else None
+        theirs_fen = status.received_fen if status else None
+        if order is None or status is None or ours_fen != theirs_fen:
+            differences.append(
+                ReconciliationLine(
+                    idempotency_key=key,
+                    case_id=order.case_id if order else None,
+                    instalment=None,
+                    ours="recovered" if order else "missing",
+                    theirs="recovered" if status else "missing",
+                    amount_ours_fen=ours_fen,
+                    amount_theirs_fen=theirs_fen,
+                )
+            )
+    return Reconciliation(
+        instructions=0,
+        paid_fen_ours=0,
+        paid_fen_theirs=0,
         differences=differences,
+        recoveries=len(set(orders) | set(theirs)),
+        recovered_fen_ours=sum(received.get(o.case_id, 0) for o in orders.values()),
+        recovered_fen_theirs=sum(r.received_fen for r in recoveries),
     )
 
 

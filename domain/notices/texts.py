@@ -184,6 +184,14 @@ def recognition_expired(title: str, period: str) -> Text:
 # ----- commitment cases (承诺类) ----------------------------------------------------------
 
 
+def commitment_approved(title: str, committed_fen: int) -> Text:
+    return Text(
+        "承诺事项已通过联审",
+        f"贵企业申请的“{title}”已通过主管部门和财政部门联合审核，核定承诺奖补金额 "
+        f"{format_yuan(committed_fen)}，事中预付资金将按规定拨付。",
+    )
+
+
 def commitment_prepaid(title: str, amount_fen: int, completion: str) -> Text:
     return Text(
         "承诺制预付资金已拨付",
