@@ -26,9 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from cli.devstack import (  # noqa: E402
+    INDEXED_TYPES,
     DevServerConfig,
     Supervisor,
     ensure_search_attributes,
@@ -110,20 +112,40 @@ async def start_api(stack: BenchStack) -> str:
 
 @asynccontextmanager
 async def bench_stack(
-    name: str, simulator_args: list[str], *, message_simulator: bool = False
+    name: str,
+    simulator_args: list[str],
+    *,
+    message_simulator: bool = False,
+    time_skipping: bool = False,
 ) -> AsyncIterator[BenchStack]:
-    """Start the dev server and the simulator(s); the worker is created, not started."""
+    """Start the dev server (or, `time_skipping`, Temporal's time-skipping test server)
+    and the simulator(s); the worker is created, not started."""
     work = Path(tempfile.mkdtemp(prefix=f"zhida-{name}-"))
-    env = await WorkflowEnvironment.start_local(
-        data_converter=DATA_CONVERTER,
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        ui=False,
-    )
+    wanted = DevServerConfig.load().search_attributes
+    if time_skipping:
+        env = await WorkflowEnvironment.start_time_skipping(
+            data_converter=DATA_CONVERTER,
+            test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+        )
+    else:
+        env = await WorkflowEnvironment.start_local(
+            data_converter=DATA_CONVERTER,
+            dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+            ui=False,
+        )
     children = Supervisor()
     worker: Worker | None = None
     try:
-        wanted = DevServerConfig.load().search_attributes
-        await ensure_search_attributes(env.client, env.client.namespace, wanted)
+        if time_skipping:
+            # This server cannot list search attributes: add them all, unasked.
+            await env.client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=env.client.namespace,
+                    search_attributes={n: INDEXED_TYPES[k] for n, k in wanted.items()},
+                )
+            )
+        else:
+            await ensure_search_attributes(env.client, env.client.namespace, wanted)
         port, extra = free_port(), simulator_args
         simulator_url = f"http://127.0.0.1:{port}"
         children.start(

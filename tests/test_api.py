@@ -275,15 +275,3 @@ async def test_import_endpoint_rejects_bad_file_whole(
         )
         == 0
     )
-
-
-async def test_case_routes_name_a_category_that_does_not_exist(
-    api: httpx.AsyncClient, session: AsyncSession, settings: Settings
-) -> None:
-    firm = await create_enterprise(session)
-    await create_users(session, enterprise_uscc=firm.uscc)
-    response = await api.get(
-        f"/api/v1/cases/subsidy/TEST-ITEM-01/2026/{firm.uscc}", headers=auth(settings, "qiye")
-    )
-    assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["field"] == "category"

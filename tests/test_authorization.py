@@ -43,6 +43,7 @@ USERS = (
     "kjj_staff",
     "kjj_head",
     "czj_staff",
+    "czj_head",  # 市财政局 head: reads like finance, and alone waives a recovery
     "wx_czj_staff",  # 吴兴区财政局
     "wx_jxj_staff",  # 吴兴区经信局: a district policy unit (added here)
     "nx_czj_staff",  # 南浔区财政局 (added here)
@@ -62,6 +63,7 @@ STAFF = {
 READ_ALL = {"admin", "auditor"}
 CITY_UNITS = {"jxj_staff", "jxj_head", "kjj_staff", "kjj_head", "czj_staff"}
 ITEM_UNITS = {"jxj_staff", "jxj_head", "czj_staff"}  # its department, and finance on its stages
+FINANCE_HEAD = {"czj_head"}
 
 Expected = set[str] | dict[str, set[str]]  # allowed users, or per firm target
 EXPECTED: dict[str, Expected] = {
@@ -69,29 +71,30 @@ EXPECTED: dict[str, Expected] = {
     "signed_in": set(USERS),
     "enterprise": {"qiye", "qiye2"},
     "staff": STAFF,
-    "reader": STAFF | READ_ALL,
+    "reader": STAFF | READ_ALL | FINANCE_HEAD,
     "admin": {"admin"},
     # The body is a new item of 市经信局.
     "item.create": {"jxj_staff", "jxj_head"},
     "item.edit": {"jxj_staff", "jxj_head"},
     "item.review": {"jxj_head", "czj_staff"},
     "item.quota": {"czj_staff"},
-    "item.oversight": ITEM_UNITS | READ_ALL,
+    "item.oversight": ITEM_UNITS | READ_ALL | FINANCE_HEAD,
     # Finance of other regions read the item's matches of their own firms.
-    "item.matches": ITEM_UNITS | READ_ALL | {"wx_czj_staff", "nx_czj_staff"},
+    "item.matches": ITEM_UNITS | READ_ALL | FINANCE_HEAD | {"wx_czj_staff", "nx_czj_staff"},
     # City units read every firm; district units theirs; a firm itself.
     "firm.read": {
-        WUXING: CITY_UNITS | READ_ALL | {"wx_czj_staff", "wx_jxj_staff", "qiye"},
-        NANXUN: CITY_UNITS | READ_ALL | {"nx_czj_staff", "qiye2"},
+        WUXING: CITY_UNITS | READ_ALL | FINANCE_HEAD | {"wx_czj_staff", "wx_jxj_staff", "qiye"},
+        NANXUN: CITY_UNITS | READ_ALL | FINANCE_HEAD | {"nx_czj_staff", "qiye2"},
     },
     # A department reads its own items' cases; finance its region's; a firm its own.
     "item_firm.read": {
-        WUXING: ITEM_UNITS | READ_ALL | {"wx_czj_staff", "qiye"},
-        NANXUN: ITEM_UNITS | READ_ALL | {"nx_czj_staff", "qiye2"},
+        WUXING: ITEM_UNITS | READ_ALL | FINANCE_HEAD | {"wx_czj_staff", "qiye"},
+        NANXUN: ITEM_UNITS | READ_ALL | FINANCE_HEAD | {"nx_czj_staff", "qiye2"},
     },
     "case.decide": ITEM_UNITS,
     "case.applicant": {WUXING: {"qiye"}, NANXUN: {"qiye2"}},
     "case.withdraw": {WUXING: {"qiye", "czj_staff"}, NANXUN: {"qiye2", "czj_staff"}},
+    "case.waive": FINANCE_HEAD,
 }
 
 METHODS = {"get", "post", "put", "patch", "delete"}

@@ -25,7 +25,14 @@ from domain.eligibility import assess
 from domain.money import budget
 from domain.policy import library
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind
-from models.cases import CaseDecision, CaseState, DecisionRequest, ReviewAction
+from models.cases import (
+    CaseDecision,
+    CaseState,
+    DecisionRequest,
+    Resubmission,
+    ResubmitRequest,
+    ReviewAction,
+)
 from models.commitment import (
     CommitmentRequest,
     Completion,
@@ -48,7 +55,7 @@ from models.commitment import (
     WaiverRequest,
 )
 from models.notices import Notice
-from models.policy import ItemCreate
+from models.policy import ItemCreate, StageWarning
 from models.reference import Actor, Role, User
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 from tests.fixtures.stack import Stack
@@ -545,3 +552,127 @@ async def test_an_overdue_debt_is_offset_against_a_later_payment_on_another_item
     assert other_money[LedgerKind.INSTRUCT] == COMMITTED_FEN - money[LedgerKind.OFFSET]
     assert other_money[LedgerKind.RECEIPT] == COMMITTED_FEN
     assert any("抵扣" in t for t in await notices_of(stack, debtor.uscc))
+
+
+# ----- reviews: returns, corrections, overdue ------------------------------------------------
+
+
+async def test_joint_review_overdue_warns_both_units_and_a_return_goes_back_to_both(
+    case_of: Any, stack: Stack
+) -> None:
+    case: Case = await case_of()
+    state = await case.reach("joint_review")
+    assert {state.waiting_for_department, state.also_waiting_for_department} == {
+        "330500-JXJ",
+        "330500-CZJ",
+    }
+    # Three working days pass (the item's limit): each unit is warned.
+    while not (await case.state()).overdue:
+        await case.env.sleep(timedelta(days=1))
+    async with stack.sessionmaker() as session:
+        warned = set(
+            await session.scalars(
+                select(StageWarning.department_code).where(
+                    col(StageWarning.subject) == case.handle.id
+                )
+            )
+        )
+    assert warned == {"330500-JXJ", "330500-CZJ"}
+    await case.update(
+        "decide", DecisionRequest(actor=FINANCE, decision=CaseDecision(action=ReviewAction.APPROVE))
+    )
+    returned = await case.update(
+        "decide",
+        DecisionRequest(
+            actor=DEPARTMENT,
+            decision=CaseDecision(
+                action=ReviewAction.RETURN, reason="材料不全", corrections=["补充设备采购合同"]
+            ),
+        ),
+    )
+    assert returned.stage.value == "correction" and returned.corrections == ["补充设备采购合同"]
+    await case.update(
+        "resubmit",
+        ResubmitRequest(
+            actor=case.firm, resubmission=Resubmission(materials={"contract": "合同.pdf"})
+        ),
+    )
+    # A new round: both decide again.
+    state = await case.joint_approval()
+    assert state.commitment and state.commitment.prepaid_fen == PREPAID_FEN
+
+
+async def test_completion_returned_corrected_and_settlement_sent_back(case_of: Any) -> None:
+    case: Case = await case_of()
+    await case.joint_approval()
+    declared = {INVESTMENT: 50_000_000, TAX: 2_000_000}
+    await case.update(
+        "submit_completion",
+        CompletionSubmission(actor=case.firm, completion=Completion(achieved=declared)),
+    )
+    state = await case.reach("completion_review")
+    assert state.commitment is not None
+    # The data's figure beside the firm's: the firm declared more tax than recorded.
+    evidence = state.commitment.evidence[TAX]
+    assert (evidence["declared"], evidence["recorded"]) == (2_000_000, 1_000_000)
+    await case.update(
+        "review_completion",
+        CompletionRuling(
+            actor=DEPARTMENT,
+            review=CompletionReview(
+                action=CompletionAction.RETURN, reason="缺验收报告", corrections=["上传验收报告"]
+            ),
+        ),
+    )
+    assert (await case.state()).stage.value == "correction"
+    await case.update(
+        "submit_completion",
+        CompletionSubmission(actor=case.firm, completion=Completion(achieved=declared)),
+    )
+    await case.reach("completion_review")
+    with pytest.raises(WorkflowUpdateFailedError):  # a corrected figure needs a reason
+        await case.update(
+            "review_completion",
+            CompletionRuling(
+                actor=DEPARTMENT,
+                review=CompletionReview(action=CompletionAction.ACCEPT, corrected={TAX: 1_000_000}),
+            ),
+        )
+    await case.update(
+        "review_completion",
+        CompletionRuling(
+            actor=DEPARTMENT,
+            review=CompletionReview(
+                action=CompletionAction.ACCEPT,
+                corrected={TAX: 1_000_000},
+                reason="以税务数据为准",
+            ),
+        ),
+    )
+    state = await case.reach("settlement_review")
+    assert state.commitment and state.commitment.settlement
+    assert state.commitment.settlement.share_bp == 8_750  # (3 × 100% + 50%) / 4
+    await case.update(
+        "decide",
+        DecisionRequest(
+            actor=FINANCE, decision=CaseDecision(action=ReviewAction.RETURN, reason="请复核投资额")
+        ),
+    )
+    await case.reach("completion_review")
+    await case.update(
+        "review_completion",
+        CompletionRuling(
+            actor=DEPARTMENT,
+            review=CompletionReview(
+                action=CompletionAction.ACCEPT, corrected={TAX: 1_000_000}, reason="复核无误"
+            ),
+        ),
+    )
+    await case.reach("settlement_review")
+    await case.update(
+        "decide", DecisionRequest(actor=FINANCE, decision=CaseDecision(action=ReviewAction.APPROVE))
+    )
+    final = await case.result()
+    assert final.paid_amount_fen == 4_375_000
+    actions = [e.action for e in final.timeline]
+    assert actions.count("accepted") == 2 and "returned" in actions

@@ -67,10 +67,11 @@ async def test_a_retried_activity_notifies_each_recipient_once(session: AsyncSes
     for attempt in (1, 2):
         env.info = dataclasses.replace(execution, attempt=attempt)
         await env.run(activities.record_payment_failure, failure)
-    assert await recipients() == ["czj_staff", "qiye"]  # finance warned, the firm told
+    # Finance (its caseworker and its head) warned, the firm told.
+    assert await recipients() == ["czj_head", "czj_staff", "qiye"]
 
     # The same case failing again later is another execution: the firm is told again;
     # finance's warning is still open, so finance is not warned twice.
     env.info = dataclasses.replace(execution, activity_id="20")
     await env.run(activities.record_payment_failure, failure)
-    assert await recipients() == ["czj_staff", "qiye", "qiye"]
+    assert await recipients() == ["czj_head", "czj_staff", "qiye", "qiye"]
