@@ -55,6 +55,7 @@ from stack import bench_stack
 from temporalio.client import Client, WorkflowHandle
 
 from adapters.budget_system import BudgetSystemClient
+from adapters.esignature import PlatformAcceptance
 from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
@@ -216,6 +217,7 @@ async def seed(url: str, firms: list[Firm], completion: date) -> list[Any]:
                     ),
                     today,
                     "127.0.0.1; bench",
+                    PlatformAcceptance(),
                 )
                 firm.case_id = admitted.commitment.case_id
                 inputs.append(admitted.commitment)

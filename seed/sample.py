@@ -21,6 +21,7 @@ from sqlmodel import select
 from domain.engine.amounts import amount_rule_to_json, parse_amount_rule
 from domain.engine.rules import parse_rule, rule_to_json
 from models.budget import BudgetQuota, QuotaChange
+from models.commitment_terms import CommitmentTerms
 from models.facts import FACT_KINDS, coerce_fact_value, period_end
 from models.policy import (
     FINANCE_STAGES,
@@ -353,6 +354,7 @@ async def load_policies(session: AsyncSession) -> int:
                 annual_quota_fen=spec["quota_fen"],
                 exclusivity_group=spec.get("group"),
                 recognition_terms=_recognition_terms(category, spec),
+                commitment_terms=_commitment_terms(category, spec),
                 stages=stages,
                 valid_from=date(now.year, 1, 1),
                 valid_to=date(now.year + 1, 12, 31),
@@ -395,6 +397,15 @@ def _recognition_terms(category: Category, spec: dict[str, Any]) -> Any:
             raise ValueError(f"{spec['code']}: recognition terms apply only to recognition items")
         return None
     return RecognitionTerms.model_validate(spec.get("recognition") or {}).model_dump(mode="json")
+
+
+def _commitment_terms(category: Category, spec: dict[str, Any]) -> Any:
+    """A commitment item's `commitment:` terms (required there), as stored; NULL else."""
+    if category is not Category.COMMITMENT:
+        if "commitment" in spec:
+            raise ValueError(f"{spec['code']}: commitment terms apply only to commitment items")
+        return None
+    return CommitmentTerms.model_validate(spec["commitment"]).model_dump(mode="json")
 
 
 # ----- synthetic data for the matching benchmark and tests ------------------------------

@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from adapters.budget_system import BudgetSystemClient, recovery_key
+from adapters.esignature import PlatformAcceptance
 from adapters.message_channel import MessageChannelClient
 from core.workdays import SHANGHAI, WorkingCalendar
 from domain.commitment import admission
@@ -240,6 +241,7 @@ async def case_of(stack: Stack, own_time_skipping: WorkflowEnvironment) -> Async
                 ),
                 datetime.now(SHANGHAI).date(),
                 "127.0.0.1; pytest",
+                PlatformAcceptance(),
             )
         handle = await start_commitment_case(client, queue, admitted.commitment)
         return Case(own_time_skipping, stack, code, uscc, handle)

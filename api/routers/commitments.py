@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response, status
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from adapters.esignature import PlatformAcceptance
 from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
@@ -93,7 +94,9 @@ async def commit(
         + (request.headers.get("user-agent", "")[:120])
     )
     today = datetime.now(SHANGHAI).date()
-    admitted = await admission.admit_commitment(session, user, body, today, origin)
+    admitted = await admission.admit_commitment(
+        session, user, body, today, origin, PlatformAcceptance()
+    )
     commitment = admitted.commitment
     handle: CommitmentHandle = temporal.get_workflow_handle_for(
         CommitmentWorkflow.run, commitment.case_id
@@ -223,7 +226,7 @@ async def waive(
     summary="承诺制追回：立即向预算系统查询退回款到账情况",
     **access(Rule.CASE_WITHDRAW),
 )
-async def check_recovery(case: CaseDep) -> CaseState:
+async def check_recovery(case: CaseDep, _idempotency: IdempotencyKey) -> CaseState:
     """The case reads the budget system's receipts now rather than at its next date
     (it reads them at least weekly and on every due date anyway)."""
     case = _commitment(case, "recovery check")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.access import require_role
 from domain.cases.admission import admissible_period, claim_period, confirm_claim, open_version
 from domain.eligibility import assess
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, NotFound
 from domain.policy.library import get_item, get_version
 from domain.policy.versions import UnevaluableVersion, commitment_terms
 from domain.registry.enterprises import get_enterprise, latest_facts_query
@@ -29,7 +30,12 @@ from models.eligibility import Verdict
 from models.facts import FACT_KINDS
 from models.policy import Category, StageLimit
 from models.reference import Actor, Role
-from models.types import utcnow
+
+
+class Signer(Protocol):
+    """Signs the SHA-256 of a letter for a firm's user (adapters/esignature.py)."""
+
+    async def sign(self, letter_sha256: str, signer: str, uscc: str, origin: str) -> Signature: ...
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,13 @@ class CommitmentAdmission:
 
 
 async def letter_of(session: AsyncSession, item_code: str, today: date) -> LetterPublic:
-    """The commitment letter of the version in force, with the hash a firm signs."""
-    version = await open_version(session, item_code, Category.COMMITMENT, today)
-    terms = commitment_terms(version)
+    """The commitment letter of the version in force, with the hash a firm signs; a
+    404 for an item that takes no commitments today (the item is the path's resource)."""
+    try:
+        version = await open_version(session, item_code, Category.COMMITMENT, today)
+        terms = commitment_terms(version)
+    except (InvalidInput, UnevaluableVersion) as exc:
+        raise NotFound(f"{item_code} has no commitment letter in force: {exc.detail}") from None
     return LetterPublic(
         item_code=version.item_code,
         version=version.version,
@@ -54,7 +64,12 @@ async def letter_of(session: AsyncSession, item_code: str, today: date) -> Lette
 
 
 async def admit_commitment(
-    session: AsyncSession, actor: Actor, request: CommitmentRequest, today: date, origin: str
+    session: AsyncSession,
+    actor: Actor,
+    request: CommitmentRequest,
+    today: date,
+    origin: str,
+    signer: Signer,
 ) -> CommitmentAdmission:
     """Check the firm's project and signature against the version in force, and claim
     the period (flushed, not committed). A firm with an open or settled commitment for
@@ -84,13 +99,7 @@ async def admit_commitment(
     claim, existing = await claim_period(
         session, version.item_code, actor.enterprise_uscc, period.text, Category.COMMITMENT
     )
-    signature = Signature(
-        letter_sha256=terms.letter_sha256,
-        signer=actor.name,
-        uscc=actor.enterprise_uscc,
-        signed_at=utcnow(),
-        origin=origin[:200],
-    )
+    signature = await signer.sign(terms.letter_sha256, actor.name, actor.enterprise_uscc, origin)
     commitment = CommitmentInput(
         case_id=claim.case_id,
         item_code=claim.item_code,
