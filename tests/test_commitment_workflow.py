@@ -525,24 +525,31 @@ async def test_waiver_only_by_the_finance_head(case_of: Any) -> None:
     assert money[LedgerKind.WAIVER] == PREPAID_FEN - 500_000
 
 
-async def test_an_overdue_debt_is_offset_against_a_later_payment_on_another_item(
-    case_of: Any, stack: Stack
-) -> None:
-    case_of_same = case_of
+async def overdue_debtor_commits_again(
+    case_of: Any, stack: Stack, days_late: int, **terms: Any
+) -> tuple[Case, Case]:
+    """A firm that achieved nothing owes its whole prepayment, `days_late` past the
+    deadline; then it commits to a second item of the same kind (`terms`)."""
     debtor: Case = await case_of()
     await debtor.joint_approval()
     await debtor.complete({INVESTMENT: 0, TAX: 0})
     state = await debtor.reach("recovery")
     assert state.commitment and state.commitment.recovery
     due = state.commitment.recovery.due_on
-    while (await debtor.now()).astimezone(SHANGHAI).date() < due + timedelta(days=2):
+    while (await debtor.now()).astimezone(SHANGHAI).date() < due + timedelta(days=days_late):
         await debtor.env.sleep(timedelta(days=1))
-    # The firm commits to a second item, prepaid in full (5,000,000 fen): when that
-    # payment is instructed, the overdue debt (principal and 2 days' interest) is withheld.
     async with stack.sessionmaker() as session:
         industry = (await library.get_version(session, debtor.code, 1)).summary
-    second = await commitment_item(stack, industry=industry, prepaid_pct=100)
-    other: Case = await case_of_same(second, debtor.uscc)
+    second = await commitment_item(stack, industry=industry, **terms)
+    return debtor, await case_of(second, debtor.uscc)
+
+
+async def test_an_overdue_debt_is_offset_against_a_later_payment_on_another_item(
+    case_of: Any, stack: Stack
+) -> None:
+    # The firm commits to a second item, prepaid in full (5,000,000 fen): when that
+    # payment is instructed, the overdue debt (principal and 2 days' interest) is withheld.
+    debtor, other = await overdue_debtor_commits_again(case_of, stack, 2, prepaid_pct=100)
     await other.joint_approval()
     final = await debtor.result()
     assert final.stage.value == "settled"
@@ -678,3 +685,70 @@ async def test_completion_returned_corrected_and_settlement_sent_back(case_of: A
     assert final.paid_amount_fen == 4_375_000
     actions = [e.action for e in final.timeline]
     assert actions.count("accepted") == 2 and "returned" in actions
+
+
+async def test_an_undecided_extension_holds_the_deadline_and_warns_the_department(
+    case_of: Any, stack: Stack
+) -> None:
+    case: Case = await case_of()
+    state = await case.joint_approval()
+    assert state.commitment is not None
+    completion = state.commitment.completion_date
+    while (await case.now()).astimezone(SHANGHAI).date() < completion - timedelta(days=3):
+        await case.env.sleep(timedelta(days=20))
+    await case.update(
+        "request_extension",
+        ExtensionAsk(
+            actor=case.firm,
+            request=ExtensionRequest(
+                completion_date=completion + timedelta(days=30), reason="疫情停工"
+            ),
+        ),
+    )
+    # The department sits on it past the completion date and its grace: no failure.
+    while (await case.now()).astimezone(SHANGHAI).date() < completion + timedelta(days=45):
+        await case.env.sleep(timedelta(days=5))
+    state = await case.state()
+    assert state.stage.value == "project" and state.overdue
+    assert state.waiting_for_department == "330500-JXJ"
+    async with stack.sessionmaker() as session:
+        warned = list(
+            await session.scalars(
+                select(StageWarning.stage).where(col(StageWarning.subject) == case.handle.id)
+            )
+        )
+    assert warned == ["project"]
+    # Refused: the deadline (completion date + 30 days' grace) has passed: not completed.
+    await case.update(
+        "decide_extension",
+        ExtensionRuling(
+            actor=DEPARTMENT, decision=ExtensionDecision(approve=False, reason="理由不充分")
+        ),
+    )
+    state = await case.reach("recovery")
+    assert "not_completed" in [e.action for e in state.timeline]
+    await case.handle.terminate("test over")
+
+
+async def test_a_payment_smaller_than_the_debt_goes_wholly_to_it_and_instructs_nothing(
+    case_of: Any, stack: Stack
+) -> None:
+    # A second item prepaying 20% (1,000,000 fen), less than the 2,500,000 and more owed.
+    debtor, other = await overdue_debtor_commits_again(case_of, stack, 1, prepaid_pct=20)
+    state = await other.joint_approval()
+    assert state.paid_amount_fen == 1_000_000  # paid, to the debt
+    money = await ledger(stack, other.handle.id)
+    assert money[LedgerKind.OFFSET] == 1_000_000 and money[LedgerKind.RECEIPT] == 1_000_000
+    assert LedgerKind.INSTRUCT not in money  # nothing went to the budget system
+    statement = await stack.budget_http.get("/v1/payment-instructions")
+    keys = [s["idempotency_key"] for s in statement.json()]
+    assert not any(other.handle.id in k for k in keys)
+    await debtor.handle.signal("check_recovery")
+    await debtor.env.sleep(timedelta(hours=1))
+    left = await debtor.state()
+    assert left.commitment and left.commitment.recovery and left.commitment.recovery.balance
+    balance = left.commitment.recovery.balance
+    assert balance.credited_fen == 1_000_000
+    assert balance.outstanding_fen == PREPAID_FEN + balance.interest_fen - 1_000_000
+    for case in (debtor, other):
+        await case.handle.terminate("test over")

@@ -303,7 +303,14 @@ class CommitmentWorkflow:
         self._seen = 0  # progress reports logged
         while True:
             reminder = self._next_reminder()
-            wake = min(self._deadline(), reminder[2]) if reminder else self._deadline()
+            # While an extension asked for in time waits for the department, the
+            # deadline waits too (the department is warned when its own limit passes).
+            pending = self._extension is not None and not self._extended
+            wakes = [] if pending else [self._deadline()]
+            if reminder is not None:
+                wakes.append(reminder[2])
+            if pending and self._due_at is not None and not self._overdue:
+                wakes.append(self._due_at)
             try:
                 await self._tail.wait_for(
                     lambda: (
@@ -316,7 +323,7 @@ class CommitmentWorkflow:
                         )
                         or self._extension_ruling is not None
                     ),
-                    within=max(wake - workflow.now(), timedelta(0)),
+                    within=max(min(wakes) - workflow.now(), timedelta(0)) if wakes else None,
                 )
             except TimeoutError:
                 if reminder is not None and workflow.now() >= reminder[2]:
@@ -330,7 +337,10 @@ class CommitmentWorkflow:
                         days=days,
                     )
                     continue
-                if workflow.now() >= self._deadline():
+                if pending and self._due_at is not None and workflow.now() >= self._due_at:
+                    await self._raise_overdue(CaseStage.PROJECT, [self._check.department_code])
+                    continue
+                if not pending and workflow.now() >= self._deadline():
                     self.log("system", "not_completed", "完成期限（含宽限期）内未提交完工材料")
                     return False
                 continue
@@ -364,6 +374,9 @@ class CommitmentWorkflow:
             detail = "不同意延期"
         self.log(ruling.actor.name, "extension_decided", f"{detail}：{ruling.decision.reason}")
         self._extended, self._due_at, self._extension_ruling = True, None, None
+        if self._overdue:
+            self._overdue = False
+            workflow.upsert_search_attributes([sa_keys.OVERDUE.value_set(False)])
         await self._notify(
             CommitmentNoticeKind.EXTENSION,
             "extension",
