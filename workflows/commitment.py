@@ -4,7 +4,9 @@ life, settlement, and recovery of what was prepaid beyond the final amount."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -61,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import DATABASE
     from workflows.refusals import check_review, invalid_input
 
+Ruling = TypeVar("Ruling", CompletionRuling, DecisionRequest)
 DEPARTMENT, FINANCE = "department", "finance"
 DEPARTMENT_ROLES = (Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD)
 # Before the prepayment is instructed the firm may withdraw; after it, the commitment
@@ -407,7 +410,6 @@ class CommitmentWorkflow:
             ruling = await self._await_review(
                 CaseStage.COMPLETION_REVIEW, lambda: self._completion_ruling
             )
-            assert isinstance(ruling, CompletionRuling)
             review = ruling.review
             if review.action is CompletionAction.RETURN:
                 self.log(ruling.actor.name, "returned", review.reason)
@@ -430,16 +432,14 @@ class CommitmentWorkflow:
             )
             self._decision = None
             request = await self._await_review(CaseStage.SETTLEMENT_REVIEW, lambda: self._decision)
-            assert isinstance(request, DecisionRequest)
             self.log(request.actor.name, request.decision.action.value, request.decision.reason)
             if request.decision.action is ReviewAction.APPROVE:
                 return
             # Finance sends the figures back to the department.
             self._achieved = None
 
-    async def _await_review(self, stage: CaseStage, taken: object) -> object:
+    async def _await_review(self, stage: CaseStage, taken: Callable[[], Ruling | None]) -> Ruling:
         """Wait for a unit's ruling at a review stage against its working-day limit."""
-        assert callable(taken)
         policy_stage = (
             Stage.COMPLETION_REVIEW if stage is CaseStage.COMPLETION_REVIEW else Stage.SETTLEMENT
         )
@@ -453,7 +453,9 @@ class CommitmentWorkflow:
         except TimeoutError:
             await self._raise_overdue(stage, [limit.department_code])
             await self._tail.wait_for(lambda: taken() is not None)
-        return taken()
+        ruling = taken()
+        assert ruling is not None
+        return ruling
 
     # ----- recovery --------------------------------------------------------------------
 
