@@ -97,6 +97,9 @@ class PaymentActivities:
         # The day the server scheduled this attempt: the workflow's day (the clock of a
         # time-skipping test server too), which the debt's interest is counted to.
         today = activity.info().current_attempt_scheduled_time.astimezone(SHANGHAI).date()
+        async with self._reader() as session:
+            if not await recovery.may_offset(session, request.uscc, request.case_id, today):
+                return 0
         async with self._sessionmaker.begin() as session:
             taken = await recovery.offset_against(
                 session,

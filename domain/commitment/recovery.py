@@ -255,6 +255,29 @@ async def record_default(session: AsyncSession, uscc: str, on: date) -> None:
         await session.flush()
 
 
+async def may_offset(session: AsyncSession, uscc: str, paying_case_id: str, today: date) -> bool:
+    """Whether a payment could withhold anything: the firm has an order past its
+    deadline, or the paying case withheld before. One indexed read, so that a payment to
+    a firm that owes nothing takes no write transaction for it."""
+    overdue = await session.scalar(
+        select(RecoveryOrder.case_id)
+        .where(
+            RecoveryOrder.uscc == uscc,
+            col(RecoveryOrder.status).in_([RecoveryStatus.OPEN, RecoveryStatus.DEFAULTED]),
+            col(RecoveryOrder.due_on) < today,
+        )
+        .limit(1)
+    )
+    if overdue is not None:
+        return True
+    withheld = await session.scalar(
+        select(LedgerEntry.id)
+        .where(LedgerEntry.case_id == paying_case_id, LedgerEntry.kind == LedgerKind.OFFSET)
+        .limit(1)
+    )
+    return withheld is not None
+
+
 async def offset_against(
     session: AsyncSession,
     *,
