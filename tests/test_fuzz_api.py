@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LAST_LINE = re.compile(
     r"operations=(\d+) requests=(\d+) server_errors=(\d+) "
@@ -14,6 +16,7 @@ LAST_LINE = re.compile(
 )
 
 
+@pytest.mark.timeout(480)  # the subprocess's own limit, and a minute to start and stop
 def test_no_server_error_and_no_schema_violation_under_fuzzing() -> None:
     completed = subprocess.run(
         [sys.executable, "bench/fuzz_api.py", "--examples", "5", "--seed", "7", "--parallel"],
