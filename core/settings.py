@@ -58,8 +58,37 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Tokens the platform issues itself (`zhida token`, the embedded stack).
     token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)
-    token_ttl_hours: int = 24 * 30
+    token_ttl_hours: int = Field(default=12, ge=1, le=24 * 30)
+    # Browser origins allowed to call the API (the Temporal UI calls the codec server).
+    # Never "*" in production.
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
+    )
+
+    # Identities from an OpenID Connect provider (production): tokens signed by the
+    # provider's keys (JWKS), with the platform user, role and unit in claims. When
+    # `oidc_issuer` is set, these tokens are accepted; the platform's own tokens only
+    # outside production.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None  # default: from the issuer's discovery document
+    oidc_user_claim: str = "preferred_username"
+    oidc_role_claim: str = "zhida_role"
+    oidc_unit_claim: str = "zhida_unit"
+    oidc_enterprise_claim: str = "uscc"
+    # The provider's role names to the platform's roles (Role values); a provider role
+    # not named here maps to itself.
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)
+
+    # Payload encryption: AES-256-GCM over every payload Temporal stores. A key ring
+    # "id1:base64key,id2:base64key": the first key encrypts, every key decrypts (rotation
+    # puts a new key first and keeps the old ones). Or a file with one "id:base64key" per
+    # line, first line first. Outside production, a missing key ring is made once in
+    # `var_dir/codec-keys`; production refuses to start without one.
+    codec_keys: SecretStr | None = None
+    codec_key_file: Path | None = None
 
     # Time limits of the policy-change review stages, in working days.
     policy_head_review_days: int = 3
@@ -89,11 +118,16 @@ class Settings(BaseSettings):
     def _defaults_and_production_checks(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'zhida.db'}"
-        if (
-            self.environment is Environment.PRODUCTION
-            and self.token_secret.get_secret_value() == DEV_TOKEN_SECRET
-        ):
-            raise ValueError("ZHIDA_TOKEN_SECRET must be set in production")
+        if self.environment is Environment.PRODUCTION:
+            problems = []
+            if self.token_secret.get_secret_value() == DEV_TOKEN_SECRET:
+                problems.append("ZHIDA_TOKEN_SECRET must be set (not the development default)")
+            if self.codec_keys is None and self.codec_key_file is None:
+                problems.append("ZHIDA_CODEC_KEYS or ZHIDA_CODEC_KEY_FILE must be set")
+            if "*" in self.cors_origins:
+                problems.append("ZHIDA_CORS_ORIGINS must name origins, not '*'")
+            if problems:
+                raise ValueError("production refuses to start: " + "; ".join(problems))
         return self
 
     @property

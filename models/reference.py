@@ -46,6 +46,7 @@ class Role(enum.StrEnum):
     FINANCE_HEAD = "finance_head"  # waives recovery (核销); otherwise reads like finance
     AUDITOR = "auditor"
     ADMIN = "admin"
+    OPS = "ops"  # operations staff: the Temporal UI through the codec server; no case data
 
 
 class User(SQLModel, table=True):

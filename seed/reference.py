@@ -121,6 +121,7 @@ def demo_users(enterprise_uscc: str | None) -> list[User]:
             region_code="330502",
         ),
         User(name="auditor", display_name="市审计局审计员", role=Role.AUDITOR, region_code=CITY),
+        User(name="ops", display_name="平台运维人员", role=Role.OPS, region_code=CITY),
     ]
     if enterprise_uscc is not None:
         users.append(
