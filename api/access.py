@@ -11,12 +11,14 @@ without a rule fails it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, _bearer, get_current_user
 from api.params import CreditCode
+from core.settings import Environment
 from domain.access import ACCESS_EXTENSION, Rule, Target, authorize
 
 # Rules whose target includes the firm in the path (validated as a credit code first).
@@ -37,6 +39,9 @@ def _item_code(request: Request) -> str | None:
     return None if code is None else str(code)
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
     if rule is Rule.PUBLIC:
 
@@ -44,6 +49,26 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
             return None
 
         return public
+
+    if rule is Rule.OPS:
+
+        async def ops(
+            session: SessionDep,
+            settings: SettingsDep,
+            request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        ) -> None:
+            client = request.client.host if request.client else None
+            if (
+                credentials is None
+                and settings.environment is not Environment.PRODUCTION
+                and client in LOOPBACK
+            ):
+                return  # the embedded stack's Temporal UI, which sends no token
+            user = await get_current_user(settings, session, credentials)
+            await authorize(session, user, rule, Target(None))
+
+        return ops
 
     if rule in _FIRM_RULES:
 

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
@@ -32,7 +33,17 @@ from api.middleware import (
     describe_size,
 )
 from api.openapi import install_openapi
-from api.routers import cases, commitments, matching, policy, recognition, reference, registry
+from api.routers import (
+    cases,
+    codec,
+    commitments,
+    matching,
+    policy,
+    recognition,
+    reference,
+    registry,
+)
+from core.codec import EncryptionCodec, key_ring
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -110,6 +121,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.temporal = TemporalConnection(settings, temporal)
+        app.state.codec = EncryptionCodec(key_ring(settings))
         yield
         await engine.dispose()
 
@@ -143,6 +155,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(cases.router)
     app.include_router(commitments.router)
     app.include_router(matching.router)
+    app.include_router(codec.router)
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
     body_limits = {
@@ -156,6 +169,16 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         limits={("POST", path): limit for path, limit in body_limits.items()},
     )
     app.add_middleware(RequestContextMiddleware)
+    # Browsers may call the API only from the origins named (the Temporal UI calls the
+    # codec server); production refuses to start with "*" (core/settings.py).
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace", "Idempotency-Key"],
+        allow_credentials=True,
+        max_age=600,
+    )
     install_openapi(app, body_limit=MAX_BODY_BYTES, body_limits=body_limits)
 
     @app.get(

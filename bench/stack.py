@@ -36,9 +36,10 @@ from cli.devstack import (  # noqa: E402
     ensure_search_attributes,
     wait_for_http,
 )
+from core.codec import key_ring  # noqa: E402
 from core.logging import configure_logging  # noqa: E402
 from core.settings import Environment, Settings  # noqa: E402
-from core.temporal import DATA_CONVERTER  # noqa: E402
+from core.temporal import data_converter  # noqa: E402
 
 # Our logs go to stderr: a benchmark's standard output is its figures.
 configure_logging(Settings(environment=Environment.TEST), stream=sys.stderr)
@@ -122,14 +123,16 @@ async def bench_stack(
     and the simulator(s); the worker is created, not started."""
     work = Path(tempfile.mkdtemp(prefix=f"zhida-{name}-"))
     wanted = DevServerConfig.load().search_attributes
+    # A key ring of this run alone, in `work`, where the worker finds it too.
+    converter = data_converter(key_ring(Settings(environment=Environment.TEST, var_dir=work)))
     if time_skipping:
         env = await WorkflowEnvironment.start_time_skipping(
-            data_converter=DATA_CONVERTER,
+            data_converter=converter,
             test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
         )
     else:
         env = await WorkflowEnvironment.start_local(
-            data_converter=DATA_CONVERTER,
+            data_converter=converter,
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
             ui=False,
         )
@@ -156,6 +159,7 @@ async def bench_stack(
         )
         settings = Settings(
             environment=Environment.TEST,
+            var_dir=work,
             database_url=f"sqlite+aiosqlite:///{work / f'{name}.db'}",
             temporal_address=env.client.service_client.config.target_host,
             temporal_namespace=env.client.namespace,

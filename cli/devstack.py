@@ -30,9 +30,9 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.api.workflowservice.v1 import UpdateNamespaceRequest
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 
 from core.settings import PROJECT_ROOT, Settings
-from core.temporal import DATA_CONVERTER
 
 log = structlog.get_logger()
 
@@ -80,7 +80,7 @@ class DevServerConfig:
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
 
-    def command(self, binary: str) -> list[str]:
+    def command(self, binary: str, codec_endpoint: str | None = None) -> list[str]:
         args = [
             binary,
             "server",
@@ -98,6 +98,8 @@ class DevServerConfig:
             "--log-level",
             self.log_level,
         ]
+        if codec_endpoint:
+            args += ["--ui-codec-endpoint", codec_endpoint]
         for key, value in self.sqlite_pragmas.items():
             args += ["--sqlite-pragma", f"{key}={value}"]
         for name, kind in self.search_attributes.items():
@@ -145,11 +147,13 @@ async def ensure_search_attributes(client: Client, namespace: str, wanted: dict[
         )
 
 
-async def wait_for_temporal(address: str, namespace: str, within: float = 60) -> Client:
+async def wait_for_temporal(
+    address: str, namespace: str, converter: DataConverter, within: float = 60
+) -> Client:
     deadline = time.monotonic() + within
     while True:
         try:
-            return await Client.connect(address, namespace=namespace, data_converter=DATA_CONVERTER)
+            return await Client.connect(address, namespace=namespace, data_converter=converter)
         except Exception:
             if time.monotonic() > deadline:
                 raise

@@ -13,6 +13,7 @@ import httpx
 import typer
 import uvicorn
 from fastapi import FastAPI
+from temporalio.converter import DataConverter
 
 from adapters.budget_system import BudgetSystemClient
 from cli.devstack import (
@@ -32,7 +33,7 @@ from core.logging import configure_logging
 from core.progress import ProgressCallback, TerminalProgress
 from core.security import issue_token
 from core.settings import Settings, get_settings
-from core.temporal import connect
+from core.temporal import connect, converter_for
 from core.workdays import SHANGHAI
 from domain.errors import AppError
 from domain.money import budget
@@ -307,6 +308,7 @@ def run(
     stop_on_signals()
     _step("applying database migrations")
     migrate.upgrade(settings.database_url)
+    converter = converter_for(settings)  # makes var/codec-keys on a first start
     children = Supervisor()
     logs = settings.var_dir
     try:
@@ -318,13 +320,15 @@ def run(
             address = config.address
             ui = f"http://{config.ip}:{config.ui_port}/namespaces/{config.namespace}/workflows"
             _step("starting the Temporal dev server")
+            # The UI shows payloads decoded by the API's codec server (/codec).
+            codec = f"http://{settings.api_host}:{settings.api_port}/codec"
             children.start(
                 "temporal",
-                config.command(temporal_binary()),
+                config.command(temporal_binary(), codec_endpoint=codec),
                 dict(child_env(settings, address)),
                 logs / "temporal.log",
             )
-            asyncio.run(_prepare_temporal(config, settings.task_queue))
+            asyncio.run(_prepare_temporal(config, converter, settings.task_queue))
         _step("loading the sample data (first start only)")
         with TerminalProgress() as progress:
             summary = asyncio.run(_load_sample(settings, enterprises, progress))
@@ -383,8 +387,10 @@ def _step(what: str) -> None:
     typer.echo(f"… {what}", err=True)
 
 
-async def _prepare_temporal(config: DevServerConfig, task_queue: str) -> None:
-    client = await wait_for_temporal(config.address, config.namespace)
+async def _prepare_temporal(
+    config: DevServerConfig, converter: DataConverter, task_queue: str
+) -> None:
+    client = await wait_for_temporal(config.address, config.namespace, converter)
     await prepare_namespace(client, config)
     await ensure_schedules(client, task_queue)
 

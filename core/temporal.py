@@ -19,14 +19,27 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.service import RetryConfig, TLSConfig
 
+from core.codec import EncryptionCodec, KeyRing, key_ring
 from core.settings import Settings
 
-# The one data converter: every client, worker and replayer uses it, so a payload codec
-# added here reaches them all.
-DATA_CONVERTER: DataConverter = pydantic_data_converter
+
+def data_converter(ring: KeyRing) -> DataConverter:
+    """The one data converter: pydantic values, every payload encrypted with the ring's
+    current key (core/codec.py), failure messages and stack traces moved into an
+    encrypted payload too. Every client, worker and replayer is given it."""
+    return replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(ring),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def converter_for(settings: Settings) -> DataConverter:
+    return data_converter(key_ring(settings))
+
 
 # A request must not wait long on a Temporal that is down: the SDK's default retries a
 # refused connection for 10 s. These give up after about 1.5 s.
@@ -98,7 +111,7 @@ async def connect(
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=DATA_CONVERTER,
+        data_converter=converter_for(settings),
         tls=tls,
         api_key=api_key,
         identity=identity,

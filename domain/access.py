@@ -77,6 +77,11 @@ class Rule(enum.StrEnum):
     CASE_APPLICANT = "case.applicant"  # the applicant firm
     CASE_WITHDRAW = "case.withdraw"  # the applicant firm; or finance of one of the item's units
     CASE_WAIVE = "case.waive"  # the head of finance of one of the item's units (核销)
+    # Operations staff: the codec server the Temporal UI calls. Outside production a
+    # request from the loopback address with no token at all is let through too (the
+    # embedded stack's UI sends none); any token must be an ops token.
+    OPS = "ops"
+    AUDIT = "audit"  # auditors (and admins): the audit trail, replays, exports
 
 
 # ----- role checks (also used by services and workflow validators) ----------------------
@@ -510,6 +515,8 @@ CHECKS: dict[Rule, Check] = {
     Rule.CASE_APPLICANT: _case_applicant,
     Rule.CASE_WITHDRAW: _case_withdraw,
     Rule.CASE_WAIVE: _case_waive,
+    Rule.OPS: _roles(Role.OPS),
+    Rule.AUDIT: _roles(*sorted(READ_ALL)),
 }
 """Every rule's check. The rule itself only needs the path's target: whatever depends
 on the body (a new item's department) is checked by the service once the body is read."""
