@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
+from api.audit_trail import signed_in
 from api.deps import CurrentUser, SessionDep, SettingsDep, _bearer, get_current_user
 from api.params import CreditCode
 from core.settings import Environment
@@ -66,6 +67,7 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
             ):
                 return  # the embedded stack's Temporal UI, which sends no token
             user = await get_current_user(settings, session, credentials)
+            signed_in(request, user)
             await authorize(session, user, rule, Target(None))
 
         return ops
@@ -75,11 +77,13 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
         async def about_firm(
             session: SessionDep, user: CurrentUser, request: Request, uscc: CreditCode
         ) -> None:
+            signed_in(request, user)
             await authorize(session, user, rule, Target(_item_code(request), uscc))
 
         return about_firm
 
     async def about_item(session: SessionDep, user: CurrentUser, request: Request) -> None:
+        signed_in(request, user)
         await authorize(session, user, rule, Target(_item_code(request)))
 
     return about_item

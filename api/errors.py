@@ -266,6 +266,7 @@ def render_exception(request: Request, exc: Exception) -> Response:
         return http_error_response(request, exc)
     dependency = unavailable_dependency(exc)
     if dependency is not None:
+        request.state.unavailable = dependency  # the audit trail will not wait for it
         log.warning(
             "dependency.unavailable",
             dependency=dependency,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 import structlog
 from fastapi import Depends, FastAPI
@@ -17,7 +18,9 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from temporalio.client import Client
 
+from adapters.budget_system import BudgetSystemClient
 from api.access import access
+from api.audit_trail import AuditTrailMiddleware
 from api.deps import (
     SessionDep,
     TemporalConnectionDep,
@@ -34,6 +37,7 @@ from api.middleware import (
 )
 from api.openapi import install_openapi
 from api.routers import (
+    audit,
     cases,
     codec,
     commitments,
@@ -122,7 +126,12 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))
-        yield
+        # The budget system's records, for auditors' stories and the cross-check.
+        async with httpx.AsyncClient(
+            base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
+        ) as budget_http:
+            app.state.budget = BudgetSystemClient(budget_http)
+            yield
         await engine.dispose()
 
     app = FastAPIOffline(  # /docs and /redoc from the installed package, not a CDN
@@ -156,6 +165,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(commitments.router)
     app.include_router(matching.router)
     app.include_router(codec.router)
+    app.include_router(audit.router)
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
     body_limits = {
@@ -168,6 +178,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         max_bytes=MAX_BODY_BYTES,
         limits={("POST", path): limit for path, limit in body_limits.items()},
     )
+    # Inside the correlation id (it logs it), outside the rest (it logs every outcome).
+    app.add_middleware(AuditTrailMiddleware)
     app.add_middleware(RequestContextMiddleware)
     # Browsers may call the API only from the origins named (the Temporal UI calls the
     # codec server); production refuses to start with "*" (core/settings.py).

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from temporalio.converter import DataConverter
 
 from adapters.budget_system import BudgetSystemClient
+from cli.audit import audit_app
 from cli.devstack import (
     DevServerConfig,
     Supervisor,
@@ -56,6 +57,7 @@ app = typer.Typer(
 )
 import_app = typer.Typer(help="Import public data platform exports.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+app.add_typer(audit_app, name="audit")
 
 SIMULATED_BUDGET_SYSTEM = "http://127.0.0.1:8100"
 SIMULATED_MESSAGE_CHANNEL = "http://127.0.0.1:8200"

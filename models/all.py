@@ -1,6 +1,7 @@
 """Import every table module so the metadata is complete (Alembic, tests)."""
 
 from models import (
+    audit,
     budget,
     cases,
     commitment,
@@ -14,6 +15,7 @@ from models import (
 )
 
 __all__ = [
+    "audit",
     "budget",
     "cases",
     "commitment",

@@ -69,7 +69,8 @@ def test_every_write_route_declares_the_key_and_its_binding(settings: Settings) 
         (method.upper(), path, operation)
         for path, operations in schema["paths"].items()
         for method, operation in operations.items()
-        if method in WRITES
+        # The codec server's POSTs compute and change nothing (the Temporal UI's protocol).
+        if method in WRITES and not path.startswith("/codec/")
     ]
     assert len(writes) >= 10
     for method, path, operation in writes:

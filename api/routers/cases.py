@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.access import access
+from api.audit_trail import about
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
@@ -21,7 +22,7 @@ from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import cases
 from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.money import budget
 from models.budget import QuotaPublic
 from models.case_fields import PERIOD_PATTERN
@@ -38,7 +39,7 @@ from models.cases import (
     Withdrawal,
     WithdrawRequest,
 )
-from models.money import Fen
+from models.money import MAX_FEN, Fen
 from models.policy import Category
 from models.recognition import AccountConfirmation, Decline, FirmConfirmation, FirmDecline
 from models.reference import Role
@@ -79,6 +80,7 @@ async def apply(
     user: CurrentUser,
     body: ApplicationRequest,
     response: Response,
+    request: Request,
     _idempotency: IdempotencyKey,
 ) -> CaseState:
     """Apply to a published application item for one period of its scheme. Applying again
@@ -86,6 +88,7 @@ async def apply(
     closed unpaid (rejected, withdrawn, cancelled) the firm may apply again (201)."""
     admission = await cases.admit_application(session, user, body, datetime.now(SHANGHAI).date())
     application = admission.application
+    about(request, application.case_id)
     handle: CaseHandle = temporal.get_workflow_handle_for(
         ApplicationWorkflow.run, application.case_id
     )
@@ -145,12 +148,14 @@ async def _case(
     item_code: ItemCode,
     period: Period,
     uscc: CreditCode,
+    request: Request,
 ) -> Case:
     """The workflow of the case the business key names now (its latest attempt).
     Temporal, not the list projection (which may lag a moment behind), says whether
     it exists. The read's transaction ends here: the route only talks to Temporal."""
     require_enterprise_access(user, uscc)
     case_id = await cases.current_case_id(session, item_code, period, uscc, category)
+    about(request, case_id)
     await commit_before_temporal(session)
     return Case(category, temporal.get_workflow_handle(case_id))
 
@@ -286,9 +291,34 @@ async def list_cases(
     department: Annotated[
         str | None, Query(max_length=32, description="the unit that must act now")
     ] = None,
+    item_department: Annotated[
+        str | None, Query(max_length=32, description="the department that owns the item")
+    ] = None,
+    min_amount_fen: Annotated[
+        int | None, Query(ge=0, le=MAX_FEN, description="approved amount at least")
+    ] = None,
+    max_amount_fen: Annotated[
+        int | None, Query(ge=0, le=MAX_FEN, description="approved amount at most")
+    ] = None,
+    paid_from: Annotated[
+        date | None, Query(description="paid on or after this day (Asia/Shanghai)")
+    ] = None,
+    paid_to: Annotated[
+        date | None, Query(description="paid on or before this day (Asia/Shanghai)")
+    ] = None,
+    returned: Annotated[
+        bool | None, Query(description="the bank returned a payment of the case (退票)")
+    ] = None,
+    recovered: Annotated[
+        bool | None, Query(description="a recovery order was raised (追回)")
+    ] = None,
 ) -> Page[CaseSummary]:
     """Cases an auditor or admin (all), a department (its items' cases) or finance (its
     region's cases) may read, with filters; newest first."""
+    if paid_from and paid_to and paid_from > paid_to:
+        raise InvalidInput.field("paid_to", "不能早于 paid_from")
+    if (min_amount_fen or 0) > (max_amount_fen if max_amount_fen is not None else MAX_FEN):
+        raise InvalidInput.field("max_amount_fen", "不能小于 min_amount_fen")
     filters = cases.CaseFilters(
         item_code=item,
         category=category.value if category else None,
@@ -297,6 +327,13 @@ async def list_cases(
         period=period,
         overdue=overdue,
         waiting_for_department=department,
+        item_department=item_department,
+        min_amount_fen=min_amount_fen,
+        max_amount_fen=max_amount_fen,
+        paid_from=paid_from,
+        paid_to=paid_to,
+        returned=returned,
+        recovered=recovered,
     )
     total, items = await cases.list_cases(session, user, filters, page.offset, page.limit)
     return _summaries(total, page, items)

@@ -14,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.esignature import PlatformAcceptance
 from api.access import access
+from api.audit_trail import about
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.params import ItemCode
@@ -98,6 +99,7 @@ async def commit(
         session, user, body, today, origin, PlatformAcceptance()
     )
     commitment = admitted.commitment
+    about(request, commitment.case_id)
     handle: CommitmentHandle = temporal.get_workflow_handle_for(
         CommitmentWorkflow.run, commitment.case_id
     )

@@ -5,19 +5,25 @@ this is its copy for queries.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+from typing import ClassVar
+
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from core.workdays import SHANGHAI
 from domain import access, notices
 from domain.access import require_role
 from domain.errors import NotFound
 from domain.notices import texts
 from domain.registry.enterprises import get_enterprise
+from models.budget import LedgerEntry, LedgerKind
 from models.cases import UNPAID_CLOSURES, CaseClaim, CaseRecord, CaseStage, CaseState, ClaimState
-from models.policy import PolicyItemVersion, StageWarning
+from models.commitment import RecoveryOrder
+from models.policy import PolicyItem, PolicyItemVersion, StageWarning
 from models.reference import Actor, Role
 from models.types import utcnow
 
@@ -135,6 +141,9 @@ async def inbox(
 
 
 class CaseFilters(BaseModel):
+    """Filters on the projection's own columns (equality), and on what the ledger and
+    the library say of a case (the rest; what auditors look for)."""
+
     item_code: str | None = None
     category: str | None = None
     stage: str | None = None
@@ -142,6 +151,61 @@ class CaseFilters(BaseModel):
     period: str | None = None
     overdue: bool | None = None
     waiting_for_department: str | None = None
+    # Beyond the projection:
+    item_department: str | None = None  # the department that owns the item
+    min_amount_fen: int | None = None  # approved amount, inclusive
+    max_amount_fen: int | None = None
+    paid_from: date | None = None  # a receipt on or after this day (Shanghai)
+    paid_to: date | None = None  # ... on or before this day
+    returned: bool | None = None  # the bank returned a payment of the case (退票)
+    recovered: bool | None = None  # a recovery order was raised (追回)
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "item_code",
+        "category",
+        "stage",
+        "region_code",
+        "period",
+        "overdue",
+        "waiting_for_department",
+    )
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        case_id = col(CaseRecord.case_id)
+        clauses: list[sa.ColumnElement[bool]] = [
+            getattr(CaseRecord, name) == value
+            for name, value in self.model_dump(include=set(self.COLUMNS), exclude_none=True).items()
+        ]
+        if self.item_department is not None:
+            owned = select(PolicyItem.code).where(
+                col(PolicyItem.department_code) == self.item_department
+            )
+            clauses.append(col(CaseRecord.item_code).in_(owned))
+        if self.min_amount_fen is not None:
+            clauses.append(col(CaseRecord.approved_amount_fen) >= self.min_amount_fen)
+        if self.max_amount_fen is not None:
+            clauses.append(col(CaseRecord.approved_amount_fen) <= self.max_amount_fen)
+        if self.paid_from is not None or self.paid_to is not None:
+            receipts = select(LedgerEntry.case_id).where(
+                col(LedgerEntry.kind) == LedgerKind.RECEIPT
+            )
+            if self.paid_from is not None:
+                receipts = receipts.where(col(LedgerEntry.at) >= _day_start(self.paid_from))
+            if self.paid_to is not None:
+                next_day = self.paid_to + timedelta(days=1)
+                receipts = receipts.where(col(LedgerEntry.at) < _day_start(next_day))
+            clauses.append(case_id.in_(receipts))
+        if self.returned is not None:
+            returns = select(LedgerEntry.case_id).where(col(LedgerEntry.kind) == LedgerKind.RETURN)
+            clauses.append(case_id.in_(returns) if self.returned else case_id.not_in(returns))
+        if self.recovered is not None:
+            orders = select(RecoveryOrder.case_id)
+            clauses.append(case_id.in_(orders) if self.recovered else case_id.not_in(orders))
+        return clauses
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=SHANGHAI).astimezone(UTC)
 
 
 async def list_cases(
@@ -168,9 +232,7 @@ async def list_cases(
         uscc=col(CaseRecord.uscc),
         region_code=col(CaseRecord.region_code),
     )
-    query = select(CaseRecord).where(readable)
-    for name, value in filters.model_dump(exclude_none=True).items():
-        query = query.where(getattr(CaseRecord, name) == value)
+    query = select(CaseRecord).where(readable, *filters.where())
     return await _page(session, query, offset, limit, soonest_first=False)
 
 
