@@ -29,6 +29,7 @@ from cli.devstack import (
 )
 from cli.schedules import ensure_schedules
 from core import migrate
+from core.codec import DEFAULT_KEY_FILE, CodecError, KeyRing, write_key_ring
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.progress import ProgressCallback, TerminalProgress
@@ -234,6 +235,31 @@ def simulate_messages(
 def _serve_simulator(app: FastAPI, host: str, port: int) -> None:
     # A deliberately slow reply must not hold up shutdown.
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+
+
+@app.command("rotate-codec-key")
+def rotate_codec_key(
+    key_id: Annotated[str, typer.Option("--id", help="the new key's id, e.g. 2026b")],
+    file: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="the key file (default: ZHIDA_CODEC_KEY_FILE or var/)"),
+    ] = None,
+) -> None:
+    """Add a new payload key that encrypts from now on; the old keys stay in the file to
+    decrypt what they wrote. Restart the worker and the API to use it."""
+    settings = _settings()
+    path = file or settings.codec_key_file or settings.var_dir / DEFAULT_KEY_FILE
+    try:
+        ring = KeyRing.parse(path.read_text("utf-8")) if path.exists() else None
+        if ring is not None and ring.key(key_id) is not None:
+            raise CodecError(f"the ring already has a key {key_id!r}")
+        new = ring.rotated(key_id) if ring else KeyRing.generate(key_id)
+    except CodecError as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    write_key_ring(path, new)
+    ids = ", ".join(kid for kid, _ in new.keys)
+    typer.echo(f"{path}: encrypting with {new.current_id}; decrypting with {ids}")
 
 
 @app.command()

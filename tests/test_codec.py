@@ -317,3 +317,22 @@ async def test_the_codec_server_decodes_and_encodes_for_ops_only(
         headers=auth(settings, "ops"),
     )
     assert garbage.status_code == 422
+
+
+def test_rotating_the_key_file_keeps_the_old_keys_for_decryption(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app as cli
+
+    path = tmp_path / "keys"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["rotate-codec-key", "--id", "2026a", "--file", str(path)])
+    assert first.exit_code == 0, first.output
+    old = KeyRing.parse(path.read_text())
+    second = runner.invoke(cli, ["rotate-codec-key", "--id", "2026b", "--file", str(path)])
+    assert "encrypting with 2026b; decrypting with 2026b, 2026a" in second.output
+    rotated = KeyRing.parse(path.read_text())
+    assert rotated.keys[1] == old.keys[0] and path.stat().st_mode & 0o777 == 0o600
+    again = runner.invoke(cli, ["rotate-codec-key", "--id", "2026b", "--file", str(path)])
+    assert again.exit_code == 1 and "already has" in again.output
+    assert KeyRing.parse(path.read_text()) == rotated
