@@ -4,10 +4,12 @@ of range ever reaches the database (where a huge integer would overflow)."""
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from models.case_fields import PERIOD_PATTERN  # the shape; the item's scheme decides the rest
 from models.uscc import validate_uscc
@@ -56,3 +58,23 @@ MatchRunId = Annotated[int, Path(description="match run id", ge=1, le=MAX_ROW_ID
 Year = Annotated[int, Path(description="budget year", ge=2000, le=2100)]
 Offset = Annotated[int, Query(description="how many items to skip", ge=0, le=MAX_OFFSET)]
 Limit = Annotated[int, Query(description="page size", ge=1, le=MAX_LIMIT)]
+
+
+def _iso_date(value: object) -> object:
+    # Pydantic would also take a number (days or seconds since 1970): the OpenAPI says
+    # `format: date`, and a client sending `0` has made a mistake worth telling.
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("须为日期 YYYY-MM-DD")
+    return value
+
+
+def _iso_datetime(value: object) -> object:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.*", value):
+        raise ValueError("须为 ISO 8601 时间，例如 2026-11-01T00:00:00+08:00")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+"""A query parameter that is a calendar day, written YYYY-MM-DD (nothing else)."""
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+"""A query parameter that is a moment, written in ISO 8601."""

@@ -73,6 +73,10 @@ class Edges:
     failures: list[PaymentFailure] = field(default_factory=list)
     warnings: list[PaymentFailure] = field(default_factory=list)
     retries: list[PaymentRetry] = field(default_factory=list)
+    # The first projection of this stage waits for `release` (set `projecting` meanwhile).
+    hold_at: CaseStage | None = None
+    projecting: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def activities(self) -> list[Callable[..., Any]]:
         calendar = WorkingCalendar()
@@ -97,6 +101,9 @@ class Edges:
         @activity.defn(name="project_case")
         async def project_case(state: CaseState) -> None:
             self.projected.append(state.stage)
+            if state.stage is self.hold_at and not self.projecting.is_set():
+                self.projecting.set()
+                await self.release.wait()
 
         @activity.defn(name="raise_case_overdue")
         async def raise_case_overdue(missed: StageDeadlineMissed) -> None:
@@ -236,6 +243,38 @@ async def _until(
             return state
         await asyncio.sleep(0.05)
     raise AssertionError(f"never reached {stage}")
+
+
+async def test_a_decision_sent_while_the_case_is_projected_answers_with_its_effect(
+    harness: Harness,
+) -> None:
+    """An update that arrives while the workflow writes its projection is answered only
+    once acted on: it never returns the state from before it, and the case takes no
+    second decision in between (it would have replaced the first)."""
+    harness.edges.hold_at = CaseStage.DEPARTMENT_REVIEW
+    with harness.env.auto_time_skipping_disabled():
+        handle = await harness.apply()
+        await asyncio.wait_for(harness.edges.projecting.wait(), timeout=20)
+        first = asyncio.create_task(
+            handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+        )
+        for _ in range(100):  # until the workflow has taken the update in
+            if (await handle.describe()).raw_description.pending_workflow_task is None:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        second = handle.execute_update(
+            ApplicationWorkflow.decide, decision(CASEWORKER, ReviewAction.REJECT, reason="x")
+        )
+        with pytest.raises(WorkflowUpdateFailedError):
+            await second  # busy: the first is not acted on yet
+        harness.edges.release.set()
+        after = await asyncio.wait_for(first, timeout=20)
+    assert after.stage is CaseStage.FINANCE_REVIEW
+    assert [t.action for t in after.timeline].count("approve") == 1
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    assert (await handle.result()).stage is CaseStage.PAID
+    await keep_history(harness.env.client, handle, "application-ack-after-projection")
 
 
 async def test_overdue_review_warns_once_then_completes(harness: Harness) -> None:

@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from models.policy_change import DeadlineRequest
     from models.reference import Actor, Role
     from workflows.disbursement import CANCELLABLE, Disbursement, Withdrawn, failure_reason
-    from workflows.options import DATABASE
+    from workflows.options import ACK_AFTER_PROJECTION, DATABASE
     from workflows.refusals import check_review, invalid_input
 
 Ruling = TypeVar("Ruling", CompletionRuling, DecisionRequest)
@@ -704,9 +704,14 @@ class CommitmentWorkflow:
             self.log("system", "projection_failed", failure_reason(exc))
 
     async def _ack(self) -> None:
-        """The updates received so far are acted on: project, and let them answer."""
+        """The updates received so far are acted on: project, and let them answer. One that
+        arrives while the projection is written has not been acted on yet: it waits for
+        the next round (else it would answer a state without its effect, and the case
+        would take another update before acting on it)."""
+        received = self._received if workflow.patched(ACK_AFTER_PROJECTION) else None
         await self._project()
-        self._settled = self._received
+        # A case started before this rule answers as it always did (replay).
+        self._settled = self._received if received is None else max(self._settled, received)
 
     async def _finish(self, stage: CaseStage) -> CaseState:
         await self.enter(stage)

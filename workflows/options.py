@@ -124,3 +124,8 @@ RECOGNITION_SNAPSHOT = workflow.ActivityConfig(
         ],
     ),
 )
+
+# workflow.patched ids: never change one.
+# A case answers an update only once it has acted on it (an update that arrives while the
+# projection is written waits for the next round): the three case workflows.
+ACK_AFTER_PROJECTION = "ack-after-projection"

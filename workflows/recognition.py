@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.reference import Actor, Role
     from workflows.disbursement import CANCELLABLE, Disbursement, Withdrawn, failure_reason
-    from workflows.options import DATABASE
+    from workflows.options import ACK_AFTER_PROJECTION, DATABASE
     from workflows.refusals import check_review, invalid_input
 
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
@@ -262,8 +262,12 @@ class RecognitionCaseWorkflow:
                 sa_keys.DEPARTMENT.value_set(unit) if unit else sa_keys.DEPARTMENT.value_unset(),
             ]
         )
+        # Only the updates received before the projection are answered: one that arrives
+        # while it is written has not been acted on yet, and waits for the next round.
+        received = self._received if workflow.patched(ACK_AFTER_PROJECTION) else None
         await self._project()
-        self._settled = self._received
+        # A case started before this rule answers as it always did (replay).
+        self._settled = self._received if received is None else max(self._settled, received)
 
     def log(self, actor: str, action: str, detail: str = "") -> None:
         self._timeline.append(

@@ -10,7 +10,7 @@ themselves in the trail, written in the request's transaction.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -27,7 +27,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.pagination import Page, PageDep
-from api.params import CreditCode, ItemCode, Period
+from api.params import CreditCode, IsoDate, IsoDateTime, ItemCode, Period
 from core.codec import EncryptionCodec
 from core.workdays import SHANGHAI
 from domain.access import Rule
@@ -203,8 +203,8 @@ async def filtered_bundle(
     item_department: Annotated[str | None, Query(max_length=32)] = None,
     min_amount_fen: Annotated[int | None, Query(ge=0, le=MAX_FEN)] = None,
     max_amount_fen: Annotated[int | None, Query(ge=0, le=MAX_FEN)] = None,
-    paid_from: date | None = None,
-    paid_to: date | None = None,
+    paid_from: IsoDate | None = None,
+    paid_to: IsoDate | None = None,
     overdue: bool | None = None,
     returned: bool | None = None,
     recovered: bool | None = None,
@@ -306,8 +306,8 @@ async def audit_trail(
     kind: AuditKind | None = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     subject: Annotated[str | None, Query(max_length=200, description="a case id")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
 ) -> Page[AuditEventPublic]:
     filters = trail.TrailFilters(
         kind=kind,
@@ -333,8 +333,8 @@ async def policy_changes(
     department: Annotated[str | None, Query(max_length=32)] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=32)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
 ) -> Page[PolicyChangeLine]:
     total, items = await find.policy_changes(
         session,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
@@ -17,7 +17,7 @@ from api.audit_trail import about
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
-from api.params import CreditCode, ItemCode, Period
+from api.params import CreditCode, IsoDate, ItemCode, Period
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import cases
@@ -301,10 +301,10 @@ async def list_cases(
         int | None, Query(ge=0, le=MAX_FEN, description="approved amount at most")
     ] = None,
     paid_from: Annotated[
-        date | None, Query(description="paid on or after this day (Asia/Shanghai)")
+        IsoDate | None, Query(description="paid on or after this day (Asia/Shanghai)")
     ] = None,
     paid_to: Annotated[
-        date | None, Query(description="paid on or before this day (Asia/Shanghai)")
+        IsoDate | None, Query(description="paid on or before this day (Asia/Shanghai)")
     ] = None,
     returned: Annotated[
         bool | None, Query(description="the bank returned a payment of the case (退票)")
