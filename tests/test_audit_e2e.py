@@ -88,14 +88,14 @@ async def test_an_auditor_finds_reads_replays_exports_and_cross_checks_a_paid_ca
         "/api/v1/cases", params={"paid_from": today, "paid_to": "2020-01-01"}, headers=auditor
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "paid_to"
-    for url, params in (
+    for url, numbers in (
         ("/api/v1/cases", {"paid_to": "0"}),
         ("/api/v1/audit/trail", {"until": "0.5"}),
         ("/api/v1/audit/policy-changes", {"since": "1700000000"}),
     ):
-        number = await api.get(url, params=params, headers=auditor)
+        number = await api.get(url, params=numbers, headers=auditor)
         assert number.status_code == 422, (url, number.text)
-        assert number.json()["errors"][0]["field"] == next(iter(params))
+        assert number.json()["errors"][0]["field"] == next(iter(numbers))
     changes = await api.get("/api/v1/audit/policy-changes", params={"item": code}, headers=auditor)
     assert changes.status_code == 200
     assert {c["action"] for c in changes.json()["items"]} >= {"created", "submitted"}
