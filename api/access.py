@@ -66,7 +66,7 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
                 and client in LOOPBACK
             ):
                 return  # the embedded stack's Temporal UI, which sends no token
-            user = await get_current_user(settings, session, credentials)
+            user = await get_current_user(request, settings, session, credentials)
             signed_in(request, user)
             await authorize(session, user, rule, Target(None))
 

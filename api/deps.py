@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from temporalio.client import Client
 
+from core.oidc import Claims, OidcVerifier, ProviderUnreachable, TokenRefused, issuer_of
 from core.security import user_from_token
-from core.settings import Settings
+from core.settings import Environment, Settings
 from domain.errors import FieldError, InvalidInput, Unauthenticated, Unavailable
-from models.reference import Actor, User
+from models.reference import Actor, Department, Role, User
+from models.registry import Enterprise
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -148,20 +150,95 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 async def get_current_user(
+    request: Request,
     settings: SettingsDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
+    """The signed-in user. A token of the configured OpenID Connect provider is verified
+    against its keys and names the user, role and unit (core/oidc.py); the platform's
+    own tokens (`zhida token`) are accepted outside production, or in production when no
+    provider is configured. Either way the user must not be deactivated in the `user`
+    table, checked on every request: deactivation takes effect at once."""
     if credentials is None:
         raise Unauthenticated("a bearer token is required (zhida token --user NAME)")
+    token = credentials.credentials
+    if settings.oidc_issuer and issuer_of(token) == settings.oidc_issuer.rstrip("/"):
+        return await _provider_user(request, session, token)
+    if settings.oidc_issuer and settings.environment is Environment.PRODUCTION:
+        raise Unauthenticated("sign in through the identity provider (单点登录)")
     try:
-        name = user_from_token(settings, credentials.credentials)
+        name = user_from_token(settings, token)
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"invalid token: {exc}") from None
     user = await session.get(User, name)
     if user is None or not user.active:
         raise Unauthenticated(f"user {name} is unknown or inactive")
     return Actor.of(user)
+
+
+async def _provider_user(request: Request, session: AsyncSession, token: str) -> Actor:
+    verifier: OidcVerifier = request.app.state.oidc
+    try:
+        claims = await verifier.verify(token)
+    except TokenRefused as exc:
+        raise Unauthenticated(f"invalid token: {exc}") from None
+    except ProviderUnreachable as exc:
+        raise Unavailable(f"身份认证服务暂时无法访问，请稍后重试（{exc}）") from None
+    actor = await actor_of(session, claims)
+    user = await session.get(User, actor.name)
+    if user is not None and not user.active:
+        raise Unauthenticated(f"user {actor.name} is deactivated")
+    if user is None or Actor.of(user) != actor:
+        # First sign-in, or the provider moved the user: the provider is the source of
+        # truth for role and unit. A short write of its own (a GET's session only reads).
+        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+        async with sessionmaker.begin() as writer:
+            row = await writer.get(User, actor.name)
+            if row is None:
+                writer.add(
+                    User(
+                        name=actor.name,
+                        display_name=actor.name,
+                        role=actor.role,
+                        department_code=actor.department_code,
+                        region_code=actor.region_code,
+                        enterprise_uscc=actor.enterprise_uscc,
+                    )
+                )
+            elif row.active:
+                row.role = actor.role
+                row.department_code = actor.department_code
+                row.region_code = actor.region_code
+                row.enterprise_uscc = actor.enterprise_uscc
+            else:
+                raise Unauthenticated(f"user {actor.name} is deactivated")
+    return actor
+
+
+async def actor_of(session: AsyncSession, claims: Claims) -> Actor:
+    """The platform's view of a provider's user: a known role, a unit that exists (staff),
+    a firm that exists (enterprise). A claim that says otherwise is refused, named."""
+    roles = [r for r in claims.roles if r in Role.__members__.values()]
+    if not roles:
+        raise Unauthenticated(f"role claim: none of {list(claims.roles)} is a platform role")
+    role = Role(roles[0])
+    if role is Role.ENTERPRISE:
+        uscc = claims.enterprise_uscc
+        if uscc is None or await session.get(Enterprise, uscc) is None:
+            raise Unauthenticated(f"enterprise claim: no registered firm {uscc!r}")
+        return Actor(name=claims.name, role=role, enterprise_uscc=uscc)
+    department = await session.get(Department, claims.unit) if claims.unit else None
+    if department is None:
+        if role in (Role.AUDITOR, Role.ADMIN, Role.OPS) and claims.unit is None:
+            return Actor(name=claims.name, role=role)
+        raise Unauthenticated(f"unit claim: no department {claims.unit!r}")
+    return Actor(
+        name=claims.name,
+        role=role,
+        department_code=department.code,
+        region_code=department.region_code,
+    )
 
 
 CurrentUser = Annotated[Actor, Depends(get_current_user)]

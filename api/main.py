@@ -33,6 +33,7 @@ from api.middleware import (
     MAX_BODY_BYTES,
     BodyLimitMiddleware,
     RequestContextMiddleware,
+    SecurityHeadersMiddleware,
     describe_size,
 )
 from api.openapi import install_openapi
@@ -50,7 +51,8 @@ from api.routers import (
 from core.codec import EncryptionCodec, key_ring
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.logging import configure_logging
-from core.settings import Settings, get_settings
+from core.oidc import OidcVerifier
+from core.settings import Environment, Settings, get_settings
 from core.temporal import connect_for_requests
 from domain.access import Rule
 from domain.recognition import upload
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))
+        app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
         # The budget system's records, for auditors' stories and the cross-check.
         async with httpx.AsyncClient(
             base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
@@ -181,6 +184,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     # Inside the correlation id (it logs it), outside the rest (it logs every outcome).
     app.add_middleware(AuditTrailMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    # Outside the correlation id's renderer, so that a last-resort 500 carries them too.
+    app.add_middleware(
+        SecurityHeadersMiddleware, hsts=settings.environment is Environment.PRODUCTION
+    )
     # Browsers may call the API only from the origins named (the Temporal UI calls the
     # codec server); production refuses to start with "*" (core/settings.py).
     app.add_middleware(

@@ -114,6 +114,7 @@ PATH_VALUES = {
     "notice_id": "1",
     "run_id": "1",
     "number": "1",
+    "name": "jxj_staff",  # a user (the admin routes that deactivate and activate one)
 }
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from api.access import access
@@ -10,9 +15,20 @@ from api.deps import CurrentUser, SessionDep
 from api.idempotency import IdempotencyKey
 from api.params import NoticeId
 from domain.access import Rule
+from domain.errors import Conflict, NotFound
 from domain.matching import push
 from models.notices import Notice, NoticePublic
-from models.reference import Actor, Department, DepartmentPublic, Region, RegionPublic
+from models.reference import (
+    Actor,
+    Department,
+    DepartmentPublic,
+    Region,
+    RegionPublic,
+    User,
+    UserPublic,
+)
+
+log = structlog.get_logger()
 
 router = APIRouter(prefix="/api/v1", tags=["reference"])
 
@@ -69,3 +85,65 @@ async def regions(session: SessionDep, _: CurrentUser) -> list[RegionPublic]:
 async def departments(session: SessionDep, _: CurrentUser) -> list[DepartmentPublic]:
     rows = await session.scalars(select(Department).order_by(col(Department.code)))
     return [DepartmentPublic.model_validate(d, from_attributes=True) for d in rows]
+
+
+class UserStatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class UserStatus(UserPublic):
+    active: bool
+
+
+USER = "/users/{name}"
+UserName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^/\x00]+$")]
+
+
+async def _set_active(
+    session: AsyncSession, name: str, active: bool, actor: Actor, reason: str
+) -> UserStatus:
+    user = await session.get(User, name)
+    if user is None:
+        raise NotFound(f"user {name} not found")
+    if name == actor.name and not active:
+        raise Conflict("an admin does not deactivate themselves")
+    user.active = active
+    await session.flush()
+    log.info("user.status_changed", user=name, active=active, by=actor.name, reason=reason)
+    return UserStatus.model_validate(user, from_attributes=True)
+
+
+@router.post(
+    USER + "/deactivate",
+    response_model=UserStatus,
+    summary="停用用户（立即生效：其令牌不再被接受）",
+    **access(Rule.ADMIN),
+)
+async def deactivate_user(
+    session: SessionDep,
+    user: CurrentUser,
+    name: UserName,
+    body: UserStatusChange,
+    _idempotency: IdempotencyKey,
+) -> UserStatus:
+    """Refuse the user's every request from now on, whatever token it holds (platform
+    or identity provider); the reason is in the audit trail's request and the log."""
+    return await _set_active(session, name, False, user, body.reason)
+
+
+@router.post(
+    USER + "/activate",
+    response_model=UserStatus,
+    summary="恢复用户",
+    **access(Rule.ADMIN),
+)
+async def activate_user(
+    session: SessionDep,
+    user: CurrentUser,
+    name: UserName,
+    body: UserStatusChange,
+    _idempotency: IdempotencyKey,
+) -> UserStatus:
+    return await _set_active(session, name, True, user, body.reason)
