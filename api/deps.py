@@ -10,6 +10,7 @@ import jwt
 from fastapi import Depends, Request, params
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from temporalio.client import Client
@@ -185,18 +186,42 @@ async def _provider_user(request: Request, session: AsyncSession, token: str) ->
         raise Unauthenticated(f"invalid token: {exc}") from None
     except ProviderUnreachable as exc:
         raise Unavailable(f"身份认证服务暂时无法访问，请稍后重试（{exc}）") from None
-    actor = await actor_of(session, claims)
+    actor = await actor_of(session, claims, request.app.state.settings)
     user = await session.get(User, actor.name)
     if user is not None and not user.active:
         raise Unauthenticated(f"user {actor.name} is deactivated")
     if user is None or Actor.of(user) != actor:
-        # First sign-in, or the provider moved the user: the provider is the source of
-        # truth for role and unit. A short write of its own (a GET's session only reads).
-        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-        async with sessionmaker.begin() as writer:
-            row = await writer.get(User, actor.name)
-            if row is None:
-                writer.add(
+        await _keep_in_step(request, session, actor)
+    return actor
+
+
+async def _keep_in_step(request: Request, session: AsyncSession, actor: Actor) -> None:
+    """Record the provider's word on a user: its first sign-in, or a move to another role
+    or unit (the provider is the source of truth for both), in a short transaction of its
+    own, so that it stands whatever the route goes on to do. For a GET that is a new
+    transaction beside the request's, which only reads. A request that writes commits its
+    own instead, which has only read so far (the user is resolved before the route runs):
+    on SQLite it holds the write lock already, and a second writer would wait for it until
+    the busy timeout (then 503). The route then goes on in a new transaction, as after
+    `commit_before_temporal`."""
+    if request.method not in ("GET", "HEAD"):
+        await _record_user(session, actor)
+        await session.commit()
+        return
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker.begin() as writer:
+        await _record_user(writer, actor)
+
+
+async def _record_user(session: AsyncSession, actor: Actor) -> None:
+    """Insert or update the user's row from `actor`; a deactivated row stays as it is and
+    refuses. Two first requests of one user may race to insert it (a browser opens with
+    several): the one that loses updates the row the other made."""
+    row = await session.get(User, actor.name)
+    if row is None:
+        try:
+            async with session.begin_nested():
+                session.add(
                     User(
                         name=actor.name,
                         display_name=actor.name,
@@ -206,33 +231,41 @@ async def _provider_user(request: Request, session: AsyncSession, token: str) ->
                         enterprise_uscc=actor.enterprise_uscc,
                     )
                 )
-            elif row.active:
-                row.role = actor.role
-                row.department_code = actor.department_code
-                row.region_code = actor.region_code
-                row.enterprise_uscc = actor.enterprise_uscc
-            else:
-                raise Unauthenticated(f"user {actor.name} is deactivated")
-    return actor
+            return
+        except IntegrityError:
+            row = await session.get(User, actor.name)
+            if row is None:
+                raise
+    if not row.active:
+        raise Unauthenticated(f"user {actor.name} is deactivated")
+    row.role = actor.role
+    row.department_code = actor.department_code
+    row.region_code = actor.region_code
+    row.enterprise_uscc = actor.enterprise_uscc
+    await session.flush()
 
 
-async def actor_of(session: AsyncSession, claims: Claims) -> Actor:
+async def actor_of(session: AsyncSession, claims: Claims, settings: Settings) -> Actor:
     """The platform's view of a provider's user: a known role, a unit that exists (staff),
     a firm that exists (enterprise). A claim that says otherwise is refused, named."""
     roles = [r for r in claims.roles if r in Role.__members__.values()]
     if not roles:
-        raise Unauthenticated(f"role claim: none of {list(claims.roles)} is a platform role")
+        raise Unauthenticated(
+            f"claim {settings.oidc_role_claim}: none of {list(claims.roles)} is a platform role"
+        )
     role = Role(roles[0])
     if role is Role.ENTERPRISE:
         uscc = claims.enterprise_uscc
         if uscc is None or await session.get(Enterprise, uscc) is None:
-            raise Unauthenticated(f"enterprise claim: no registered firm {uscc!r}")
+            raise Unauthenticated(
+                f"claim {settings.oidc_enterprise_claim}: no registered firm {uscc!r}"
+            )
         return Actor(name=claims.name, role=role, enterprise_uscc=uscc)
     department = await session.get(Department, claims.unit) if claims.unit else None
     if department is None:
         if role in (Role.AUDITOR, Role.ADMIN, Role.OPS) and claims.unit is None:
             return Actor(name=claims.name, role=role)
-        raise Unauthenticated(f"unit claim: no department {claims.unit!r}")
+        raise Unauthenticated(f"claim {settings.oidc_unit_claim}: no department {claims.unit!r}")
     return Actor(
         name=claims.name,
         role=role,

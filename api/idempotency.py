@@ -43,7 +43,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CurrentUser
 from api.errors import problem
+from core.oidc import OidcVerifier, ProviderUnreachable, TokenRefused, issuer_of
 from core.security import user_from_token
+from core.settings import Settings
 from models.idempotency import IdempotencyRecord
 from models.types import utcnow
 
@@ -274,7 +276,7 @@ class IdempotencyMiddleware:
             return  # the client went away before sending its request
         bound = bind(
             keys[0],
-            _user(scope, headers),
+            await _user(scope, headers),
             scope["method"],
             scope.get("root_path", "") + scope["path"],
             scope.get("query_string", b"").decode("latin-1"),
@@ -354,14 +356,24 @@ class IdempotencyMiddleware:
             log.info("idempotency.purged", records=purged)
 
 
-def _user(scope: Scope, headers: Headers) -> str:
-    """The user the bearer token names; "" for none or an invalid one (the route then
-    answers 401, which is not kept)."""
+async def _user(scope: Scope, headers: Headers) -> str:
+    """The user the bearer token names, verified (a stored answer is replayed without the
+    route running, so a name must never be taken on trust); "" for none or an invalid
+    one (the route then answers 401, which is not kept). A token of the identity
+    provider is verified as the route will (core/oidc.py), its keys cached."""
     scheme, token = get_authorization_scheme_param(headers.get("authorization"))
     if scheme.lower() != "bearer" or not token:
         return ""
+    state = scope["app"].state
+    settings: Settings = state.settings
+    verifier: OidcVerifier | None = getattr(state, "oidc", None)
+    if verifier is not None and issuer_of(token) == verifier.issuer:
+        try:
+            return (await verifier.verify(token)).name
+        except (TokenRefused, ProviderUnreachable):
+            return ""
     try:
-        return user_from_token(scope["app"].state.settings, token)
+        return user_from_token(settings, token)
     except jwt.InvalidTokenError:
         return ""
 

@@ -89,6 +89,9 @@ class OidcVerifier:
                 document: dict[str, Any] = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise ProviderUnreachable(f"{url}: {exc}") from None
+        if str(document.get("issuer", "")).rstrip("/") != self.issuer:
+            # OpenID Connect Discovery 1.0, 4.3: the document must name the issuer asked.
+            raise ProviderUnreachable(f"{url} names issuer {document.get('issuer')!r}")
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
             raise ProviderUnreachable(f"{url} names no jwks_uri")

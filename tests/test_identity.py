@@ -18,12 +18,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from core.db import make_sessionmaker
 from core.oidc import JWKS_REFRESH_COOLDOWN_S
 from core.security import issue_token
 from core.settings import DEV_TOKEN_SECRET, Environment, Settings
 from models.reference import User
+from seed.reference import ensure_reference_data
 from tests.fixtures.factories import create_enterprise, create_users
 
 AUDIENCE = "zhida"
@@ -103,16 +105,16 @@ async def test_an_enterprise_signs_in_as_its_firm_only(
     assert (await _me(api, headers)).json()["enterprise_uscc"] == firm.uscc
     unknown = await _token(provider, sub="qy-8", zhida_role="enterprise", uscc="91330502MA2B3C4D58")
     refused = await _me(api, unknown)
-    assert refused.status_code == 401 and "enterprise claim" in refused.json()["detail"]
+    assert refused.status_code == 401 and "claim uscc" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(
     ("claims", "named"),
     [
-        ({"zhida_role": "超级用户", "zhida_unit": "330500-JXJ"}, "role claim"),
+        ({"zhida_role": "超级用户", "zhida_unit": "330500-JXJ"}, "claim zhida_role"),
         ({"zhida_unit": "330500-JXJ"}, "zhida_role"),
-        ({"zhida_role": "department_caseworker", "zhida_unit": "NO-SUCH"}, "unit claim"),
-        ({"zhida_role": "department_caseworker"}, "unit claim"),
+        ({"zhida_role": "department_caseworker", "zhida_unit": "NO-SUCH"}, "claim zhida_unit"),
+        ({"zhida_role": "department_caseworker"}, "claim zhida_unit"),
     ],
 )
 async def test_claims_the_platform_cannot_use_are_refused_by_name(
@@ -126,6 +128,70 @@ async def test_claims_the_platform_cannot_use_are_refused_by_name(
     refused = await _me(api, await _token(provider, sub="x-1", **claims))
     assert refused.status_code == 401
     assert named in refused.json()["detail"]
+
+
+async def test_a_first_sign_in_provisions_without_waiting_on_the_request_itself(
+    own_engine: AsyncEngine, identity_provider_url: str, provider: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """The real app on a database of its own (the `api` fixture runs every session on one
+    connection, which hides this): a new user's first request that writes must not wait
+    on its own transaction (on SQLite, the write lock until the busy timeout, then 503),
+    and what it provisions stands though the route then fails. A browser's first requests
+    come several at once: each is answered."""
+    from api.main import create_app
+
+    async with make_sessionmaker(own_engine).begin() as session:
+        await ensure_reference_data(session)
+    settings = Settings(
+        environment=Environment.TEST,
+        database_url=own_engine.url.render_as_string(hide_password=False),
+        var_dir=tmp_path,
+        temporal_address="127.0.0.1:9",
+        oidc_issuer=identity_provider_url,
+        oidc_audience=AUDIENCE,
+    )
+    app = create_app(settings)
+    staff = {"zhida_role": "department_caseworker", "zhida_unit": "330500-JXJ"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as api,
+    ):
+        first = await _token(provider, sub="w-1", **staff)
+        read = api.post("/api/v1/me/notices/1/read", headers=first)
+        answer = await asyncio.wait_for(read, timeout=10)
+        assert answer.status_code == 404, answer.text  # the notice, not the user
+        async with make_sessionmaker(own_engine)() as session:
+            assert await session.get(User, "w-1") is not None
+        several = await _token(provider, sub="w-2", **staff)
+        answers = await asyncio.gather(*(_me(api, several) for _ in range(4)))
+        assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+
+
+async def test_a_provider_user_writes_with_an_idempotency_key_and_no_one_else_gets_its_answer(
+    api: httpx.AsyncClient, provider: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The key binds to the verified user: sent again, the first answer is replayed; a
+    forged token naming the same user with the same key gets nothing replayed."""
+    await create_users(session)
+    admin = await _token(provider, sub="k-1", preferred_username="sso_admin", zhida_role="admin")
+    key = {"Idempotency-Key": "identity-k-1"}
+    body = {"reason": "离职"}
+    first = await api.post("/api/v1/users/kjj_staff/deactivate", json=body, headers=admin | key)
+    assert first.status_code == 200, first.text
+    again = await api.post("/api/v1/users/kjj_staff/deactivate", json=body, headers=admin | key)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    config = (await provider.get("/v1/_simulator/config")).json()
+    forged = jwt.encode(
+        {**_claims(config["issuer"], "k-1"), "preferred_username": "sso_admin"},
+        "",
+        algorithm="none",
+        headers={"kid": config["kid"]},
+    )
+    stolen = await api.post(
+        "/api/v1/users/kjj_staff/deactivate", json=body, headers=_bearer(forged) | key
+    )
+    # The forged token names no verified user: the key is another user's, a 422.
+    assert stolen.status_code == 422 and "idempotent-replayed" not in stolen.headers
 
 
 async def test_expired_foreign_and_forged_tokens_are_refused(
