@@ -185,4 +185,24 @@ async def test_a_firm_commits_and_both_units_approve_over_http(
     # The prepayment went through the budget system: reconciled, nothing recovered yet.
     statement = await stack.budget_http.get("/v1/recoveries")
     assert recovery_key(state["case_id"]) not in [r["idempotency_key"] for r in statement.json()]
+    # The auditor's story of the running case: its live state, the prepayment's workflow,
+    # ledger and budget-system record, and a replay of both on the current code.
+    auditor = auth(stack.settings, "auditor")
+    story = await stack.api.get(
+        f"/api/v1/audit/cases/commitment/{code}/2026/{uscc}", headers=auditor
+    )
+    assert story.status_code == 200, story.text
+    told = story.json()
+    assert (told["state_source"], told["state"]["stage"]) == ("query", "project")
+    assert {w["workflow_type"] for w in told["workflows"]} == {
+        "CommitmentWorkflow",
+        "PaymentWorkflow",
+    }
+    assert "prepayment" in [line["kind"] for line in told["ledger"]]
+    assert [r["amount_fen"] for r in told["budget_system"]] == [PREPAID_FEN]
+    assert told["policy_version"]["commitment_terms"] is not None
+    replay = await stack.api.get(
+        f"/api/v1/audit/cases/commitment/{code}/2026/{uscc}/replay", headers=auditor
+    )
+    assert replay.json()["identical"] == replay.json()["replayed"] == 2
     await dev_server.client.get_workflow_handle(state["case_id"]).terminate("test over")

@@ -307,6 +307,25 @@ async def test_straight_through_batch_from_the_library(
         stack, f"/api/v1/items/{code}/recognition-batches/2026/2", "done"
     )
     assert second_batch["already_claimed"] == 3  # two paid, one declined
+    # The auditor's story of the confirmed case: its result, its payment, its batch's
+    # verification in the timeline; replayed identically.
+    story = await api.get(
+        f"/api/v1/audit/cases/recognition/{code}/2026/{confirming}",
+        headers=auth(settings, "auditor"),
+    )
+    assert story.status_code == 200, story.text
+    told = story.json()
+    assert (told["state_source"], told["state"]["stage"]) == ("result", "paid")
+    assert told["state"]["batch_id"] == f"recognition-batch/{code}/2026/1"
+    assert {w["workflow_type"] for w in told["workflows"]} == {
+        "RecognitionCaseWorkflow",
+        "PaymentWorkflow",
+    }
+    replay = await api.get(
+        f"/api/v1/audit/cases/recognition/{code}/2026/{confirming}/replay",
+        headers=auth(settings, "auditor"),
+    )
+    assert replay.json()["identical"] == replay.json()["replayed"] == 2
     await keep_history(
         dev_server.client, case_handle(dev_server, possible_id), "recognition-reviewed-declined"
     )
