@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import verified_user_name
 from api.errors import correlation_id
 from domain.audit import trail
 from models.audit import AuditKind
@@ -25,6 +26,7 @@ log = structlog.get_logger()
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTOR = "audit_actor"
 SUBJECT = "audit_subject"
+DETAILS = "audit_details"
 _CASE_PARAMS = ("category", "item_code", "period", "uscc")
 
 
@@ -32,8 +34,12 @@ def signed_in(request: Request, actor: Actor) -> None:
     request.state.audit_actor = actor
 
 
-def about(request: Request, subject: str) -> None:
+def about(request: Request, subject: str, details: dict[str, object] | None = None) -> None:
+    """What the request is about (a case id, `user/NAME`), and what the trail should keep
+    of it beyond method and path (a reason given)."""
     request.state.audit_subject = subject
+    if details is not None:
+        request.state.audit_details = details
 
 
 def origin(request: Request) -> trail.Origin:
@@ -78,9 +84,13 @@ class AuditTrailMiddleware:
             # either, and trying would hold the answer up by another connect timeout.
             log.error("audit.write_not_logged", path=scope["path"], reason="database down")
             return
-        actor: Actor | None = state.get(ACTOR)
-        subject: str | None = state.get(SUBJECT) or _case_of(scope.get("path_params", {}))
+        actor: Actor | str | None = state.get(ACTOR)
         headers = Headers(scope=scope)
+        if actor is None and "authorization" in headers:
+            # Refused before the access check ran (415, 405, a body that cannot be
+            # parsed...): the sender is still known, if the token is good.
+            actor = await verified_user_name(scope["app"].state, headers["authorization"]) or None
+        subject: str | None = state.get(SUBJECT) or _case_of(scope.get("path_params", {}))
         client = scope.get("client")
         where = trail.Origin(
             method=scope["method"],
@@ -91,7 +101,9 @@ class AuditTrailMiddleware:
         )
         try:
             async with scope["app"].state.sessionmaker.begin() as session:
-                session.add(trail.event(AuditKind.WRITE, actor, where, status, subject))
+                session.add(
+                    trail.event(AuditKind.WRITE, actor, where, status, subject, state.get(DETAILS))
+                )
         except Exception as exc:  # the response is gone; say loudly that the row is missing
             log.error("audit.write_not_logged", path=scope["path"], status=status, error=str(exc))
 

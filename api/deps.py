@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import jwt
 from fastapi import Depends, Request, params
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
@@ -176,6 +177,27 @@ async def get_current_user(
     if user is None or not user.active:
         raise Unauthenticated(f"user {name} is unknown or inactive")
     return Actor.of(user)
+
+
+async def verified_user_name(state: Any, authorization: str | None) -> str:
+    """The user an `Authorization: Bearer` header names once its token is verified (the
+    platform's signature, or the provider's keys, cached); "" for none or an invalid one.
+    For the middleware that must know who sent a request before, or without, the route:
+    the idempotency store and the audit trail."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    if scheme.lower() != "bearer" or not token:
+        return ""
+    settings: Settings = state.settings
+    verifier: OidcVerifier | None = getattr(state, "oidc", None)
+    if verifier is not None and issuer_of(token) == verifier.issuer:
+        try:
+            return (await verifier.verify(token)).name
+        except (TokenRefused, ProviderUnreachable):
+            return ""
+    try:
+        return user_from_token(settings, token)
+    except jwt.InvalidTokenError:
+        return ""
 
 
 async def _provider_user(request: Request, session: AsyncSession, token: str) -> Actor:

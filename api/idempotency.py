@@ -29,11 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-import jwt
 import sqlalchemy as sa
 import structlog
 from fastapi import Depends, Header, Request
-from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -41,11 +39,8 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import CurrentUser
+from api.deps import CurrentUser, verified_user_name
 from api.errors import problem
-from core.oidc import OidcVerifier, ProviderUnreachable, TokenRefused, issuer_of
-from core.security import user_from_token
-from core.settings import Settings
 from models.idempotency import IdempotencyRecord
 from models.types import utcnow
 
@@ -359,23 +354,8 @@ class IdempotencyMiddleware:
 async def _user(scope: Scope, headers: Headers) -> str:
     """The user the bearer token names, verified (a stored answer is replayed without the
     route running, so a name must never be taken on trust); "" for none or an invalid
-    one (the route then answers 401, which is not kept). A token of the identity
-    provider is verified as the route will (core/oidc.py), its keys cached."""
-    scheme, token = get_authorization_scheme_param(headers.get("authorization"))
-    if scheme.lower() != "bearer" or not token:
-        return ""
-    state = scope["app"].state
-    settings: Settings = state.settings
-    verifier: OidcVerifier | None = getattr(state, "oidc", None)
-    if verifier is not None and issuer_of(token) == verifier.issuer:
-        try:
-            return (await verifier.verify(token)).name
-        except (TokenRefused, ProviderUnreachable):
-            return ""
-    try:
-        return user_from_token(settings, token)
-    except jwt.InvalidTokenError:
-        return ""
+    one (the route then answers 401, which is not kept)."""
+    return await verified_user_name(scope["app"].state, headers.get("authorization"))
 
 
 async def _read_body(receive: Receive) -> bytes | None:

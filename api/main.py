@@ -181,13 +181,6 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         max_bytes=MAX_BODY_BYTES,
         limits={("POST", path): limit for path, limit in body_limits.items()},
     )
-    # Inside the correlation id (it logs it), outside the rest (it logs every outcome).
-    app.add_middleware(AuditTrailMiddleware)
-    app.add_middleware(RequestContextMiddleware)
-    # Outside the correlation id's renderer, so that a last-resort 500 carries them too.
-    app.add_middleware(
-        SecurityHeadersMiddleware, hsts=settings.environment is Environment.PRODUCTION
-    )
     # Browsers may call the API only from the origins named (the Temporal UI calls the
     # codec server); production refuses to start with "*" (core/settings.py).
     app.add_middleware(
@@ -197,6 +190,13 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         allow_headers=["Authorization", "Content-Type", "X-Namespace", "Idempotency-Key"],
         allow_credentials=True,
         max_age=600,
+    )
+    # Inside the correlation id (it logs it), outside the rest (it logs every outcome).
+    app.add_middleware(AuditTrailMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    # Outside the correlation id's renderer, so that a last-resort 500 carries them too.
+    app.add_middleware(
+        SecurityHeadersMiddleware, hsts=settings.environment is Environment.PRODUCTION
     )
     install_openapi(app, body_limit=MAX_BODY_BYTES, body_limits=body_limits)
 

@@ -60,6 +60,9 @@ Offset = Annotated[int, Query(description="how many items to skip", ge=0, le=MAX
 Limit = Annotated[int, Query(description="page size", ge=1, le=MAX_LIMIT)]
 
 
+MIN_YEAR, MAX_YEAR = 2000, 2100  # as budget years: nothing the platform holds lies outside
+
+
 def _iso_date(value: object) -> object:
     # Pydantic would also take a number (days or seconds since 1970): the OpenAPI says
     # `format: date`, and a client sending `0` has made a mistake worth telling.
@@ -74,7 +77,14 @@ def _iso_datetime(value: object) -> object:
     return value
 
 
-IsoDate = Annotated[date, BeforeValidator(_iso_date)]
-"""A query parameter that is a calendar day, written YYYY-MM-DD (nothing else)."""
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
-"""A query parameter that is a moment, written in ISO 8601."""
+def _in_years(value: date) -> date:
+    # A far date or offset would overflow on its way to UTC (9999-12-31 plus a day).
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"须在 {MIN_YEAR} 至 {MAX_YEAR} 年之间")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date), AfterValidator(_in_years)]
+"""A query parameter that is a calendar day, written YYYY-MM-DD, in 2000-2100."""
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime), AfterValidator(_in_years)]
+"""A query parameter that is a moment, written in ISO 8601, in 2000-2100."""

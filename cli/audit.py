@@ -7,18 +7,19 @@ from __future__ import annotations
 import asyncio
 import getpass
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from adapters.budget_system import BudgetSystemClient
 from core.codec import EncryptionCodec, key_ring
@@ -28,9 +29,12 @@ from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import SHANGHAI
 from domain.audit import bundle, crosscheck, histories, story, trail
+from domain.errors import AppError
 from models.audit import AuditKind, Crosscheck, ReplayReport
 from models.reference import Actor, Role
 from workflows.all import ALL_WORKFLOWS
+
+T = TypeVar("T")
 
 audit_app = typer.Typer(
     help="Auditors' tools: replay, export, verify, cross-check.", no_args_is_help=True
@@ -62,6 +66,18 @@ async def platform(settings: Settings) -> AsyncIterator[Platform]:
             )
     finally:
         await engine.dispose()
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's work; a case or workflow that does not exist, or a Temporal that
+    cannot be reached, is one line on stderr and exit 1, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except AppError as exc:
+        typer.echo(f"refused: {exc.detail}", err=True)
+    except RPCError as exc:
+        typer.echo(f"Temporal: {exc.status.name if exc.status else ''} {exc.message}", err=True)
+    raise typer.Exit(1)
 
 
 def _settings() -> Settings:
@@ -103,6 +119,8 @@ def _month(text: str) -> tuple[datetime, datetime]:
             end = start + timedelta(days=1)
     except ValueError:
         raise typer.BadParameter("YYYY, YYYY-MM or YYYY-MM-DD", param_hint="--closed-in") from None
+    if not 2000 <= start.year <= 2100:
+        raise typer.BadParameter("a year from 2000 to 2100", param_hint="--closed-in")
 
     def utc(day: date) -> datetime:
         return datetime(day.year, day.month, day.day, tzinfo=SHANGHAI).astimezone(UTC)
@@ -139,7 +157,7 @@ def replay_cmd(
         )
     else:
         settings = _settings()
-        report = asyncio.run(_replay(settings, case or [], batch, closed_in))
+        report = _run(_replay(settings, case or [], batch, closed_in))
     _print_replay(report)
     if report.identical != report.replayed:
         raise typer.Exit(1)
@@ -200,8 +218,10 @@ def export_cmd(
     report and a manifest of SHA-256 hashes. The export is in the audit trail."""
     if len(case) > bundle.MAX_BUNDLE_CASES:
         raise typer.BadParameter(f"at most {bundle.MAX_BUNDLE_CASES} cases", param_hint="--case")
+    if not out.parent.is_dir():
+        raise typer.BadParameter(f"no directory {out.parent}", param_hint="--out")
     settings = _settings()
-    data, digest = asyncio.run(_export(settings, case))
+    data, digest = _run(_export(settings, case))
     out.write_bytes(data)
     typer.echo(f"wrote {out} cases={len(case)} manifest_sha256={digest}")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import PayloadCodec
@@ -41,6 +41,7 @@ from core.settings import Environment, Settings
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16  # AES-GCM's authentication tag, at the end of the ciphertext
 KEY_BYTES = 32
 _KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_KEY_FILE = "codec-keys"
@@ -133,6 +134,7 @@ def write_key_ring(path: Path, ring: KeyRing, *, exclusive: bool = False) -> Non
         descriptor = os.open(path, flags, 0o600)
     except FileExistsError:
         return
+    os.fchmod(descriptor, 0o600)  # an existing file keeps its mode on open: narrow it
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
         out.write(ring.dump())
 
@@ -171,12 +173,17 @@ class EncryptionCodec(PayloadCodec):
         cipher = self._decrypt.get(key_id)
         if cipher is None:
             raise CodecError(f"payload encrypted with key {key_id!r}, which the ring lacks")
+        if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+            raise CodecError(f"payload under key {key_id!r} is too short to be ciphertext")
         nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
         try:
             clear = cipher.decrypt(nonce, sealed, key_id.encode())
         except InvalidTag:
             raise CodecError(f"payload under key {key_id!r} fails authentication") from None
-        return Payload.FromString(clear)
+        try:
+            return Payload.FromString(clear)
+        except DecodeError:
+            raise CodecError(f"payload under key {key_id!r} holds no payload") from None
 
 
 # ----- whole messages: a stored history, encrypted or decoded in place --------------------

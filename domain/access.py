@@ -100,7 +100,7 @@ def require_department_staff(actor: Actor, department_code: str) -> None:
 
 def require_staff_or_reader(actor: Actor) -> None:
     if actor.role not in READERS:
-        raise Forbidden("enterprises see only their own data")
+        raise Forbidden(f"role {actor.role.value} may not read this: staff, auditors, admins may")
 
 
 def require_enterprise_access(actor: Actor, uscc: str) -> None:

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from cli.main import app as cli
 from core.workdays import SHANGHAI
 from domain.audit import bundle, histories
+from models.registry import mask_account
 from tests.fixtures.api import auth
 from tests.fixtures.stack import Stack
 from tests.test_application_e2e import AMOUNT, _setup, apply_and_wait, case_handle, final_id
@@ -90,6 +91,10 @@ async def test_an_auditor_finds_reads_replays_exports_and_cross_checks_a_paid_ca
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "paid_to"
     for url, numbers in (
         ("/api/v1/cases", {"paid_to": "0"}),
+        ("/api/v1/cases", {"paid_to": "9999-12-31"}),  # would overflow on its way to UTC
+        ("/api/v1/audit/bundle", {"paid_from": "0001-01-01"}),
+        ("/api/v1/audit/trail", {"since": "0001-01-01T00:00:00+14:00"}),
+        ("/api/v1/audit/trail", {"until": "9999-12-31T23:59:59-14:00"}),
         ("/api/v1/audit/trail", {"until": "0.5"}),
         ("/api/v1/audit/policy-changes", {"since": "1700000000"}),
     ):
@@ -113,6 +118,8 @@ async def test_an_auditor_finds_reads_replays_exports_and_cross_checks_a_paid_ca
     assert story["policy_version"]["version"] == 1
     assert story["policy_version"]["item_code"] == code
     kinds = [line["kind"] for line in story["ledger"]]
+    instructed = next(line for line in story["ledger"] if line["kind"] == "instruct")
+    assert instructed["details"]["payee_account"] == mask_account(ACCOUNT)  # full: logged route
     assert kinds[:1] == ["reserve"] and "instruct" in kinds and "receipt" in kinds
     [record] = story["budget_system"]
     assert (record["state"], record["amount_fen"]) == ("paid", AMOUNT)
@@ -175,6 +182,22 @@ async def test_an_auditor_finds_reads_replays_exports_and_cross_checks_a_paid_ca
     assert "not in the manifest: extra.txt" in broken.problems
     failed = await asyncio.to_thread(runner.invoke, cli, ["audit", "verify", str(tampered)])
     assert failed.exit_code == 1
+    # A changed copy placed before the original under the same name: readers take the
+    # first, so two entries of one name fail, whatever their hashes.
+    doubled = tmp_path / "doubled.zip"
+    story_name = f"cases/{case_id}/story.json"
+    with zipfile.ZipFile(zipped) as original, zipfile.ZipFile(doubled, "w") as copy:
+        copy.writestr(story_name, b"{}")
+        for name in original.namelist():
+            copy.writestr(name, original.read(name))
+    assert bundle.verify(doubled).problems == [f"entry twice in the zip: {story_name}"]
+    # Flipped bytes inside a compressed entry: a problem named, not a crash.
+    corrupt = tmp_path / "corrupt.zip"
+    data = bytearray(zipped.read_bytes())
+    offset = data.find(b"report.html") + 200
+    data[offset : offset + 2] = bytes([data[offset] ^ 0xFF, data[offset + 1] ^ 0xFF])
+    corrupt.write_bytes(bytes(data))
+    assert not bundle.verify(corrupt).ok
 
     # A filtered set.
     filtered = await api.get("/api/v1/audit/bundle", params={"item": code}, headers=auditor)
@@ -256,3 +279,21 @@ async def test_the_trail_logs_every_write_with_its_outcome_and_origin(stack: Sta
         headers=auth(settings, "auditor"),
     )
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "since"
+    reversed_range = await api.get(
+        "/api/v1/audit/trail",
+        params={"since": "2026-02-01T00:00:00+08:00", "until": "2026-01-01T00:00:00+08:00"},
+        headers=auth(settings, "auditor"),
+    )
+    assert reversed_range.status_code == 422
+    # Refused before any access check (a body of the wrong type): the sender is known.
+    tag = uuid.uuid4().hex
+    wrong_type = await api.post(
+        "/api/v1/cases",
+        content=b"x",
+        headers=auth(settings, "jxj_staff") | {"Content-Type": "text/plain", "X-Request-ID": tag},
+    )
+    assert wrong_type.status_code == 415
+    trail = await api.get(
+        "/api/v1/audit/trail", params={"actor": "jxj_staff"}, headers=auth(settings, "auditor")
+    )
+    assert [e["status"] for e in trail.json()["items"] if e["correlation_id"] == tag] == [415]

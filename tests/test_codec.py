@@ -223,6 +223,14 @@ def _body(*payloads: Payload) -> dict[str, object]:
     }
 
 
+async def _loopback_post(
+    app: object, path: str, body: dict[str, object], authorization: str
+) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        return await client.post(path, json=body, headers={"Authorization": authorization})
+
+
 def _clear(value: object) -> Payload:
     return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode())
 
@@ -242,6 +250,8 @@ async def test_the_codec_server_answers_the_ui_origin_only_and_wants_a_token_off
     [sealed] = await EncryptionCodec(key_ring(settings)).encode([_clear({"account": ACCOUNT})])
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        basic = await _loopback_post(app, "/codec/decode", _body(sealed), "Basic YTpi")
+        assert basic.status_code == 401  # credentials of any kind are checked
         for host, status in (("10.0.0.8", 401), ("127.0.0.1", 200)):
             transport = httpx.ASGITransport(app=app, client=(host, 5000))
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
@@ -256,6 +266,8 @@ async def test_the_codec_server_answers_the_ui_origin_only_and_wants_a_token_off
                     },
                 )
                 assert preflight.status_code == 200
+                assert preflight.headers["x-content-type-options"] == "nosniff"
+                assert preflight.headers["x-request-id"]
                 allowed = preflight.headers["access-control-allow-origin"]
                 assert allowed == "http://127.0.0.1:8233"
                 assert "x-namespace" in preflight.headers["access-control-allow-headers"].lower()

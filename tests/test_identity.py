@@ -273,8 +273,19 @@ async def test_a_deactivated_user_is_refused_on_the_very_next_request(
         assert (await _me(api, headers)).status_code == 200
     missing = await api.post("/api/v1/users/nobody/deactivate", json={"reason": "x"}, headers=admin)
     assert missing.status_code == 404
-    no_reason = await api.post("/api/v1/users/sso_li/deactivate", json={}, headers=admin)
-    assert no_reason.status_code == 422
+    for empty in ({}, {"reason": "   "}, {"reason": "a\u0000b"}):
+        no_reason = await api.post("/api/v1/users/sso_li/deactivate", json=empty, headers=admin)
+        assert no_reason.status_code == 422, empty
+    trail = await api.get(
+        "/api/v1/audit/trail",
+        params={"subject": "user/sso_li"},
+        headers={"Authorization": f"Bearer {issue_token(settings, 'auditor')}"},
+    )
+    logged = [(e["path"].rsplit("/", 1)[-1], e["details"]) for e in trail.json()["items"]]
+    assert ("deactivate", {"reason": "离职"}) in logged and (
+        "activate",
+        {"reason": "复职"},
+    ) in logged
     itself = await api.post("/api/v1/users/admin/deactivate", json={"reason": "x"}, headers=admin)
     assert itself.status_code == 409
     by_staff = await api.post(

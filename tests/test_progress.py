@@ -140,3 +140,26 @@ def test_without_a_postgresql_server_the_suite_passes_and_says_how_to_enable_it(
     required = _pytest(test, ZHIDA_TEST_POSTGRES_URL=nobody_there, ZHIDA_TEST_POSTGRES_REQUIRED="1")
     assert required.returncode != 0
     assert "1 passed" in required.stdout and "1 error" in required.stdout
+
+
+def test_a_logged_exception_shows_no_local_variables() -> None:
+    """A traceback in the log names frames, never their variables (decrypted payloads,
+    accounts): rich's default printed them all, slowly."""
+    import io
+
+    import structlog
+    from pydantic import SecretStr
+
+    from core.logging import configure_logging
+    from core.settings import Environment, Settings
+
+    for environment in (Environment.DEVELOPMENT, Environment.PRODUCTION):
+        out = io.StringIO()
+        settings = Settings(environment=environment, token_secret=SecretStr("s" * 40))
+        configure_logging(settings, out)
+        account = "6222020200112233445"  # noqa: F841 - the local the log must not show
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            structlog.get_logger().error("request.failed", exc_info=True)
+        assert "boom" in out.getvalue() and "6222020200112233445" not in out.getvalue()

@@ -30,6 +30,7 @@ from api.pagination import Page, PageDep
 from api.params import CreditCode, IsoDate, IsoDateTime, ItemCode, Period
 from core.codec import EncryptionCodec
 from core.workdays import SHANGHAI
+from domain import cases
 from domain.access import Rule
 from domain.audit import bundle, crosscheck, find, histories, story, trail
 from domain.cases import projection
@@ -55,10 +56,22 @@ from workflows.all import ALL_WORKFLOWS
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 CASE = "/cases/{category}/{item_code}/{period}/{uscc}"
-Attempt = Annotated[int, Query(ge=1, le=1000, description="the attempt (a case reopened)")]
+Attempt = Annotated[
+    int | None,
+    Query(ge=1, le=1000, description="the attempt (a case reopened); default: the latest"),
+]
 
 
-def _case_id(category: Category, item_code: str, period: str, uscc: str, attempt: int) -> str:
+async def _case_id(
+    session: AsyncSession,
+    category: Category,
+    item_code: str,
+    period: str,
+    uscc: str,
+    attempt: int | None,
+) -> str:
+    if attempt is None:
+        return await cases.current_case_id(session, item_code, period, uscc, category)
     base = f"{category.value}/{item_code}/{period}/{uscc}"
     return base if attempt == 1 else f"{base}/{attempt}"
 
@@ -88,7 +101,7 @@ async def case_story(
     item_code: ItemCode,
     period: Period,
     uscc: CreditCode,
-    attempt: Attempt = 1,
+    attempt: Attempt = None,
     histories_: Annotated[
         bool,
         Query(
@@ -98,7 +111,7 @@ async def case_story(
         ),
     ] = True,
 ) -> CaseStory:
-    case_id = _case_id(category, item_code, period, uscc, attempt)
+    case_id = await _case_id(session, category, item_code, period, uscc, attempt)
     about(request, case_id)
     told = await story.tell(
         session,
@@ -134,9 +147,9 @@ async def replay_case(
     item_code: ItemCode,
     period: Period,
     uscc: CreditCode,
-    attempt: Attempt = 1,
+    attempt: Attempt = None,
 ) -> ReplayReport:
-    case_id = _case_id(category, item_code, period, uscc, attempt)
+    case_id = await _case_id(session, category, item_code, period, uscc, attempt)
     about(request, case_id)
     await projection.get_record(session, case_id)  # 404 for a case that does not exist
     family = await histories.family(temporal, case_id)
@@ -176,9 +189,9 @@ async def case_bundle(
     item_code: ItemCode,
     period: Period,
     uscc: CreditCode,
-    attempt: Attempt = 1,
+    attempt: Attempt = None,
 ) -> Response:
-    case_id = _case_id(category, item_code, period, uscc, attempt)
+    case_id = await _case_id(session, category, item_code, period, uscc, attempt)
     about(request, case_id)
     return await _export(request, session, temporal, user, [case_id], {"case_id": case_id})
 
@@ -309,13 +322,8 @@ async def audit_trail(
     since: IsoDateTime | None = None,
     until: IsoDateTime | None = None,
 ) -> Page[AuditEventPublic]:
-    filters = trail.TrailFilters(
-        kind=kind,
-        actor=actor,
-        subject=subject,
-        since=_aware(since, "since"),
-        until=_aware(until, "until"),
-    )
+    since, until = _range(since, until)
+    filters = trail.TrailFilters(kind=kind, actor=actor, subject=subject, since=since, until=until)
     total, items = await trail.events(session, filters, page.offset, page.limit)
     return Page.of(total, page, items)
 
@@ -336,14 +344,15 @@ async def policy_changes(
     since: IsoDateTime | None = None,
     until: IsoDateTime | None = None,
 ) -> Page[PolicyChangeLine]:
+    since, until = _range(since, until)
     total, items = await find.policy_changes(
         session,
         item_code=item,
         department=department,
         actor=actor,
         action=action,
-        since=_aware(since, "since"),
-        until=_aware(until, "until"),
+        since=since,
+        until=until,
         offset=page.offset,
         limit=page.limit,
     )
@@ -379,6 +388,15 @@ async def _log(
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker.begin() as session:
         await trail.record(session, kind, user, origin(request), subject, details)
+
+
+def _range(
+    since: datetime | None, until: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    since, until = _aware(since, "since"), _aware(until, "until")
+    if since is not None and until is not None and since > until:
+        raise InvalidInput.field("until", "不能早于 since")
+    return since, until
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:

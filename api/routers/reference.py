@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from api.access import access
+from api.audit_trail import about
 from api.deps import CurrentUser, SessionDep
 from api.idempotency import IdempotencyKey
 from api.params import NoticeId
@@ -90,7 +91,8 @@ async def departments(session: SessionDep, _: CurrentUser) -> list[DepartmentPub
 class UserStatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=500)
+    # Something to read, and nothing PostgreSQL cannot store (NUL).
+    reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")
 
 
 class UserStatus(UserPublic):
@@ -122,6 +124,7 @@ async def _set_active(
     **access(Rule.ADMIN),
 )
 async def deactivate_user(
+    request: Request,
     session: SessionDep,
     user: CurrentUser,
     name: UserName,
@@ -130,6 +133,7 @@ async def deactivate_user(
 ) -> UserStatus:
     """Refuse the user's every request from now on, whatever token it holds (platform
     or identity provider); the reason is in the audit trail's request and the log."""
+    about(request, f"user/{name}", {"reason": body.reason})
     return await _set_active(session, name, False, user, body.reason)
 
 
@@ -140,10 +144,12 @@ async def deactivate_user(
     **access(Rule.ADMIN),
 )
 async def activate_user(
+    request: Request,
     session: SessionDep,
     user: CurrentUser,
     name: UserName,
     body: UserStatusChange,
     _idempotency: IdempotencyKey,
 ) -> UserStatus:
+    about(request, f"user/{name}", {"reason": body.reason})
     return await _set_active(session, name, True, user, body.reason)

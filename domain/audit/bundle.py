@@ -18,6 +18,7 @@ import html
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +85,9 @@ class Verification(BaseModel):
     problems: list[str]
 
 
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
+
+
 def verify(path: Path) -> Verification:
     """Every file listed is there with its hash, and nothing else is."""
     problems: list[str] = []
@@ -92,15 +96,25 @@ def verify(path: Path) -> Verification:
     except (OSError, zipfile.BadZipFile) as exc:
         return Verification(ok=False, manifest_sha256=None, files=0, problems=[str(exc)])
     with archive:
-        names = set(archive.namelist())
+        listed = archive.namelist()
+        names = set(listed)
+        # Two entries under one name: a reader takes one, the check might take the other.
+        doubled = sorted({name for name in listed if listed.count(name) > 1})
+        if doubled:
+            return Verification(
+                ok=False,
+                manifest_sha256=None,
+                files=0,
+                problems=[f"entry twice in the zip: {name}" for name in doubled],
+            )
         if MANIFEST not in names:
             return Verification(
                 ok=False, manifest_sha256=None, files=0, problems=["no manifest.json"]
             )
-        raw = archive.read(MANIFEST)
         try:
+            raw = archive.read(MANIFEST)
             manifest = Manifest.model_validate_json(raw)
-        except ValueError as exc:
+        except (ValueError, *_UNREADABLE) as exc:
             return Verification(
                 ok=False, manifest_sha256=None, files=0, problems=[f"manifest: {exc}"]
             )
@@ -108,7 +122,11 @@ def verify(path: Path) -> Verification:
             if name not in names:
                 problems.append(f"missing: {name}")
                 continue
-            actual = hashlib.sha256(archive.read(name)).hexdigest()
+            try:
+                actual = hashlib.sha256(archive.read(name)).hexdigest()
+            except _UNREADABLE as exc:
+                problems.append(f"unreadable: {name} ({exc})")
+                continue
             if actual != expected:
                 problems.append(f"changed: {name} (sha256 {actual}, manifest says {expected})")
         for name in sorted(names - set(manifest.files) - {MANIFEST}):

@@ -21,6 +21,7 @@ from models.budget import LedgerEntry, LedgerKind
 from models.budget_system import InstructionStatus
 from models.cases import CaseRecord, CaseState
 from models.policy import PolicyItemVersion
+from models.registry import mask_account
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 
@@ -52,7 +53,7 @@ async def tell(
         )
     )
     ledger = [
-        LedgerLine.model_validate(entry, from_attributes=True)
+        _masked(LedgerLine.model_validate(entry, from_attributes=True))
         for entry in await session.scalars(
             select(LedgerEntry)
             .where(col(LedgerEntry.case_id) == case_id)
@@ -75,6 +76,20 @@ async def tell(
         if with_histories
         else None,
     )
+
+
+def _masked(line: LedgerLine) -> LedgerLine:
+    """The line with account numbers in its details masked: the full number is read, and
+    logged, at /audit/enterprises/{uscc}/accounts (or in the decoded histories)."""
+    if not isinstance(line.details, dict):
+        return line
+    details = {
+        key: mask_account(value)
+        if "account" in key and isinstance(value, str) and value.isdigit() and len(value) > 8
+        else value
+        for key, value in line.details.items()
+    }
+    return line.model_copy(update={"details": details})
 
 
 async def _state(

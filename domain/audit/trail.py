@@ -33,16 +33,17 @@ class Origin:
 
 def event(
     kind: AuditKind,
-    actor: Actor | None,
+    actor: Actor | str | None,
     origin: Origin,
     status: int,
     subject: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    name = actor if isinstance(actor, str) else actor.name if actor else "-"
     return AuditEvent(
         kind=kind.value,
-        actor=actor.name if actor else "-",
-        role=actor.role.value if actor else None,
+        actor=name[:64],
+        role=actor.role.value if isinstance(actor, Actor) else None,
         method=origin.method[:8],
         path=origin.path[:_PATH_MAX],
         subject=subject[:200] if subject else None,
