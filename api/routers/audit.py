@@ -21,13 +21,14 @@ from temporalio.client import Client
 
 from api.access import access
 from api.audit_trail import about, origin
+from api.case_filters import CaseFiltersDep
 from api.deps import (
     CurrentUser,
     SessionDep,
     TemporalDep,
 )
 from api.pagination import Page, PageDep
-from api.params import CreditCode, IsoDate, IsoDateTime, ItemCode, Period
+from api.params import CreditCode, IsoDateTime, ItemCode, Period
 from core.codec import EncryptionCodec
 from core.workdays import SHANGHAI
 from domain import cases
@@ -45,9 +46,6 @@ from models.audit import (
     PolicyChangeLine,
     ReplayReport,
 )
-from models.case_fields import PERIOD_PATTERN
-from models.cases import CaseStage
-from models.money import MAX_FEN
 from models.policy import Category
 from models.reference import Actor
 from models.registry import BankAccount
@@ -208,35 +206,8 @@ async def filtered_bundle(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    item: Annotated[str | None, Query(max_length=40)] = None,
-    category: Category | None = None,
-    stage: CaseStage | None = None,
-    region: Annotated[str | None, Query(max_length=16)] = None,
-    period: Annotated[str | None, Query(pattern=PERIOD_PATTERN)] = None,
-    item_department: Annotated[str | None, Query(max_length=32)] = None,
-    min_amount_fen: Annotated[int | None, Query(ge=0, le=MAX_FEN)] = None,
-    max_amount_fen: Annotated[int | None, Query(ge=0, le=MAX_FEN)] = None,
-    paid_from: IsoDate | None = None,
-    paid_to: IsoDate | None = None,
-    overdue: bool | None = None,
-    returned: bool | None = None,
-    recovered: bool | None = None,
+    filters: CaseFiltersDep,
 ) -> Response:
-    filters = projection.CaseFilters(
-        item_code=item,
-        category=category.value if category else None,
-        stage=stage.value if stage else None,
-        region_code=region,
-        period=period,
-        overdue=overdue,
-        item_department=item_department,
-        min_amount_fen=min_amount_fen,
-        max_amount_fen=max_amount_fen,
-        paid_from=paid_from,
-        paid_to=paid_to,
-        returned=returned,
-        recovered=recovered,
-    )
     total, rows = await projection.list_cases(session, user, filters, 0, bundle.MAX_BUNDLE_CASES)
     if total > bundle.MAX_BUNDLE_CASES:
         raise InvalidInput.field(

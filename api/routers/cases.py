@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -14,23 +14,22 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.access import access
 from api.audit_trail import about
+from api.case_filters import CaseFiltersDep
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
-from api.params import CreditCode, IsoDate, ItemCode, Period
+from api.params import CreditCode, ItemCode, Period
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import cases
 from domain.access import Rule, require_enterprise_access, require_role, require_staff_or_reader
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, NotFound
 from domain.money import budget
 from models.budget import QuotaPublic
-from models.case_fields import PERIOD_PATTERN
 from models.cases import (
     ApplicationRequest,
     CaseDecision,
     CaseRecord,
-    CaseStage,
     CaseState,
     CaseSummary,
     DecisionRequest,
@@ -39,7 +38,7 @@ from models.cases import (
     Withdrawal,
     WithdrawRequest,
 )
-from models.money import MAX_FEN, Fen
+from models.money import Fen
 from models.policy import Category
 from models.recognition import AccountConfirmation, Decline, FirmConfirmation, FirmDecline
 from models.reference import Role
@@ -279,62 +278,10 @@ def _summaries(total: int, page: PageParams, rows: list[CaseRecord]) -> Page[Cas
     **access(Rule.READER),
 )
 async def list_cases(
-    session: SessionDep,
-    user: CurrentUser,
-    page: PageDep,
-    item: Annotated[str | None, Query(max_length=40)] = None,
-    category: Annotated[Category | None, Query()] = None,
-    stage: Annotated[CaseStage | None, Query()] = None,
-    region: Annotated[str | None, Query(max_length=16)] = None,
-    period: Annotated[str | None, Query(pattern=PERIOD_PATTERN)] = None,
-    overdue: bool | None = None,
-    department: Annotated[
-        str | None, Query(max_length=32, description="the unit that must act now")
-    ] = None,
-    item_department: Annotated[
-        str | None, Query(max_length=32, description="the department that owns the item")
-    ] = None,
-    min_amount_fen: Annotated[
-        int | None, Query(ge=0, le=MAX_FEN, description="approved amount at least")
-    ] = None,
-    max_amount_fen: Annotated[
-        int | None, Query(ge=0, le=MAX_FEN, description="approved amount at most")
-    ] = None,
-    paid_from: Annotated[
-        IsoDate | None, Query(description="paid on or after this day (Asia/Shanghai)")
-    ] = None,
-    paid_to: Annotated[
-        IsoDate | None, Query(description="paid on or before this day (Asia/Shanghai)")
-    ] = None,
-    returned: Annotated[
-        bool | None, Query(description="the bank returned a payment of the case (退票)")
-    ] = None,
-    recovered: Annotated[
-        bool | None, Query(description="a recovery order was raised (追回)")
-    ] = None,
+    session: SessionDep, user: CurrentUser, page: PageDep, filters: CaseFiltersDep
 ) -> Page[CaseSummary]:
     """Cases an auditor or admin (all), a department (its items' cases) or finance (its
     region's cases) may read, with filters; newest first."""
-    if paid_from and paid_to and paid_from > paid_to:
-        raise InvalidInput.field("paid_to", "不能早于 paid_from")
-    if (min_amount_fen or 0) > (max_amount_fen if max_amount_fen is not None else MAX_FEN):
-        raise InvalidInput.field("max_amount_fen", "不能小于 min_amount_fen")
-    filters = cases.CaseFilters(
-        item_code=item,
-        category=category.value if category else None,
-        stage=stage.value if stage else None,
-        region_code=region,
-        period=period,
-        overdue=overdue,
-        waiting_for_department=department,
-        item_department=item_department,
-        min_amount_fen=min_amount_fen,
-        max_amount_fen=max_amount_fen,
-        paid_from=paid_from,
-        paid_to=paid_to,
-        returned=returned,
-        recovered=recovered,
-    )
     total, items = await cases.list_cases(session, user, filters, page.offset, page.limit)
     return _summaries(total, page, items)
 
