@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
@@ -61,17 +61,26 @@ Attempt = Annotated[
 
 
 async def _case_id(
-    session: AsyncSession,
+    request: Request,
+    session: SessionDep,
     category: Category,
-    item_code: str,
-    period: str,
-    uscc: str,
-    attempt: int | None,
+    item_code: ItemCode,
+    period: Period,
+    uscc: CreditCode,
+    attempt: Attempt = None,
 ) -> str:
+    """The case the path names (its latest attempt unless one is asked for); the trail
+    records it as what the request is about."""
     if attempt is None:
-        return await cases.current_case_id(session, item_code, period, uscc, category)
-    base = f"{category.value}/{item_code}/{period}/{uscc}"
-    return base if attempt == 1 else f"{base}/{attempt}"
+        case_id = await cases.current_case_id(session, item_code, period, uscc, category)
+    else:
+        base = f"{category.value}/{item_code}/{period}/{uscc}"
+        case_id = base if attempt == 1 else f"{base}/{attempt}"
+    about(request, case_id)
+    return case_id
+
+
+CaseId = Annotated[str, Depends(_case_id)]
 
 
 def _codec(request: Request) -> EncryptionCodec:
@@ -95,11 +104,7 @@ async def case_story(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    category: Category,
-    item_code: ItemCode,
-    period: Period,
-    uscc: CreditCode,
-    attempt: Attempt = None,
+    case_id: CaseId,
     histories_: Annotated[
         bool,
         Query(
@@ -109,8 +114,6 @@ async def case_story(
         ),
     ] = True,
 ) -> CaseStory:
-    case_id = await _case_id(session, category, item_code, period, uscc, attempt)
-    about(request, case_id)
     told = await story.tell(
         session,
         temporal,
@@ -141,14 +144,8 @@ async def replay_case(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    category: Category,
-    item_code: ItemCode,
-    period: Period,
-    uscc: CreditCode,
-    attempt: Attempt = None,
+    case_id: CaseId,
 ) -> ReplayReport:
-    case_id = await _case_id(session, category, item_code, period, uscc, attempt)
-    about(request, case_id)
     await projection.get_record(session, case_id)  # 404 for a case that does not exist
     family = await histories.family(temporal, case_id)
     report = await histories.replay(family, ALL_WORKFLOWS, temporal.data_converter)
@@ -183,14 +180,8 @@ async def case_bundle(
     session: SessionDep,
     temporal: TemporalDep,
     user: CurrentUser,
-    category: Category,
-    item_code: ItemCode,
-    period: Period,
-    uscc: CreditCode,
-    attempt: Attempt = None,
+    case_id: CaseId,
 ) -> Response:
-    case_id = await _case_id(session, category, item_code, period, uscc, attempt)
-    about(request, case_id)
     return await _export(request, session, temporal, user, [case_id], {"case_id": case_id})
 
 
