@@ -104,8 +104,9 @@ UserName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^/\x00]+
 
 
 async def _set_active(
-    session: AsyncSession, name: str, active: bool, actor: Actor, reason: str
+    request: Request, session: AsyncSession, name: str, active: bool, actor: Actor, reason: str
 ) -> UserStatus:
+    about(request, f"user/{name}", {"reason": reason})  # the trail keeps who and why
     user = await session.get(User, name)
     if user is None:
         raise NotFound(f"user {name} not found")
@@ -133,8 +134,7 @@ async def deactivate_user(
 ) -> UserStatus:
     """Refuse the user's every request from now on, whatever token it holds (platform
     or identity provider); the reason is in the audit trail's request and the log."""
-    about(request, f"user/{name}", {"reason": body.reason})
-    return await _set_active(session, name, False, user, body.reason)
+    return await _set_active(request, session, name, False, user, body.reason)
 
 
 @router.post(
@@ -151,5 +151,4 @@ async def activate_user(
     body: UserStatusChange,
     _idempotency: IdempotencyKey,
 ) -> UserStatus:
-    about(request, f"user/{name}", {"reason": body.reason})
-    return await _set_active(session, name, True, user, body.reason)
+    return await _set_active(request, session, name, True, user, body.reason)

@@ -6,7 +6,7 @@ requests that acted on it and from where; and its workflows' histories, decoded.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -129,14 +129,3 @@ async def _budget_records(
     except Exception as exc:  # the budget system is down: the story says so, and goes on
         return found, f"{type(exc).__name__}: {exc}"[:300]
     return found, None
-
-
-def summary(story: CaseStory) -> dict[str, Any]:
-    """A few lines that identify the case, for lists and manifests."""
-    state = story.state
-    return {
-        "case_id": story.case_id,
-        "category": story.category,
-        "stage": state.stage.value if state else None,
-        "paid_amount_fen": state.paid_amount_fen if state else None,
-    }
