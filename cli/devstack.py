@@ -4,6 +4,7 @@ and the supervisor that keeps its processes running."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,7 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 
 from core.settings import PROJECT_ROOT, Settings
+from models.data_platform import EnterpriseRecord
 
 log = structlog.get_logger()
 
@@ -173,6 +175,33 @@ async def wait_for_http(url: str, within: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {within}s")
             await asyncio.sleep(0.3)
+
+
+async def load_data_platform(
+    http: httpx.AsyncClient, records: Iterable[EnterpriseRecord], chunk: int = 1000
+) -> int:
+    """Load the sample records into the data platform simulator unless an earlier start
+    did (its journal keeps them, and any change a tester made since); how many it took.
+    The first record goes in last, so finding it means every record is in."""
+    remaining = iter(records)
+    first = next(remaining, None)
+    if first is None:
+        return 0
+    known = await http.get(f"/v1/_simulator/enterprises/{first.uscc}")
+    if known.status_code != 404:
+        known.raise_for_status()
+        return 0
+
+    async def put(batch: list[EnterpriseRecord]) -> int:
+        body = [record.model_dump(mode="json") for record in batch]
+        reply = await http.put("/v1/_simulator/enterprises", json=body)
+        reply.raise_for_status()
+        return len(batch)
+
+    loaded = 0
+    while batch := list(itertools.islice(remaining, chunk)):
+        loaded += await put(batch)
+    return loaded + await put([first])
 
 
 @dataclass

@@ -21,6 +21,7 @@ from cli.devstack import (
     DevServerConfig,
     Supervisor,
     child_env,
+    load_data_platform,
     prepare_namespace,
     stop_on_signals,
     temporal_binary,
@@ -43,10 +44,13 @@ from domain.money.budget import Reconciliation
 from domain.registry.importer import ImportReport
 from models.matching import MatchRequest, MatchScope
 from models.reference import User
+from seed.data_platform import data_platform_records
 from seed.reference import demo_user_names
 from seed.sample import SampleSummary, load_sample
 from simulators.budget_system import SimulatorConfig
 from simulators.budget_system import create_app as create_budget_simulator
+from simulators.data_platform import DataPlatformConfig
+from simulators.data_platform import create_app as create_data_platform_simulator
 from simulators.message_channel import ChannelConfig
 from simulators.message_channel import create_app as create_channel_simulator
 from workers.main import main as worker_main
@@ -62,6 +66,7 @@ app.add_typer(audit_app, name="audit")
 
 SIMULATED_BUDGET_SYSTEM = "http://127.0.0.1:8100"
 SIMULATED_MESSAGE_CHANNEL = "http://127.0.0.1:8200"
+SIMULATED_DATA_PLATFORM = "http://127.0.0.1:8300"
 
 
 def _settings() -> Settings:
@@ -232,6 +237,41 @@ def simulate_messages(
     _serve_simulator(create_channel_simulator(config, state_file), host, port)
 
 
+@simulate_app.command("data-platform")
+def simulate_data_platform(
+    host: str = "127.0.0.1",
+    port: int = 8300,
+    latency_ms: Annotated[int, typer.Option(min=0)] = 0,
+    failure_rate: Annotated[float, typer.Option(min=0, max=1, help="5xx before any work")] = 0.0,
+    stale_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="share of answers from an old snapshot")
+    ] = 0.0,
+    stale_days: Annotated[
+        int, typer.Option(min=1, help="how far back an old snapshot's as_of is")
+    ] = 800,
+    missing_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="share of requested kinds answered as missing")
+    ] = 0.0,
+    hang_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="reply later than clients wait")
+    ] = 0.0,
+    state_file: Annotated[
+        Path | None, typer.Option(help="journal of the firms' records, kept across restarts")
+    ] = None,
+) -> None:
+    """Run the public data platform simulator (its dials can also be changed at run time;
+    its records are loaded with PUT /v1/_simulator/enterprises)."""
+    config = DataPlatformConfig(
+        latency_ms=latency_ms,
+        failure_rate=failure_rate,
+        stale_rate=stale_rate,
+        stale_days=stale_days,
+        missing_rate=missing_rate,
+        hang_rate=hang_rate,
+    )
+    _serve_simulator(create_data_platform_simulator(config, state_file), host, port)
+
+
 def _serve_simulator(app: FastAPI, host: str, port: int) -> None:
     # A deliberately slow reply must not hold up shutdown.
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
@@ -382,6 +422,17 @@ def run(
                 env,
                 logs / "message-simulator.log",
             )
+        if settings.data_platform_url == SIMULATED_DATA_PLATFORM:
+            children.start(
+                "data-platform-simulator",
+                [
+                    *[sys.executable, "-m", "cli.main", "simulate", "data-platform"],
+                    *["--state-file", str(logs / "data-platform-simulator.json")],
+                ],
+                env,
+                logs / "data-platform-simulator.log",
+            )
+            asyncio.run(_load_data_platform(settings.data_platform_url, enterprises))
         children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
         children.start(
             "api",
@@ -409,6 +460,14 @@ def run(
         typer.echo("\nstopping…")
     finally:
         children.stop()
+
+
+async def _load_data_platform(url: str, enterprises: int) -> None:
+    """What the platform holds of the sample firms, on its first start."""
+    await wait_for_http(f"{url}/v1/_simulator/config")
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        today = datetime.now(SHANGHAI).date()
+        await load_data_platform(http, data_platform_records(enterprises, today))
 
 
 def _step(what: str) -> None:
