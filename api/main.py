@@ -47,6 +47,7 @@ from api.routers import (
     recognition,
     reference,
     registry,
+    review,
 )
 from core.codec import EncryptionCodec, key_ring
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(matching.router)
     app.include_router(codec.router)
     app.include_router(audit.router)
+    app.include_router(review.router)
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
     body_limits = {

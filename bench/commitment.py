@@ -56,6 +56,7 @@ from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client, WorkflowHandle
 
 from adapters.budget_system import BudgetSystemClient
+from adapters.data_platform import DataPlatformClient
 from adapters.esignature import PlatformAcceptance
 from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
@@ -537,6 +538,7 @@ async def run(count: int, seed_value: int) -> int:
         async with (
             httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as http,
             httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as channel_http,
+            httpx.AsyncClient(base_url=stack.settings.data_platform_url, timeout=30) as platform,
             build_worker(
                 env.client,
                 settings.task_queue,
@@ -544,6 +546,7 @@ async def run(count: int, seed_value: int) -> int:
                 WorkingCalendar(),
                 BudgetSystemClient(http),
                 MessageChannelClient(channel_http),
+                DataPlatformClient(platform),
                 sandboxed=False,
             ),
         ):

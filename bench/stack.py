@@ -167,6 +167,15 @@ async def bench_stack(
             budget_system_url=simulator_url,
             budget_system_timeout_s=2.0,
         )
+        # Every case's review asks the public data platform.
+        port = free_port()
+        settings.data_platform_url = f"http://127.0.0.1:{port}"
+        children.start(
+            "data-platform-simulator",
+            [sys.executable, "-m", "cli.main", "simulate", "data-platform", "--port", str(port)],
+            dict(os.environ),
+            work / "data-platform-simulator.log",
+        )
         if message_simulator:
             port = free_port()
             settings.message_channel_url = f"http://127.0.0.1:{port}"
@@ -185,11 +194,13 @@ async def bench_stack(
             ZHIDA_BUDGET_SYSTEM_URL=simulator_url,
             ZHIDA_BUDGET_SYSTEM_TIMEOUT_S=str(settings.budget_system_timeout_s),
             ZHIDA_MESSAGE_CHANNEL_URL=settings.message_channel_url,
+            ZHIDA_DATA_PLATFORM_URL=settings.data_platform_url,
             ZHIDA_VAR_DIR=str(work),
             ZHIDA_ENVIRONMENT="test",
         )
         worker = Worker(worker_env, work / "worker.log")
         await wait_for_http(f"{simulator_url}/v1/_simulator/config", within=30)
+        await wait_for_http(f"{settings.data_platform_url}/v1/_simulator/config", within=30)
         if message_simulator:
             await wait_for_http(f"{settings.message_channel_url}/v1/_simulator/config", within=30)
         yield BenchStack(env, settings, simulator_url, worker, work, children, worker_env)

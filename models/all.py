@@ -12,6 +12,7 @@ from models import (
     recognition,
     reference,
     registry,
+    review,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "recognition",
     "reference",
     "registry",
+    "review",
 ]

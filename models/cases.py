@@ -17,6 +17,7 @@ from models.eligibility import ConditionResult, Verdict
 from models.money import PositiveFen, format_yuan, yuan_text
 from models.policy import StageLimit
 from models.reference import Actor
+from models.review import DeclaredFigures, Evidence, FactValue, FindingView, ProjectClaim
 from models.types import UTCDateTime, utcnow
 
 
@@ -101,6 +102,16 @@ class ApplicationRequest(BaseModel):
         examples=["2026"],
     )
     materials: Materials = PydanticField(default_factory=dict)
+    project: ProjectClaim | None = PydanticField(
+        default=None,
+        description="the project the money is for, where the item funds one: compared "
+        "with every other case's to find the same project or invoices funded twice",
+    )
+    declared: DeclaredFigures = PydanticField(
+        default_factory=dict,
+        description="figures the firm declares (fact kind: value), shown to reviewers "
+        "beside the public data platform's",
+    )
 
 
 class ApplicationInput(BaseModel):
@@ -113,6 +124,8 @@ class ApplicationInput(BaseModel):
     materials: dict[str, str]
     attempt: int = 1  # a firm may apply again after a case closed unpaid
     budget_year: int | None = None  # whose quota pays; None: the period's year
+    project: ProjectClaim | None = None
+    declared: dict[str, FactValue] = PydanticField(default_factory=dict)
 
 
 def budget_year(application: ApplicationInput) -> int:
@@ -149,6 +162,12 @@ class CaseDecision(BaseModel):
     reason: Reason = ""
     corrections: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = (
         PydanticField(default_factory=list, max_length=20)
+    )
+    findings: list[int] = PydanticField(
+        default_factory=list,
+        max_length=50,
+        description="duplicate-funding findings this decision upholds (by id): a rejection, "
+        "or an approval reduced to at most what they leave due",
     )
 
 
@@ -222,6 +241,9 @@ class CaseState(BaseModel):
     # A second unit that must act now too (a commitment's joint review runs in parallel).
     also_waiting_for_department: str | None = None
     commitment: CommitmentView | None = None
+    # The smart review: facts from data beside the firm's, and duplicate-funding findings.
+    evidence: list[Evidence] = PydanticField(default_factory=list)
+    findings: list[FindingView] = PydanticField(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

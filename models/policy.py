@@ -24,6 +24,7 @@ from models.commitment_terms import CommitmentTerms
 from models.money import Fen, format_yuan
 from models.period import PeriodScheme, whole_periods
 from models.recognition import RecognitionTerms
+from models.review import ReviewChecks
 from models.types import UTCDateTime, utcnow
 
 
@@ -127,6 +128,8 @@ class PolicyItemVersion(SQLModel, table=True):
     recognition_terms: Any = Field(default=None, sa_type=sa.JSON)
     # CommitmentTerms as JSON for a commitment item; NULL otherwise.
     commitment_terms: Any = Field(default=None, sa_type=sa.JSON)
+    # ReviewChecks as JSON (NULL: the defaults): the duplicate checks its cases run.
+    review_checks: Any = Field(default=None, sa_type=sa.JSON)
     stages: Any = Field(sa_type=sa.JSON)
     valid_from: date
     valid_to: date
@@ -252,6 +255,11 @@ class ItemContent(BaseModel):
         description="the targets, settlement rule, prepayment, letter and recovery terms "
         "of a commitment item (required there); only commitment items have them",
     )
+    review: ReviewChecks | None = PydanticField(
+        default=None,
+        description="the duplicate-funding checks its cases run and their thresholds; "
+        "omitted: exclusivity (where the item has a group), project and invoice",
+    )
     stages: list[StageLimit]
     valid_from: date
     valid_to: date
@@ -353,6 +361,7 @@ class VersionPublic(BaseModel):
     exclusivity_group: str | None
     recognition: RecognitionTerms | None = None
     commitment: CommitmentTerms | None = None
+    review: ReviewChecks | None = None
     stages: list[StageLimit]
     valid_from: date
     valid_to: date

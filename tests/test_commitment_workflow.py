@@ -93,6 +93,7 @@ def worker(stack: Stack, client: Client, queue: str) -> Worker:
         WorkingCalendar(),
         BudgetSystemClient(stack.budget_http),
         MessageChannelClient(stack.channel_http),
+        stack.data_platform(),
     )
 
 

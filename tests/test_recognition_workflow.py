@@ -47,6 +47,7 @@ def worker(stack: Stack, client: Client, queue: str) -> Worker:
         WorkingCalendar(),
         BudgetSystemClient(stack.budget_http),
         MessageChannelClient(stack.channel_http),
+        stack.data_platform(),
     )
 
 

@@ -19,7 +19,9 @@ from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities
 from activities.policy import PolicyLibraryActivities
 from activities.recognition import RecognitionActivities
+from activities.review import ReviewActivities
 from adapters.budget_system import BudgetSystemClient
+from adapters.data_platform import DataPlatformClient
 from adapters.message_channel import MessageChannelClient
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
@@ -46,6 +48,7 @@ def build_worker(
     calendar: WorkingCalendar,
     budget_system: BudgetSystemClient,
     channel: MessageChannelClient,
+    data_platform: DataPlatformClient,
     push_per_week: int = 3,
     match_threads: int = 2,
     sandboxed: bool = True,
@@ -56,6 +59,7 @@ def build_worker(
     matching = MatchingActivities(sessionmaker, channel, push_per_week, match_threads)
     recognition = RecognitionActivities(sessionmaker, channel)
     commitment = CommitmentActivities(sessionmaker, budget_system)
+    review = ReviewActivities(sessionmaker, data_platform)
     return Worker(
         client,
         task_queue=task_queue,
@@ -108,6 +112,8 @@ def build_worker(
             commitment.record_default,
             commitment.close_recovery,
             commitment.notify,
+            review.review_case,
+            review.decide_findings,
         ],
     )
 
@@ -126,6 +132,9 @@ async def run_worker(settings: Settings) -> None:
         httpx.AsyncClient(
             base_url=settings.message_channel_url, timeout=settings.message_channel_timeout_s
         ) as channel_http,
+        httpx.AsyncClient(
+            base_url=settings.data_platform_url, timeout=settings.data_platform_timeout_s
+        ) as platform_http,
     ):
         worker = build_worker(
             client,
@@ -134,6 +143,7 @@ async def run_worker(settings: Settings) -> None:
             calendar_from(settings),
             BudgetSystemClient(budget_http),
             MessageChannelClient(channel_http),
+            DataPlatformClient(platform_http),
             settings.push_per_week,
             settings.match_threads,
             sandboxed=settings.workflow_sandbox,

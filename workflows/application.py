@@ -26,9 +26,10 @@ with workflow.unsafe.imports_passed_through():
         budget_year,
     )
     from models.eligibility import Outcome, Verdict
-    from models.policy import Stage, StageLimit
+    from models.policy import Category, Stage, StageLimit
     from models.policy_change import DeadlineRequest
     from models.reference import Actor, Role
+    from models.review import ClearanceRequest, ReviewRequest
     from workflows.disbursement import (
         CANCELLABLE,
         Disbursement,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.options import ACK_AFTER_PROJECTION, DATABASE
     from workflows.refusals import check_review, invalid_input
+    from workflows.review import SMART_REVIEW, CaseReview
 
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
 REVIEWER_ROLES = {
@@ -82,6 +84,7 @@ class ApplicationWorkflow:
         self._decision: DecisionRequest | None = None
         self._resubmission: ResubmitRequest | None = None
         self._tail = Disbursement(self)
+        self._smart = CaseReview(self)
         # Updates return once the main loop has acted on them (see _settle).
         self._received = 0
         self._settled = 0
@@ -119,12 +122,28 @@ class ApplicationWorkflow:
             self._to_verify.insert(0, check.failure)
         if check.amount_fen is None:
             self._to_verify.append("金额无法自动计算：审核通过时请核定金额")
+        if workflow.patched(SMART_REVIEW):
+            self._to_verify += await self._smart.run(
+                ReviewRequest(
+                    case_id=self.case_id,
+                    category=Category.APPLICATION.value,
+                    item_code=self.item_code,
+                    version=input.version,
+                    period=self.period,
+                    uscc=self.uscc,
+                    amount_fen=check.amount_fen,
+                    project=input.project,
+                    declared=input.declared,
+                    point=CaseStage.CHECK.value,
+                )
+            )
 
         index = 0
         while index < len(REVIEW_STAGES):
             request = await self._review(REVIEW_STAGES[index])
             decision = request.decision
             self.log(request.actor.name, decision.action.value, decision.reason)
+            await self._smart.uphold(decision, request.actor.name)
             if decision.action is ReviewAction.APPROVE:
                 if decision.amount_fen is not None:
                     self.approved = decision.amount_fen
@@ -286,8 +305,29 @@ class ApplicationWorkflow:
         if failed_payment:
             self._tail.validate_retry(request)
         check_review(decision, self.approved if self.approved is not None else self._computed)
+        self._smart.validate_decision(decision)
         if decision.action is ReviewAction.RETURN and not decision.corrections:
             raise invalid_input("return needs the list of corrections", "corrections")
+
+    @workflow.update
+    async def clear_finding(self, request: ClearanceRequest) -> CaseState:
+        await self._smart.clear(request)
+        await self._project()
+        return self.state()
+
+    @clear_finding.validator
+    def validate_clear_finding(self, request: ClearanceRequest) -> None:
+        self._smart.validate_clear(request, self._may_review)
+
+    def _may_review(self, actor: Actor) -> bool:
+        """A reviewer of either review stage of this case (department or finance)."""
+        if self._check is None:
+            return False
+        return any(
+            actor.role in REVIEWER_ROLES[stage]
+            and actor.department_code == self._limit(stage).department_code
+            for stage in REVIEW_STAGES
+        )
 
     @workflow.update
     async def resubmit(self, request: ResubmitRequest) -> CaseState:
@@ -364,4 +404,6 @@ class ApplicationWorkflow:
             conditions=list(self._check.conditions) if self._check else [],
             to_verify=list(self._to_verify),
             failure_reason=self._tail.failure,
+            evidence=list(self._smart.evidence),
+            findings=self._smart.findings,
         )

@@ -129,3 +129,15 @@ RECOGNITION_SNAPSHOT = workflow.ActivityConfig(
 # A case answers an update only once it has acted on it (an update that arrives while the
 # projection is written waits for the next round): the three case workflows.
 ACK_AFTER_PROJECTION = "ack-after-projection"
+
+# The smart review: the public data platform and our database. A platform that does not
+# answer fails the attempt, up to activities/review.py's PLATFORM_ATTEMPTS, after which the
+# activity goes on with the facts marked unavailable: the review waits, then a person checks.
+REVIEW = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=30),
+        non_retryable_error_types=[ErrorType.NOT_FOUND, ErrorType.INVALID_INPUT],
+    ),
+)

@@ -18,7 +18,7 @@ from api.case_filters import CaseFiltersDep
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
-from api.params import CreditCode, ItemCode, Period
+from api.params import MAX_ROW_ID, CreditCode, ItemCode, Period
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain import cases
@@ -42,6 +42,7 @@ from models.money import Fen
 from models.policy import Category
 from models.recognition import AccountConfirmation, Decline, FirmConfirmation, FirmDecline
 from models.reference import Role
+from models.review import ClearanceRequest, FindingClearance
 from workflows.application import ApplicationWorkflow
 from workflows.starts import CaseHandle, start_application_case
 
@@ -62,6 +63,7 @@ CASE_KINDS = frozenset({Category.APPLICATION, Category.RECOGNITION, Category.COM
 STATE, DECIDE, RESUBMIT = "state", "decide", "resubmit"
 CONFIRM_ACCOUNT, WITHDRAW, BUDGET_ADDED = "confirm_account", "withdraw", "budget_added"
 CONFIRM, DECLINE = "confirm", "decline"
+CLEAR_FINDING = "clear_finding"
 
 
 @router.post(
@@ -187,6 +189,27 @@ async def decide(
 ) -> CaseState:
     require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
     return await case.update(DECIDE, DecisionRequest(actor=user, decision=body), request_id)
+
+
+@router.post(
+    f"{CASE}/findings/{{finding_id}}/clearance",
+    response_model=CaseState,
+    summary="排除查重发现：一人提出、另一审核人复核确认（四眼原则）",
+    **access(Rule.CASE_DECIDE),
+)
+async def clear_finding(
+    case: CaseDep,
+    user: CurrentUser,
+    finding_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)],
+    body: FindingClearance,
+    request_id: IdempotencyKey,
+) -> CaseState:
+    """A reviewer proposes to clear a duplicate-funding finding, with a reason; it is
+    cleared when a second reviewer of the case confirms (the same call, another person).
+    To uphold a finding instead, cite it in a decision (`findings`)."""
+    require_role(user, Role.DEPARTMENT_CASEWORKER, Role.DEPARTMENT_HEAD, Role.FINANCE_CASEWORKER)
+    request = ClearanceRequest(actor=user, finding_id=finding_id, clearance=body)
+    return await case.update(CLEAR_FINDING, request, request_id)
 
 
 @router.post(

@@ -145,6 +145,8 @@ def _input(
         applicant=actor.name,
         materials=request.materials,
         attempt=claim.attempt,
+        project=request.project,
+        declared=request.declared,
     )
 
 

@@ -49,10 +49,15 @@ from models.policy import (
 )
 from models.policy_change import PolicyChangeInput
 from models.reference import Actor, Department, DepartmentKind, Region, Role
+from models.review import ReviewChecks
 from models.types import utcnow
 
 # Content fields by the column that stores them (the terms are kept as JSON).
-_TERMS_COLUMNS = {"recognition": "recognition_terms", "commitment": "commitment_terms"}
+_TERMS_COLUMNS = {
+    "recognition": "recognition_terms",
+    "commitment": "commitment_terms",
+    "review": "review_checks",
+}
 CONTENT_COLUMNS = {field: _TERMS_COLUMNS.get(field, field) for field in ItemContent.model_fields}
 # A change to any of these is reviewed by finance too. Recognition terms count: a
 # straight-through item skips finance's check of each list, and they decide who is paid
@@ -153,6 +158,8 @@ def version_public(v: PolicyItemVersion) -> VersionPublic:
         public.recognition = recognition_terms(v)
     elif v.category == Category.COMMITMENT:
         public.commitment = commitment_terms(v)
+    if v.review_checks is not None:
+        public.review = ReviewChecks.model_validate(v.review_checks)
     return public
 
 

@@ -24,6 +24,11 @@ def _chunks(values: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]
         yield values[start : start + size]
 
 
+def _tokens(values: Iterable[str]) -> frozenset[str]:
+    """Normalised, and none that normalises to nothing (e.g. "---")."""
+    return frozenset(t for t in (token(v) for v in values) if t)
+
+
 def claim_row(
     case_id: str,
     uscc: str,
