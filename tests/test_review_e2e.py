@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
+from domain.matching import match_library
 from domain.money import budget
 from domain.policy import library
+from models.matching import MatchRequest, MatchScope
 from models.policy import ItemCreate
 from tests.fixtures.api import auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 from tests.test_application_e2e import case_handle, final_id, reach
+from tests.test_recognition_e2e import batch_phase
 from workflows.application import ApplicationWorkflow
 
 LOW, HIGH = 3_000_000, 5_000_000
@@ -40,12 +44,16 @@ async def publish(stack: Stack, amount: int, **extra: Any) -> str:
     return code
 
 
-async def firm(stack: Stack, platform: dict[str, Any] | None = None) -> str:
+async def firm(
+    stack: Stack, platform: dict[str, Any] | None = None, industry: str = "C3411"
+) -> str:
     """A firm that meets the items (credit A), the demo firm user's; and its record on the
     data platform (`platform`: its facts there; None: the platform does not know it)."""
     async with stack.sessionmaker.begin() as session:
         made = await create_enterprise(
-            session, facts={"credit_rating": ("A", "2025"), "tax_paid_fen": (80_000_000, "2025")}
+            session,
+            industry_code=industry,
+            facts={"credit_rating": ("A", "2025"), "tax_paid_fen": (80_000_000, "2025")},
         )
         await create_users(session, enterprise_uscc=made.uscc)
     if platform is not None:
@@ -299,3 +307,79 @@ async def test_a_data_platform_that_does_not_answer_is_waited_for_then_marked_un
     credit = next(e for e in state.evidence if e.kind == "credit_rating")
     assert credit.status.value == "unavailable" and "公共数据平台暂不可用" in credit.reason
     assert any("信用" in line and "不可用" in line for line in state.to_verify)
+
+
+async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_four_eyes(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    """A firm already paid under an item of the group is listed apart with its finding;
+    the department includes it (proposing to clear), finance's approval clears it."""
+    group, industry = f"G-{uuid.uuid4().hex[:6]}", f"C{uuid.uuid4().int % 10**4:04d}"
+    application = await publish(stack, LOW, exclusivity_group=group)
+    recognition = await publish(
+        stack,
+        HIGH,
+        exclusivity_group=group,
+        category="recognition",
+        eligibility={"all": [{"fact": "industry_code", "op": "eq", "value": industry}]},
+        stages=item_payload("X", category="recognition")["stages"],
+    )
+    duplicate = await firm(stack, {}, industry=industry)
+    assert (await apply(stack, application)).status_code == 201
+    await pay(stack, dev_server, application, duplicate)
+    clean = await firm(stack, {}, industry=industry)
+    await match_library.run(
+        stack.sessionmaker,
+        MatchRequest(scope=MatchScope.ITEM, item_code=recognition),
+        f"test-match-{recognition}",
+        datetime.now(UTC).date(),
+        1,
+    )
+    headers = {u: auth(stack.settings, u) for u in ("jxj_staff", "czj_staff", "auditor")}
+    started = await stack.api.post(
+        f"/api/v1/items/{recognition}/recognition-batches",
+        json={"item_code": recognition, "period": "2026"},
+        headers=headers["jxj_staff"],
+    )
+    assert started.status_code == 201, started.text
+    batch = f"/api/v1/items/{recognition}/recognition-batches/2026/1"
+    progress = await batch_phase(stack, batch, "department_verification")
+    assert (progress["identified"], progress["possible"]) == (2, 1)
+    apart = await stack.api.get(
+        f"{batch}/firms", params={"status": "possible"}, headers=headers["jxj_staff"]
+    )
+    [entry] = apart.json()["items"]
+    assert entry["uscc"] == duplicate and any("[查重]" in f for f in entry["flags"])
+
+    async def finding() -> dict[str, Any]:
+        listed = await stack.api.get(
+            "/api/v1/findings", params={"item_code": recognition}, headers=headers["auditor"]
+        )
+        [one] = listed.json()["items"]
+        return one
+
+    first = await finding()
+    assert (first["dimension"], first["status"], first["uscc"]) == (
+        "exclusivity",
+        "open",
+        duplicate,
+    )
+    assert first["suggested_fen"] == HIGH - LOW
+    included = await stack.api.post(
+        f"{batch}/department-verification",
+        json={"include": [{"uscc": duplicate, "reason": "已享受低档，本批次只补差额"}]},
+        headers=headers["jxj_staff"],
+    )
+    assert included.status_code == 200, included.text
+    proposed = await finding()
+    assert (proposed["status"], proposed["proposed_by"]) == ("clearing", "jxj_staff")
+    progress = await batch_phase(stack, batch, "finance_verification")
+    approved = await stack.api.post(
+        f"{batch}/finance-verification",
+        json={"action": "approve", "expected_total_fen": progress["department_verified_total_fen"]},
+        headers=headers["czj_staff"],
+    )
+    assert approved.status_code == 200, approved.text
+    cleared = await finding()
+    assert (cleared["status"], cleared["decided_by"]) == ("cleared", "czj_staff")
+    assert clean != duplicate

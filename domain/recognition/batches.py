@@ -43,6 +43,11 @@ from domain.policy.versions import (
 )
 from domain.recognition.upload import UploadedRow
 from domain.registry.enterprises import latest_facts_query, load_fact_table
+from domain.review import review_checks
+from domain.review.batch import check_batch
+from domain.review.claims import record_claims
+from domain.review.duplicates import ClaimRow
+from domain.review.findings import decide_case_findings, store_batch_findings
 from models.cases import CaseClaim, ClaimState
 from models.matching import MatchResult
 from models.policy import Category, PolicyItem, PolicyItemVersion, Stage, StageLimit
@@ -62,6 +67,7 @@ from models.recognition import (
     recognition_case_id,
 )
 from models.reference import Actor, Role
+from models.review import HOLDING, FindingDraft, FindingStatus, ReviewFinding
 from models.types import utcnow
 
 INSERT_CHUNK = 1_000
@@ -282,7 +288,19 @@ async def identify(
             raise _rejected(sorted(errors, key=lambda e: int(e.field.split()[1].split(".")[0])))
     claimed = await _claimed(session, batch.item_code, batch.period, list(found))
     attempts = await _attempts(session, batch.item_code, batch.period, list(found))
-    flags = await _exclusivity_flags(session, batch, list(found))
+    group, findings = await _duplicate_findings(
+        session,
+        batch,
+        {
+            uscc: (
+                recognition_case_id(batch.item_code, batch.period, uscc, attempts.get(uscc, 0) + 1),
+                amount,
+            )
+            for uscc, (_eligible, amount, _outcome) in found.items()
+            if uscc not in claimed and amount != 0
+        },
+    )
+    flags = {uscc: [f"[查重] {d.summary}" for d in drafts] for uscc, drafts in findings.items()}
     evidence = await _evidence(session, list(found), kinds)
     now = utcnow()
     entries: list[dict[str, Any]] = []
@@ -344,6 +362,7 @@ async def identify(
     for start in range(0, len(entries), INSERT_CHUNK):
         await session.execute(sa.insert(CaseClaim), claims[start : start + INSERT_CHUNK])
         await session.execute(sa.insert(RecognitionEntry), entries[start : start + INSERT_CHUNK])
+    await _keep_review(session, batch, group, entries, findings)
     waiting = sum(1 for e in entries if e["status"] is not EntryStatus.VERIFIED)
     batch.candidates = len(candidates)
     batch.listed, batch.possible = counts["listed"], counts["possible"]
@@ -399,44 +418,87 @@ async def _attempts(
     return out
 
 
-async def _exclusivity_flags(
-    session: AsyncSession, batch: RecognitionBatch, usccs: list[str]
-) -> dict[str, list[str]]:
-    """就高不重复: a firm with an open or paid case, for the same period, under another
-    item of the item's exclusivity group is flagged (a person decides)."""
-    group = await session.scalar(
-        select(PolicyItemVersion.exclusivity_group).where(
+async def _duplicate_findings(
+    session: AsyncSession,
+    batch: RecognitionBatch,
+    firms: dict[str, tuple[str, int | None]],
+) -> tuple[str | None, dict[str, list[FindingDraft]]]:
+    """The smart review's duplicate check of every firm the batch would list (uscc ->
+    its case id and amount): the item's group and the findings by firm. A firm with a
+    finding is listed apart, for the department to include by name (which proposes to
+    clear it) and finance to confirm (the second person)."""
+    version = await session.scalar(
+        select(PolicyItemVersion).where(
             col(PolicyItemVersion.item_code) == batch.item_code,
             col(PolicyItemVersion.version) == batch.version,
         )
     )
-    if not group:
-        return {}
-    others = list(
-        await session.scalars(
-            select(PolicyItemVersion.item_code)
-            .where(
-                col(PolicyItemVersion.exclusivity_group) == group,
-                col(PolicyItemVersion.item_code) != batch.item_code,
-            )
-            .distinct()
+    assert version is not None
+    group = version.exclusivity_group
+    rows = [
+        ClaimRow(
+            uscc=uscc,
+            case_id=case_id,
+            item_code=batch.item_code,
+            group=group,
+            period=batch.period,
+            amount_fen=amount,
         )
+        for uscc, (case_id, amount) in firms.items()
+    ]
+    found = await check_batch(session, rows, review_checks(version.review_checks), {})
+    by_case = {row.case_id: row.uscc for row in rows}
+    return group, {by_case[case_id]: drafts for case_id, drafts in found.items()}
+
+
+async def _keep_review(
+    session: AsyncSession,
+    batch: RecognitionBatch,
+    group: str | None,
+    entries: list[dict[str, Any]],
+    findings: dict[str, list[FindingDraft]],
+) -> None:
+    """What the batch's firms claim (so later cases see them) and their findings."""
+    await record_claims(
+        session,
+        Category.RECOGNITION.value,
+        [
+            ClaimRow(
+                case_id=e["case_id"],
+                uscc=e["uscc"],
+                item_code=batch.item_code,
+                group=group,
+                period=batch.period,
+                amount_fen=e["amount_fen"],
+            )
+            for e in entries
+        ],
     )
-    if not others:
-        return {}
-    out: dict[str, list[str]] = {}
-    for start in range(0, len(usccs), 500):
-        rows = await session.execute(
-            select(CaseClaim.uscc, CaseClaim.case_id).where(
-                col(CaseClaim.item_code).in_(others),
-                col(CaseClaim.period) == batch.period,
-                col(CaseClaim.state) != ClaimState.CLOSED,
-                col(CaseClaim.uscc).in_(usccs[start : start + 500]),
-            )
-        )
-        for uscc, case_id in rows:
-            out.setdefault(uscc, []).append(f"同组（{group}）已有案件 {case_id}，就高不重复")
-    return out
+    rows = [
+        {
+            "case_id": e["case_id"],
+            "category": Category.RECOGNITION.value,
+            "item_code": batch.item_code,
+            "department_code": batch.department_code,
+            "region_code": e["region_code"],
+            "uscc": e["uscc"],
+            "period": batch.period,
+            "dimension": d.dimension.value,
+            "key": d.key,
+            "score": d.score,
+            "summary": d.summary,
+            "evidence": d.evidence,
+            "counterparts": [c.model_dump(mode="json") for c in d.counterparts],
+            "amount_fen": d.amount_fen,
+            "excess_fen": d.excess_fen,
+            "suggested_fen": d.suggested_fen,
+            "status": FindingStatus.OPEN.value,
+            "raised_at": utcnow(),
+        }
+        for e in entries
+        for d in findings.get(e["uscc"], [])
+    ]
+    await store_batch_findings(session, rows)
 
 
 async def _evidence(
@@ -614,6 +676,7 @@ async def _apply_department(
         .values(status=EntryStatus.DROPPED, reason="可能符合条件，部门未纳入（未确认的条件）", **by)
     )
     await _close_dropped_claims(session, batch.batch_id)
+    await _decide_findings(session, batch.batch_id, record.actor, finance=False)
     counts = await _status_counts(session, batch.batch_id)
     batch.department_decision = {
         "actor": record.actor,
@@ -666,6 +729,7 @@ async def _apply_finance(
             .values(status=EntryStatus.DROPPED, reason=f"财政退回名单：{decision.reason}", **by)
         )
         await _close_dropped_claims(session, batch.batch_id)
+    await _decide_findings(session, batch.batch_id, record.actor, finance=True)
     batch.finance_decision = {
         "actor": record.actor,
         "at": record.at.isoformat(),
@@ -674,6 +738,33 @@ async def _apply_finance(
         **decision.model_dump(mode="json"),
     }
     batch.phase = BatchPhase.STARTING
+
+
+async def _decide_findings(
+    session: AsyncSession, batch_id: str, actor: str, *, finance: bool
+) -> None:
+    """Four eyes over a batch's findings: the department's inclusion of a flagged firm
+    proposes to clear its findings, finance's approval (another person) clears them; a
+    firm dropped, or left out, upholds them."""
+    entries = select(
+        RecognitionEntry.case_id, RecognitionEntry.status, RecognitionEntry.reason
+    ).where(
+        col(RecognitionEntry.batch_id) == batch_id,
+        col(RecognitionEntry.case_id).in_(
+            select(ReviewFinding.case_id).where(col(ReviewFinding.status).in_(list(HOLDING)))
+        ),
+    )
+    for case_id, status, reason in (await session.execute(entries)).all():
+        if status == EntryStatus.DROPPED:
+            await decide_case_findings(session, case_id, FindingStatus.UPHELD, actor, reason or "")
+        elif not finance:
+            await decide_case_findings(
+                session, case_id, FindingStatus.CLEARING, actor, reason or ""
+            )
+        else:
+            await decide_case_findings(
+                session, case_id, FindingStatus.CLEARED, actor, "财政复核名单，确认纳入"
+            )
 
 
 async def _close_dropped_claims(session: AsyncSession, batch_id: str) -> None:

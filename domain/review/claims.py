@@ -188,3 +188,79 @@ async def load_rows(session: AsyncSession, case_ids: Sequence[str]) -> list[Clai
             )
         )
     return rows
+
+
+async def every_open_claim(session: AsyncSession) -> list[ClaimRow]:
+    """Every open or paid claim, in a few whole-table reads (for a batch of many firms:
+    cheaper than looking each firm up)."""
+    closed = {
+        case_id
+        for (case_id,) in await session.execute(
+            sa.select(col(CaseClaim.case_id)).where(col(CaseClaim.state) == ClaimState.CLOSED)
+        )
+    }
+    paid_states = {
+        case_id
+        for (case_id,) in await session.execute(
+            sa.select(col(CaseClaim.case_id)).where(col(CaseClaim.state) == ClaimState.PAID)
+        )
+    }
+    paid: dict[str, int] = {
+        case_id: int(amount or 0)
+        for case_id, amount in await session.execute(
+            sa.select(col(LedgerEntry.case_id), sa.func.sum(LedgerEntry.amount_fen))
+            .where(col(LedgerEntry.kind) == LedgerKind.RECEIPT)
+            .group_by(col(LedgerEntry.case_id))
+        )
+    }
+    invoices: dict[str, set[str]] = defaultdict(set)
+    serials: dict[str, set[str]] = defaultdict(set)
+    for case_id, kind, value in await session.execute(
+        sa.select(col(FundingToken.case_id), col(FundingToken.kind), col(FundingToken.token))
+    ):
+        (invoices if kind == TokenKind.INVOICE else serials)[case_id].add(value)
+    rows = []
+    for (
+        case_id,
+        uscc,
+        item,
+        group,
+        period,
+        amount,
+        name,
+        place,
+        investment,
+        cost,
+    ) in await session.execute(
+        sa.select(
+            col(FundingClaim.case_id),
+            col(FundingClaim.uscc),
+            col(FundingClaim.item_code),
+            col(FundingClaim.exclusivity_group),
+            col(FundingClaim.period),
+            col(FundingClaim.amount_fen),
+            col(FundingClaim.project_name),
+            col(FundingClaim.location_key),
+            col(FundingClaim.investment_fen),
+            col(FundingClaim.eligible_cost_fen),
+        )
+    ):
+        if case_id in closed:
+            continue
+        rows.append(
+            ClaimRow(
+                case_id=case_id,
+                uscc=uscc,
+                item_code=item,
+                group=group,
+                period=period,
+                amount_fen=amount,
+                paid_fen=paid.get(case_id, 0),
+                state="paid" if case_id in paid_states else "open",
+                project=Fingerprint.stored(name, place, investment) if name and place else None,
+                eligible_cost_fen=cost,
+                invoices=frozenset(invoices.get(case_id, ())),
+                serials=frozenset(serials.get(case_id, ())),
+            )
+        )
+    return rows

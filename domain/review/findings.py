@@ -121,6 +121,28 @@ async def record_decision(session: AsyncSession, decision: FindingDecision) -> N
     await session.flush()
 
 
+async def decide_case_findings(
+    session: AsyncSession, case_id: str, status: FindingStatus, actor: str, reason: str
+) -> None:
+    """Move every finding of a case that still holds it (a recognition batch's verification)."""
+    ids = list(
+        await session.scalars(
+            select(ReviewFinding.id).where(
+                ReviewFinding.case_id == case_id, col(ReviewFinding.status).in_(list(HOLDING))
+            )
+        )
+    )
+    if ids:
+        decision = FindingDecision(
+            case_id=case_id,
+            finding_ids=[i for i in ids if i is not None],
+            status=status,
+            actor=actor,
+            reason=reason,
+        )
+        await record_decision(session, decision)
+
+
 async def _readable(session: AsyncSession, actor: Actor) -> sa.ColumnElement[bool]:
     require_role(actor, *LIST_ROLES)
     return await access.item_firm_pairs_filter(
