@@ -32,9 +32,10 @@ from models.case_fields import PERIOD_PATTERN, Materials, Reason
 from models.commitment_terms import MAX_TARGETS, CommitmentTarget, CommitmentTerms
 from models.eligibility import ConditionResult, Verdict
 from models.facts import FACT_KINDS, fact_range
-from models.money import PositiveFen, format_yuan, yuan_text
+from models.money import Fen, PositiveFen, format_yuan, yuan_text
 from models.policy import StageLimit
 from models.reference import Actor
+from models.review import Token
 from models.types import UTCDateTime, utcnow
 
 COMMITMENT_WORKFLOW = "CommitmentWorkflow"
@@ -81,6 +82,16 @@ class Project(BaseModel):
     investment_plan: str = PydanticField(default="", max_length=4000)
     committed: Figures = PydanticField(description="the committed target figures")
     completion_date: date
+    investment_fen: Fen | None = PydanticField(
+        default=None, description="the project's planned investment in fen"
+    )
+    eligible_cost_fen: Fen | None = PydanticField(
+        default=None,
+        description="the project's eligible cost: public funding from all items together "
+        "must not exceed it (the duplicate-funding check)",
+    )
+    invoices: list[Token] = PydanticField(default_factory=list, max_length=500)
+    equipment_serials: list[Token] = PydanticField(default_factory=list, max_length=500)
 
     @field_validator("committed")
     @classmethod

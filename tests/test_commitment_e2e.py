@@ -181,7 +181,10 @@ async def test_a_firm_commits_and_both_units_approve_over_http(
     audit = await stack.api.get(path, headers=auth(stack.settings, "auditor"))
     assert audit.status_code == 200
     actions = [e["action"] for e in audit.json()["timeline"]]
-    assert actions[:3] == ["signed", "checked", "approve"] and "extension_decided" in actions
+    assert (
+        actions[:4] == ["signed", "checked", "reviewed", "approve"]
+        and "extension_decided" in actions
+    )
     # The prepayment went through the budget system: reconciled, nothing recovered yet.
     statement = await stack.budget_http.get("/v1/recoveries")
     assert recovery_key(state["case_id"]) not in [r["idempotency_key"] for r in statement.json()]

@@ -232,7 +232,7 @@ async def case_of(stack: Stack, own_time_skipping: WorkflowEnvironment) -> Async
                     item_code=code,
                     period="2026",
                     project=Project(
-                        name="年产十万套智能装备技改项目",
+                        name=f"年产十万套智能装备技改项目（{code}）",  # one project per item
                         location="湖州市吴兴区",
                         investment_plan="设备购置 4000 万元，厂房改造 1000 万元",
                         committed=COMMITTED,

@@ -356,7 +356,7 @@ async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_fo
             "/api/v1/findings", params={"item_code": recognition}, headers=headers["auditor"]
         )
         [one] = listed.json()["items"]
-        return one
+        return dict(one)
 
     first = await finding()
     assert (first["dimension"], first["status"], first["uscc"]) == (

@@ -56,12 +56,14 @@ with workflow.unsafe.imports_passed_through():
         check_figures,
     )
     from models.eligibility import Outcome, Verdict
-    from models.policy import Stage, StageLimit
+    from models.policy import Category, Stage, StageLimit
     from models.policy_change import DeadlineRequest
     from models.reference import Actor, Role
+    from models.review import ClearanceRequest, ProjectClaim, ReviewRequest
     from workflows.disbursement import CANCELLABLE, Disbursement, Withdrawn, failure_reason
     from workflows.options import ACK_AFTER_PROJECTION, DATABASE
     from workflows.refusals import check_review, invalid_input
+    from workflows.review import SMART_REVIEW, CaseReview
 
 Ruling = TypeVar("Ruling", CompletionRuling, DecisionRequest)
 DEPARTMENT, FINANCE = "department", "finance"
@@ -105,6 +107,7 @@ class CommitmentWorkflow:
         self._input = input
         self.case_id, self.item_code = input.case_id, input.item_code
         self.uscc, self.period = input.uscc, input.period
+        self._smart = CaseReview(self)
         self._stage = CaseStage.CHECK
         self._check: CommitmentCheck | None = None
         self._committed: int | None = None  # the committed amount, once approved
@@ -179,6 +182,8 @@ class CommitmentWorkflow:
             self._to_verify.insert(0, check.failure)
         if check.committed_fen is None:
             self._to_verify.append("承诺金额无法自动计算：审核通过时请核定金额")
+        if workflow.patched(SMART_REVIEW):
+            self._to_verify += await self._smart.run(self._review_request(CaseStage.JOINT_REVIEW))
 
         while True:
             action = await self._joint_review()
@@ -262,6 +267,7 @@ class CommitmentWorkflow:
             latest = decisions[-1]
             decision = latest.decision
             self.log(latest.actor.name, decision.action.value, decision.reason)
+            await self._smart.uphold(decision, latest.actor.name)
             if decision.action is ReviewAction.APPROVE and decision.amount_fen is not None:
                 self._committed = decision.amount_fen
             if decision.action is not ReviewAction.APPROVE:
@@ -430,6 +436,12 @@ class CommitmentWorkflow:
             self._settlement = await workflow.execute_activity_method(
                 CommitmentActivities.settle, self._money(self._prepaid), **DATABASE
             )
+            if workflow.patched(SMART_REVIEW):
+                # Cases paid since the joint review are checked too; a finding holds the
+                # settlement until two reviewers clear it.
+                self._to_verify += await self._smart.run(
+                    self._review_request(CaseStage.SETTLEMENT_REVIEW)
+                )
             self._decision = None
             request = await self._await_review(CaseStage.SETTLEMENT_REVIEW, lambda: self._decision)
             self.log(request.actor.name, request.decision.action.value, request.decision.reason)
@@ -821,6 +833,7 @@ class CommitmentWorkflow:
                     "your unit has decided this round already", type=ErrorType.WRONG_STAGE
                 )
             check_review(decision, self._committed)
+            self._smart.validate_decision(decision)
             if decision.action is ReviewAction.RETURN and not decision.corrections:
                 raise invalid_input("return needs the list of corrections", "corrections")
             return
@@ -834,9 +847,60 @@ class CommitmentWorkflow:
                 raise invalid_input("the settlement rule sets the amount", "amount_fen")
             if decision.action is ReviewAction.RETURN and not decision.reason:
                 raise invalid_input("return needs a reason", "reason")
+            if decision.findings:
+                raise invalid_input(
+                    "a settlement upholds no finding: clear it, or send the settlement back",
+                    "findings",
+                )
+            self._smart.validate_decision(decision)
             return
         raise ApplicationError(
             f"stage {self._stage.value} takes no review decision", type=ErrorType.WRONG_STAGE
+        )
+
+    @workflow.update
+    async def clear_finding(self, request: ClearanceRequest) -> CaseState:
+        await self._smart.clear(request)
+        await self._project()
+        return self.state()
+
+    @clear_finding.validator
+    def validate_clear_finding(self, request: ClearanceRequest) -> None:
+        self._smart.validate_clear(request, self._may_review)
+
+    def _may_review(self, actor: Actor) -> bool:
+        """Staff of the item's department, or its finance caseworkers."""
+        if self._check is None:
+            return False
+        return (
+            actor.role in DEPARTMENT_ROLES and actor.department_code == self._unit(DEPARTMENT)
+        ) or (
+            actor.role is Role.FINANCE_CASEWORKER and actor.department_code == self._unit(FINANCE)
+        )
+
+    def _review_request(self, point: CaseStage) -> ReviewRequest:
+        project = self._input.project
+        amount = self._committed
+        if point is CaseStage.SETTLEMENT_REVIEW and self._settlement is not None:
+            amount = self._settlement.final_fen
+        return ReviewRequest(
+            case_id=self.case_id,
+            category=Category.COMMITMENT.value,
+            item_code=self.item_code,
+            version=self._input.version,
+            period=self.period,
+            uscc=self.uscc,
+            amount_fen=amount,
+            project=ProjectClaim(
+                name=project.name,
+                location=project.location,
+                investment_fen=project.investment_fen,
+                eligible_cost_fen=project.eligible_cost_fen,
+                invoices=project.invoices,
+                equipment_serials=project.equipment_serials,
+            ),
+            declared=dict[str, int | str | bool](self._achieved or {}),
+            point=point.value,
         )
 
     @workflow.update
@@ -1087,4 +1151,6 @@ class CommitmentWorkflow:
             failure_reason=self._tail.failure,
             moments=dict(self._moments),
             commitment=view,
+            evidence=list(self._smart.evidence),
+            findings=self._smart.findings,
         )
