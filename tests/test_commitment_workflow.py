@@ -205,7 +205,12 @@ async def case_of(stack: Stack, own_time_skipping: WorkflowEnvironment) -> Async
     queue = f"commitment-{uuid.uuid4()}"
     client = own_time_skipping.client
 
-    async def make(code: str | None = None, uscc: str | None = None, **terms: Any) -> Case:
+    async def make(
+        code: str | None = None,
+        uscc: str | None = None,
+        project_name: str | None = None,
+        **terms: Any,
+    ) -> Case:
         code = code or await commitment_item(stack, **terms)
         async with stack.sessionmaker.begin() as session:
             version = await library.get_version(session, code, 1)
@@ -232,7 +237,8 @@ async def case_of(stack: Stack, own_time_skipping: WorkflowEnvironment) -> Async
                     item_code=code,
                     period="2026",
                     project=Project(
-                        name=f"年产十万套智能装备技改项目（{code}）",  # one project per item
+                        # One project per item, unless the test names it.
+                        name=project_name or f"年产十万套智能装备技改项目（{code}）",
                         location="湖州市吴兴区",
                         investment_plan="设备购置 4000 万元，厂房改造 1000 万元",
                         committed=COMMITTED,
@@ -753,3 +759,37 @@ async def test_a_payment_smaller_than_the_debt_goes_wholly_to_it_and_instructs_n
     assert balance.outstanding_fen == PREPAID_FEN + balance.interest_fen - 1_000_000
     for case in (debtor, other):
         await case.handle.terminate("test over")
+
+
+# ----- the smart review -------------------------------------------------------------------
+
+
+async def test_one_project_committed_under_two_items_is_held_and_rejected_citing_it(
+    case_of: Any, stack: Stack
+) -> None:
+    """The same project (written another way) committed under a second item is held at
+    joint review; the department rejects it citing the finding."""
+    first: Case = await case_of(project_name="年产十万套智能装备技改项目")
+    await first.joint_approval()
+    async with stack.sessionmaker() as session:
+        industry = (await library.get_version(session, first.code, 1)).summary
+    second: Case = await case_of(
+        code=await commitment_item(stack, industry),
+        uscc=first.uscc,
+        project_name="年产10万套 智能装备技改工程",
+    )
+    state = await second.reach("joint_review")
+    [finding] = state.findings
+    assert (
+        finding.dimension.value == "project" and finding.counterparts[0].case_id == first.handle.id
+    )
+    approve = DecisionRequest(actor=DEPARTMENT, decision=CaseDecision(action=ReviewAction.APPROVE))
+    with pytest.raises(WorkflowUpdateFailedError):
+        await second.update("decide", approve)
+    reject = CaseDecision(
+        action=ReviewAction.REJECT, reason="同一项目已获承诺制扶持", findings=[finding.id]
+    )
+    await second.update("decide", DecisionRequest(actor=DEPARTMENT, decision=reject))
+    final = await second.result()
+    assert final.stage.value == "rejected" and final.findings[0].status.value == "upheld"
+    await keep_history(second.env.client, second.handle, "commitment-smart-review-rejected")

@@ -159,6 +159,8 @@ def test_a_shared_equipment_serial_is_the_same_project_even_at_another_firm() ->
 
 def test_normalisation() -> None:
     assert name_key("智能工厂（二期）建设项目") == "智能工厂2期"
+    assert name_key("年产十万套家具技改项目") == name_key("年产10万套家具技改工程")
+    assert name_key("年产二十五万吨") == "年产25万吨"
     assert location_key("浙江省湖州市吴兴区织里镇") == location_key("吴兴区 织里镇")
     assert token(" 3300-1234 5678 ") == "330012345678"
 

@@ -32,7 +32,11 @@ _CN_DIGITS = {
     "八": 8,
     "九": 9,
 }
-_CN_ORDINAL = re.compile(r"([零一二两三四五六七八九十]+)(?=期|号|栋|座|条|标段|车间|批|线)")
+# Chinese numerals before a unit, a count or an ordinal are written as digits ("十万套"
+# and "10万套" alike; "二期" as "2期").
+_CN_ORDINAL = re.compile(
+    r"([零一二两三四五六七八九十]+)(?=期|号|栋|座|条|标段|车间|批|线|万|千|百|亿|吨|套|台|件|个|亩|辆)"
+)
 _MARKS = re.compile(r"[0-9]+(?:\.[0-9]+)?|[a-z]+")
 _PROVINCE_CITY = re.compile(r"^(.{2,3}省)?(.{2,4}?市)?")
 
