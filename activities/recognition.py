@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import structlog
@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import business_errors
+from adapters.data_platform import DataPlatformClient
 from adapters.message_channel import ChannelRefused, MessageChannelClient
 from core.db import reader_of
 from core.workdays import SHANGHAI
@@ -64,11 +65,21 @@ async def heartbeating() -> AsyncIterator[None]:
 
 class RecognitionActivities:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], channel: MessageChannelClient
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        channel: MessageChannelClient,
+        data_platform: DataPlatformClient,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._reader = reader_of(sessionmaker)
         self._channel = channel
+        self._platform = data_platform
+
+    async def _related(self, usccs: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each firm's related firms from the public data platform (a platform that does
+        not answer fails the activity, which is retried: the batch waits for it)."""
+        parties = await self._platform.related_parties_many(usccs)
+        return {p.uscc: {r.uscc: r.relation.value for r in p.related} for p in parties}
 
     # ----- the batch ----------------------------------------------------------------------
 
@@ -80,7 +91,9 @@ class RecognitionActivities:
         with business_errors():
             async with heartbeating(), self._sessionmaker.begin() as session:
                 try:
-                    batch = await batches.identify(session, batch_id, today)
+                    batch = await batches.identify(
+                        session, batch_id, today, related_of=self._related
+                    )
                 except NotFound:
                     # The request that starts a batch starts its workflow just before it
                     # commits: wait a little for the commit before calling it missing.

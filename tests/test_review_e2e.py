@@ -383,3 +383,48 @@ async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_fo
     cleared = await finding()
     assert (cleared["status"], cleared["decided_by"]) == ("cleared", "czj_staff")
     assert clean != duplicate
+
+
+async def test_related_firms_in_one_batch_past_the_cap_are_listed_apart(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    """Two firms sharing a legal representative (the data platform says so), both found
+    by one batch, together past the per-firm cap: both listed apart; an unrelated firm is
+    listed."""
+    industry = f"C{uuid.uuid4().int % 10**4:04d}"
+    code = await publish(
+        stack,
+        HIGH,
+        category="recognition",
+        eligibility={"all": [{"fact": "industry_code", "op": "eq", "value": industry}]},
+        stages=item_payload("X", category="recognition")["stages"],
+        review={"dimensions": ["firm_group"], "firm_group_cap_fen": HIGH + HIGH // 2},
+    )
+    sisters = [await firm(stack, {}, industry=industry) for _ in range(2)]
+    alone = await firm(stack, {}, industry=industry)
+    shared = [{"uscc": u, "legal_representative": "LR-SHARED", "facts": {}} for u in sisters]
+    assert (await stack.platform_http.put("/v1/_simulator/enterprises", json=shared)).is_success
+    await match_library.run(
+        stack.sessionmaker,
+        MatchRequest(scope=MatchScope.ITEM, item_code=code),
+        f"test-match-{code}",
+        datetime.now(UTC).date(),
+        1,
+    )
+    started = await stack.api.post(
+        f"/api/v1/items/{code}/recognition-batches",
+        json={"item_code": code, "period": "2026"},
+        headers=auth(stack.settings, "jxj_staff"),
+    )
+    assert started.status_code == 201, started.text
+    batch = f"/api/v1/items/{code}/recognition-batches/2026/1"
+    progress = await batch_phase(stack, batch, "department_verification")
+    assert (progress["identified"], progress["possible"]) == (3, 2)
+    listed = await stack.api.get(
+        "/api/v1/findings", params={"item_code": code}, headers=auth(stack.settings, "auditor")
+    )
+    found = {f["uscc"]: f for f in listed.json()["items"]}
+    assert sorted(found) == sorted(sisters) and alone not in found
+    one = found[sisters[0]]
+    assert one["dimension"] == "firm_group" and one["excess_fen"] == HIGH // 2
+    assert one["evidence"]["related"][0]["uscc"] == sisters[1]

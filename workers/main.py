@@ -57,7 +57,7 @@ def build_worker(
     cases = CaseActivities(sessionmaker)
     payments = PaymentActivities(sessionmaker, budget_system)
     matching = MatchingActivities(sessionmaker, channel, push_per_week, match_threads)
-    recognition = RecognitionActivities(sessionmaker, channel)
+    recognition = RecognitionActivities(sessionmaker, channel, data_platform)
     commitment = CommitmentActivities(sessionmaker, budget_system)
     review = ReviewActivities(sessionmaker, data_platform)
     return Worker(

@@ -18,7 +18,7 @@ Every verification is recorded on each entry it covered: who and when.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -67,8 +67,12 @@ from models.recognition import (
     recognition_case_id,
 )
 from models.reference import Actor, Role
-from models.review import HOLDING, FindingDraft, FindingStatus, ReviewFinding
+from models.review import HOLDING, Dimension, FindingDraft, FindingStatus, ReviewFinding
 from models.types import utcnow
+
+# Each firm's related firms and how (the public data platform's answer), for the firm
+# group check; the caller that can reach the platform passes it.
+RelatedOf = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, str]]]]
 
 INSERT_CHUNK = 1_000
 SYSTEM = "system"
@@ -209,6 +213,7 @@ async def identify(
     batch_id: str,
     today: date,
     uploaded: Sequence[UploadedRow] | None = None,
+    related_of: RelatedOf | None = None,
 ) -> RecognitionBatch:
     """Freeze the batch's snapshot (once: a batch already identified is returned as it
     is). An uploaded list is refused whole, with every bad row named, when a firm is
@@ -291,6 +296,7 @@ async def identify(
     group, findings = await _duplicate_findings(
         session,
         batch,
+        related_of,
         {
             uscc: (
                 recognition_case_id(batch.item_code, batch.period, uscc, attempts.get(uscc, 0) + 1),
@@ -421,6 +427,7 @@ async def _attempts(
 async def _duplicate_findings(
     session: AsyncSession,
     batch: RecognitionBatch,
+    related_of: RelatedOf | None,
     firms: dict[str, tuple[str, int | None]],
 ) -> tuple[str | None, dict[str, list[FindingDraft]]]:
     """The smart review's duplicate check of every firm the batch would list (uscc ->
@@ -446,7 +453,11 @@ async def _duplicate_findings(
         )
         for uscc, (case_id, amount) in firms.items()
     ]
-    found = await check_batch(session, rows, review_checks(version.review_checks), {})
+    checks = review_checks(version.review_checks)
+    related: dict[str, dict[str, str]] = {}
+    if Dimension.FIRM_GROUP in checks.dimensions and related_of is not None and rows:
+        related = await related_of(sorted(firms))
+    found = await check_batch(session, rows, checks, related)
     by_case = {row.case_id: row.uscc for row in rows}
     return group, {by_case[case_id]: drafts for case_id, drafts in found.items()}
 
