@@ -38,7 +38,10 @@ _CN_ORDINAL = re.compile(
     r"([零一二两三四五六七八九十]+)(?=期|号|栋|座|条|标段|车间|批|线|万|千|百|亿|吨|套|台|件|个|亩|辆)"
 )
 _MARKS = re.compile(r"[0-9]+(?:\.[0-9]+)?|[a-z]+")
-_PROVINCE_CITY = re.compile(r"^(.{2,3}省)?(.{2,4}?市)?")
+_PROVINCE = re.compile(r"^.{2,3}省")
+# A city only when a district or county follows it: "湖州市德清县..." loses 湖州市, while
+# 德清县新市镇 or 吴兴区市场路 keep the 市 inside their names.
+_CITY = re.compile(r"^.{2,3}市(?=[^区县]{1,5}[区县])")
 
 
 def _cn_number(text: str) -> str:
@@ -64,8 +67,8 @@ def marks(key: str) -> tuple[str, ...]:
 
 
 def location_key(location: str) -> str:
-    text = normalise(location)
-    return _PROVINCE_CITY.sub("", text, count=1) or text
+    whole = normalise(location)
+    return _CITY.sub("", _PROVINCE.sub("", whole, count=1), count=1) or whole
 
 
 def token(text: str) -> str:
