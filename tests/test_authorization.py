@@ -112,6 +112,7 @@ PATH_VALUES = {
     "year": "2026",
     "period": "2026",
     "notice_id": "1",
+    "finding_id": "1",
     "run_id": "1",
     "number": "1",
     "name": "jxj_staff",  # a user (the admin routes that deactivate and activate one)

@@ -20,7 +20,9 @@ router = APIRouter(prefix="/api/v1", tags=["review"])
 
 ItemFilter = Annotated[str | None, Query(pattern=ITEM_CODE_PATTERN)]
 FirmFilter = Annotated[
-    str | None, Query(pattern=USCC_PATTERN), AfterValidator(lambda v: v and validate_uscc(v))
+    str | None,
+    Query(min_length=18, max_length=18, pattern=USCC_PATTERN),
+    AfterValidator(lambda v: v and validate_uscc(v)),
 ]
 
 
