@@ -191,6 +191,7 @@ class FindingStatus(enum.StrEnum):
     CLEARING = "clearing"  # one person proposed to clear it; a second must confirm
     CLEARED = "cleared"
     UPHELD = "upheld"
+    LAPSED = "lapsed"  # its case closed unpaid (withdrawn, cancelled, expired) before a decision
 
 
 HOLDING = frozenset({FindingStatus.OPEN, FindingStatus.CLEARING})

@@ -428,3 +428,32 @@ async def test_related_firms_in_one_batch_past_the_cap_are_listed_apart(
     one = found[sisters[0]]
     assert one["dimension"] == "firm_group" and one["excess_fen"] == HIGH // 2
     assert one["evidence"]["related"][0]["uscc"] == sisters[1]
+
+
+async def test_a_finding_lapses_when_its_case_is_withdrawn(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    group = f"G-{uuid.uuid4().hex[:6]}"
+    low = await publish(stack, LOW, exclusivity_group=group)
+    high = await publish(stack, HIGH, exclusivity_group=group)
+    uscc = await firm(stack, {})
+    assert (await apply(stack, high)).status_code == 201
+    assert (await apply(stack, low)).status_code == 201
+    handle = case_handle(dev_server, final_id(low, uscc))
+    [finding] = (await reach(handle, "department_review")).findings
+    assert finding.status.value == "open"
+    withdrawn = await stack.api.post(
+        f"/api/v1/cases/application/{low}/2026/{uscc}/withdrawal",
+        json={"reason": "已申报同组较高档"},
+        headers=auth(stack.settings, "qiye"),
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    await reach(handle, "withdrawn")
+    for _ in range(50):  # the projection is written just after the stage changes
+        listed = await stack.api.get(
+            "/api/v1/findings", params={"item_code": low}, headers=auth(stack.settings, "auditor")
+        )
+        if listed.json()["items"][0]["status"] == "lapsed":
+            break
+        await asyncio.sleep(0.1)
+    assert listed.json()["items"][0]["status"] == "lapsed"

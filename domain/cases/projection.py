@@ -20,6 +20,7 @@ from domain.access import require_role
 from domain.errors import NotFound
 from domain.notices import texts
 from domain.registry.enterprises import get_enterprise
+from domain.review.findings import lapse_findings
 from models.budget import LedgerEntry, LedgerKind
 from models.cases import UNPAID_CLOSURES, CaseClaim, CaseRecord, CaseStage, CaseState, ClaimState
 from models.commitment import RecoveryOrder
@@ -117,6 +118,7 @@ async def _settle_claim(session: AsyncSession, state: CaseState) -> None:
         wanted = ClaimState.DECLINED
     elif state.stage in UNPAID_CLOSURES:
         wanted = ClaimState.CLOSED
+        await lapse_findings(session, state.case_id)
     else:
         return
     await session.execute(

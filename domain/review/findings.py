@@ -143,6 +143,18 @@ async def decide_case_findings(
         await record_decision(session, decision)
 
 
+async def lapse_findings(session: AsyncSession, case_id: str) -> None:
+    """A case closed unpaid holds no money: its undecided findings lapse."""
+    await session.execute(
+        sa.update(ReviewFinding)
+        .where(
+            col(ReviewFinding.case_id) == case_id,
+            col(ReviewFinding.status).in_([s.value for s in HOLDING]),
+        )
+        .values(status=FindingStatus.LAPSED, decided_reason="案件未兑付即关闭", decided_at=utcnow())
+    )
+
+
 async def _readable(session: AsyncSession, actor: Actor) -> sa.ColumnElement[bool]:
     require_role(actor, *LIST_ROLES)
     return await access.item_firm_pairs_filter(
