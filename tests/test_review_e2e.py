@@ -18,12 +18,14 @@ from domain.money import budget
 from domain.policy import library
 from models.matching import MatchRequest, MatchScope
 from models.policy import ItemCreate
+from models.recognition import recognition_case_id
 from tests.fixtures.api import auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 from tests.test_application_e2e import case_handle, final_id, reach
 from tests.test_recognition_e2e import batch_phase
+from tests.test_recognition_e2e import reach as reach_recognition
 from workflows.application import ApplicationWorkflow
 
 LOW, HIGH = 3_000_000, 5_000_000
@@ -383,6 +385,22 @@ async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_fo
     cleared = await finding()
     assert (cleared["status"], cleared["decided_by"]) == ("cleared", "czj_staff")
     assert clean != duplicate
+
+    # Reviewed on its own, the firm's case checks again: nothing new, the cleared finding
+    # shown; the department rejects it after all.
+    case_id = recognition_case_id(recognition, "2026", duplicate)
+    state = await reach_recognition(dev_server, case_id, "department_review")
+    assert [f.status.value for f in state.findings] == ["cleared"]
+    assert any(e.action == "reviewed" for e in state.timeline)
+    rejected = await stack.api.post(
+        f"/api/v1/cases/recognition/{recognition}/2026/{duplicate}/decisions",
+        json={"action": "reject", "reason": "已享受同组政策"},
+        headers=headers["jxj_staff"],
+    )
+    assert rejected.status_code == 200, rejected.text
+    await reach_recognition(dev_server, case_id, "rejected")
+    handle = dev_server.client.get_workflow_handle(case_id)
+    await keep_history(dev_server.client, handle, "recognition-smart-review-rejected")
 
 
 async def test_related_firms_in_one_batch_past_the_cap_are_listed_apart(

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Withdrawal,
         WithdrawRequest,
     )
+    from models.policy import Category
     from models.policy_change import DeadlineRequest
     from models.recognition import (
         CASE_WORKFLOW,
@@ -49,9 +50,11 @@ with workflow.unsafe.imports_passed_through():
         RecognitionNotice,
     )
     from models.reference import Actor, Role
+    from models.review import ClearanceRequest, ReviewRequest
     from workflows.disbursement import CANCELLABLE, Disbursement, Withdrawn, failure_reason
     from workflows.options import ACK_AFTER_PROJECTION, DATABASE
     from workflows.refusals import check_review, invalid_input
+    from workflows.review import SMART_REVIEW, CaseReview
 
 REVIEW_STAGES = (CaseStage.DEPARTMENT_REVIEW, CaseStage.FINANCE_REVIEW)
 REVIEWER_ROLES = {
@@ -85,6 +88,8 @@ class RecognitionCaseWorkflow:
         self._decision: DecisionRequest | None = None
         self._confirmation: FirmConfirmation | None = None
         self._tail = Disbursement(self)
+        self._smart = CaseReview(self)
+        self._to_verify: list[str] = []  # what the smart review leaves a person to check
         self._received = 0
         self._settled = 0
 
@@ -117,11 +122,27 @@ class RecognitionCaseWorkflow:
                     detail=step.detail,
                 )
             )
+        if input.individual_review and workflow.patched(SMART_REVIEW):
+            # A firm reviewed on its own: its facts from data, and a second duplicate check
+            # (cases paid since the batch was identified count too).
+            self._to_verify = await self._smart.run(
+                ReviewRequest(
+                    case_id=self.case_id,
+                    category=Category.RECOGNITION.value,
+                    item_code=self.item_code,
+                    version=self._input.version,
+                    period=self.period,
+                    uscc=self.uscc,
+                    amount_fen=opening.amount_fen,
+                    point=CaseStage.DEPARTMENT_REVIEW.value,
+                )
+            )
         if input.individual_review:
             for stage in REVIEW_STAGES:
                 request = await self._review(stage)
                 decision = request.decision
                 self.log(request.actor.name, decision.action.value, decision.reason)
+                await self._smart.uphold(decision, request.actor.name)
                 self._moments[f"{stage.value}_decided"] = workflow.now()
                 if decision.action is ReviewAction.REJECT:
                     return await self._finish(CaseStage.REJECTED)
@@ -379,6 +400,30 @@ class RecognitionCaseWorkflow:
             )
         computed = self._opening.amount_fen if self._opening else None
         check_review(decision, self.approved if self.approved is not None else computed)
+        self._smart.validate_decision(decision)
+
+    @workflow.update
+    async def clear_finding(self, request: ClearanceRequest) -> CaseState:
+        await self._smart.clear(request)
+        await self._project()
+        return self.state()
+
+    @clear_finding.validator
+    def validate_clear_finding(self, request: ClearanceRequest) -> None:
+        self._smart.validate_clear(request, self._may_review)
+
+    def _may_review(self, actor: Actor) -> bool:
+        """A reviewer of either review stage of this case (department or finance)."""
+        if self._opening is None:
+            return False
+        units = {
+            CaseStage.DEPARTMENT_REVIEW: self._opening.department_code,
+            CaseStage.FINANCE_REVIEW: self._opening.finance_department_code,
+        }
+        return any(
+            actor.role in REVIEWER_ROLES[stage] and actor.department_code == unit
+            for stage, unit in units.items()
+        )
 
     @workflow.update
     async def confirm_account(self, actor: Actor) -> CaseState:
@@ -441,8 +486,10 @@ class RecognitionCaseWorkflow:
             instalment=self._tail.instalment,
             corrections=[],
             timeline=list(self._timeline),
-            to_verify=list(opening.to_verify) if opening else [],
+            to_verify=[*(opening.to_verify if opening else []), *self._to_verify],
             failure_reason=self._tail.failure,
+            evidence=list(self._smart.evidence),
+            findings=self._smart.findings,
             batch_id=self._input.batch_id,
             confirm_by=self._confirm_by if self._stage is CaseStage.CONFIRMATION else None,
             moments=dict(self._moments),
