@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
 from domain.matching import match_library
 from domain.money import budget
 from domain.policy import library
 from models.matching import MatchRequest, MatchScope
-from models.policy import ItemCreate
+from models.policy import ItemCreate, PolicyItemVersion
 from models.recognition import recognition_case_id
 from tests.fixtures.api import auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
@@ -475,3 +477,22 @@ async def test_a_finding_lapses_when_its_case_is_withdrawn(
             break
         await asyncio.sleep(0.1)
     assert listed.json()["items"][0]["status"] == "lapsed"
+
+
+async def test_a_review_that_cannot_be_done_leaves_the_case_to_a_person(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    """Review checks planted unreadable in the database: the case is not stranded at its
+    check, it goes to review with what was not done marked."""
+    code = await publish(stack, LOW)
+    async with stack.sessionmaker.begin() as session:
+        await session.execute(
+            sa.update(PolicyItemVersion)
+            .where(col(PolicyItemVersion.item_code) == code)
+            .values(review_checks={"dimensions": ["no-such-dimension"]})
+        )
+    uscc = await firm(stack, {})
+    assert (await apply(stack, code)).status_code == 201
+    state = await reach(case_handle(dev_server, final_id(code, uscc)), "department_review")
+    assert any("智能审核未能完成" in line for line in state.to_verify)
+    assert any(e.action == "review_failed" for e in state.timeline)

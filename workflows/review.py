@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from core.temporal_errors import ErrorType
 
@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         FindingView,
         ReviewRequest,
     )
+    from workflows.disbursement import failure_reason
     from workflows.options import REVIEW
     from workflows.refusals import invalid_input
 
@@ -62,9 +63,14 @@ class CaseReview:
     async def run(self, request: ReviewRequest) -> list[str]:
         """Fetch the evidence and check for duplicates; the findings hold the case.
         Returns what a reviewer must verify by hand."""
-        outcome = await workflow.execute_activity_method(
-            ReviewActivities.review_case, request, **REVIEW
-        )
+        try:
+            outcome = await workflow.execute_activity_method(
+                ReviewActivities.review_case, request, **REVIEW
+            )
+        except ActivityError as exc:  # a business error no retry cures: never strand the case
+            reason = failure_reason(exc)
+            self._host.log("system", "review_failed", reason)
+            return [f"需人工核实：智能审核未能完成（{reason}），未核验数据、未查重"]
         self.evidence = outcome.evidence
         for finding in outcome.findings:
             self._findings[finding.id] = finding

@@ -13,8 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.errors import InvalidInput
 from domain.policy.library import get_item, get_version
 from domain.registry.enterprises import known_facts
 from domain.review.claims import claim_row, claims_touching, record_claim
@@ -25,8 +27,14 @@ from models.review import Dimension, FactValue, FindingView, ReviewChecks, Revie
 
 
 def review_checks(stored: Any) -> ReviewChecks:
-    """The checks a version stores, or the defaults for one that stores none."""
-    return ReviewChecks() if stored is None else ReviewChecks.model_validate(stored)
+    """The checks a version stores, or the defaults for one that stores none; stored
+    checks that no longer read (a hand-edited row) are a business error, for a person."""
+    try:
+        return ReviewChecks() if stored is None else ReviewChecks.model_validate(stored)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"the item's review checks are unreadable: {exc.errors()[0]['msg']}"
+        ) from None
 
 
 def _facts_named(rule: Any) -> Iterator[str]:
