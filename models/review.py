@@ -54,8 +54,13 @@ class ReviewChecks(BaseModel):
 
     dimensions: list[Dimension] = PydanticField(
         default_factory=lambda: [Dimension.EXCLUSIVITY, Dimension.PROJECT, Dimension.INVOICE],
-        description="the checks that apply (exclusivity only where the item has an "
-        "exclusivity group)",
+        description="the checks that apply; an item with an exclusivity group is always "
+        "checked against its group, whatever this says",
+    )
+    exclusivity_per_project: bool = PydanticField(
+        default=False,
+        description="the group pays a firm once per project (not once per firm and period): "
+        "cases naming different projects do not exclude each other",
     )
     name_similarity: float = PydanticField(
         default=0.8,
@@ -103,6 +108,8 @@ class ReviewChecks(BaseModel):
         for kind in value:
             if kind not in DATA_PLATFORM_KINDS:
                 raise ValueError(f"{kind}: not a fact the public data platform serves")
+        if len(value) != len(set(value)):
+            raise ValueError("a fact is named twice")
         return value
 
 

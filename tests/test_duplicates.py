@@ -84,10 +84,36 @@ def test_exclusivity_needs_the_same_group_firm_and_overlapping_period() -> None:
     assert dimensions(index.check(claim("me", item="A", group="G"), ALL)) == [Dimension.EXCLUSIVITY]
 
 
-def test_exclusivity_between_different_projects_is_no_finding() -> None:
+def test_exclusivity_between_different_projects_only_where_the_item_pays_per_project() -> None:
     index = DuplicateIndex([claim("a", item="B", group="G", project="年产10万吨纤维生产线项目")])
     other_project = claim("me", item="A", group="G", project="研发中心大楼建设项目")
-    assert index.check(other_project, ReviewChecks(dimensions=[Dimension.EXCLUSIVITY])) == []
+    per_project = ReviewChecks(dimensions=[], exclusivity_per_project=True)
+    assert index.check(other_project, per_project) == []
+    # By default the group pays a firm once per period, whatever projects it names; and
+    # an item in a group is checked against it even when it lists no dimension.
+    [finding] = index.check(other_project, ReviewChecks(dimensions=[]))
+    assert finding.dimension is Dimension.EXCLUSIVITY
+
+
+def test_exclusivity_counts_everything_the_group_took() -> None:
+    """Three months of a monthly item then the annual one: only the annual amount less
+    the three months is due; a later lower item of the group gets nothing."""
+    months = [
+        claim(f"m{n}", item="MONTHLY", group="G", period=f"2026-0{n}", amount=100, paid=100)
+        for n in (1, 2, 3)
+    ]
+    index = DuplicateIndex(months)
+    [finding] = index.check(claim("year", item="YEARLY", group="G", amount=1000), ALL)
+    assert (finding.excess_fen, finding.suggested_fen) == (300, 700)
+    assert len(finding.counterparts) == 3
+    index = DuplicateIndex(
+        [
+            claim("a", item="A", group="G", amount=400, paid=400),
+            claim("b", item="B", group="G", amount=600, paid=600),
+        ]
+    )
+    [finding] = index.check(claim("c", item="C", group="G", amount=800), ALL)
+    assert finding.suggested_fen == 0
 
 
 def test_periods_overlap_by_their_months() -> None:

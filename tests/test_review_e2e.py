@@ -313,11 +313,12 @@ async def test_a_data_platform_that_does_not_answer_is_waited_for_then_marked_un
     assert any("信用" in line and "不可用" in line for line in state.to_verify)
 
 
-async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_four_eyes(
+async def test_a_recognition_batch_lists_a_duplicate_apart_and_its_review_pays_the_difference(
     stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
     """A firm already paid under an item of the group is listed apart with its finding;
-    the department includes it (proposing to clear), finance's approval clears it."""
+    included by name, its own review is held by the finding until the department
+    upholds it, approving only the difference."""
     group, industry = f"G-{uuid.uuid4().hex[:6]}", f"C{uuid.uuid4().int % 10**4:04d}"
     application = await publish(stack, LOW, exclusivity_group=group)
     recognition = await publish(
@@ -375,8 +376,7 @@ async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_fo
         headers=headers["jxj_staff"],
     )
     assert included.status_code == 200, included.text
-    proposed = await finding()
-    assert (proposed["status"], proposed["proposed_by"]) == ("clearing", "jxj_staff")
+    assert (await finding())["status"] == "open"  # including a firm decides nothing about it
     progress = await batch_phase(stack, batch, "finance_verification")
     approved = await stack.api.post(
         f"{batch}/finance-verification",
@@ -384,25 +384,36 @@ async def test_a_recognition_batch_lists_a_duplicate_apart_and_clears_it_with_fo
         headers=headers["czj_staff"],
     )
     assert approved.status_code == 200, approved.text
-    cleared = await finding()
-    assert (cleared["status"], cleared["decided_by"]) == ("cleared", "czj_staff")
     assert clean != duplicate
 
-    # Reviewed on its own, the firm's case checks again: nothing new, the cleared finding
-    # shown; the department rejects it after all.
+    # Reviewed on its own, the firm's case is held by the finding.
     case_id = recognition_case_id(recognition, "2026", duplicate)
     state = await reach_recognition(dev_server, case_id, "department_review")
-    assert [f.status.value for f in state.findings] == ["cleared"]
-    assert any(e.action == "reviewed" for e in state.timeline)
-    rejected = await stack.api.post(
-        f"/api/v1/cases/recognition/{recognition}/2026/{duplicate}/decisions",
-        json={"action": "reject", "reason": "已享受同组政策"},
+    assert [f.status.value for f in state.findings] == ["open"]
+    assert any(e.action == "reviewed" and "就高不重复" in e.detail for e in state.timeline)
+    decisions = f"/api/v1/cases/recognition/{recognition}/2026/{duplicate}/decisions"
+    held = await stack.api.post(decisions, json={"action": "approve"}, headers=headers["jxj_staff"])
+    assert held.status_code == 409, held.text
+    upheld = await stack.api.post(
+        decisions,
+        json={
+            "action": "approve",
+            "amount_fen": HIGH - LOW,
+            "findings": [first["id"]],
+            "reason": "就高不重复，补差额",
+        },
         headers=headers["jxj_staff"],
+    )
+    assert upheld.status_code == 200, upheld.text
+    assert upheld.json()["approved_amount_fen"] == HIGH - LOW
+    assert (await finding())["status"] == "upheld"
+    rejected = await stack.api.post(
+        decisions, json={"action": "reject", "reason": "测试结束"}, headers=headers["czj_staff"]
     )
     assert rejected.status_code == 200, rejected.text
     await reach_recognition(dev_server, case_id, "rejected")
     handle = dev_server.client.get_workflow_handle(case_id)
-    await keep_history(dev_server.client, handle, "recognition-smart-review-rejected")
+    await keep_history(dev_server.client, handle, "recognition-smart-review-upheld")
 
 
 async def test_related_firms_in_one_batch_past_the_cap_are_listed_apart(

@@ -304,8 +304,9 @@ class ApplicationWorkflow:
             )
         if failed_payment:
             self._tail.validate_retry(request)
-        check_review(decision, self.approved if self.approved is not None else self._computed)
-        self._smart.validate_decision(decision)
+        ceiling = self.approved if self.approved is not None else self._computed
+        check_review(decision, ceiling)
+        self._smart.validate_decision(decision, ceiling)
         if decision.action is ReviewAction.RETURN and not decision.corrections:
             raise invalid_input("return needs the list of corrections", "corrections")
 

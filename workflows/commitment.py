@@ -833,7 +833,7 @@ class CommitmentWorkflow:
                     "your unit has decided this round already", type=ErrorType.WRONG_STAGE
                 )
             check_review(decision, self._committed)
-            self._smart.validate_decision(decision)
+            self._smart.validate_decision(decision, self._committed)
             if decision.action is ReviewAction.RETURN and not decision.corrections:
                 raise invalid_input("return needs the list of corrections", "corrections")
             return
@@ -852,7 +852,7 @@ class CommitmentWorkflow:
                     "a settlement upholds no finding: clear it, or send the settlement back",
                     "findings",
                 )
-            self._smart.validate_decision(decision)
+            self._smart.validate_decision(decision, None)
             return
         raise ApplicationError(
             f"stage {self._stage.value} takes no review decision", type=ErrorType.WRONG_STAGE

@@ -399,8 +399,9 @@ class RecognitionCaseWorkflow:
                 "a recognition case is not returned to the firm: approve or reject", "action"
             )
         computed = self._opening.amount_fen if self._opening else None
-        check_review(decision, self.approved if self.approved is not None else computed)
-        self._smart.validate_decision(decision)
+        ceiling = self.approved if self.approved is not None else computed
+        check_review(decision, ceiling)
+        self._smart.validate_decision(decision, ceiling)
 
     @workflow.update
     async def clear_finding(self, request: ClearanceRequest) -> CaseState:

@@ -115,7 +115,12 @@ class CaseReview:
         actor, reason = request.actor.name, request.clearance.reason
         if finding.status is FindingStatus.CLEARING:
             status = FindingStatus.CLEARED
-            change = {"status": status, "decided_by": actor, "decided_reason": reason}
+            change = {
+                "status": status,
+                "decided_by": actor,
+                "decided_reason": reason,
+                "decided_at": workflow.now(),
+            }
             self._host.log(
                 actor,
                 "finding_cleared",
@@ -138,9 +143,10 @@ class CaseReview:
 
     # ----- upholding (a decision citing findings) -------------------------------------
 
-    def validate_decision(self, decision: CaseDecision) -> None:
+    def validate_decision(self, decision: CaseDecision, ceiling: int | None) -> None:
         """An approval leaves no finding holding the case unless it cites it, and then
-        reduces to at most what the cited findings leave due; a rejection may cite."""
+        reduces to at most what the cited findings leave due (below `ceiling`, the amount
+        the case stands at, where a finding cannot say); a rejection may cite."""
         holding = set(self.holding())
         cited = set(decision.findings)
         unknown = sorted(cited - holding)
@@ -167,11 +173,17 @@ class CaseReview:
                     "upholding a finding reduces the amount: give amount_fen", "amount_fen"
                 )
             dues = [self._findings[k].suggested_fen for k in cited]
-            ceiling = min((d for d in dues if d is not None), default=None)
-            if ceiling is not None and decision.amount_fen > ceiling:
+            known = [d for d in dues if d is not None]
+            if known and decision.amount_fen > min(known):
                 raise invalid_input(
-                    f"amount_fen may not exceed {ceiling}, what the upheld findings leave due",
+                    f"amount_fen may not exceed {min(known)}, what the upheld findings leave due",
                     "amount_fen",
+                )
+            if None in dues and ceiling is not None and decision.amount_fen >= ceiling:
+                # What a reused invoice was worth is for the reviewer to say; upholding it
+                # still pays less than the case would have had.
+                raise invalid_input(
+                    f"upholding a finding reduces the amount below {ceiling}", "amount_fen"
                 )
             if not decision.reason:
                 raise invalid_input("upholding a finding needs a reason", "reason")
@@ -194,6 +206,7 @@ class CaseReview:
                     "status": FindingStatus.UPHELD,
                     "decided_by": actor,
                     "decided_reason": decision.reason,
+                    "decided_at": workflow.now(),
                 }
             )
         cited = "、".join(f"#{k}" for k in sorted(decision.findings))

@@ -63,7 +63,15 @@ CONTENT_COLUMNS = {field: _TERMS_COLUMNS.get(field, field) for field in ItemCont
 # straight-through item skips finance's check of each list, and they decide who is paid
 # without confirming an account.
 # Commitment terms count too: they set the prepayment, the settlement and the recovery.
-MONEY_FIELDS = ("amount_rule", "annual_quota_fen", "recognition_terms", "commitment_terms")
+# So do the review checks and the exclusivity group: they decide what is paid twice.
+MONEY_FIELDS = (
+    "amount_rule",
+    "annual_quota_fen",
+    "recognition_terms",
+    "commitment_terms",
+    "review_checks",
+    "exclusivity_group",
+)
 
 
 def change_workflow_id(item_code: str, version: int) -> str:

@@ -687,7 +687,7 @@ async def _apply_department(
         .values(status=EntryStatus.DROPPED, reason="可能符合条件，部门未纳入（未确认的条件）", **by)
     )
     await _close_dropped_claims(session, batch.batch_id)
-    await _decide_findings(session, batch.batch_id, record.actor, finance=False)
+    await _decide_findings(session, batch.batch_id, record.actor)
     counts = await _status_counts(session, batch.batch_id)
     batch.department_decision = {
         "actor": record.actor,
@@ -740,7 +740,7 @@ async def _apply_finance(
             .values(status=EntryStatus.DROPPED, reason=f"财政退回名单：{decision.reason}", **by)
         )
         await _close_dropped_claims(session, batch.batch_id)
-    await _decide_findings(session, batch.batch_id, record.actor, finance=True)
+    await _decide_findings(session, batch.batch_id, record.actor)
     batch.finance_decision = {
         "actor": record.actor,
         "at": record.at.isoformat(),
@@ -751,31 +751,19 @@ async def _apply_finance(
     batch.phase = BatchPhase.STARTING
 
 
-async def _decide_findings(
-    session: AsyncSession, batch_id: str, actor: str, *, finance: bool
-) -> None:
-    """Four eyes over a batch's findings: the department's inclusion of a flagged firm
-    proposes to clear its findings, finance's approval (another person) clears them; a
-    firm dropped, or left out, upholds them."""
-    entries = select(
-        RecognitionEntry.case_id, RecognitionEntry.status, RecognitionEntry.reason
-    ).where(
+async def _decide_findings(session: AsyncSession, batch_id: str, actor: str) -> None:
+    """A firm dropped from the list, or left out, upholds its findings. One included by
+    name keeps them open: they hold its individual review, where reviewers clear them
+    (two people) or uphold them (reject, or approve only what stays due)."""
+    dropped = select(RecognitionEntry.case_id, RecognitionEntry.reason).where(
         col(RecognitionEntry.batch_id) == batch_id,
+        col(RecognitionEntry.status) == EntryStatus.DROPPED,
         col(RecognitionEntry.case_id).in_(
             select(ReviewFinding.case_id).where(col(ReviewFinding.status).in_(list(HOLDING)))
         ),
     )
-    for case_id, status, reason in (await session.execute(entries)).all():
-        if status == EntryStatus.DROPPED:
-            await decide_case_findings(session, case_id, FindingStatus.UPHELD, actor, reason or "")
-        elif not finance:
-            await decide_case_findings(
-                session, case_id, FindingStatus.CLEARING, actor, reason or ""
-            )
-        else:
-            await decide_case_findings(
-                session, case_id, FindingStatus.CLEARED, actor, "财政复核名单，确认纳入"
-            )
+    for case_id, reason in (await session.execute(dropped)).all():
+        await decide_case_findings(session, case_id, FindingStatus.UPHELD, actor, reason or "")
 
 
 async def _close_dropped_claims(session: AsyncSession, batch_id: str) -> None:

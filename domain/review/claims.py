@@ -50,8 +50,8 @@ def claim_row(
         if project
         else None,
         eligible_cost_fen=project.eligible_cost_fen if project else None,
-        invoices=frozenset(token(i) for i in project.invoices) if project else frozenset(),
-        serials=frozenset(token(s) for s in project.equipment_serials) if project else frozenset(),
+        invoices=_tokens(project.invoices) if project else frozenset(),
+        serials=_tokens(project.equipment_serials) if project else frozenset(),
     )
 
 

@@ -119,7 +119,7 @@ class DuplicateIndex:
         """Every finding for `case`: `related` maps related firms to their relation."""
         found: list[FindingDraft] = []
         wanted = set(checks.dimensions)
-        if Dimension.EXCLUSIVITY in wanted and case.group:
+        if case.group:  # an item in a group is always checked against it
             found.extend(self._exclusivity(case, checks))
         if Dimension.PROJECT in wanted and case.project:
             found.extend(self._project(case, checks))
@@ -151,41 +151,50 @@ class DuplicateIndex:
         )
 
     def _exclusivity(self, case: ClaimRow, checks: ReviewChecks) -> list[FindingDraft]:
-        out = []
-        for other in self._others(self._by_uscc.get(case.uscc, ()), case):
-            if (
-                other.group != case.group
-                or other.item_code == case.item_code
-                or not overlap(case.period, other.period)
-                or not self._same_thing(case, other, checks)
-            ):
-                continue
-            theirs, ours = other.funded_fen, case.amount_fen
-            if ours is None:
-                excess, suggested = theirs, None
-                verdict = "本案金额未定：核定时应扣除已享受部分"
-            elif ours > theirs:
-                excess, suggested = theirs, ours - theirs
-                verdict = f"本案较高，只应补差额 {format_yuan(ours - theirs)}"
-                if other.state != "paid":
-                    verdict += "（或在较低案件兑付前将其撤销后全额兑付）"
-            else:
-                excess, suggested = ours, 0
-                verdict = "本案不高于已享受的同组政策，不应再享受"
-            out.append(
-                FindingDraft(
-                    dimension=Dimension.EXCLUSIVITY,
-                    key=f"exclusivity:{other.case_id}",
-                    score=100,
-                    summary=f"同组政策（{case.group}）已有{_describe(other)}；{verdict}",
-                    evidence={"group": case.group, "their_fen": theirs, "our_fen": ours},
-                    counterparts=[other.counterpart()],
-                    amount_fen=ours,
-                    excess_fen=excess,
-                    suggested_fen=suggested,
-                )
+        """就高不重复 over every case of the group that funds the same firm (and, where the
+        item allows a firm several projects, the same project) for an overlapping period:
+        together they may take no more than the highest entitlement, so what is due is
+        this case's entitlement less all they took."""
+        others = sorted(
+            (
+                other
+                for other in self._others(self._by_uscc.get(case.uscc, ()), case)
+                if other.group == case.group
+                and other.item_code != case.item_code
+                and overlap(case.period, other.period)
+                and (not checks.exclusivity_per_project or self._same_thing(case, other, checks))
+            ),
+            key=lambda r: r.case_id,
+        )
+        if not others:
+            return []
+        theirs, ours = sum(o.funded_fen for o in others), case.amount_fen
+        if ours is None:
+            excess, suggested = theirs, None
+            verdict = "本案金额未定：核定时应扣除已享受部分"
+        elif ours > theirs:
+            excess, suggested = theirs, ours - theirs
+            verdict = f"本案较高，只应补差额 {format_yuan(ours - theirs)}"
+            if any(o.state != "paid" for o in others):
+                verdict += "（或在较低案件兑付前将其撤销后全额兑付）"
+        else:
+            excess, suggested = ours, 0
+            verdict = "本案不高于已享受的同组政策，不应再享受"
+        listed = "；".join(_describe(o) for o in others)
+        return [
+            FindingDraft(
+                dimension=Dimension.EXCLUSIVITY,
+                key="exclusivity:" + ",".join(o.case_id for o in others),
+                score=100,
+                summary=f"同组政策（{case.group}）已有{listed}，"
+                f"合计 {format_yuan(theirs)}；{verdict}",
+                evidence={"group": case.group, "their_fen": theirs, "our_fen": ours},
+                counterparts=[o.counterpart() for o in others],
+                amount_fen=ours,
+                excess_fen=excess,
+                suggested_fen=suggested,
             )
-        return out
+        ]
 
     def _project(self, case: ClaimRow, checks: ReviewChecks) -> list[FindingDraft]:
         assert case.project is not None
