@@ -14,7 +14,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import business_errors
-from adapters.data_platform import DataPlatformClient
+from activities.review import PLATFORM_ATTEMPTS
+from adapters.data_platform import DataPlatformClient, DataPlatformUnavailable
 from adapters.message_channel import ChannelRefused, MessageChannelClient
 from core.db import reader_of
 from core.workdays import SHANGHAI
@@ -75,10 +76,18 @@ class RecognitionActivities:
         self._channel = channel
         self._platform = data_platform
 
-    async def _related(self, usccs: Sequence[str]) -> dict[str, dict[str, str]]:
-        """Each firm's related firms from the public data platform (a platform that does
-        not answer fails the activity, which is retried: the batch waits for it)."""
-        parties = await self._platform.related_parties_many(usccs)
+    async def _related(self, usccs: Sequence[str]) -> dict[str, dict[str, str]] | None:
+        """Each firm's related firms from the public data platform. While it does not
+        answer the activity fails and is retried (the batch waits), up to
+        PLATFORM_ATTEMPTS; then None: the batch goes on with every firm flagged for a
+        person, as the firm group check could not be made."""
+        try:
+            parties = await self._platform.related_parties_many(usccs)
+        except DataPlatformUnavailable:
+            if activity.info().attempt < PLATFORM_ATTEMPTS:
+                raise
+            log.warning("recognition.related_parties_unavailable", firms=len(usccs))
+            return None
         return {p.uscc: {r.uscc: r.relation.value for r in p.related} for p in parties}
 
     # ----- the batch ----------------------------------------------------------------------

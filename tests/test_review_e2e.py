@@ -507,3 +507,45 @@ async def test_a_review_that_cannot_be_done_leaves_the_case_to_a_person(
     state = await reach(case_handle(dev_server, final_id(code, uscc)), "department_review")
     assert any("智能审核未能完成" in line for line in state.to_verify)
     assert any(e.action == "review_failed" for e in state.timeline)
+
+
+async def test_a_batch_whose_firm_groups_cannot_be_checked_lists_every_firm_apart(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    """The data platform does not answer: the batch waits, then lists its firms apart,
+    each with a finding saying the firm group check was not made."""
+    industry = f"C{uuid.uuid4().int % 10**4:04d}"
+    code = await publish(
+        stack,
+        HIGH,
+        category="recognition",
+        eligibility={"all": [{"fact": "industry_code", "op": "eq", "value": industry}]},
+        stages=item_payload("X", category="recognition")["stages"],
+        review={"dimensions": ["firm_group"]},
+    )
+    firms = [await firm(stack, {}, industry=industry) for _ in range(2)]
+    await match_library.run(
+        stack.sessionmaker,
+        MatchRequest(scope=MatchScope.ITEM, item_code=code),
+        f"test-match-{code}",
+        datetime.now(UTC).date(),
+        1,
+    )
+    await stack.platform_http.put("/v1/_simulator/config", json={"failure_rate": 1})
+    try:
+        started = await stack.api.post(
+            f"/api/v1/items/{code}/recognition-batches",
+            json={"item_code": code, "period": "2026"},
+            headers=auth(stack.settings, "jxj_staff"),
+        )
+        assert started.status_code == 201, started.text
+        batch = f"/api/v1/items/{code}/recognition-batches/2026/1"
+        progress = await batch_phase(stack, batch, "department_verification", seconds=40)
+    finally:
+        await stack.platform_http.put("/v1/_simulator/config", json={"failure_rate": 0})
+    assert (progress["identified"], progress["possible"]) == (2, 2)
+    listed = await stack.api.get(
+        "/api/v1/findings", params={"item_code": code}, headers=auth(stack.settings, "auditor")
+    )
+    assert sorted(f["uscc"] for f in listed.json()["items"]) == sorted(firms)
+    assert all("未核查" in f["summary"] for f in listed.json()["items"])

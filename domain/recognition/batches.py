@@ -72,7 +72,9 @@ from models.types import utcnow
 
 # Each firm's related firms and how (the public data platform's answer), for the firm
 # group check; the caller that can reach the platform passes it.
-RelatedOf = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, str]]]]
+# None: the platform could not be asked.
+RelatedOf = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, str]] | None]]
+UNCHECKED_GROUPS = "关联企业关系暂无法从公共数据平台获取，关联企业拆分未核查"
 
 INSERT_CHUNK = 1_000
 SYSTEM = "system"
@@ -454,10 +456,25 @@ async def _duplicate_findings(
         for uscc, (case_id, amount) in firms.items()
     ]
     checks = review_checks(version.review_checks)
-    related: dict[str, dict[str, str]] = {}
+    related: dict[str, dict[str, str]] | None = {}
     if Dimension.FIRM_GROUP in checks.dimensions and related_of is not None and rows:
         related = await related_of(sorted(firms))
-    found = await check_batch(session, rows, checks, related)
+    found = await check_batch(session, rows, checks, related or {})
+    if related is None:  # never a silent pass: every firm waits for a person
+        for row in rows:
+            found.setdefault(row.case_id, []).append(
+                FindingDraft(
+                    dimension=Dimension.FIRM_GROUP,
+                    key="firm_group:unchecked",
+                    score=0,
+                    summary=UNCHECKED_GROUPS,
+                    evidence={},
+                    counterparts=[],
+                    amount_fen=row.amount_fen,
+                    excess_fen=0,
+                    suggested_fen=None,
+                )
+            )
     by_case = {row.case_id: row.uscc for row in rows}
     return group, {by_case[case_id]: drafts for case_id, drafts in found.items()}
 
