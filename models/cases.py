@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, StringConstraints, computed_field
+from pydantic import BaseModel, ConfigDict, StrictInt, StringConstraints, computed_field
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
@@ -163,7 +163,7 @@ class CaseDecision(BaseModel):
     corrections: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = (
         PydanticField(default_factory=list, max_length=20)
     )
-    findings: list[int] = PydanticField(
+    findings: list[Annotated[StrictInt, PydanticField(ge=1, le=2**31 - 1)]] = PydanticField(
         default_factory=list,
         max_length=50,
         description="duplicate-funding findings this decision upholds (by id): a rejection, "

@@ -35,7 +35,7 @@ from models.facts import FACT_KINDS, fact_range
 from models.money import Fen, PositiveFen, format_yuan, yuan_text
 from models.policy import StageLimit
 from models.reference import Actor
-from models.review import Token
+from models.review import TEXT_LINE, Token
 from models.types import UTCDateTime, utcnow
 
 COMMITMENT_WORKFLOW = "CommitmentWorkflow"
@@ -77,8 +77,8 @@ def check_figures(figures: dict[str, int], targets: list[CommitmentTarget], what
 class Project(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = PydanticField(min_length=1, max_length=256)
-    location: str = PydanticField(min_length=1, max_length=256)
+    name: str = PydanticField(min_length=1, max_length=256, pattern=TEXT_LINE)
+    location: str = PydanticField(min_length=1, max_length=256, pattern=TEXT_LINE)
     investment_plan: str = PydanticField(default="", max_length=4000)
     committed: Figures = PydanticField(description="the committed target figures")
     completion_date: date

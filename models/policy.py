@@ -242,7 +242,13 @@ class ItemContent(BaseModel):
         description="the periods a case may be for: annual (2026), quarterly (2026-Q3), "
         "monthly (2026-07) or one_off (once); fixed once the item has been published",
     )
-    exclusivity_group: str | None = PydanticField(default=None, max_length=64)
+    exclusivity_group: str | None = PydanticField(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="items of one group pay a firm at most once per period (就高不重复): "
+        "a code of letters, digits, '_', '.' and '-', compared exactly",
+        examples=["specialised"],
+    )
     recognition: RecognitionTerms | None = PydanticField(
         default=None,
         validate_default=True,

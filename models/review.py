@@ -121,14 +121,18 @@ Token = Annotated[
 ]
 
 
+# One line of text people read: no control characters, no bidirectional overrides.
+TEXT_LINE = r"^[^\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]+$"
+
+
 class ProjectClaim(BaseModel):
     """The project a case funds, as the firm declares it: what the duplicate check
     compares across items, levels and firms."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = PydanticField(min_length=1, max_length=256)
-    location: str = PydanticField(min_length=1, max_length=256)
+    name: str = PydanticField(min_length=1, max_length=256, pattern=TEXT_LINE)
+    location: str = PydanticField(min_length=1, max_length=256, pattern=TEXT_LINE)
     investment_fen: Fen | None = None
     eligible_cost_fen: Fen | None = PydanticField(
         default=None,
@@ -158,13 +162,26 @@ UNKNOWN_EVIDENCE = frozenset(
 FactValue = int | str | bool
 
 
+MAX_COUNT = 10**6  # penalties, patents: the kinds only the platform serves
+
+
 def _declared_kinds(value: dict[str, FactValue]) -> dict[str, FactValue]:
+    """Each figure of a kind the platform serves, of its type, and inside the fact's
+    range or choices (models/facts.py), as the importer would take it."""
     from models.data_platform import DATA_PLATFORM_KINDS, check_value
+    from models.facts import FACT_KINDS, coerce_fact_value
 
     for kind, figure in value.items():
         if kind not in DATA_PLATFORM_KINDS:
             raise ValueError(f"{kind}: not a figure the public data platform can confirm")
         check_value(kind, figure)
+        if kind in FACT_KINDS:
+            try:
+                coerce_fact_value(FACT_KINDS[kind], figure)
+            except ValueError as exc:
+                raise ValueError(f"{kind}: {exc}") from None
+        elif isinstance(figure, int) and not 0 <= figure <= MAX_COUNT:
+            raise ValueError(f"{kind}: must be from 0 to {MAX_COUNT}")
     return value
 
 

@@ -37,7 +37,8 @@ _CN_DIGITS = {
 _CN_ORDINAL = re.compile(
     r"([零一二两三四五六七八九十]+)(?=期|号|栋|座|条|标段|车间|批|线|万|千|百|亿|吨|套|台|件|个|亩|辆)"
 )
-_MARKS = re.compile(r"[0-9]+(?:\.[0-9]+)?|[a-z]+")
+# Numbers, Latin letters, and the side of a site (东区 and 西区 are two places).
+_MARKS = re.compile(r"[0-9]+(?:\.[0-9]+)?|[a-z]+|[东南西北](?=区|侧|片|厂|院|楼|线|门)")
 _PROVINCE = re.compile(r"^.{2,3}省")
 # A city only when a district or county follows it: "湖州市德清县..." loses 湖州市, while
 # 德清县新市镇 or 吴兴区市场路 keep the 市 inside their names.
