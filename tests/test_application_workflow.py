@@ -41,6 +41,7 @@ from models.payments import (
 from models.policy import Stage, StageLimit
 from models.policy_change import DeadlineRequest
 from models.reference import Actor, Role
+from models.review import FindingDecision, ReviewOutcome, ReviewRequest
 from tests.history_store import keep_history
 from workflows.application import ApplicationWorkflow
 from workflows.payment import PaymentWorkflow
@@ -73,6 +74,7 @@ class Edges:
     failures: list[PaymentFailure] = field(default_factory=list)
     warnings: list[PaymentFailure] = field(default_factory=list)
     retries: list[PaymentRetry] = field(default_factory=list)
+    reviewed: list[ReviewRequest] = field(default_factory=list)
     # The first projection of this stage waits for `release` (set `projecting` meanwhile).
     hold_at: CaseStage | None = None
     projecting: asyncio.Event = field(default_factory=asyncio.Event)
@@ -161,10 +163,21 @@ class Edges:
         async def close_case(closure: CaseClosure) -> None:
             self.closed.append(closure)
 
+        @activity.defn(name="review_case")
+        async def review_case(request: ReviewRequest) -> ReviewOutcome:
+            self.reviewed.append(request)
+            return ReviewOutcome(evidence=[], findings=[], to_verify=[])
+
+        @activity.defn(name="decide_findings")
+        async def decide_findings(decision: FindingDecision) -> None:
+            raise AssertionError(f"no finding to decide: {decision}")
+
         return [
             check_application,
             working_deadline,
             project_case,
+            review_case,
+            decide_findings,
             raise_case_overdue,
             reserve_budget,
             send_instruction,
