@@ -71,7 +71,12 @@ AMOUNT = 1_000_000
 CAP = 1_500_000
 CHUNK = 5_000  # history cases per transaction, and rows per insert
 RELATION = "legal_representative"
-CHECKS = ReviewChecks(dimensions=list(Dimension), firm_group_cap_fen=CAP)
+# The batch's item pays per project: a firm's different projects in the group do not
+# exclude each other (the near misses plant such pairs); the same project, or a firm-level
+# case, does.
+CHECKS = ReviewChecks(
+    dimensions=list(Dimension), firm_group_cap_fen=CAP, exclusivity_per_project=True
+)
 
 # ----- the city: firms, places, projects -------------------------------------------------
 
