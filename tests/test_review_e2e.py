@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,10 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
-from domain.matching import match_library
 from domain.money import budget
 from domain.policy import library
-from models.matching import MatchRequest, MatchScope
 from models.policy import ItemCreate, PolicyItemVersion
 from models.recognition import recognition_case_id
 from tests.fixtures.api import auth
@@ -26,7 +23,7 @@ from tests.fixtures.factories import create_enterprise, create_users, item_paylo
 from tests.fixtures.stack import Stack
 from tests.history_store import keep_history
 from tests.test_application_e2e import case_handle, final_id, reach
-from tests.test_recognition_e2e import batch_phase
+from tests.test_recognition_e2e import batch_phase, match
 from tests.test_recognition_e2e import reach as reach_recognition
 from workflows.application import ApplicationWorkflow
 
@@ -65,6 +62,19 @@ async def firm(
         put = await stack.platform_http.put("/v1/_simulator/enterprises", json=[record])
         assert put.status_code < 300, put.text
     return made.uscc
+
+
+async def start_batch(stack: Stack, code: str, seconds: float = 30) -> tuple[str, Any]:
+    """The department starts the item's 2026 batch from the match library; returns its
+    path and its progress once it waits for the department's verification."""
+    started = await stack.api.post(
+        f"/api/v1/items/{code}/recognition-batches",
+        json={"item_code": code, "period": "2026"},
+        headers=auth(stack.settings, "jxj_staff"),
+    )
+    assert started.status_code == 201, started.text
+    batch = f"/api/v1/items/{code}/recognition-batches/2026/1"
+    return batch, await batch_phase(stack, batch, "department_verification", seconds)
 
 
 async def apply(stack: Stack, code: str, **body: Any) -> httpx.Response:
@@ -333,22 +343,9 @@ async def test_a_recognition_batch_lists_a_duplicate_apart_and_its_review_pays_t
     assert (await apply(stack, application)).status_code == 201
     await pay(stack, dev_server, application, duplicate)
     clean = await firm(stack, {}, industry=industry)
-    await match_library.run(
-        stack.sessionmaker,
-        MatchRequest(scope=MatchScope.ITEM, item_code=recognition),
-        f"test-match-{recognition}",
-        datetime.now(UTC).date(),
-        1,
-    )
+    await match(stack, recognition)
     headers = {u: auth(stack.settings, u) for u in ("jxj_staff", "czj_staff", "auditor")}
-    started = await stack.api.post(
-        f"/api/v1/items/{recognition}/recognition-batches",
-        json={"item_code": recognition, "period": "2026"},
-        headers=headers["jxj_staff"],
-    )
-    assert started.status_code == 201, started.text
-    batch = f"/api/v1/items/{recognition}/recognition-batches/2026/1"
-    progress = await batch_phase(stack, batch, "department_verification")
+    batch, progress = await start_batch(stack, recognition)
     assert (progress["identified"], progress["possible"]) == (2, 1)
     apart = await stack.api.get(
         f"{batch}/firms", params={"status": "possible"}, headers=headers["jxj_staff"]
@@ -435,21 +432,8 @@ async def test_related_firms_in_one_batch_past_the_cap_are_listed_apart(
     alone = await firm(stack, {}, industry=industry)
     shared = [{"uscc": u, "legal_representative": "LR-SHARED", "facts": {}} for u in sisters]
     assert (await stack.platform_http.put("/v1/_simulator/enterprises", json=shared)).is_success
-    await match_library.run(
-        stack.sessionmaker,
-        MatchRequest(scope=MatchScope.ITEM, item_code=code),
-        f"test-match-{code}",
-        datetime.now(UTC).date(),
-        1,
-    )
-    started = await stack.api.post(
-        f"/api/v1/items/{code}/recognition-batches",
-        json={"item_code": code, "period": "2026"},
-        headers=auth(stack.settings, "jxj_staff"),
-    )
-    assert started.status_code == 201, started.text
-    batch = f"/api/v1/items/{code}/recognition-batches/2026/1"
-    progress = await batch_phase(stack, batch, "department_verification")
+    await match(stack, code)
+    _batch, progress = await start_batch(stack, code)
     assert (progress["identified"], progress["possible"]) == (3, 2)
     listed = await stack.api.get(
         "/api/v1/findings", params={"item_code": code}, headers=auth(stack.settings, "auditor")
@@ -524,23 +508,10 @@ async def test_a_batch_whose_firm_groups_cannot_be_checked_lists_every_firm_apar
         review={"dimensions": ["firm_group"]},
     )
     firms = [await firm(stack, {}, industry=industry) for _ in range(2)]
-    await match_library.run(
-        stack.sessionmaker,
-        MatchRequest(scope=MatchScope.ITEM, item_code=code),
-        f"test-match-{code}",
-        datetime.now(UTC).date(),
-        1,
-    )
+    await match(stack, code)
     await stack.platform_http.put("/v1/_simulator/config", json={"failure_rate": 1})
     try:
-        started = await stack.api.post(
-            f"/api/v1/items/{code}/recognition-batches",
-            json={"item_code": code, "period": "2026"},
-            headers=auth(stack.settings, "jxj_staff"),
-        )
-        assert started.status_code == 201, started.text
-        batch = f"/api/v1/items/{code}/recognition-batches/2026/1"
-        progress = await batch_phase(stack, batch, "department_verification", seconds=40)
+        _batch, progress = await start_batch(stack, code, seconds=40)
     finally:
         await stack.platform_http.put("/v1/_simulator/config", json={"failure_rate": 0})
     assert (progress["identified"], progress["possible"]) == (2, 2)
