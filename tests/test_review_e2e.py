@@ -45,6 +45,15 @@ async def publish(stack: Stack, amount: int, **extra: Any) -> str:
     return code
 
 
+async def group_pair(stack: Stack) -> tuple[str, str]:
+    """Two published application items of one exclusivity group: LOW and HIGH."""
+    group = f"G-{uuid.uuid4().hex[:6]}"
+    return (
+        await publish(stack, LOW, exclusivity_group=group),
+        await publish(stack, HIGH, exclusivity_group=group),
+    )
+
+
 async def firm(
     stack: Stack, platform: dict[str, Any] | None = None, industry: str = "C3411"
 ) -> str:
@@ -107,9 +116,7 @@ async def pay(stack: Stack, env: WorkflowEnvironment, code: str, uscc: str, **ap
 async def test_higher_entitlement_after_a_lower_one_paid_gets_only_the_difference(
     stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
-    group = f"G-{uuid.uuid4().hex[:6]}"
-    low = await publish(stack, LOW, exclusivity_group=group)
-    high = await publish(stack, HIGH, exclusivity_group=group)
+    low, high = await group_pair(stack)
     uscc = await firm(stack, {"credit_rating": {"value": "A", "as_of": "2026-06-30"}})
     assert (await apply(stack, low)).status_code == 201
     paid_low = await pay(stack, dev_server, low, uscc)
@@ -181,9 +188,7 @@ async def test_higher_entitlement_after_a_lower_one_paid_gets_only_the_differenc
 async def test_lower_entitlement_after_a_higher_one_paid_is_rejected_citing_it(
     stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
-    group = f"G-{uuid.uuid4().hex[:6]}"
-    low = await publish(stack, LOW, exclusivity_group=group)
-    high = await publish(stack, HIGH, exclusivity_group=group)
+    low, high = await group_pair(stack)
     uscc = await firm(stack, {})
     assert (await apply(stack, high)).status_code == 201
     await pay(stack, dev_server, high, uscc)
@@ -448,9 +453,7 @@ async def test_related_firms_in_one_batch_past_the_cap_are_listed_apart(
 async def test_a_finding_lapses_when_its_case_is_withdrawn(
     stack: Stack, dev_server: WorkflowEnvironment
 ) -> None:
-    group = f"G-{uuid.uuid4().hex[:6]}"
-    low = await publish(stack, LOW, exclusivity_group=group)
-    high = await publish(stack, HIGH, exclusivity_group=group)
+    low, high = await group_pair(stack)
     uscc = await firm(stack, {})
     assert (await apply(stack, high)).status_code == 201
     assert (await apply(stack, low)).status_code == 201

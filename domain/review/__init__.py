@@ -20,7 +20,7 @@ from domain.errors import InvalidInput
 from domain.policy.library import get_item, get_version
 from domain.registry.enterprises import known_facts
 from domain.review.claims import claim_row, claims_touching, record_claim
-from domain.review.duplicates import DuplicateIndex
+from domain.review.duplicates import ClaimRow, DuplicateIndex
 from domain.review.evidence import DECLARED, REGISTRY, served
 from domain.review.findings import store_findings
 from models.review import Dimension, FactValue, FindingView, ReviewChecks, ReviewRequest
@@ -59,6 +59,13 @@ class ReviewPlan:
     kinds: list[str]  # facts to fetch from the public data platform
     declared: dict[str, tuple[FactValue, str]]  # the firm's figure and where it came from
 
+    def claim(self) -> ClaimRow:
+        """What the case claims, as the duplicate check compares it."""
+        r = self.request
+        return claim_row(
+            r.case_id, r.uscc, r.item_code, self.group, r.period, r.amount_fen, r.project
+        )
+
     @property
     def needs_relations(self) -> bool:
         return Dimension.FIRM_GROUP in self.checks.dimensions
@@ -96,16 +103,7 @@ async def record(session: AsyncSession, review: ReviewPlan) -> None:
     """The case's claim, committed before the check, so that of two cases checked at
     once the later sees the earlier."""
     request = review.request
-    row = claim_row(
-        request.case_id,
-        request.uscc,
-        request.item_code,
-        review.group,
-        request.period,
-        request.amount_fen,
-        request.project,
-    )
-    await record_claim(session, request.category, row, request.project)
+    await record_claim(session, request.category, review.claim(), request.project)
 
 
 async def check(
@@ -114,15 +112,7 @@ async def check(
     """Check the case against every open or paid claim that could fund the same thing;
     store and return its findings."""
     request = review.request
-    case = claim_row(
-        request.case_id,
-        request.uscc,
-        request.item_code,
-        review.group,
-        request.period,
-        request.amount_fen,
-        request.project,
-    )
+    case = review.claim()
     rows = await claims_touching(
         session,
         usccs=[request.uscc, *related],
