@@ -304,6 +304,13 @@ class CaseRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     details: Any = Field(default=None, sa_type=sa.JSON)
+    # For the dashboards: the budget year (the period's; a one-off period's is the year
+    # the case opened), when the firm became entitled (a recognition batch's data, else
+    # the day it applied or committed), and when its first money reached its account
+    # (the first receipt in the ledger): time to money runs between the two.
+    year: int | None = Field(default=None, index=True)
+    entitled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
 
 
 class CaseSummary(BaseModel):

@@ -46,6 +46,8 @@ async def project(session: AsyncSession, state: CaseState) -> None:
             uscc=state.uscc,
             region_code=region_code,
             stage=state.stage.value,
+            year=budget_year_of(state.period, utcnow()),
+            entitled_at=utcnow(),  # an application's entitlement: the day it applied
         )
         session.add(record)
     record.stage = state.stage.value
@@ -57,6 +59,11 @@ async def project(session: AsyncSession, state: CaseState) -> None:
     record.approved_amount_fen = state.approved_amount_fen
     record.paid_amount_fen = state.paid_amount_fen
     record.updated_at = utcnow()
+    entitled = state.moments.get("entitled") or state.moments.get("applied")
+    if entitled is not None:
+        record.entitled_at = entitled
+    if record.paid_at is None and state.paid_amount_fen > 0:
+        record.paid_at = await _first_receipt(session, state.case_id)
     if state.moments or state.batch_id:
         record.details = {
             "batch_id": state.batch_id,
@@ -76,6 +83,21 @@ async def project(session: AsyncSession, state: CaseState) -> None:
     await session.flush()
     if previous != state.stage.value:
         await _tell_firm(session, state)
+
+
+def budget_year_of(period: str, opened_at: datetime) -> int:
+    """A case's budget year: its period's, or for a one-off period the year it opened."""
+    return int(period[:4]) if period[:4].isdigit() else opened_at.astimezone(SHANGHAI).year
+
+
+async def _first_receipt(session: AsyncSession, case_id: str) -> datetime:
+    """When the case's first money reached the firm's account: its first receipt."""
+    at = await session.scalar(
+        select(sa.func.min(LedgerEntry.at)).where(
+            col(LedgerEntry.case_id) == case_id, col(LedgerEntry.kind) == LedgerKind.RECEIPT
+        )
+    )
+    return at or utcnow()
 
 
 async def _tell_firm(session: AsyncSession, state: CaseState) -> None:
