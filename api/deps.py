@@ -19,6 +19,7 @@ from temporalio.client import Client
 from core.oidc import Claims, OidcVerifier, ProviderUnreachable, TokenRefused, issuer_of
 from core.security import user_from_token
 from core.settings import Environment, Settings
+from core.workdays import WorkingCalendar, calendar_from
 from domain.errors import FieldError, InvalidInput, Unauthenticated, Unavailable
 from models.reference import Actor, Department, Role, User
 from models.registry import Enterprise
@@ -27,6 +28,14 @@ from models.registry import Enterprise
 def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def get_calendar(request: Request) -> WorkingCalendar:
+    """The working-day calendar of the settings, built once per app."""
+    calendar: WorkingCalendar | None = getattr(request.app.state, "calendar", None)
+    if calendar is None:
+        calendar = request.app.state.calendar = calendar_from(request.app.state.settings)
+    return calendar
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -143,6 +152,7 @@ async def require_readable_body(request: Request) -> None:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CalendarDep = Annotated[WorkingCalendar, Depends(get_calendar)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 WritingSessionDep = Annotated[AsyncSession, Depends(get_writing_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]

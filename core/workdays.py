@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
+from core.settings import Settings
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
@@ -45,6 +47,15 @@ class WorkingCalendar:
                 remaining -= 1
         end_of_day = datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
         return end_of_day.astimezone(UTC)
+
+
+def calendar_from(settings: Settings) -> WorkingCalendar:
+    """The calendar the settings describe: the country's, plus local days off and on."""
+    return WorkingCalendar(
+        country=settings.holiday_country,
+        extra_holidays=parse_days(settings.extra_holidays),
+        extra_working_days=parse_days(settings.extra_working_days),
+    )
 
 
 def parse_days(values: list[str]) -> frozenset[date]:

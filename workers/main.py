@@ -27,18 +27,10 @@ from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
-from core.workdays import WorkingCalendar, parse_days
+from core.workdays import WorkingCalendar, calendar_from
 from workflows.all import ALL_WORKFLOWS
 
 log = structlog.get_logger()
-
-
-def calendar_from(settings: Settings) -> WorkingCalendar:
-    return WorkingCalendar(
-        country=settings.holiday_country,
-        extra_holidays=parse_days(settings.extra_holidays),
-        extra_working_days=parse_days(settings.extra_working_days),
-    )
 
 
 def build_worker(
