@@ -42,6 +42,7 @@ from api.routers import (
     cases,
     codec,
     commitments,
+    dashboard,
     matching,
     policy,
     recognition,
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(codec.router)
     app.include_router(audit.router)
     app.include_router(review.router)
+    app.include_router(dashboard.router)
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
     body_limits = {

@@ -1,0 +1,210 @@
+"""The money dashboard: committed, reserved and paid by region, department, category
+and month; each item's funnel from matched to paid; budget use per item and year."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from domain.dashboard.scope import View, cases_where, items_visible, readable, shanghai_month
+from models.budget import BudgetQuota, LedgerEntry, LedgerKind
+from models.cases import UNPAID_CLOSURES, CaseRecord, CaseStage
+from models.dashboard import BudgetUse, Funnel, Money, Overview
+from models.matching import MatchResult, PolicyPush
+from models.types import utcnow
+
+# Approved and held on the quota, not yet (all) in the account.
+RESERVED_STAGES = frozenset(
+    {CaseStage.PAYMENT, CaseStage.ACCOUNT_CORRECTION, CaseStage.PAYMENT_FAILED}
+)
+_UNPAID = sorted(s.value for s in UNPAID_CLOSURES)
+_RESERVED = sorted(s.value for s in RESERVED_STAGES)
+CATEGORY_NAMES = {"application": "申报类", "recognition": "认定类", "commitment": "承诺类"}
+
+
+def _committed() -> sa.ColumnElement[int]:
+    """Approved (or, if more, paid) of a case not closed unpaid; paid of one closed."""
+    approved = sa.func.coalesce(col(CaseRecord.approved_amount_fen), 0)
+    paid = col(CaseRecord.paid_amount_fen)
+    larger = sa.case((approved > paid, approved), else_=paid)
+    return sa.case((col(CaseRecord.stage).in_(_UNPAID), paid), else_=larger)
+
+
+def _reserved() -> sa.ColumnElement[int]:
+    approved = sa.func.coalesce(col(CaseRecord.approved_amount_fen), 0)
+    left = approved - col(CaseRecord.paid_amount_fen)
+    return sa.case((sa.and_(col(CaseRecord.stage).in_(_RESERVED), left > 0), left), else_=0)
+
+
+def _add(into: Money, cases: int, committed: int, reserved: int, paid: int) -> None:
+    into.cases += cases
+    into.committed_fen += committed
+    into.reserved_fen += reserved
+    into.paid_fen += paid
+
+
+async def overview(session: AsyncSession, view: View) -> Overview:
+    where = await cases_where(session, view)
+    known = view.catalogue
+    rows = await session.execute(
+        sa.select(
+            col(CaseRecord.region_code),
+            col(CaseRecord.item_code),
+            col(CaseRecord.category),
+            sa.func.count(),
+            sa.func.sum(_committed()),
+            sa.func.sum(_reserved()),
+            sa.func.sum(col(CaseRecord.paid_amount_fen)),
+        )
+        .where(*where)
+        .group_by(col(CaseRecord.region_code), col(CaseRecord.item_code), col(CaseRecord.category))
+    )
+    totals = Money(key="all", name="合计")
+    regions: dict[str, Money] = {}
+    departments: dict[str, Money] = {}
+    categories: dict[str, Money] = {}
+    for region, item, category, cases, committed, reserved, paid in rows:
+        figures = (int(cases), int(committed or 0), int(reserved or 0), int(paid or 0))
+        department = known.items[item].department_code if item in known.items else ""
+        _add(totals, *figures)
+        for slices, key, name in (
+            (regions, region, known.region_name(region)),
+            (departments, department, known.department_name(department)),
+            (categories, category, CATEGORY_NAMES.get(category, category)),
+        ):
+            _add(slices.setdefault(key, Money(key=key, name=name)), *figures)
+    return Overview(
+        filters=view.filters,
+        totals=totals,
+        by_region=sorted(regions.values(), key=lambda m: m.key),
+        by_department=sorted(departments.values(), key=lambda m: -m.committed_fen),
+        by_category=sorted(categories.values(), key=lambda m: m.key),
+        by_month=await _by_month(session, where),
+        funnel=await _funnel(session, view, where),
+        budget=await _budget(session, view),
+        generated_at=utcnow(),
+    )
+
+
+async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) -> list[Money]:
+    """Money into accounts by month of receipt, less what the banks returned."""
+    dialect = session.get_bind().dialect.name
+    month = shanghai_month(col(LedgerEntry.at), dialect)
+    signed = sa.case(
+        (col(LedgerEntry.kind) == LedgerKind.RETURN, -col(LedgerEntry.amount_fen)),
+        else_=col(LedgerEntry.amount_fen),
+    )
+    rows = await session.execute(
+        select(month, sa.func.count(), sa.func.sum(signed))
+        .join(CaseRecord, col(CaseRecord.case_id) == col(LedgerEntry.case_id))
+        .where(col(LedgerEntry.kind).in_([LedgerKind.RECEIPT, LedgerKind.RETURN]), *where)
+        .group_by(month)
+        .order_by(month)
+    )
+    return [
+        Money(key=key, name=key, cases=int(n), paid_fen=int(paid or 0)) for key, n, paid in rows
+    ]
+
+
+async def _funnel(
+    session: AsyncSession, view: View, where: list[sa.ColumnElement[bool]]
+) -> list[Funnel]:
+    known = view.catalogue
+    matched = dict(
+        list(
+            await session.execute(
+                select(MatchResult.item_code, sa.func.count())
+                .where(
+                    *await readable(
+                        session,
+                        view,
+                        item_code=col(MatchResult.item_code),
+                        uscc=col(MatchResult.uscc),
+                        region_code=col(MatchResult.region_code),
+                    )
+                )
+                .group_by(col(MatchResult.item_code))
+            )
+        )
+    )
+    pushed: dict[str, tuple[int, int]] = {}
+    for item, count, opened in await session.execute(
+        select(
+            PolicyPush.item_code,
+            sa.func.count(),
+            sa.func.count(col(PolicyPush.opened_at)),
+        )
+        .where(
+            *await readable(
+                session, view, item_code=col(PolicyPush.item_code), uscc=col(PolicyPush.uscc)
+            )
+        )
+        .group_by(col(PolicyPush.item_code))
+    ):
+        pushed[item] = (int(count), int(opened))
+    uscc = col(CaseRecord.uscc)
+    approved = sa.and_(
+        col(CaseRecord.approved_amount_fen).is_not(None),
+        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
+    )
+    acted: dict[str, tuple[int, int, int, int]] = defaultdict(lambda: (0, 0, 0, 0))
+    for item, firms, approved_firms, paid_firms, paid in await session.execute(
+        sa.select(
+            col(CaseRecord.item_code),
+            sa.func.count(sa.distinct(uscc)),
+            sa.func.count(sa.distinct(sa.case((approved, uscc)))),
+            sa.func.count(sa.distinct(sa.case((col(CaseRecord.paid_amount_fen) > 0, uscc)))),
+            sa.func.sum(col(CaseRecord.paid_amount_fen)),
+        )
+        .where(*where)
+        .group_by(col(CaseRecord.item_code))
+    ):
+        acted[item] = (int(firms), int(approved_firms), int(paid_firms), int(paid or 0))
+    funnel = []
+    for code in sorted(set(matched) | set(pushed) | set(acted)):
+        entry = known.items.get(code)
+        firms, approved_firms, paid_firms, paid = acted[code]
+        sent, opened = pushed.get(code, (0, 0))
+        funnel.append(
+            Funnel(
+                item_code=code,
+                title=known.title(code),
+                category=entry.category if entry else "",
+                department_code=entry.department_code if entry else "",
+                matched=int(matched.get(code, 0)),
+                pushed=sent,
+                pushes_opened=opened,
+                acted=firms,
+                approved=approved_firms,
+                paid=paid_firms,
+                paid_fen=paid,
+            )
+        )
+    return funnel
+
+
+async def _budget(session: AsyncSession, view: View) -> list[BudgetUse]:
+    codes = await items_visible(session, view)
+    query = select(BudgetQuota).where(col(BudgetQuota.item_code).in_(sorted(codes)))
+    if view.filters.year is not None:
+        query = query.where(col(BudgetQuota.year) == view.filters.year)
+    quotas = await session.scalars(
+        query.order_by(col(BudgetQuota.year).desc(), col(BudgetQuota.item_code))
+    )
+    return [
+        BudgetUse(
+            item_code=q.item_code,
+            title=view.catalogue.title(q.item_code),
+            year=q.year,
+            quota_fen=q.quota_fen,
+            reserved_fen=q.reserved_fen,
+            paid_fen=q.paid_fen,
+            used_pct=round(100 * (q.reserved_fen + q.paid_fen) / q.quota_fen, 1)
+            if q.quota_fen
+            else 0.0,
+        )
+        for q in quotas
+    ]
