@@ -37,6 +37,19 @@ class MatchResult(SQLModel, table=True):
     matched_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class MatchTally(SQLModel, table=True):
+    """How many firms each item matches in each region, by verdict: the match library
+    counted at the end of every run that changed it, for the dashboards, which would
+    otherwise count millions of rows per request."""
+
+    __tablename__ = "match_tally"
+
+    item_code: str = Field(primary_key=True, max_length=40)
+    region_code: str = Field(primary_key=True, max_length=16)
+    verdict: str = Field(primary_key=True, max_length=24)
+    firms: int
+
+
 class MatchScope(enum.StrEnum):
     FULL = "full"  # every published item against every firm
     ITEM = "item"  # one item, newly published, against every firm

@@ -17,7 +17,7 @@ from adapters.message_channel import MessageChannelClient
 from domain.policy import library
 from domain.registry.enterprises import known_facts
 from models.eligibility import Verdict
-from models.matching import MatchRequest, MatchResult, MatchRun, MatchScope, PolicyPush
+from models.matching import MatchRequest, MatchResult, MatchRun, MatchScope, MatchTally, PolicyPush
 from models.policy import ItemCreate
 from tests.fixtures.api import auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
@@ -192,6 +192,7 @@ async def test_an_import_rematches_only_the_firms_it_changed(
     for code in codes:
         await _run(stack, dev_server, MatchRequest(scope=MatchScope.ITEM, item_code=code))
     rich, plain, late = firms
+    await _tally_counts_the_library(stack)
     before = await _library(stack, firms)
     assert (late, codes[0]) not in before
     assert before[(plain, codes[1])] == ("possibly_eligible", None)  # no export figure
@@ -231,6 +232,26 @@ async def test_an_import_rematches_only_the_firms_it_changed(
         assert await _first_matched(session, plain, codes[1]) == first_matched
         facts = await known_facts(session, late)
     assert facts["talent_count"].value == band
+    await _tally_counts_the_library(stack)
+
+
+async def _tally_counts_the_library(stack: Stack) -> None:
+    """The dashboards' counts (MatchTally) agree with the library after every run."""
+    async with stack.sessionmaker() as session:
+        counted = await session.execute(
+            sa.select(
+                col(MatchResult.item_code),
+                col(MatchResult.region_code),
+                col(MatchResult.verdict),
+                sa.func.count(),
+            ).group_by(
+                col(MatchResult.item_code), col(MatchResult.region_code), col(MatchResult.verdict)
+            )
+        )
+        tallied = await session.scalars(select(MatchTally))
+        assert {tuple(row) for row in counted} == {
+            (t.item_code, t.region_code, t.verdict, t.firms) for t in tallied
+        }
 
 
 async def _first_matched(session: AsyncSession, uscc: str, code: str) -> datetime | None:

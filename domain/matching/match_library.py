@@ -75,6 +75,7 @@ from models.matching import (
     MatchRunView,
     MatchScope,
     MatchSummary,
+    MatchTally,
     PolicyForMe,
     PolicyPush,
     RegionCount,
@@ -214,7 +215,30 @@ async def store(
         where = stale if chunk is None else sa.and_(stale, col(MatchResult.uscc).in_(chunk))
         result = await session.execute(sa.delete(MatchResult).where(where))
         removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    await count_library(session, request.item_code if request.scope is MatchScope.ITEM else None)
     return added, removed
+
+
+async def count_library(session: AsyncSession, item_code: str | None = None) -> None:
+    """Count the library again, for one item or all (`MatchTally`), in the transaction
+    that changed it."""
+    delete = sa.delete(MatchTally)
+    rows = sa.select(
+        col(MatchResult.item_code),
+        col(MatchResult.region_code),
+        col(MatchResult.verdict),
+        sa.func.count(),
+    )
+    if item_code is not None:
+        delete = delete.where(col(MatchTally.item_code) == item_code)
+        rows = rows.where(col(MatchResult.item_code) == item_code)
+    rows = rows.group_by(
+        col(MatchResult.item_code), col(MatchResult.region_code), col(MatchResult.verdict)
+    )
+    await session.execute(delete)
+    await session.execute(
+        sa.insert(MatchTally).from_select(["item_code", "region_code", "verdict", "firms"], rows)
+    )
 
 
 async def _store_item(
