@@ -19,6 +19,7 @@ from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.settings import Settings
+from domain.matching import match_library
 from domain.money.budget import set_quota
 from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind
@@ -180,6 +181,7 @@ async def city(session: AsyncSession) -> City:
         )
     )
     await session.flush()
+    await match_library.count_library(session)  # as the run that wrote them does
     quota = await set_quota(session, JXJ_ITEM, 2026, 160_000, "czj_staff")
     quota.reserved_fen, quota.paid_fen = 50_000, 100_000  # as the two cases left it
     await session.flush()

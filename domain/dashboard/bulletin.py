@@ -22,7 +22,7 @@ from domain.dashboard.speed import paid_days, working_days
 from models.budget import LedgerEntry, LedgerKind
 from models.cases import CaseRecord
 from models.dashboard import Bulletin, Standing
-from models.matching import MatchResult
+from models.matching import MatchTally
 from models.policy import StageWarning
 from models.reference import Actor
 from models.types import utcnow
@@ -119,9 +119,9 @@ async def bulletin(
             tally.paid_fen += int(paid or 0)
 
     for region, item, pairs in await session.execute(
-        select(MatchResult.region_code, MatchResult.item_code, sa.func.count())
-        .where(col(MatchResult.verdict) == "eligible")
-        .group_by(col(MatchResult.region_code), col(MatchResult.item_code))
+        select(MatchTally.region_code, MatchTally.item_code, MatchTally.firms).where(
+            col(MatchTally.verdict) == "eligible"
+        )
     ):
         for tally in both(region, item):
             tally.eligible += int(pairs)

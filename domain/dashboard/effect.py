@@ -24,13 +24,14 @@ from models.registry import Fact
 from models.types import utcnow
 
 KINDS = ("revenue_fen", "tax_paid_fen", "social_security_headcount")
-COMPARISON_SAMPLE = 2_000  # eligible firms not paid, drawn at random (seeded by the item)
+SAMPLE = 1_000  # firms of each group compared, at most
 CHUNK = 1_000
 METHOD = (
     "受补企业：该条目在所选年度已到账的企业；以首笔到账日为界，取到账日前最近一期与到账日后最近一期的"
     "营业收入、实缴税金、社保参保人数（登记库中带期间的数据），计算变化率，取中位数。"
-    "对照组：匹配库中该条目“符合条件”但尚未获得该条目资金的企业（超过 "
-    f"{COMPARISON_SAMPLE} 家时按条目固定随机抽取 {COMPARISON_SAMPLE} 家），"
+    "对照组：匹配库中该条目“符合条件”但尚未获得该条目资金的企业。每组超过 "
+    f"{SAMPLE} 家时抽取 {SAMPLE} 家（受补企业按条目固定随机抽取，"
+    "对照组按信用代码中组织机构代码部分排序抽取），"
     "以受补企业到账日的中位数为界，"
     "同样计算。两组中位数之差（百分点）为粗略的政策效应。"
 )
@@ -91,31 +92,38 @@ async def _item_effect(
         ):
             if at is not None:
                 paid_on[uscc] = _day(at)
-    ever_paid = set(
+    paid_total = len(paid_on)
+    ever_paid = select(CaseRecord.uscc).where(
+        col(CaseRecord.item_code) == code, col(CaseRecord.paid_amount_fen) > 0
+    )
+    eligible = [
+        col(MatchResult.item_code) == code,
+        col(MatchResult.verdict) == "eligible",
+        col(MatchResult.uscc).not_in(ever_paid),
+        *await readable(
+            session,
+            view,
+            item_code=col(MatchResult.item_code),
+            uscc=col(MatchResult.uscc),
+            region_code=col(MatchResult.region_code),
+        ),
+    ]
+    unpaid = int(
+        await session.scalar(select(sa.func.count()).select_from(MatchResult).where(*eligible)) or 0
+    )
+    # A sample in the order of the credit codes' organisation part (random, unlike the
+    # region prefix), so that every district is drawn from alike.
+    comparison = list(
         await session.scalars(
-            select(CaseRecord.uscc).where(
-                col(CaseRecord.item_code) == code, col(CaseRecord.paid_amount_fen) > 0
-            )
+            select(MatchResult.uscc)
+            .where(*eligible)
+            .order_by(sa.func.substr(col(MatchResult.uscc), 11, 8))
+            .limit(SAMPLE)
         )
     )
-    scope = await readable(
-        session,
-        view,
-        item_code=col(MatchResult.item_code),
-        uscc=col(MatchResult.uscc),
-        region_code=col(MatchResult.region_code),
-    )
-    eligible = await session.scalars(
-        select(MatchResult.uscc).where(
-            col(MatchResult.item_code) == code, col(MatchResult.verdict) == "eligible", *scope
-        )
-    )
-    unpaid = sorted(set(eligible) - ever_paid)
-    comparison = (
-        random.Random(code).sample(unpaid, COMPARISON_SAMPLE)
-        if len(unpaid) > COMPARISON_SAMPLE
-        else unpaid
-    )
+    if len(paid_on) > SAMPLE:
+        kept = random.Random(code).sample(sorted(paid_on), SAMPLE)
+        paid_on = {uscc: paid_on[uscc] for uscc in kept}
     reference = (
         date.fromordinal(int(np.median([d.toordinal() for d in paid_on.values()])))
         if paid_on
@@ -144,8 +152,8 @@ async def _item_effect(
         item_code=code,
         title=view.catalogue.title(code),
         year=int(year or 0),
-        paid_firms=len(paid_on),
-        eligible_unpaid_firms=len(unpaid),
+        paid_firms=paid_total,
+        eligible_unpaid_firms=unpaid,
         movements=movements,
     )
 

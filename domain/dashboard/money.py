@@ -9,11 +9,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.dashboard.scope import View, cases_where, items_visible, readable, shanghai_month
+from domain.dashboard.scope import (
+    View,
+    cases_where,
+    items_visible,
+    readable,
+    shanghai_month,
+    tally_readable,
+)
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind
 from models.cases import UNPAID_CLOSURES, CaseRecord, CaseStage
 from models.dashboard import BudgetUse, Funnel, Money, Overview
-from models.matching import MatchResult, PolicyPush
+from models.matching import MatchTally, PolicyPush
 from models.types import utcnow
 
 # Approved and held on the quota, not yet (all) in the account.
@@ -116,17 +123,9 @@ async def _funnel(
     matched = dict(
         list(
             await session.execute(
-                select(MatchResult.item_code, sa.func.count())
-                .where(
-                    *await readable(
-                        session,
-                        view,
-                        item_code=col(MatchResult.item_code),
-                        uscc=col(MatchResult.uscc),
-                        region_code=col(MatchResult.region_code),
-                    )
-                )
-                .group_by(col(MatchResult.item_code))
+                sa.select(col(MatchTally.item_code), sa.func.sum(col(MatchTally.firms)))
+                .where(*await tally_readable(session, view))
+                .group_by(col(MatchTally.item_code))
             )
         )
     )

@@ -16,6 +16,7 @@ from domain.access import Column, require_staff_or_reader
 from domain.errors import InvalidInput
 from models.cases import CaseRecord
 from models.dashboard import DashboardFilters
+from models.matching import MatchTally
 from models.policy import PolicyItem, PolicyItemVersion
 from models.reference import Actor, Department, Region
 from models.registry import Enterprise
@@ -139,6 +140,18 @@ async def readable(
         session, view.actor, item_code=item_code, uscc=uscc, region_code=region_code
     )
     return [scope, *view.where(item_code=item_code, uscc=uscc, region_code=region_code)]
+
+
+async def tally_readable(session: AsyncSession, view: View) -> list[sa.ColumnElement[bool]]:
+    """The match library's counts (per item and region) the reader sees, filtered."""
+    return await readable(
+        session,
+        view,
+        item_code=col(MatchTally.item_code),
+        # Counts have no firm; a region is all the scope needs (firms read no dashboard).
+        uscc=sa.cast(sa.null(), sa.String),
+        region_code=col(MatchTally.region_code),
+    )
 
 
 async def cases_where(session: AsyncSession, view: View) -> list[sa.ColumnElement[bool]]:
