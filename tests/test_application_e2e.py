@@ -13,7 +13,7 @@ from adapters.budget_system import BudgetSystemClient
 from domain.money import budget
 from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind
-from models.cases import CaseState, application_case_id
+from models.cases import CaseRecord, CaseState, application_case_id
 from models.notices import Notice
 from models.policy import ItemCreate
 from models.registry import BankAccount
@@ -211,6 +211,16 @@ async def test_apply_review_correct_pay_and_reconcile(
             )
         )
         assert kinds == [LedgerKind.RESERVE, LedgerKind.INSTRUCT, LedgerKind.RECEIPT]
+        # Time to money runs from the application to the receipt in the ledger.
+        record = await session.get(CaseRecord, final.case_id)
+        receipt = await session.scalar(
+            select(LedgerEntry.at).where(
+                col(LedgerEntry.case_id) == final.case_id,
+                col(LedgerEntry.kind) == LedgerKind.RECEIPT,
+            )
+        )
+        assert record is not None and (record.year, record.paid_at) == (2026, receipt)
+        assert record.entitled_at is not None and record.entitled_at <= receipt
         quota = await budget.quota_status(session, code, 2026)
         assert (quota.paid_fen, quota.reserved_fen) == (4_000_000, 0)
         statement = await BudgetSystemClient(stack.budget_http).statement()

@@ -21,7 +21,7 @@ from domain.matching import match_library
 from domain.money import budget
 from domain.policy import library
 from models.budget import BudgetQuota
-from models.cases import CaseClaim, CaseState
+from models.cases import CaseClaim, CaseRecord, CaseState
 from models.matching import MatchRequest, MatchScope
 from models.notices import Notice
 from models.policy import ItemCreate
@@ -189,6 +189,16 @@ async def test_straight_through_batch_from_the_library(
     assert ("system", "department_verified") in actions
     assert ("system", "finance_verified") in actions
     assert {"entitled", "identified", "instructed", "paid"} <= set(paid.moments)
+    # Time to money runs from the data the batch identified the firm on to the receipt.
+    record = None
+    for _ in range(50):
+        async with stack.sessionmaker() as session:
+            record = await session.get(CaseRecord, paid.case_id)
+        if record is not None and record.paid_at is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert record is not None and record.paid_at is not None
+    assert record.entitled_at == paid.moments["entitled"] and record.year == 2026
 
     waiting = await reach(dev_server, recognition_case_id(code, "2026", confirming), "confirmation")
     assert waiting.confirm_by is not None
