@@ -1,0 +1,390 @@
+"""The web pages in a real browser (Debian's Chromium through Playwright) against the
+whole stack served over TCP: the dev server, a worker with the real activities, the
+simulators and a committed SQLite database filled through the API. Every page must
+answer 200, log no console error, send nothing off the machine and draw its charts;
+then a caseworker approves a case through the console.
+
+`ZHIDA_SCREENSHOTS=1` also saves each page at 1440×900 under docs/screenshots/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Page
+from temporalio.testing import WorkflowEnvironment
+
+from core.security import issue_token
+from models.reference import Role, User
+from models.uscc import make_uscc
+from seed.reference import demo_users, ensure_users
+from tests.fixtures.api import auth
+from tests.fixtures.browser import Watch, chromium, require_chromium, watch
+from tests.fixtures.database import migrated_database
+from tests.fixtures.factories import item_payload
+from tests.fixtures.stack import Stack, live_stack
+
+SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+YEAR = "2026"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def site(
+    dev_server: WorkflowEnvironment,
+    budget_simulator: httpx.AsyncClient,
+    channel_simulator: httpx.AsyncClient,
+    data_platform_simulator: httpx.AsyncClient,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    """The live stack on a SQLite database of its own, the app served over TCP. The page
+    render tests cover both databases; a browser needs only one."""
+    require_chromium()  # before anything starts: a skip costs nothing
+    async with (
+        migrated_database("sqlite", tmp_path) as url,
+        live_stack(
+            dev_server,
+            url,
+            budget_simulator,
+            channel_simulator,
+            data_platform_simulator,
+            over_tcp=True,
+        ) as stack,
+    ):
+        yield stack
+
+
+# --- sample data, through the API ------------------------------------------------------
+
+# Eight firms in three districts: (region, name, legal representative, revenue in yuan).
+FIRMS = [
+    ("330502", "湖州织里童装制造有限公司", "沈建国", 48_000_000),
+    ("330502", "吴兴精密机械有限公司", "钱晓东", 126_000_000),
+    ("330502", "湖州太湖新材料科技有限公司", "孙丽华", 83_000_000),
+    ("330503", "南浔木业家居股份有限公司", "周志强", 215_000_000),
+    ("330503", "南浔电机配件有限公司", "吴海燕", 37_000_000),
+    ("330503", "浙江双林智能装备有限公司", "郑立明", 96_000_000),
+    ("330521", "德清地理信息科技有限公司", "王建平", 64_000_000),
+    ("330521", "德清莫干山生物医药有限公司", "冯晓芸", 158_000_000),
+]
+
+
+@dataclass(frozen=True)
+class Item:
+    code: str
+    title: str
+    department: str  # of the item, e.g. 330500-JXJ
+    staff: str  # the department's caseworker and head
+    head: str
+    category: str
+    amount_fen: int
+    quota_fen: int
+
+
+# Quotas chosen so that one item is nearly used up (a warning on the dashboard).
+TECH = Item(
+    "JXJ-JSGZ-01", "工业企业技术改造补助", "330500-JXJ", "jxj_staff", "jxj_head",
+    "application", 30_000_000, 500_000_000,
+)  # fmt: skip
+RD = Item(
+    "KJJ-YFTR-01", "企业研发投入奖励", "330500-KJJ", "kjj_staff", "kjj_head",
+    "application", 12_000_000, 40_000_000,
+)  # fmt: skip
+SPECIAL = Item(
+    "JXJ-ZJTX-01", "专精特新中小企业认定奖励", "330500-JXJ", "jxj_staff", "jxj_head",
+    "recognition", 20_000_000, 400_000_000,
+)  # fmt: skip
+
+
+@dataclass
+class Sample:
+    firms: list[str]  # credit codes, in the order of FIRMS; the first is qiye's
+    waiting: str  # the case left in jxj_staff's inbox, its business-key path
+    batch: str  # the recognition batch waiting for the department's verification
+
+
+def _fact(uscc: str, kind: str, value: Any, period: str) -> dict[str, Any]:
+    return {
+        "record": "fact",
+        "uscc": uscc,
+        "kind": kind,
+        "value": value,
+        "period": period,
+        "source": "公共数据平台",
+        "fetched_at": "2026-11-02T09:00:00+08:00",
+    }
+
+
+def registry_file(firms: list[str]) -> bytes:
+    """The data platform's export of the eight firms: profile, two years of figures
+    (so the policy-effect page has a before and an after) and a bank account each."""
+    lines: list[dict[str, Any]] = []
+    for n, (uscc, (region, name, _rep, revenue)) in enumerate(zip(firms, FIRMS, strict=True)):
+        lines.append(
+            {
+                "record": "enterprise",
+                "uscc": uscc,
+                "name": name,
+                "region_code": region,
+                "industry_code": "C3411" if n % 2 else "C1811",
+                "size_class": "medium" if revenue > 100_000_000 else "small",
+                "established_on": f"{2008 + n}-0{1 + n % 9}-15",
+            }
+        )
+        lines.append(_fact(uscc, "credit_rating", "A" if n % 3 else "B", "2025"))
+        for period, growth in (("2025", 100), ("2026", 104 + 3 * n)):
+            lines.append(_fact(uscc, "revenue_fen", revenue * growth, period))
+            lines.append(_fact(uscc, "tax_paid_fen", revenue * growth // 20, period))
+            headcount = 40 + 7 * n + growth // 10
+            lines.append(_fact(uscc, "social_security_headcount", headcount, period))
+        lines.append(
+            {
+                "record": "account",
+                "uscc": uscc,
+                "bank_name": "湖州银行",
+                "account_name": name,
+                "account_number": f"62220000{n:03d}11112222",
+                "is_default": True,
+            }
+        )
+    return "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+
+
+def platform_records(firms: list[str]) -> list[dict[str, Any]]:
+    """What the public data platform (simulator) holds of the firms, for the review."""
+    return [
+        {
+            "uscc": uscc,
+            "facts": {
+                "credit_rating": {"value": "A" if n % 3 else "B", "as_of": "2025-12-31"},
+                "revenue_fen": {"value": revenue * (104 + 3 * n), "as_of": "2026-10-31"},
+            },
+            "legal_representative": rep,
+        }
+        for n, (uscc, (_region, _name, rep, revenue)) in enumerate(zip(firms, FIRMS, strict=True))
+    ]
+
+
+async def ok(response: httpx.Response) -> Any:
+    assert response.status_code in (200, 201), f"{response.request.url}: {response.text}"
+    return response.json()
+
+
+class Api:
+    """The demo users' calls, each with a fresh idempotency key."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def headers(self, user: str) -> dict[str, str]:
+        return auth(self.stack.settings, user) | {"Idempotency-Key": str(uuid.uuid4())}
+
+    async def get(self, user: str, path: str) -> Any:
+        return await ok(await self.stack.api.get(path, headers=self.headers(user)))
+
+    async def post(self, user: str, path: str, body: Any = None) -> Any:
+        return await ok(await self.stack.api.post(path, json=body, headers=self.headers(user)))
+
+    async def put(self, user: str, path: str, body: Any) -> Any:
+        return await ok(await self.stack.api.put(path, json=body, headers=self.headers(user)))
+
+
+async def publish(api: Api, item: Item) -> None:
+    """The department drafts and submits the item, its head and finance approve it."""
+    payload = item_payload(
+        item.code,
+        department_code=item.department,
+        category=item.category,
+        amount_rule={"kind": "fixed", "amount_fen": item.amount_fen},
+        quota_fen=item.quota_fen,
+    )
+    payload["title"] = item.title
+    payload["summary"] = f"{item.title}：对符合条件的企业按规定给予资金支持。"
+    await api.post(item.staff, "/api/v1/items", payload)
+    await api.post(item.staff, f"/api/v1/items/{item.code}/versions/1/submit")
+    await api.post(item.head, f"/api/v1/items/{item.code}/versions/1/approve", {"comment": "同意"})
+    published = await api.post(
+        "czj_staff", f"/api/v1/items/{item.code}/versions/1/approve", {"comment": "资金已落实"}
+    )
+    assert published["stage"] == "published"
+    quota = {"quota_fen": item.quota_fen}
+    await api.put("czj_staff", f"/api/v1/items/{item.code}/quota/{YEAR}", quota)
+
+
+def case_path(item: Item, uscc: str) -> str:
+    return f"/api/v1/cases/{item.category}/{item.code}/{YEAR}/{uscc}"
+
+
+async def stage_of(api: Api, path: str, stages: set[str], seconds: float = 30) -> str:
+    """Wait until the case stands at one of `stages`, as a reader of its page would."""
+    stage = None
+    for _ in range(int(seconds * 10)):
+        response = await api.stack.api.get(path, headers=api.headers("auditor"))
+        if response.status_code == 200:
+            stage = response.json()["stage"]
+            if stage in stages:
+                return str(stage)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} never reached {stages}; it is at {stage}")
+
+
+async def apply(api: Api, item: Item, firm_user: str, uscc: str) -> str:
+    """The firm applies; returns the case's path once it waits on the department."""
+    await api.post(firm_user, "/api/v1/cases", {"item_code": item.code, "period": YEAR})
+    path = case_path(item, uscc)
+    await stage_of(api, path, {"department_review"})
+    return path
+
+
+async def paid(api: Api, item: Item, firm_user: str, uscc: str, reduced: bool = False) -> None:
+    """Applied, approved by the department (possibly for less) and finance, and paid
+    through the budget-system simulator."""
+    path = await apply(api, item, firm_user, uscc)
+    decision: dict[str, Any] = {"action": "approve"}
+    if reduced:
+        decision |= {"amount_fen": item.amount_fen * 4 // 5, "reason": "部分设备不在支持范围"}
+    await api.post(item.staff, f"{path}/decisions", decision)
+    await stage_of(api, path, {"finance_review"})
+    await api.post("czj_staff", f"{path}/decisions", {"action": "approve"})
+    await stage_of(api, path, {"paid"})
+
+
+async def sample(stack: Stack) -> Sample:
+    """Firms, items, quotas, paid cases, one waiting in the inbox and a batch to verify."""
+    api = Api(stack)
+    firms = [make_uscc("91", region, f"BRW{n:06d}") for n, (region, *_rest) in enumerate(FIRMS)]
+    report = await ok(
+        await stack.api.post(
+            "/api/v1/imports/enterprises",
+            files={"file": ("export.jsonl", registry_file(firms), "application/x-ndjson")},
+            headers=api.headers("admin"),
+        )
+    )
+    assert report["enterprises_created"] == len(firms), report
+    records = platform_records(firms)
+    loaded = await stack.platform_http.put("/v1/_simulator/enterprises", json=records)
+    assert loaded.status_code == 200, loaded.text
+    # Users are seeded as `make run` seeds the demo users: qiye is the first firm's,
+    # and each other firm gets one of its own to apply with.
+    async with stack.sessionmaker.begin() as session:
+        await ensure_users(
+            session,
+            [
+                *demo_users(firms[0]),
+                *(
+                    User(
+                        name=f"firm{n}",
+                        display_name=FIRMS[n][1],
+                        role=Role.ENTERPRISE,
+                        enterprise_uscc=uscc,
+                    )
+                    for n, uscc in enumerate(firms)
+                    if n
+                ),
+            ],
+        )
+    users = ["qiye", *(f"firm{n}" for n in range(1, len(firms)))]
+
+    await asyncio.gather(*(publish(api, item) for item in (TECH, RD, SPECIAL)))
+    await asyncio.gather(
+        *(paid(api, TECH, users[n], firms[n], reduced=n == 3) for n in (0, 1, 3, 4, 6)),
+        *(paid(api, RD, users[n], firms[n]) for n in (0, 2, 5)),
+    )
+    waiting = await apply(api, TECH, users[7], firms[7])
+    batch = await api.post(
+        "jxj_staff",
+        f"/api/v1/items/{SPECIAL.code}/recognition-batches",
+        {"item_code": SPECIAL.code, "period": YEAR},
+    )
+    return Sample(firms=firms, waiting=waiting, batch=json.dumps(batch))
+
+
+# --- the browser -----------------------------------------------------------------------
+
+
+async def sign_in(context: BrowserContext, base: str, settings: Any, user: str) -> Page:
+    """Paste the user's token into the sign-in page, as a person would."""
+    page = await context.new_page()
+    response = await page.goto(f"{base}/ui/login")
+    assert response is not None and response.status == 200
+    await page.locator("textarea, input[name=token]").first.fill(issue_token(settings, user))
+    await page.locator("form button[type=submit], form input[type=submit]").first.click()
+    await page.wait_for_load_state("networkidle")
+    return page
+
+
+async def visit(page: Page, seen: Watch, url: str, shot: str | None = None) -> None:
+    """Open `url`: 200, clean, every chart drawn; saved as `shot`.png when asked."""
+    seen.clear()
+    response = await page.goto(url, wait_until="networkidle")
+    assert response is not None and response.status == 200, f"{url}: {response and response.status}"
+    await charts_drawn(page, url)
+    seen.assert_clean(url)
+    if shot and os.environ.get("ZHIDA_SCREENSHOTS") == "1":
+        await page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"))
+
+
+# Every canvas on the page, in the document and in every open shadow root (BokehJS
+# draws inside its own), with its size and how many of its pixels are not transparent.
+CANVASES_JS = """
+() => {
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'CANVAS') found.push(el);
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return found.map((c) => {
+    let inked = 0;
+    try {
+      const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) inked++;
+    } catch (e) { inked = -1; }
+    return {width: c.width, height: c.height, inked};
+  });
+}
+"""
+
+
+async def charts_drawn(page: Page, url: str) -> None:
+    """Each chart's canvas has a size and some ink. BokehJS renders after load, so give
+    it a moment before judging."""
+    expected = await page.locator("[data-chart], .bk-root, .chart").count()
+    canvases: list[dict[str, int]] = []
+    for _ in range(50):
+        canvases = await page.evaluate(CANVASES_JS)
+        if len(canvases) >= expected and all(c["inked"] > 0 for c in canvases):
+            break
+        await asyncio.sleep(0.1)
+    assert len(canvases) >= expected, f"{url}: {expected} charts, {len(canvases)} canvases"
+    for canvas in canvases:
+        assert canvas["width"] > 0 and canvas["height"] > 0, f"{url}: an empty canvas {canvas}"
+        assert canvas["inked"] > 0, f"{url}: a canvas with nothing drawn {canvas}"
+
+
+async def test_offline_docs_in_a_real_browser(site: Stack) -> None:
+    """The harness itself: the Swagger UI loads from the app with nothing from outside."""
+    async with chromium() as context:
+        seen = await watch(context)
+        page = await context.new_page()
+        await visit(page, seen, f"{site.base_url}/docs")
+        assert await page.locator(".swagger-ui").count() == 1
+        assert seen.requests, "the watch saw no request at all"
+
+
+async def test_sample_data(site: Stack) -> None:
+    started = asyncio.get_running_loop().time()
+    data = await sample(site)
+    assert len(data.firms) == len(FIRMS)
+    assert asyncio.get_running_loop().time() - started < 60
