@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ZHIDA_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export ZHIDA_TEST_POSTGRES_URL
 
-.PHONY: run test lint typecheck pytest install clean
+.PHONY: run test lint typecheck pytest screenshots install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The browser test saves each web page at 1440×900 under docs/screenshots/.
+screenshots: $(STAMP)
+	ZHIDA_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_browser.py
 
 clean:
 	rm -rf $(VENV) var
