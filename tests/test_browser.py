@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page
+from playwright.async_api import Page, expect
 from temporalio.testing import WorkflowEnvironment
 
 from core.security import issue_token
+from core.settings import Settings
 from models.reference import Role, User
 from models.uscc import make_uscc
 from seed.reference import demo_users, ensure_users
@@ -107,8 +109,13 @@ SPECIAL = Item(
 
 @dataclass
 class Sample:
+    """What the pages are opened on: business keys (`application/{item}/{period}/{uscc}`
+    for a case, `{item}/{period}/{number}` for a batch)."""
+
     firms: list[str]  # credit codes, in the order of FIRMS; the first is qiye's
-    waiting: str  # the case left in jxj_staff's inbox, its business-key path
+    paid: list[str]  # the paid cases
+    waiting: str  # the case left in jxj_staff's inbox
+    waiting_id: str
     batch: str  # the recognition batch waiting for the department's verification
 
 
@@ -220,42 +227,43 @@ async def publish(api: Api, item: Item) -> None:
     await api.put("czj_staff", f"/api/v1/items/{item.code}/quota/{YEAR}", quota)
 
 
-def case_path(item: Item, uscc: str) -> str:
-    return f"/api/v1/cases/{item.category}/{item.code}/{YEAR}/{uscc}"
+def case_key(item: Item, uscc: str) -> str:
+    return f"{item.category}/{item.code}/{YEAR}/{uscc}"
 
 
-async def stage_of(api: Api, path: str, stages: set[str], seconds: float = 30) -> str:
+async def stage_of(api: Api, key: str, stages: set[str], seconds: float = 30) -> str:
     """Wait until the case stands at one of `stages`, as a reader of its page would."""
     stage = None
     for _ in range(int(seconds * 10)):
-        response = await api.stack.api.get(path, headers=api.headers("auditor"))
+        response = await api.stack.api.get(f"/api/v1/cases/{key}", headers=api.headers("auditor"))
         if response.status_code == 200:
             stage = response.json()["stage"]
             if stage in stages:
                 return str(stage)
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{path} never reached {stages}; it is at {stage}")
+    raise AssertionError(f"{key} never reached {stages}; it is at {stage}")
 
 
-async def apply(api: Api, item: Item, firm_user: str, uscc: str) -> str:
-    """The firm applies; returns the case's path once it waits on the department."""
-    await api.post(firm_user, "/api/v1/cases", {"item_code": item.code, "period": YEAR})
-    path = case_path(item, uscc)
-    await stage_of(api, path, {"department_review"})
-    return path
+async def apply(api: Api, item: Item, firm_user: str, uscc: str) -> tuple[str, str]:
+    """The firm applies; returns the case's key and id once it waits on the department."""
+    case = await api.post(firm_user, "/api/v1/cases", {"item_code": item.code, "period": YEAR})
+    key = case_key(item, uscc)
+    await stage_of(api, key, {"department_review"})
+    return key, str(case["case_id"])
 
 
-async def paid(api: Api, item: Item, firm_user: str, uscc: str, reduced: bool = False) -> None:
+async def paid(api: Api, item: Item, firm_user: str, uscc: str, reduced: bool = False) -> str:
     """Applied, approved by the department (possibly for less) and finance, and paid
-    through the budget-system simulator."""
-    path = await apply(api, item, firm_user, uscc)
+    through the budget-system simulator; returns the case's key."""
+    key, _ = await apply(api, item, firm_user, uscc)
     decision: dict[str, Any] = {"action": "approve"}
     if reduced:
         decision |= {"amount_fen": item.amount_fen * 4 // 5, "reason": "部分设备不在支持范围"}
-    await api.post(item.staff, f"{path}/decisions", decision)
-    await stage_of(api, path, {"finance_review"})
-    await api.post("czj_staff", f"{path}/decisions", {"action": "approve"})
-    await stage_of(api, path, {"paid"})
+    await api.post(item.staff, f"/api/v1/cases/{key}/decisions", decision)
+    await stage_of(api, key, {"finance_review"})
+    await api.post("czj_staff", f"/api/v1/cases/{key}/decisions", {"action": "approve"})
+    await stage_of(api, key, {"paid"})
+    return key
 
 
 async def sample(stack: Stack) -> Sample:
@@ -295,38 +303,45 @@ async def sample(stack: Stack) -> Sample:
     users = ["qiye", *(f"firm{n}" for n in range(1, len(firms)))]
 
     await asyncio.gather(*(publish(api, item) for item in (TECH, RD, SPECIAL)))
-    await asyncio.gather(
+    done = await asyncio.gather(
         *(paid(api, TECH, users[n], firms[n], reduced=n == 3) for n in (0, 1, 3, 4, 6)),
         *(paid(api, RD, users[n], firms[n]) for n in (0, 2, 5)),
     )
-    waiting = await apply(api, TECH, users[7], firms[7])
+    waiting, waiting_id = await apply(api, TECH, users[7], firms[7])
     batch = await api.post(
         "jxj_staff",
         f"/api/v1/items/{SPECIAL.code}/recognition-batches",
         {"item_code": SPECIAL.code, "period": YEAR},
     )
-    return Sample(firms=firms, waiting=waiting, batch=json.dumps(batch))
+    return Sample(
+        firms=firms,
+        paid=list(done),
+        waiting=waiting,
+        waiting_id=waiting_id,
+        batch=f"{SPECIAL.code}/{YEAR}/{batch['number']}",
+    )
 
 
 # --- the browser -----------------------------------------------------------------------
 
 
-async def sign_in(context: BrowserContext, base: str, settings: Any, user: str) -> Page:
+async def sign_in(page: Page, seen: Watch, base: str, settings: Settings, user: str) -> None:
     """Paste the user's token into the sign-in page, as a person would."""
-    page = await context.new_page()
-    response = await page.goto(f"{base}/ui/login")
-    assert response is not None and response.status == 200
-    await page.locator("textarea, input[name=token]").first.fill(issue_token(settings, user))
-    await page.locator("form button[type=submit], form input[type=submit]").first.click()
-    await page.wait_for_load_state("networkidle")
-    return page
+    await page.goto(f"{base}/ui/logout")
+    await visit(page, seen, f"{base}/ui/login", shot="login" if user == "jxj_staff" else None)
+    await page.locator("[name=token]").fill(issue_token(settings, user))
+    async with page.expect_navigation(wait_until="networkidle"):
+        await page.locator("form:has([name=token]) [type=submit]").click()
+    assert "/ui/login" not in page.url, f"{user} was not signed in: {page.url}"
+    seen.assert_clean(f"sign-in as {user}")
 
 
 async def visit(page: Page, seen: Watch, url: str, shot: str | None = None) -> None:
     """Open `url`: 200, clean, every chart drawn; saved as `shot`.png when asked."""
     seen.clear()
     response = await page.goto(url, wait_until="networkidle")
-    assert response is not None and response.status == 200, f"{url}: {response and response.status}"
+    assert response is not None, url
+    assert response.status == 200, f"{url}: {response.status}"
     await charts_drawn(page, url)
     seen.assert_clean(url)
     if shot and os.environ.get("ZHIDA_SCREENSHOTS") == "1":
@@ -355,36 +370,101 @@ CANVASES_JS = """
   });
 }
 """
+CHARTS = "[data-chart]"
 
 
-async def charts_drawn(page: Page, url: str) -> None:
-    """Each chart's canvas has a size and some ink. BokehJS renders after load, so give
-    it a moment before judging."""
-    expected = await page.locator("[data-chart], .bk-root, .chart").count()
+async def charts_drawn(page: Page, url: str) -> int:
+    """Each chart's canvas has a size and some ink; returns how many charts. BokehJS
+    draws after the page loads, so it gets a few seconds."""
+    expected = await page.locator(CHARTS).count()
     canvases: list[dict[str, int]] = []
-    for _ in range(50):
+    for _ in range(100):
         canvases = await page.evaluate(CANVASES_JS)
         if len(canvases) >= expected and all(c["inked"] > 0 for c in canvases):
             break
-        await asyncio.sleep(0.1)
-    assert len(canvases) >= expected, f"{url}: {expected} charts, {len(canvases)} canvases"
+        await asyncio.sleep(0.05)
+    assert len(canvases) >= expected, f"{url}: {expected} charts but {len(canvases)} canvases"
     for canvas in canvases:
         assert canvas["width"] > 0 and canvas["height"] > 0, f"{url}: an empty canvas {canvas}"
         assert canvas["inked"] > 0, f"{url}: a canvas with nothing drawn {canvas}"
+    return expected
 
 
-async def test_offline_docs_in_a_real_browser(site: Stack) -> None:
-    """The harness itself: the Swagger UI loads from the app with nothing from outside."""
+def test_a_missing_browser_skips_naming_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZHIDA_BROWSER_REQUIRED", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install chromium"):
+        require_chromium("/nonexistent/chromium")
+    monkeypatch.setenv("ZHIDA_BROWSER_REQUIRED", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"ZHIDA_BROWSER_REQUIRED=1"):
+        require_chromium("/nonexistent/chromium")
+
+
+# The dashboards, as a caseworker and as an auditor; (path, screenshot, charts at least).
+DASHBOARDS = [
+    ("/ui/dashboard", "dashboard", 2),
+    ("/ui/warnings", "warnings", 0),
+    ("/ui/time-to-money", "time-to-money", 1),
+    ("/ui/bulletin", "bulletin", 0),
+    ("/ui/policy-effect", "policy-effect", 0),
+]
+FIRM_PAGES = [
+    ("/ui/my/policies", "firm-policies"),
+    ("/ui/my/cases", "firm-cases"),
+    ("/ui/my/notices", "firm-notices"),
+]
+
+
+async def test_every_page_in_a_real_browser(site: Stack) -> None:
+    started = time.monotonic()
+    data = await sample(site)
+    base, settings = site.base_url, site.settings
+    seeded = time.monotonic() - started
     async with chromium() as context:
         seen = await watch(context)
         page = await context.new_page()
-        await visit(page, seen, f"{site.base_url}/docs")
+
+        await visit(page, seen, f"{base}/docs")  # the offline Swagger UI, too
         assert await page.locator(".swagger-ui").count() == 1
-        assert seen.requests, "the watch saw no request at all"
 
+        await sign_in(page, seen, base, settings, "jxj_staff")
+        for path, shot, charts in DASHBOARDS:
+            await visit(page, seen, base + path, shot)
+            assert await page.locator(CHARTS).count() >= charts, path
+        await visit(page, seen, f"{base}/ui/cases", "cases")
+        await visit(page, seen, f"{base}/ui/batches", "batches")
+        await visit(page, seen, f"{base}/ui/batches/{data.batch}", "batch-verification")
+        for n, key in enumerate(data.paid):  # every paid case; one of them saved
+            await visit(page, seen, f"{base}/ui/cases/{key}", None if n else "case-paid")
 
-async def test_sample_data(site: Stack) -> None:
-    started = asyncio.get_running_loop().time()
-    data = await sample(site)
-    assert len(data.firms) == len(FIRMS)
-    assert asyncio.get_running_loop().time() - started < 60
+        # A caseworker decides the waiting case through the console.
+        await visit(page, seen, f"{base}/ui/inbox", "inbox")
+        await page.locator(f"a[href$='{data.waiting}']").first.click()
+        await page.wait_for_load_state("networkidle")
+        seen.assert_clean("the waiting case")
+        if os.environ.get("ZHIDA_SCREENSHOTS") == "1":
+            await page.screenshot(path=str(SCREENSHOTS / "case.png"))
+        form = page.locator("#decision-form")
+        await form.locator("[name=action]").select_option("approve")
+        await form.locator("[name=amount_yuan]").fill("250000")
+        await form.locator("[name=reason]").fill("按核定投资额的一定比例给予补助")
+        async with page.expect_navigation(wait_until="networkidle"):
+            await form.locator("[type=submit]").click()
+        seen.assert_clean("the decision")
+        await expect(page.locator("body")).to_contain_text("财政审核")
+        api = Api(site)
+        assert await stage_of(api, data.waiting, {"finance_review"}) == "finance_review"
+        inbox = await api.get("jxj_staff", "/api/v1/inbox")
+        assert all(c["case_id"] != data.waiting_id for c in inbox["items"])
+        finance = await api.get("czj_staff", "/api/v1/inbox")
+        assert [c["approved_amount_fen"] for c in finance["items"]] == [25_000_000]
+
+        await sign_in(page, seen, base, settings, "qiye")
+        for path, shot in FIRM_PAGES:
+            await visit(page, seen, base + path, shot)
+
+        await sign_in(page, seen, base, settings, "auditor")
+        for path, _shot, _charts in DASHBOARDS:
+            await visit(page, seen, base + path)
+    assert seen.requests, "the watch saw no request at all"
+    took = time.monotonic() - started
+    assert took < 120, f"the browser test took {took:.0f} s ({seeded:.0f} s to seed)"
