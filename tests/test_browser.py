@@ -114,6 +114,7 @@ class Sample:
 
     firms: list[str]  # credit codes, in the order of FIRMS; the first is qiye's
     paid: list[str]  # the paid cases
+    returned: str  # qiye's case whose payment the bank returned: the firm must confirm
     waiting: str  # the case left in jxj_staff's inbox
     waiting_id: str
     batch: str  # the recognition batch waiting for the department's verification
@@ -252,7 +253,9 @@ async def apply(api: Api, item: Item, firm_user: str, uscc: str) -> tuple[str, s
     return key, str(case["case_id"])
 
 
-async def paid(api: Api, item: Item, firm_user: str, uscc: str, reduced: bool = False) -> str:
+async def paid(
+    api: Api, item: Item, firm_user: str, uscc: str, reduced: bool = False, stage: str = "paid"
+) -> str:
     """Applied, approved by the department (possibly for less) and finance, and paid
     through the budget-system simulator; returns the case's key."""
     key, _ = await apply(api, item, firm_user, uscc)
@@ -262,8 +265,19 @@ async def paid(api: Api, item: Item, firm_user: str, uscc: str, reduced: bool = 
     await api.post(item.staff, f"/api/v1/cases/{key}/decisions", decision)
     await stage_of(api, key, {"finance_review"})
     await api.post("czj_staff", f"/api/v1/cases/{key}/decisions", {"action": "approve"})
-    await stage_of(api, key, {"paid"})
+    await stage_of(api, key, {stage})
     return key
+
+
+async def returned(api: Api, item: Item, firm_user: str, uscc: str) -> str:
+    """A case whose payment the bank returns (退票): it waits for the firm's account."""
+    budget = api.stack.budget_http
+    dial = {"seed": 7, "receipt_delay_s": 0.2}
+    assert (await budget.put("/v1/_simulator/config", json=dial | {"return_rate": 1})).is_success
+    try:
+        return await paid(api, item, firm_user, uscc, stage="account_correction")
+    finally:
+        assert (await budget.put("/v1/_simulator/config", json=dial)).is_success
 
 
 async def sample(stack: Stack) -> Sample:
@@ -305,20 +319,30 @@ async def sample(stack: Stack) -> Sample:
     await asyncio.gather(*(publish(api, item) for item in (TECH, RD, SPECIAL)))
     done = await asyncio.gather(
         *(paid(api, TECH, users[n], firms[n], reduced=n == 3) for n in (0, 1, 3, 4, 6)),
-        *(paid(api, RD, users[n], firms[n]) for n in (0, 2, 5)),
+        *(paid(api, RD, users[n], firms[n]) for n in (2, 5)),
     )
+    bounced = await returned(api, RD, users[0], firms[0])
     waiting, waiting_id = await apply(api, TECH, users[7], firms[7])
     batch = await api.post(
         "jxj_staff",
         f"/api/v1/items/{SPECIAL.code}/recognition-batches",
         {"item_code": SPECIAL.code, "period": YEAR},
     )
+    key = str(batch["batch_id"]).removeprefix("recognition-batch/")  # item/period/number
+    path = f"/api/v1/items/{key.replace('/', '/recognition-batches/', 1)}"
+    for _ in range(300):  # identified from the match library, then it waits on a person
+        progress = await api.get("jxj_staff", path)
+        if progress["phase"] == "department_verification":
+            break
+        await asyncio.sleep(0.1)
+    assert progress["phase"] == "department_verification", progress
     return Sample(
         firms=firms,
         paid=list(done),
+        returned=bounced,
         waiting=waiting,
         waiting_id=waiting_id,
-        batch=f"{SPECIAL.code}/{YEAR}/{batch['number']}",
+        batch=key,
     )
 
 
