@@ -50,6 +50,7 @@ from api.routers import (
     registry,
     review,
 )
+from api.web.pages import router as web_pages
 from core.codec import EncryptionCodec, key_ring
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.logging import configure_logging
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(audit.router)
     app.include_router(review.router)
     app.include_router(dashboard.router)
+    app.include_router(web_pages)  # the web pages (/ui), over the API above
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
     body_limits = {

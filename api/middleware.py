@@ -147,6 +147,17 @@ _PAGE_POLICY = (
 )
 _DATA_POLICY = "default-src 'none'; frame-ancestors 'none'"
 _PAGES = ("/docs", "/redoc", "/static-offline-docs")
+# The web pages (api/web/): scripts, styles, images and requests from the platform only,
+# no inline script. BokehJS styles its charts with <style> elements it creates, which
+# needs 'unsafe-inline' for styles (styles only; it needs no eval for our charts). Forms
+# post to the pages themselves, and the referrer goes to our own origin only, so that
+# their POSTs carry the Origin the CSRF check compares.
+_WEB_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+_WEB = "/ui"
 
 
 class SecurityHeadersMiddleware:
@@ -163,13 +174,16 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        policy = _PAGE_POLICY if path.startswith(_PAGES) else _DATA_POLICY
+        web = path == _WEB or path.startswith(_WEB + "/")
+        policy = _WEB_POLICY if web else _PAGE_POLICY if path.startswith(_PAGES) else _DATA_POLICY
         extra = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"no-referrer"),
+            (b"referrer-policy", b"same-origin" if web else b"no-referrer"),
             (b"content-security-policy", policy.encode()),
         ]
+        if web and not path.startswith(_WEB + "/static/"):
+            extra.append((b"cache-control", b"no-store"))  # pages are personal
         if path.startswith("/api/"):
             extra.append((b"cache-control", b"no-store"))
         if self.hsts:
