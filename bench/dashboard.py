@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import sqlalchemy as sa
+from sqlmodel import col
 
 from api.main import create_app
 from core.db import make_engine, make_sessionmaker
@@ -80,20 +81,24 @@ async def load_history(sessionmaker: Any, cases: int, seed: int = 7) -> dict[str
     async with sessionmaker() as session:
         pairs = (
             await session.execute(
-                sa.select(MatchResult.item_code, MatchResult.uscc, MatchResult.region_code).where(
-                    MatchResult.verdict == "eligible"
-                )
+                sa.select(
+                    col(MatchResult.item_code), col(MatchResult.uscc), col(MatchResult.region_code)
+                ).where(col(MatchResult.verdict) == "eligible")
             )
         ).all()
         items = dict(
             (
                 await session.execute(
-                    sa.select(PolicyItemVersion.item_code, PolicyItemVersion.category)
+                    sa.select(col(PolicyItemVersion.item_code), col(PolicyItemVersion.category))
                 )
             ).all()
         )
         departments = dict(
-            (await session.execute(sa.select(PolicyItem.code, PolicyItem.department_code))).all()
+            (
+                await session.execute(
+                    sa.select(col(PolicyItem.code), col(PolicyItem.department_code))
+                )
+            ).all()
         )
     chosen = rng.sample(pairs, min(cases, len(pairs)))
     records, ledger, pushes, warnings, findings, orders, facts = [], [], [], [], [], [], []
@@ -239,11 +244,12 @@ async def load_history(sessionmaker: Any, cases: int, seed: int = 7) -> dict[str
                     "fetched_at": paid_at,
                 }
             )
-    for item, uscc, _region in rng.sample(pairs, min(len(pairs), 2 * cases)):
+    for item, uscc, region in rng.sample(pairs, min(len(pairs), 2 * cases)):
         pushes.append(
             {
                 "uscc": uscc,
                 "item_code": item,
+                "region_code": region,
                 "version": 1,
                 "verdict": "eligible",
                 "status": "delivered",

@@ -57,7 +57,11 @@ class LedgerEntry(SQLModel, table=True):
     case and instalment (the unique key makes activity retries harmless)."""
 
     __tablename__ = "ledger_entry"
-    __table_args__ = (sa.UniqueConstraint("case_id", "instalment", "kind"),)
+    __table_args__ = (
+        sa.UniqueConstraint("case_id", "instalment", "kind"),
+        # Money by month: receipts and returns in time order, with what the sum needs.
+        sa.Index("ix_ledger_entry_kind_at", "kind", "at", "case_id", "amount_fen"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: str = Field(max_length=128, index=True)

@@ -20,7 +20,10 @@ class MatchResult(SQLModel, table=True):
     not eligible are not stored; `domain.policy.library.evaluate_eligibility` explains any pair."""
 
     __tablename__ = "match_result"
-    __table_args__ = (sa.Index("ix_match_result_item_verdict", "item_code", "verdict"),)
+    # The firms of an item by verdict, from the index alone.
+    __table_args__ = (
+        sa.Index("ix_match_result_item_verdict_uscc", "item_code", "verdict", "uscc"),
+    )
 
     item_code: str = Field(foreign_key="policy_item.code", primary_key=True, max_length=40)
     uscc: str = Field(foreign_key="enterprise.uscc", primary_key=True, max_length=18, index=True)
@@ -110,6 +113,8 @@ class PolicyPush(SQLModel, table=True):
 
     __tablename__ = "policy_push"
     __table_args__ = (
+        # The funnel: pushes and openings per item and region, from the index alone.
+        sa.Index("ix_policy_push_item_region_opened", "item_code", "region_code", "opened_at"),
         sa.UniqueConstraint("uscc", "item_code"),
         sa.Index("ix_policy_push_uscc_pushed_at", "uscc", "pushed_at"),
     )
@@ -117,6 +122,7 @@ class PolicyPush(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     uscc: str = Field(foreign_key="enterprise.uscc", max_length=18)
     item_code: str = Field(foreign_key="policy_item.code", max_length=40, index=True)
+    region_code: str | None = Field(default=None, max_length=16)  # the firm's, when pushed
     version: int
     verdict: str = Field(max_length=24)
     amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from core.workdays import SHANGHAI
-from domain.dashboard.scope import View, cases_where, readable
+from domain.dashboard.scope import View, cases_where, readable, tally_readable
 from domain.errors import InvalidInput
 from models.cases import CaseRecord
 from models.dashboard import EffectChoice, ItemEffect, Movement, PolicyEffect
 from models.facts import FACT_KINDS
-from models.matching import MatchResult
+from models.matching import MatchResult, MatchTally
 from models.registry import Fact
 from models.types import utcnow
 
@@ -96,21 +96,44 @@ async def _item_effect(
     ever_paid = select(CaseRecord.uscc).where(
         col(CaseRecord.item_code) == code, col(CaseRecord.paid_amount_fen) > 0
     )
+    scope = await readable(
+        session,
+        view,
+        item_code=col(MatchResult.item_code),
+        uscc=col(MatchResult.uscc),
+        region_code=col(MatchResult.region_code),
+    )
     eligible = [
         col(MatchResult.item_code) == code,
         col(MatchResult.verdict) == "eligible",
         col(MatchResult.uscc).not_in(ever_paid),
-        *await readable(
-            session,
-            view,
-            item_code=col(MatchResult.item_code),
-            uscc=col(MatchResult.uscc),
-            region_code=col(MatchResult.region_code),
-        ),
+        *scope,
     ]
-    unpaid = int(
-        await session.scalar(select(sa.func.count()).select_from(MatchResult).where(*eligible)) or 0
+    # Eligible firms not paid: the library's count, less the paid firms it holds as eligible.
+    in_library = int(
+        await session.scalar(
+            select(sa.func.sum(col(MatchTally.firms))).where(
+                col(MatchTally.item_code) == code,
+                col(MatchTally.verdict) == "eligible",
+                *await tally_readable(session, view),
+            )
+        )
+        or 0
     )
+    paid_in_library = int(
+        await session.scalar(
+            select(sa.func.count())
+            .select_from(MatchResult)
+            .where(
+                col(MatchResult.item_code) == code,
+                col(MatchResult.verdict) == "eligible",
+                col(MatchResult.uscc).in_(ever_paid),
+                *scope,
+            )
+        )
+        or 0
+    )
+    unpaid = in_library - paid_in_library
     # A sample in the order of the credit codes' organisation part (random, unlike the
     # region prefix), so that every district is drawn from alike.
     comparison = list(

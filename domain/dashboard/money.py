@@ -4,6 +4,8 @@ and month; each item's funnel from matched to paid; budget use per item and year
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +29,8 @@ from models.types import utcnow
 RESERVED_STAGES = frozenset(
     {CaseStage.PAYMENT, CaseStage.ACCOUNT_CORRECTION, CaseStage.PAYMENT_FAILED}
 )
+# The firm's region a push recorded (nullable: `col` wants a non-optional attribute).
+PUSH_REGION = cast(sa.ColumnElement[str], PolicyPush.__table__.c.region_code)  # type: ignore[attr-defined]
 _UNPAID = sorted(s.value for s in UNPAID_CLOSURES)
 _RESERVED = sorted(s.value for s in RESERVED_STAGES)
 CATEGORY_NAMES = {"application": "申报类", "recognition": "认定类", "commitment": "承诺类"}
@@ -56,6 +60,13 @@ def _add(into: Money, cases: int, committed: int, reserved: int, paid: int) -> N
 async def overview(session: AsyncSession, view: View) -> Overview:
     where = await cases_where(session, view)
     known = view.catalogue
+    uscc = col(CaseRecord.uscc)
+    approved = sa.and_(
+        col(CaseRecord.approved_amount_fen).is_not(None),
+        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
+    )
+    # One pass over the cases (the covering index): money per region, item and category,
+    # and the firms at each step, which add up across regions (a firm has one region).
     rows = await session.execute(
         sa.select(
             col(CaseRecord.region_code),
@@ -65,15 +76,19 @@ async def overview(session: AsyncSession, view: View) -> Overview:
             sa.func.sum(_committed()),
             sa.func.sum(_reserved()),
             sa.func.sum(col(CaseRecord.paid_amount_fen)),
+            sa.func.count(sa.distinct(uscc)),
+            sa.func.count(sa.distinct(sa.case((approved, uscc)))),
+            sa.func.count(sa.distinct(sa.case((col(CaseRecord.paid_amount_fen) > 0, uscc)))),
         )
         .where(*where)
-        .group_by(col(CaseRecord.region_code), col(CaseRecord.item_code), col(CaseRecord.category))
+        .group_by(col(CaseRecord.item_code), col(CaseRecord.region_code), col(CaseRecord.category))
     )
     totals = Money(key="all", name="合计")
     regions: dict[str, Money] = {}
     departments: dict[str, Money] = {}
     categories: dict[str, Money] = {}
-    for region, item, category, cases, committed, reserved, paid in rows:
+    acted: dict[str, Acted] = defaultdict(Acted)
+    for region, item, category, cases, committed, reserved, paid, *firms in rows:
         figures = (int(cases), int(committed or 0), int(reserved or 0), int(paid or 0))
         department = known.items[item].department_code if item in known.items else ""
         _add(totals, *figures)
@@ -83,6 +98,7 @@ async def overview(session: AsyncSession, view: View) -> Overview:
             (categories, category, CATEGORY_NAMES.get(category, category)),
         ):
             _add(slices.setdefault(key, Money(key=key, name=name)), *figures)
+        acted[item].add(int(firms[0]), int(firms[1]), int(firms[2]), figures[3])
     return Overview(
         filters=view.filters,
         totals=totals,
@@ -90,10 +106,26 @@ async def overview(session: AsyncSession, view: View) -> Overview:
         by_department=sorted(departments.values(), key=lambda m: -m.committed_fen),
         by_category=sorted(categories.values(), key=lambda m: m.key),
         by_month=await _by_month(session, where),
-        funnel=await _funnel(session, view, where),
+        funnel=await _funnel(session, view, acted),
         budget=await _budget(session, view),
         generated_at=utcnow(),
     )
+
+
+@dataclass
+class Acted:
+    """An item's firms with a case, approved and paid, and what was paid."""
+
+    firms: int = 0
+    approved: int = 0
+    paid: int = 0
+    paid_fen: int = 0
+
+    def add(self, firms: int, approved: int, paid: int, paid_fen: int) -> None:
+        self.firms += firms
+        self.approved += approved
+        self.paid += paid
+        self.paid_fen += paid_fen
 
 
 async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) -> list[Money]:
@@ -104,21 +136,21 @@ async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) 
         (col(LedgerEntry.kind) == LedgerKind.RETURN, -col(LedgerEntry.amount_fen)),
         else_=col(LedgerEntry.amount_fen),
     )
-    rows = await session.execute(
-        select(month, sa.func.count(), sa.func.sum(signed))
-        .join(CaseRecord, col(CaseRecord.case_id) == col(LedgerEntry.case_id))
-        .where(col(LedgerEntry.kind).in_([LedgerKind.RECEIPT, LedgerKind.RETURN]), *where)
-        .group_by(month)
-        .order_by(month)
+    query = select(month, sa.func.count(), sa.func.sum(signed)).where(
+        col(LedgerEntry.kind).in_([LedgerKind.RECEIPT, LedgerKind.RETURN])
     )
+    narrowed = [clause for clause in where if not isinstance(clause, sa.sql.elements.True_)]
+    if narrowed:  # only then is each entry's case needed
+        query = query.join(CaseRecord, col(CaseRecord.case_id) == col(LedgerEntry.case_id)).where(
+            *narrowed
+        )
+    rows = await session.execute(query.group_by(month).order_by(month))
     return [
         Money(key=key, name=key, cases=int(n), paid_fen=int(paid or 0)) for key, n, paid in rows
     ]
 
 
-async def _funnel(
-    session: AsyncSession, view: View, where: list[sa.ColumnElement[bool]]
-) -> list[Funnel]:
+async def _funnel(session: AsyncSession, view: View, acted: dict[str, Acted]) -> list[Funnel]:
     known = view.catalogue
     matched = dict(
         list(
@@ -138,34 +170,20 @@ async def _funnel(
         )
         .where(
             *await readable(
-                session, view, item_code=col(PolicyPush.item_code), uscc=col(PolicyPush.uscc)
+                session,
+                view,
+                item_code=col(PolicyPush.item_code),
+                uscc=col(PolicyPush.uscc),
+                region_code=PUSH_REGION,
             )
         )
         .group_by(col(PolicyPush.item_code))
     ):
         pushed[item] = (int(count), int(opened))
-    uscc = col(CaseRecord.uscc)
-    approved = sa.and_(
-        col(CaseRecord.approved_amount_fen).is_not(None),
-        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
-    )
-    acted: dict[str, tuple[int, int, int, int]] = defaultdict(lambda: (0, 0, 0, 0))
-    for item, firms, approved_firms, paid_firms, paid in await session.execute(
-        sa.select(
-            col(CaseRecord.item_code),
-            sa.func.count(sa.distinct(uscc)),
-            sa.func.count(sa.distinct(sa.case((approved, uscc)))),
-            sa.func.count(sa.distinct(sa.case((col(CaseRecord.paid_amount_fen) > 0, uscc)))),
-            sa.func.sum(col(CaseRecord.paid_amount_fen)),
-        )
-        .where(*where)
-        .group_by(col(CaseRecord.item_code))
-    ):
-        acted[item] = (int(firms), int(approved_firms), int(paid_firms), int(paid or 0))
     funnel = []
     for code in sorted(set(matched) | set(pushed) | set(acted)):
         entry = known.items.get(code)
-        firms, approved_firms, paid_firms, paid = acted[code]
+        cases = acted.get(code, Acted())
         sent, opened = pushed.get(code, (0, 0))
         funnel.append(
             Funnel(
@@ -176,10 +194,10 @@ async def _funnel(
                 matched=int(matched.get(code, 0)),
                 pushed=sent,
                 pushes_opened=opened,
-                acted=firms,
-                approved=approved_firms,
-                paid=paid_firms,
-                paid_fen=paid,
+                acted=cases.firms,
+                approved=cases.approved,
+                paid=cases.paid,
+                paid_fen=cases.paid_fen,
             )
         )
     return funnel

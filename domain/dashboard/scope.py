@@ -185,7 +185,11 @@ async def items_visible(session: AsyncSession, view: View) -> set[str]:
 def shanghai_day(column: Moment, dialect: str) -> sa.ColumnElement[int]:
     """The day (days since 1970-01-01) of an instant, in Asia/Shanghai."""
     if dialect == "sqlite":
-        return sa.cast(sa.func.julianday(sa.func.date(column, "+8 hours")) - 2440587.5, sa.Integer)
+        # Julian days count from noon UTC: 1970-01-01 00:00 UTC is 2440587.5, and
+        # Shanghai is 8 hours (1/3 day) ahead; CAST truncates, a floor after 1970. The
+        # 5e-9 day (0.4 ms, under the stored millisecond) keeps Shanghai's midnight itself
+        # from falling to the day before by a rounding of the double.
+        return sa.cast(sa.func.julianday(column) - (2440587.5 - 1 / 3 - 5e-9), sa.Integer)
     local = sa.func.timezone("Asia/Shanghai", column)
     return sa.cast(sa.cast(local, sa.Date) - sa.cast(sa.literal("1970-01-01"), sa.Date), sa.Integer)
 

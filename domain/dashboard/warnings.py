@@ -127,42 +127,46 @@ async def _returned(
     session: AsyncSession, where: list[sa.ColumnElement[bool]]
 ) -> list[ReturnedPayment]:
     """Payments the bank returned (退票) or the budget system refused, whose case still
-    waits for a corrected account or a new instruction."""
-    rows = await session.execute(
-        sa.select(
-            col(CaseRecord.case_id),
-            col(CaseRecord.item_code),
-            col(CaseRecord.uscc),
-            col(CaseRecord.stage),
-            sa.func.sum(col(LedgerEntry.amount_fen)),
-            sa.func.max(col(LedgerEntry.at)),
+    waits for a corrected account or a new instruction: the few cases at those stages
+    first, then their ledger entries."""
+    waiting = {
+        case_id: (item, uscc, stage)
+        for case_id, item, uscc, stage in await session.execute(
+            sa.select(
+                col(CaseRecord.case_id),
+                col(CaseRecord.item_code),
+                col(CaseRecord.uscc),
+                col(CaseRecord.stage),
+            ).where(col(CaseRecord.stage).in_(_RETURNED), *where)
         )
-        .join(LedgerEntry, col(LedgerEntry.case_id) == col(CaseRecord.case_id))
-        .where(
-            col(CaseRecord.stage).in_(_RETURNED),
-            col(LedgerEntry.kind).in_([LedgerKind.RETURN, LedgerKind.REFUSED]),
-            *where,
-        )
-        .group_by(
-            col(CaseRecord.case_id),
-            col(CaseRecord.item_code),
-            col(CaseRecord.uscc),
-            col(CaseRecord.stage),
-        )
-        .order_by(sa.func.max(col(LedgerEntry.at)))
-        .limit(LIMIT)
-    )
-    return [
-        ReturnedPayment(
-            case_id=case_id,
-            item_code=item,
-            uscc=uscc,
-            stage=stage,
-            returned_fen=int(fen),
-            returned_at=at,
-        )
-        for case_id, item, uscc, stage, fen, at in rows
-    ]
+    }
+    out = []
+    cases = sorted(waiting)
+    for start in range(0, len(cases), 500):
+        for case_id, fen, at in await session.execute(
+            sa.select(
+                col(LedgerEntry.case_id),
+                sa.func.sum(col(LedgerEntry.amount_fen)),
+                sa.func.max(col(LedgerEntry.at)),
+            )
+            .where(
+                col(LedgerEntry.case_id).in_(cases[start : start + 500]),
+                col(LedgerEntry.kind).in_([LedgerKind.RETURN, LedgerKind.REFUSED]),
+            )
+            .group_by(col(LedgerEntry.case_id))
+        ):
+            item, uscc, stage = waiting[case_id]
+            out.append(
+                ReturnedPayment(
+                    case_id=case_id,
+                    item_code=item,
+                    uscc=uscc,
+                    stage=stage,
+                    returned_fen=int(fen),
+                    returned_at=at,
+                )
+            )
+    return sorted(out, key=lambda r: (r.returned_at, r.case_id))[:LIMIT]
 
 
 async def _recoveries(

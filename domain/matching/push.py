@@ -105,6 +105,7 @@ async def plan_pushes(
             PolicyPush(
                 uscc=match.uscc,
                 item_code=match.item_code,
+                region_code=match.region_code,
                 version=match.version,
                 verdict=match.verdict,
                 amount_fen=match.amount_fen,
