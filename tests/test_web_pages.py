@@ -234,6 +234,8 @@ PAGES = [
     "/ui/cases/%2E%2E/x/y/z",
     "/ui/login",
     "/ui/nowhere",
+    "/ui/my/policies",
+    "/ui/my/cases",
 ]
 
 
@@ -242,9 +244,12 @@ async def test_no_page_answers_500_to_odd_query_strings(
 ) -> None:
     for path in PAGES:
         for query in ODD:
-            for user in ("czj_staff", "qiye"):
-                shown = await view(api, settings, user, f"{path}?{query}")
-                assert shown.status_code < 500 or shown.status_code == 503, (path, query, user)
+            # Readers meet every filter; a firm is refused first, whatever it asks.
+            user = "qiye" if path.startswith("/ui/my") else "czj_staff"
+            shown = await view(api, settings, user, f"{path}?{query}")
+            # Temporal is down in this app: a case page says so (503, 服务暂不可用).
+            down = shown.status_code == 503 and "服务暂不可用" in shown.text
+            assert shown.status_code < 500 or down, (path, query, user, shown.text[:500])
     bad = await view(api, settings, "auditor", "/ui/dashboard?year=abc")
     assert bad.status_code == 422
     assert "year" in bad.text and 'data-testid="refused"' in bad.text
