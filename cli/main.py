@@ -495,6 +495,7 @@ def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, second
         "",
         f"zhida is up in {seconds:.0f}s ({data})",
         f"  API        {base}/api/v1   (docs: {base}/docs, health: {base}/healthz)",
+        f"  Web pages  {base}/ui/   (sign in by pasting a token below)",
     ]
     if ui:
         lines.append(f"  Temporal   {ui}")
