@@ -43,6 +43,9 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+# BokehJS reads a document's models in order (a model's first mention defines it, later
+# ones refer to it): the chart JSON keeps Bokeh's key order, where Jinja sorts by default.
+templates.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
 templates.filters.update(
     yuan=fmt.format_fen,
     wan=fmt.format_wan,
