@@ -219,7 +219,8 @@ async def test_apply_review_correct_pay_and_reconcile(
                 col(LedgerEntry.kind) == LedgerKind.RECEIPT,
             )
         )
-        assert record is not None and (record.year, record.paid_at) == (2026, receipt)
+        assert record is not None and receipt is not None
+        assert (record.year, record.paid_at) == (2026, receipt)
         assert record.entitled_at is not None and record.entitled_at <= receipt
         quota = await budget.quota_status(session, code, 2026)
         assert (quota.paid_fen, quota.reserved_fen) == (4_000_000, 0)

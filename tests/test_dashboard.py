@@ -389,7 +389,7 @@ async def test_bulletin_ranks_districts_and_departments_and_exports_a_workbook(
     assert book.sheetnames == ["区县", "部门", "排名方法"]
     rows = list(book["区县"].iter_rows(min_row=4, values_only=True))
     assert rows[0][:3] == (1, WUXING, "吴兴区")
-    assert float(rows[0][8]) == 1300.0  # yuan
+    assert rows[0][8] == 1300  # yuan
 
 
 async def test_policy_effect_compares_paid_firms_with_eligible_ones_not_paid(
