@@ -29,7 +29,13 @@ from models.reference import Role, User
 from models.uscc import make_uscc
 from seed.reference import demo_users, ensure_users
 from tests.fixtures.api import auth
-from tests.fixtures.browser import Watch, chromium, require_chromium, watch
+from tests.fixtures.browser import (
+    Watch,
+    chromium,
+    require_chromium,
+    require_cjk_font,
+    watch,
+)
 from tests.fixtures.database import migrated_database
 from tests.fixtures.factories import item_payload
 from tests.fixtures.stack import Stack, live_stack
@@ -118,6 +124,11 @@ class Sample:
     waiting: str  # the case left in jxj_staff's inbox
     waiting_id: str
     batch: str  # the recognition batch waiting for the department's verification
+
+    @property
+    def batch_api(self) -> str:
+        item, period_number = self.batch.split("/", 1)
+        return f"/api/v1/items/{item}/recognition-batches/{period_number}"
 
 
 def _fact(uscc: str, kind: str, value: Any, period: str) -> dict[str, Any]:
@@ -216,6 +227,8 @@ async def publish(api: Api, item: Item) -> None:
         quota_fen=item.quota_fen,
     )
     payload["title"] = item.title
+    if item.category == "recognition":  # firms paid before are paid without confirming
+        payload["recognition"] = {"confirmation": "unless_verified"}
     payload["summary"] = f"{item.title}：对符合条件的企业按规定给予资金支持。"
     await api.post(item.staff, "/api/v1/items", payload)
     await api.post(item.staff, f"/api/v1/items/{item.code}/versions/1/submit")
@@ -328,22 +341,28 @@ async def sample(stack: Stack) -> Sample:
         f"/api/v1/items/{SPECIAL.code}/recognition-batches",
         {"item_code": SPECIAL.code, "period": YEAR},
     )
-    key = str(batch["batch_id"]).removeprefix("recognition-batch/")  # item/period/number
-    path = f"/api/v1/items/{key.replace('/', '/recognition-batches/', 1)}"
-    for _ in range(300):  # identified from the match library, then it waits on a person
-        progress = await api.get("jxj_staff", path)
-        if progress["phase"] == "department_verification":
-            break
-        await asyncio.sleep(0.1)
-    assert progress["phase"] == "department_verification", progress
-    return Sample(
+    data = Sample(
         firms=firms,
         paid=list(done),
         returned=bounced,
         waiting=waiting,
         waiting_id=waiting_id,
-        batch=key,
+        batch=str(batch["batch_id"]).removeprefix("recognition-batch/"),
     )
+    # Identified from the match library, the batch then waits on a person.
+    await batch_phase(api, data, {"department_verification"})
+    return data
+
+
+async def batch_phase(api: Api, data: Sample, phases: set[str], paid: int = 0) -> Any:
+    """Wait (up to 30 s) until the batch is in one of `phases` with `paid` firms paid."""
+    progress = None
+    for _ in range(300):
+        progress = await api.get("auditor", data.batch_api)
+        if progress["phase"] in phases and progress["paid"] >= paid:
+            return progress
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the batch is not in {phases} with {paid} paid: {progress}")
 
 
 # --- the browser -----------------------------------------------------------------------
@@ -440,7 +459,7 @@ def test_a_missing_browser_skips_naming_the_package(monkeypatch: pytest.MonkeyPa
 
 # The dashboards, as a caseworker and as an auditor; (path, screenshot, charts at least).
 DASHBOARDS = [
-    ("/ui/dashboard", "dashboard", 2),
+    ("/ui/dashboard", "dashboard", 4),
     ("/ui/warnings", "warnings", 0),
     ("/ui/time-to-money", "time-to-money", 1),
     ("/ui/bulletin", "bulletin", 0),
@@ -454,6 +473,8 @@ FIRM_PAGES = [
 
 
 async def test_every_page_in_a_real_browser(site: Stack) -> None:
+    if screenshots():
+        require_cjk_font()
     started = time.monotonic()
     data = await sample(site)
     seeded = time.monotonic() - started
@@ -464,44 +485,73 @@ async def test_every_page_in_a_real_browser(site: Stack) -> None:
         assert await page.locator(".swagger-ui").count() == 1
 
         await as_caseworker(site, page, seen, data)
-        await as_firm(site, page, seen, data)
+        await as_finance(site, page, seen, data)
         await as_auditor(site, page, seen, data)
+        await as_firm(site, page, seen, data)
     assert seen.requests, "the watch saw no request at all"
     took = time.monotonic() - started
     assert took < 120, f"the browser test took {took:.0f} s ({seeded:.0f} s to seed)"
 
 
+async def submit(page: Page, seen: Watch, form: str, what: str) -> None:
+    """Send `form` and follow it to the page it returns to, which must say it worked."""
+    async with page.expect_navigation(wait_until="networkidle"):
+        await page.locator(f"{form} [type=submit]").click()
+    seen.assert_clean(what)
+    assert await page.locator(".flash-error").count() == 0, await page.inner_text("main")
+
+
 async def as_caseworker(site: Stack, page: Page, seen: Watch, data: Sample) -> None:
-    """jxj_staff decides the waiting case through the console, then reads every page."""
+    """jxj_staff decides the waiting case and verifies the recognition batch through the
+    console, then reads the pages of the unit's scope."""
     base, api = site.base_url, Api(site)
     await sign_in(page, seen, base, site.settings, "jxj_staff")
     await visit(page, seen, f"{base}/ui/inbox", "inbox")
     async with page.expect_navigation(wait_until="networkidle"):
         await page.locator(f"a[href$='{data.waiting}']").first.click()
     assert page.url == f"{base}/ui/cases/{data.waiting}"
-    await charts_drawn(page, page.url)
     seen.assert_clean("the waiting case")
     await screenshot(page, "case")
     form = page.locator("#decision-form")
     await form.locator("#action-approve").check()
     await form.locator("[name=amount_yuan]").fill("250000")
     await form.locator("[name=reason]").fill("按核定投资额的一定比例给予补助")
-    async with page.expect_navigation(wait_until="networkidle"):
-        await form.locator("[type=submit]").click()
-    seen.assert_clean("the decision")
-    await expect(page.locator("body")).to_contain_text("财政审核")
+    await submit(page, seen, "#decision-form", "the decision")
+    await expect(page.locator("main")).to_contain_text("财政审核")
     assert await stage_of(api, data.waiting, {"finance_review"}) == "finance_review"
     inbox = await api.get("jxj_staff", "/api/v1/inbox")
     assert data.waiting_id not in [c["case_id"] for c in inbox["items"]]
     finance = await api.get("czj_staff", "/api/v1/inbox")
     assert [c["approved_amount_fen"] for c in finance["items"]] == [25_000_000]
 
-    await visit(page, seen, f"{base}/ui/cases", "cases")
     await visit(page, seen, f"{base}/ui/batches", "batches")
     await visit(page, seen, f"{base}/ui/batches/{data.batch}", "batch-verification")
-    await visit(page, seen, f"{base}/ui/cases/{data.paid[0]}", "case-paid")
-    for path, shot, charts in DASHBOARDS:
-        assert await visit(page, seen, base + path, shot) >= charts, f"{path}: too few charts"
+    await page.locator("#comment").fill("名单与认定条件核对无误")
+    await submit(page, seen, "#department-verification-form", "the department's verification")
+    await batch_phase(api, data, {"finance_verification"})
+
+    await visit(page, seen, f"{base}/ui/cases")
+    await visit(page, seen, f"{base}/ui/cases/{data.paid[0]}")
+    for path, _shot, charts in DASHBOARDS:  # the unit's own scope
+        assert await visit(page, seen, base + path) >= charts, f"{path}: too few charts"
+
+
+async def as_finance(site: Stack, page: Page, seen: Watch, data: Sample) -> None:
+    """czj_staff verifies the batch's total: firms paid before are paid at once."""
+    base, api = site.base_url, Api(site)
+    await sign_in(page, seen, base, site.settings, "czj_staff")
+    await visit(page, seen, f"{base}/ui/inbox")
+    await visit(page, seen, f"{base}/ui/batches/{data.batch}", "batch-finance")
+    progress = await api.get("czj_staff", data.batch_api)
+    total = progress["department_verified_total_fen"]
+    assert total == SPECIAL.amount_fen * len(FIRMS), progress
+    await page.locator("#finance-approve").check()
+    await page.locator("#expected_total_yuan").fill(f"{total / 100:.2f}")
+    await page.locator("#finance-reason").fill("额度充足，同意拨付")
+    await submit(page, seen, "#finance-verification-form", "finance's verification")
+    # The six firms whose accounts earlier payments verified are paid without
+    # confirming; qiye's (returned) and the waiting firm's are not.
+    await batch_phase(api, data, {"disbursing", "done"}, paid=6)
 
 
 async def as_firm(site: Stack, page: Page, seen: Watch, data: Sample) -> None:
@@ -515,24 +565,27 @@ async def as_firm(site: Stack, page: Page, seen: Watch, data: Sample) -> None:
         if key.endswith(data.firms[0]):
             await visit(page, seen, f"{base}/ui/cases/{key}")
     await visit(page, seen, f"{base}/ui/cases/{data.returned}", "firm-confirm-account")
-    async with page.expect_navigation(wait_until="networkidle"):
-        await page.locator("#account-confirmation-form [type=submit]").click()
-    seen.assert_clean("the firm's account confirmation")
+    await submit(page, seen, "#account-confirmation-form", "the firm's account confirmation")
     assert await stage_of(Api(site), data.returned, {"paid"}) == "paid"
 
 
 async def as_auditor(site: Stack, page: Page, seen: Watch, data: Sample) -> None:
-    """The auditor reads every dashboard, every case (of both departments) and batch."""
+    """The auditor reads every dashboard over the whole city (the screenshots), every
+    case of both departments and the batch."""
     base = site.base_url
     await sign_in(page, seen, base, site.settings, "auditor")
-    for path, _shot, charts in DASHBOARDS:
-        assert await visit(page, seen, base + path) >= charts, f"{path}: too few charts"
-    for key in [*data.paid, data.returned, data.waiting]:
-        await visit(page, seen, f"{base}/ui/cases/{key}")
-    await visit(page, seen, f"{base}/ui/cases")
-    await visit(page, seen, f"{base}/ui/batches/{data.batch}")
+    for path, shot, charts in DASHBOARDS:
+        assert await visit(page, seen, base + path, shot) >= charts, f"{path}: too few charts"
+    for n, key in enumerate([*data.paid, data.returned, data.waiting]):
+        await visit(page, seen, f"{base}/ui/cases/{key}", None if n else "case-paid")
+    await visit(page, seen, f"{base}/ui/cases", "cases")
+    await visit(page, seen, f"{base}/ui/batches/{data.batch}", "batch")
+
+
+def screenshots() -> bool:
+    return os.environ.get("ZHIDA_SCREENSHOTS") == "1"
 
 
 async def screenshot(page: Page, name: str) -> None:
-    if os.environ.get("ZHIDA_SCREENSHOTS") == "1":
+    if screenshots():
         await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
