@@ -373,7 +373,7 @@ async def sign_in(page: Page, seen: Watch, base: str, settings: Settings, user: 
     await page.goto(f"{base}/ui/logout")
     await visit(page, seen, f"{base}/ui/login", shot="login" if user == "jxj_staff" else None)
     await page.locator("[name=token]").fill(issue_token(settings, user))
-    async with page.expect_navigation(wait_until="networkidle"):
+    async with page.expect_navigation(wait_until="load"):
         await page.locator("form:has([name=token]) [type=submit]").click()
     assert "/ui/login" not in page.url, f"{user} was not signed in: {page.url}"
     seen.assert_clean(f"sign-in as {user}")
@@ -381,9 +381,9 @@ async def sign_in(page: Page, seen: Watch, base: str, settings: Settings, user: 
 
 async def visit(page: Page, seen: Watch, url: str, shot: str | None = None) -> int:
     """Open `url`: 200, clean, every chart drawn; saved as `shot`.png when asked.
-    Returns how many charts it drew."""
-    seen.clear()
-    response = await page.goto(url, wait_until="networkidle")
+    Returns how many charts it drew. What `seen` holds is never cleared, so anything a
+    page does after it loaded still fails the test at the next check."""
+    response = await page.goto(url, wait_until="load")
     assert response is not None, url
     assert response.status == 200, f"{url}: {response.status}"
     try:
@@ -434,13 +434,14 @@ def drawn(chart: dict[str, Any]) -> bool:
     )
 
 
-async def charts_drawn(page: Page, url: str) -> int:
+async def charts_drawn(page: Page, url: str, within_s: float = 5) -> int:
     """Every chart has its canvases, each with a size, and ink on them; returns how many
     charts. BokehJS draws after the page loads, so it gets a few seconds."""
     charts: list[dict[str, Any]] = []
-    for _ in range(100):
+    deadline = time.monotonic() + within_s
+    while True:
         charts = await page.evaluate(CHARTS_JS, CHARTS)
-        if all(drawn(chart) for chart in charts):
+        if all(drawn(chart) for chart in charts) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     blank = [chart for chart in charts if not drawn(chart)]
@@ -455,6 +456,34 @@ def test_a_missing_browser_skips_naming_the_package(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ZHIDA_BROWSER_REQUIRED", "1")
     with pytest.raises(pytest.fail.Exception, match=r"ZHIDA_BROWSER_REQUIRED=1"):
         require_chromium("/nonexistent/chromium")
+
+
+async def test_the_watch_and_the_chart_check_catch_what_they_must() -> None:
+    """The checks themselves, on a page made here: a request off the machine is seen
+    and aborted, console errors and uncaught exceptions are seen, a blank chart fails."""
+    require_chromium()
+    async with chromium() as context:
+        seen = await watch(context)
+        page = await context.new_page()
+        await page.set_content(
+            '<script src="http://203.0.113.7/cdn/bokeh.min.js"></script>'
+            '<div class="chart" id="blank" data-source="x" data-drawn="true">'
+            '<canvas width="40" height="20"></canvas></div>'
+            "<script>console.error('boom');"
+            "setTimeout(() => { throw new Error('late'); });</script>"
+        )
+        await page.wait_for_timeout(200)
+        assert seen.outside() == ["http://203.0.113.7/cdn/bokeh.min.js"]
+        assert any("boom" in m for m in seen.console_errors)
+        assert any("late" in m for m in seen.page_errors)
+        with pytest.raises(AssertionError, match="requests leaving the machine"):
+            seen.assert_clean("the made page")
+        with pytest.raises(AssertionError, match="charts not drawn"):
+            await charts_drawn(page, "the made page", within_s=0.3)
+        await page.evaluate(
+            "() => document.querySelector('#blank canvas').getContext('2d').fillRect(0, 0, 4, 4)"
+        )
+        assert await charts_drawn(page, "the made page") == 1
 
 
 # The dashboards, as a caseworker and as an auditor; (path, screenshot, charts at least).
@@ -488,6 +517,8 @@ async def test_every_page_in_a_real_browser(site: Stack) -> None:
         await as_finance(site, page, seen, data)
         await as_auditor(site, page, seen, data)
         await as_firm(site, page, seen, data)
+        await page.wait_for_load_state("networkidle")
+        seen.assert_clean("the last page")
     assert seen.requests, "the watch saw no request at all"
     took = time.monotonic() - started
     assert took < 120, f"the browser test took {took:.0f} s ({seeded:.0f} s to seed)"
@@ -495,7 +526,7 @@ async def test_every_page_in_a_real_browser(site: Stack) -> None:
 
 async def submit(page: Page, seen: Watch, form: str, what: str) -> None:
     """Send `form` and follow it to the page it returns to, which must say it worked."""
-    async with page.expect_navigation(wait_until="networkidle"):
+    async with page.expect_navigation(wait_until="load"):
         await page.locator(f"{form} [type=submit]").click()
     seen.assert_clean(what)
     assert await page.locator(".flash-error").count() == 0, await page.inner_text("main")
@@ -507,7 +538,7 @@ async def as_caseworker(site: Stack, page: Page, seen: Watch, data: Sample) -> N
     base, api = site.base_url, Api(site)
     await sign_in(page, seen, base, site.settings, "jxj_staff")
     await visit(page, seen, f"{base}/ui/inbox", "inbox")
-    async with page.expect_navigation(wait_until="networkidle"):
+    async with page.expect_navigation(wait_until="load"):
         await page.locator(f"a[href$='{data.waiting}']").first.click()
     assert page.url == f"{base}/ui/cases/{data.waiting}"
     seen.assert_clean("the waiting case")
