@@ -595,6 +595,13 @@ async def as_firm(site: Stack, page: Page, seen: Watch, data: Sample) -> None:
     for key in data.paid:
         if key.endswith(data.firms[0]):
             await visit(page, seen, f"{base}/ui/cases/{key}")
+    # Its account was no longer verified when the batch was (a payment came back), so
+    # its recognition case waits for it: it confirms the account on file.
+    recognition = f"recognition/{SPECIAL.code}/{YEAR}/{data.firms[0]}"
+    await visit(page, seen, f"{base}/ui/cases/{recognition}", "firm-confirm-recognition")
+    await submit(page, seen, "#confirmation-form", "the firm's confirmation")
+    assert await stage_of(Api(site), recognition, {"paid"}) == "paid"
+
     await visit(page, seen, f"{base}/ui/cases/{data.returned}", "firm-confirm-account")
     await submit(page, seen, "#account-confirmation-form", "the firm's account confirmation")
     assert await stage_of(Api(site), data.returned, {"paid"}) == "paid"
@@ -607,6 +614,20 @@ async def as_auditor(site: Stack, page: Page, seen: Watch, data: Sample) -> None
     await sign_in(page, seen, base, site.settings, "auditor")
     for path, shot, charts in DASHBOARDS:
         assert await visit(page, seen, base + path, shot) >= charts, f"{path}: too few charts"
+    # A filter narrows the charts (one district, one year) and they still draw.
+    await visit(page, seen, f"{base}/ui/dashboard")
+    await page.locator("#filter-form [name=region_code]").select_option("330503")
+    await page.locator("#filter-form [name=year]").fill(YEAR)
+    async with page.expect_navigation(wait_until="load"):
+        await page.locator("#filter-form [type=submit]").click()
+    assert "region_code=330503" in page.url
+    assert await charts_drawn(page, page.url) >= 1
+    seen.assert_clean(page.url)
+    await expect(page.locator("main")).to_contain_text("南浔区")
+    bulletin = await page.request.get(f"{base}/ui/bulletin.xlsx")  # the page's download
+    assert bulletin.status == 200
+    assert "spreadsheet" in bulletin.headers["content-type"]
+
     for n, key in enumerate([*data.paid, data.returned, data.waiting]):
         await visit(page, seen, f"{base}/ui/cases/{key}", None if n else "case-paid")
     await visit(page, seen, f"{base}/ui/cases", "cases")
