@@ -32,6 +32,7 @@ from tests.fixtures.api import auth
 from tests.fixtures.browser import (
     Watch,
     chromium,
+    needs_chromium,
     require_chromium,
     require_cjk_font,
     watch,
@@ -56,7 +57,7 @@ async def site(
 ) -> AsyncIterator[Stack]:
     """The live stack on a SQLite database of its own, the app served over TCP. The page
     render tests cover both databases; a browser needs only one."""
-    require_chromium()  # before anything starts: a skip costs nothing
+    require_chromium()  # under ZHIDA_BROWSER_REQUIRED=1: a failure naming the package
     async with (
         migrated_database("sqlite", tmp_path) as url,
         live_stack(
@@ -450,14 +451,19 @@ async def charts_drawn(page: Page, url: str, within_s: float = 5) -> int:
 
 
 def test_a_missing_browser_skips_naming_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = "/nonexistent/chromium"
     monkeypatch.delenv("ZHIDA_BROWSER_REQUIRED", raising=False)
+    skip = needs_chromium(missing)  # decided before the stack's fixtures start
+    assert skip.args == (True,) and "apt-get install chromium" in skip.kwargs["reason"]
     with pytest.raises(pytest.skip.Exception, match=r"apt-get install chromium"):
-        require_chromium("/nonexistent/chromium")
+        require_chromium(missing)
     monkeypatch.setenv("ZHIDA_BROWSER_REQUIRED", "1")
+    assert needs_chromium(missing).args == (False,)  # left to fail, not skipped
     with pytest.raises(pytest.fail.Exception, match=r"ZHIDA_BROWSER_REQUIRED=1"):
-        require_chromium("/nonexistent/chromium")
+        require_chromium(missing)
 
 
+@needs_chromium()
 async def test_the_watch_and_the_chart_check_catch_what_they_must() -> None:
     """The checks themselves, on a page made here: a request off the machine is seen
     and aborted, console errors and uncaught exceptions are seen, a blank chart fails."""
@@ -501,6 +507,7 @@ FIRM_PAGES = [
 ]
 
 
+@needs_chromium()
 async def test_every_page_in_a_real_browser(site: Stack) -> None:
     if screenshots():
         require_cjk_font()
