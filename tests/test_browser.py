@@ -1,8 +1,10 @@
 """The web pages in a real browser (Debian's Chromium through Playwright) against the
 whole stack served over TCP: the dev server, a worker with the real activities, the
-simulators and a committed SQLite database filled through the API. Every page must
-answer 200, log no console error, send nothing off the machine and draw its charts;
-then a caseworker approves a case through the console.
+simulators and a committed SQLite database filled through the API. Every page, as a
+department caseworker, finance, an auditor and a firm, must answer 200, log no console
+error or uncaught exception, send nothing off the machine and draw its charts; on the
+way the console's forms are used as people use them: a caseworker approves a case, the
+department and finance verify a recognition batch, a firm confirms its accounts.
 
 `ZHIDA_SCREENSHOTS=1` also saves each page at 1440×900 under docs/screenshots/."""
 
