@@ -26,7 +26,7 @@ from models.budget import LedgerEntry, LedgerKind
 from models.cases import CaseRecord
 from models.commitment import RecoveryOrder, RecoveryStatus
 from models.matching import MatchResult, PolicyPush
-from models.policy import ItemCreate, StageWarning
+from models.policy import ItemCreate
 from models.reference import Actor, User
 from models.review import Dimension, FindingStatus, ReviewFinding
 from models.types import utcnow
@@ -241,7 +241,8 @@ async def test_each_reader_sees_its_own_scope_and_filters_narrow_it(
     assert applications["totals"]["committed_fen"] == 150_000
     other_year = await _get(api, settings, "auditor", "overview?year=2025")
     assert other_year["totals"]["cases"] == 0
-    by_department = await _get(api, settings, "czj_staff", "time-to-money?department_code=330500-KJJ")
+    query = "time-to-money?department_code=330500-KJJ"
+    by_department = await _get(api, settings, "czj_staff", query)
     assert by_department["headline"]["paid_cases"] == 1
 
 
