@@ -133,6 +133,7 @@ async def test_navigation_shows_only_the_pages_a_role_can_use(
     assert staff.status_code == 200
     assert 'data-testid="nav-inbox"' in staff.text and 'data-testid="nav-dashboard"' in staff.text
     assert 'data-testid="nav-my-policies"' not in staff.text
+    assert "经济和信息化局</span>" in staff.text  # the unit by its name, not its code
     auditor = await view(api, settings, "auditor", "/ui/dashboard")
     assert 'data-testid="nav-inbox"' not in auditor.text
     assert 'data-testid="nav-cases"' in auditor.text
@@ -353,6 +354,7 @@ async def test_a_case_is_decided_through_its_page_and_the_firm_follows_it(
     inbox = await view(api, settings, "jxj_staff", "/ui/inbox")
     assert inbox.status_code == 200
     assert f'href="{here}"' in inbox.text
+    assert "<td>吴兴区</td>" in inbox.text  # the firm's region by its name
     page = await view(api, settings, "jxj_staff", here)
     assert page.status_code == 200, page.text
     assert 'id="decision-form"' in page.text and 'data-stage="department_review"' in page.text

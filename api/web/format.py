@@ -177,3 +177,14 @@ FINDINGS = {
 
 def label(table: dict[str, str], code: Any) -> str:
     return table.get(str(code), str(code)) if code is not None else "—"
+
+
+def format_value(value: object) -> str:
+    """A rule's figure as a person reads it: lists joined with 、, yes or no, — for none."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "、".join(format_value(v) for v in value) or "—"
+    return str(value)

@@ -22,6 +22,7 @@ from api.web import format as fmt
 from api.web.client import ApiError
 from api.web.session import (
     Flash,
+    Names,
     Viewer,
     drop_flash,
     forget_token,
@@ -53,6 +54,7 @@ templates.filters.update(
     num=fmt.format_number,
     pct=fmt.format_pct,
     case_page=fmt.case_page,
+    value=fmt.format_value,
 )
 templates.globals.update(
     ROLES=fmt.ROLES,
@@ -85,6 +87,7 @@ def page(
         path=request.url.path,
         flash=flash or Flash("", ""),
         has_flash=flash is not None,
+        names=getattr(request.state, "names", None) or Names(),
         **context,
     )
     response = HTMLResponse(html, status_code=status)

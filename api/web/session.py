@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +124,42 @@ async def signed_in(request: Request) -> tuple[PlatformClient, Viewer]:
     api = PlatformClient(request, token)
     viewer = viewer_of(await api.get("/api/v1/me"))
     request.state.viewer = viewer
+    request.state.names = await names_of(request, api)
     return api, viewer
+
+
+@dataclass(frozen=True)
+class Names:
+    """Regions' and units' names by code, for pages that list codes (reference data,
+    read through the API and kept for a few minutes per process)."""
+
+    regions: dict[str, str] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+    def region(self, code: str | None) -> str:
+        return self.regions.get(code or "", code or "—")
+
+    def unit(self, code: str | None) -> str:
+        return self.units.get(code or "", code or "—")
+
+
+NAMES_TTL_S = 300.0
+
+
+async def names_of(request: Request, api: PlatformClient) -> Names:
+    known: Names | None = getattr(request.app.state, "web_names", None)
+    if known is not None and time.monotonic() - known.loaded_at < NAMES_TTL_S:
+        return known
+    regions = await api.get("/api/v1/regions")
+    units = await api.get("/api/v1/departments")
+    known = Names(
+        regions={r["code"]: r["name"] for r in regions},
+        units={d["code"]: d["name"] for d in units},
+        loaded_at=time.monotonic(),
+    )
+    request.app.state.web_names = known
+    return known
 
 
 def viewer_of(me: dict[str, Any]) -> Viewer:
