@@ -11,7 +11,7 @@ from temporalio import activity
 from activities.errors import business_errors
 from activities.execution import execution_key
 from core.db import reader_of
-from core.workdays import SHANGHAI
+from core.workdays import SHANGHAI, WorkingCalendar
 from domain import cases, notices
 from domain.money import budget
 from domain.notices import texts
@@ -30,9 +30,15 @@ log = structlog.get_logger()
 
 
 class CaseActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        calendar: WorkingCalendar | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
         self._reader = reader_of(sessionmaker)
+        # Working days to money are counted on it when a case's money arrives.
+        self._calendar = calendar or WorkingCalendar()
 
     @activity.defn
     async def check_application(self, application: ApplicationInput) -> CheckResult:
@@ -85,7 +91,7 @@ class CaseActivities:
     @activity.defn
     async def project_case(self, state: CaseState) -> None:
         async with self._sessionmaker.begin() as session:
-            await cases.project(session, state)
+            await cases.project(session, state, self._calendar)
 
     @activity.defn
     async def raise_case_overdue(self, missed: StageDeadlineMissed) -> None:

@@ -39,6 +39,8 @@ from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
+from core.workdays import WorkingCalendar
+from domain.cases import projection
 from domain.matching import match_library
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind
 from models.cases import CaseRecord
@@ -78,6 +80,7 @@ def _at(day: date, rng: random.Random) -> datetime:
 async def load_history(sessionmaker: Any, cases: int, seed: int = 7) -> dict[str, int]:
     """A year of cases over the eligible pairs of the match library."""
     rng = random.Random(seed)
+    calendar = WorkingCalendar()
     async with sessionmaker() as session:
         pairs = (
             await session.execute(
@@ -177,6 +180,9 @@ async def load_history(sessionmaker: Any, cases: int, seed: int = 7) -> dict[str
                 "year": YEAR,
                 "entitled_at": entitled,
                 "paid_at": paid_at,
+                "days_to_money": None
+                if paid_at is None
+                else calendar.working_days_between(entitled, paid_at),
                 "details": {"batch_id": None, "moments": {"entitled": entitled.isoformat()}},
             }
         )
@@ -259,6 +265,7 @@ async def load_history(sessionmaker: Any, cases: int, seed: int = 7) -> dict[str
         )
     async with sessionmaker.begin() as session:
         await _insert(session, CaseRecord, records)
+        await projection.count_all_firms(session)
         await _insert(session, LedgerEntry, ledger)
         await _insert(session, PolicyPush, pushes)
         await _insert(session, StageWarning, warnings)

@@ -23,13 +23,28 @@ class WorkingCalendar:
 
     def __post_init__(self) -> None:
         self._public = holidays.country_holidays(self.country)
+        self._known: dict[date, bool] = {}  # days already looked up (dashboards ask often)
 
     def is_working_day(self, day: date) -> bool:
-        if day in self.extra_working_days:
-            return True
-        if day in self.extra_holidays:
-            return False
-        return bool(self._public.is_working_day(day))
+        known = self._known.get(day)
+        if known is None:
+            if day in self.extra_working_days:
+                known = True
+            elif day in self.extra_holidays:
+                known = False
+            else:
+                known = bool(self._public.is_working_day(day))
+            self._known[day] = known
+        return known
+
+    def working_days_between(self, start: datetime, end: datetime) -> int:
+        """Working days from `start` to `end`, by their days in Shanghai: the days after
+        the start's up to and including the end's (0 on the same day, or if `end` is
+        earlier)."""
+        first = start.astimezone(SHANGHAI).date()
+        last = end.astimezone(SHANGHAI).date()
+        days = (last - first).days
+        return sum(self.is_working_day(first + timedelta(days=n)) for n in range(1, days + 1))
 
     def add_working_days(self, start: datetime, days: int) -> datetime:
         """The deadline `days` working days after `start`: end of that day, Shanghai time.

@@ -300,16 +300,16 @@ class CaseRecord(SQLModel, table=True):
             "paid_amount_fen",
             "paid_at",
             "entitled_at",
+            "days_to_money",
         ),
         # Cases paid in a window (a quarter's bulletin), with what time to money needs.
         sa.Index(
             "ix_case_record_paid",
             "paid_at",
-            "entitled_at",
+            "days_to_money",
             "region_code",
             "item_code",
             "category",
-            "uscc",
         ),
         # The ledger's entries joined to their case's region.
         sa.Index("ix_case_record_case_region", "case_id", "region_code"),
@@ -340,6 +340,37 @@ class CaseRecord(SQLModel, table=True):
     year: int | None = Field(default=None, index=True)
     entitled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Working days between the two (the calendar of the settings, 调休 included), counted
+    # when the money arrives: time to money, summed per case.
+    days_to_money: int | None = None
+
+
+class CaseFirm(SQLModel, table=True):
+    """One firm's cases of one item in one budget year, summed up for the dashboards,
+    which count firms (a firm may have several cases: periods, attempts): whether one
+    was approved, one paid, and when money first came. Kept by the projection."""
+
+    __tablename__ = "case_firm"
+    __table_args__ = (
+        sa.Index(
+            "ix_case_firm_dashboard",
+            "item_code",
+            "year",
+            "region_code",
+            "approved",
+            "paid",
+            "first_paid_at",
+            "uscc",
+        ),
+    )
+
+    item_code: str = Field(primary_key=True, max_length=40)
+    uscc: str = Field(primary_key=True, max_length=18)
+    year: int = Field(primary_key=True)
+    region_code: str = Field(max_length=16)
+    approved: bool = False  # approved (and not closed unpaid), or paid
+    paid: bool = False
+    first_paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class CaseSummary(BaseModel):

@@ -221,7 +221,7 @@ class ItemEffect(BaseModel):
 class EffectChoice(BaseModel):
     item_code: str
     title: str
-    paid_firms: int
+    paid_firms: int  # firms paid, once for each year they were paid in
 
 
 class PolicyEffect(BaseModel):

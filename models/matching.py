@@ -20,9 +20,19 @@ class MatchResult(SQLModel, table=True):
     not eligible are not stored; `domain.policy.library.evaluate_eligibility` explains any pair."""
 
     __tablename__ = "match_result"
-    # The firms of an item by verdict, from the index alone.
     __table_args__ = (
-        sa.Index("ix_match_result_item_verdict_uscc", "item_code", "verdict", "uscc"),
+        # The firms of an item by verdict (and region), from the index alone.
+        sa.Index(
+            "ix_match_result_item_verdict_region", "item_code", "verdict", "region_code", "uscc"
+        ),
+        # Eligible firms of an item in the order of their credit codes' organisation part
+        # (random, unlike the region prefix): policy effect's comparison sample.
+        sa.Index(
+            "ix_match_result_item_verdict_organisation",
+            "item_code",
+            "verdict",
+            sa.func.substr(sa.column("uscc"), 10, 9),
+        ),
     )
 
     item_code: str = Field(foreign_key="policy_item.code", primary_key=True, max_length=40)

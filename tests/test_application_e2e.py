@@ -10,10 +10,11 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from adapters.budget_system import BudgetSystemClient
+from core.workdays import WorkingCalendar
 from domain.money import budget
 from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind
-from models.cases import CaseRecord, CaseState, application_case_id
+from models.cases import CaseFirm, CaseRecord, CaseState, application_case_id
 from models.notices import Notice
 from models.policy import ItemCreate
 from models.registry import BankAccount
@@ -166,7 +167,9 @@ async def test_apply_review_correct_pay_and_reconcile(
     assert repeated.json()["stage"] == "finance_review"  # answered, not applied to finance
 
     inbox = (await api.get("/api/v1/inbox", headers=auth(settings, "czj_staff"))).json()
-    assert [c["case_id"] for c in inbox["items"]] == [application_case_id(code, "2026", uscc)]
+    # The live database is shared by the session's tests: this test's item only.
+    mine = [c["case_id"] for c in inbox["items"] if c["item_code"] == code]
+    assert mine == [application_case_id(code, "2026", uscc)]
 
     returned = await api.post(
         f"{base}/decisions",
@@ -222,6 +225,15 @@ async def test_apply_review_correct_pay_and_reconcile(
         assert record is not None and receipt is not None
         assert (record.year, record.paid_at) == (2026, receipt)
         assert record.entitled_at is not None and record.entitled_at <= receipt
+        assert record.days_to_money == WorkingCalendar().working_days_between(
+            record.entitled_at, receipt
+        )
+        firm = await session.get(CaseFirm, (code, record.uscc, 2026))
+        assert firm is not None and (firm.approved, firm.paid, firm.first_paid_at) == (
+            True,
+            True,
+            receipt,
+        )
         quota = await budget.quota_status(session, code, 2026)
         assert (quota.paid_fen, quota.reserved_fen) == (4_000_000, 0)
         statement = await BudgetSystemClient(stack.budget_http).statement()

@@ -19,6 +19,8 @@ from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.settings import Settings
+from core.workdays import WorkingCalendar
+from domain.cases import projection
 from domain.matching import match_library
 from domain.money.budget import set_quota
 from domain.policy import library
@@ -79,6 +81,12 @@ async def _record(
             year=2026,
             entitled_at=entitled or shanghai("2026-03-02"),
             paid_at=paid_at,
+            # As the projection counts it when the money arrives.
+            days_to_money=None
+            if paid_at is None
+            else WorkingCalendar().working_days_between(
+                entitled or shanghai("2026-03-02"), paid_at
+            ),
             overdue=overdue,
             waiting_for_department=waiting,
             due_at=shanghai("2026-03-10", 23) if overdue else None,
@@ -182,6 +190,7 @@ async def city(session: AsyncSession) -> City:
     )
     await session.flush()
     await match_library.count_library(session)  # as the run that wrote them does
+    await projection.count_all_firms(session)  # as the projection does, case by case
     quota = await set_quota(session, JXJ_ITEM, 2026, 160_000, "czj_staff")
     quota.reserved_fen, quota.paid_fen = 50_000, 100_000  # as the two cases left it
     await session.flush()
@@ -246,6 +255,34 @@ async def test_each_reader_sees_its_own_scope_and_filters_narrow_it(
     assert by_department["headline"]["paid_cases"] == 1
 
 
+async def test_money_by_month_follows_shanghai_midnight(
+    api: httpx.AsyncClient, settings: Settings, session: AsyncSession, city: City
+) -> None:
+    case_id = f"application/{JXJ_ITEM}/2026-Q1/{city.nanxun}"
+    await _record(session, case_id, JXJ_ITEM, city.nanxun, NANXUN, "paid", paid=3_000)
+    for instalment, at, fen in (
+        (1, shanghai("2026-03-31", 23) + timedelta(minutes=30), 1_000),  # 15:30 UTC: March
+        (2, shanghai("2026-04-01", 0) + timedelta(minutes=30), 2_000),  # 16:30 UTC: April
+    ):
+        session.add(
+            LedgerEntry(
+                case_id=case_id,
+                instalment=instalment,
+                kind=LedgerKind.RECEIPT,
+                item_code=JXJ_ITEM,
+                year=2026,
+                amount_fen=fen,
+                at=at,
+            )
+        )
+    await session.flush()
+    body = await _get(api, settings, "auditor", "overview?region_code=330503")
+    assert [(m["key"], m["paid_fen"]) for m in body["by_month"]] == [
+        ("2026-03", 1_000),
+        ("2026-04", 2_000),
+    ]
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -289,6 +326,19 @@ async def test_time_to_money_counts_working_days_in_shanghai(
         "recognition": 1.0,
     }
     assert "工作日" in body["method"]
+
+
+def test_working_days_to_money_skip_weekends_and_holidays_and_count_make_up_days() -> None:
+    calendar = WorkingCalendar()
+    assert calendar.working_days_between(shanghai("2026-03-02"), shanghai("2026-03-02", 18)) == 0
+    assert calendar.working_days_between(shanghai("2026-03-06"), shanghai("2026-03-09")) == 1
+    # National Day 2026: 1-7 October off; Saturday 10 October a make-up working day.
+    assert calendar.working_days_between(shanghai("2026-09-30"), shanghai("2026-10-09")) == 2
+    assert calendar.working_days_between(shanghai("2026-09-30"), shanghai("2026-10-10")) == 3
+    # The days are Shanghai's: 23:00 and 00:30 the next morning are one working day apart.
+    late, early = shanghai("2026-03-02", 23), shanghai("2026-03-03", 0) + timedelta(minutes=30)
+    assert calendar.working_days_between(late, early) == 1
+    assert calendar.working_days_between(early, late) == 0  # never negative
 
 
 async def test_warnings_list_what_needs_someone(

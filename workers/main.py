@@ -46,7 +46,7 @@ def build_worker(
     sandboxed: bool = True,
 ) -> Worker:
     library = PolicyLibraryActivities(sessionmaker, calendar)
-    cases = CaseActivities(sessionmaker)
+    cases = CaseActivities(sessionmaker, calendar)
     payments = PaymentActivities(sessionmaker, budget_system)
     matching = MatchingActivities(sessionmaker, channel, push_per_week, match_threads)
     recognition = RecognitionActivities(sessionmaker, channel, data_platform)

@@ -80,10 +80,8 @@ async def warnings(
     summary="兑付时长：从应享到到账的工作日（中位数、90 分位）与传统流程相比的压减",
     **access(Rule.READER),
 )
-async def time_to_money(
-    session: SessionDep, user: CurrentUser, chosen: FiltersDep, calendar: CalendarDep
-) -> TimeToMoney:
-    return await dashboard.time_to_money(session, user, chosen, calendar)
+async def time_to_money(session: SessionDep, user: CurrentUser, chosen: FiltersDep) -> TimeToMoney:
+    return await dashboard.time_to_money(session, user, chosen)
 
 
 @router.get(
@@ -97,9 +95,8 @@ async def bulletin(
     user: CurrentUser,
     year: BulletinYear,
     quarter: Quarter,
-    calendar: CalendarDep,
 ) -> Bulletin:
-    return await dashboard.bulletin(session, user, year, quarter, calendar)
+    return await dashboard.bulletin(session, user, year, quarter)
 
 
 @router.get(
@@ -114,9 +111,8 @@ async def bulletin_xlsx(
     user: CurrentUser,
     year: BulletinYear,
     quarter: Quarter,
-    calendar: CalendarDep,
 ) -> Response:
-    standing = await dashboard.bulletin(session, user, year, quarter, calendar)
+    standing = await dashboard.bulletin(session, user, year, quarter)
     name = f"bulletin-{year}-Q{quarter}.xlsx"
     return Response(
         dashboard.bulletin_workbook(standing),

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core.workdays import SHANGHAI
+from core.workdays import SHANGHAI, WorkingCalendar
 from domain import access, notices
 from domain.access import require_role
 from domain.errors import NotFound
@@ -22,14 +22,26 @@ from domain.notices import texts
 from domain.registry.enterprises import get_enterprise
 from domain.review.findings import lapse_findings
 from models.budget import LedgerEntry, LedgerKind
-from models.cases import UNPAID_CLOSURES, CaseClaim, CaseRecord, CaseStage, CaseState, ClaimState
+from models.cases import (
+    UNPAID_CLOSURES,
+    CaseClaim,
+    CaseFirm,
+    CaseRecord,
+    CaseStage,
+    CaseState,
+    ClaimState,
+)
 from models.commitment import RecoveryOrder
 from models.policy import PolicyItem, PolicyItemVersion, StageWarning
 from models.reference import Actor, Role
 from models.types import utcnow
 
+_UNPAID = sorted(stage.value for stage in UNPAID_CLOSURES)
 
-async def project(session: AsyncSession, state: CaseState) -> None:
+
+async def project(
+    session: AsyncSession, state: CaseState, calendar: WorkingCalendar | None = None
+) -> None:
     """Upsert the list projection of a case from its workflow state, and tell the firm
     when its case has reached a stage it must hear of."""
     record = await session.get(CaseRecord, state.case_id)
@@ -64,12 +76,18 @@ async def project(session: AsyncSession, state: CaseState) -> None:
         record.entitled_at = entitled
     if record.paid_at is None and state.paid_amount_fen > 0:
         record.paid_at = await _first_receipt(session, state.case_id)
+        if record.entitled_at is not None:
+            record.days_to_money = (calendar or WorkingCalendar()).working_days_between(
+                record.entitled_at, record.paid_at
+            )
     if state.moments or state.batch_id:
         record.details = {
             "batch_id": state.batch_id,
             "moments": {name: at.isoformat() for name, at in state.moments.items()},
         }
     await _settle_claim(session, state)
+    await session.flush()
+    await count_firm(session, record.item_code, record.uscc, record.year)
     # A warning about a stage the case has left is resolved.
     await session.execute(
         sa.update(StageWarning)
@@ -83,6 +101,61 @@ async def project(session: AsyncSession, state: CaseState) -> None:
     await session.flush()
     if previous != state.stage.value:
         await _tell_firm(session, state)
+
+
+async def count_firm(session: AsyncSession, item_code: str, uscc: str, year: int | None) -> None:
+    """Sum up one firm's cases of one item and year for the dashboards (`CaseFirm`)."""
+    if year is None:
+        return
+    approved = sa.and_(
+        col(CaseRecord.approved_amount_fen).is_not(None),
+        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
+    )
+    row = (
+        await session.execute(
+            sa.select(
+                sa.func.min(col(CaseRecord.region_code)),
+                sa.func.max(sa.case((approved, 1), else_=0)),
+                sa.func.max(sa.case((col(CaseRecord.paid_amount_fen) > 0, 1), else_=0)),
+                sa.func.min(col(CaseRecord.paid_at)),
+            ).where(
+                col(CaseRecord.item_code) == item_code,
+                col(CaseRecord.uscc) == uscc,
+                col(CaseRecord.year) == year,
+            )
+        )
+    ).one()
+    firm = await session.get(CaseFirm, (item_code, uscc, year))
+    if firm is None:
+        firm = CaseFirm(item_code=item_code, uscc=uscc, year=year, region_code=row[0])
+        session.add(firm)
+    firm.region_code = row[0]
+    firm.approved, firm.paid, firm.first_paid_at = bool(row[1]), bool(row[2]), row[3]
+
+
+async def count_all_firms(session: AsyncSession) -> None:
+    """Sum up every firm's cases again (`CaseFirm`), e.g. after loading cases in bulk."""
+    approved = sa.and_(
+        col(CaseRecord.approved_amount_fen).is_not(None),
+        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
+    )
+    rows = sa.select(
+        col(CaseRecord.item_code),
+        col(CaseRecord.uscc),
+        col(CaseRecord.year),
+        sa.func.min(col(CaseRecord.region_code)),
+        sa.func.max(sa.case((approved, 1), else_=0)) == 1,
+        sa.func.max(sa.case((col(CaseRecord.paid_amount_fen) > 0, 1), else_=0)) == 1,
+        sa.func.min(col(CaseRecord.paid_at)),
+    ).where(col(CaseRecord.year).is_not(None))
+    rows = rows.group_by(col(CaseRecord.item_code), col(CaseRecord.uscc), col(CaseRecord.year))
+    await session.execute(sa.delete(CaseFirm))
+    await session.execute(
+        sa.insert(CaseFirm).from_select(
+            ["item_code", "uscc", "year", "region_code", "approved", "paid", "first_paid_at"],
+            rows,
+        )
+    )
 
 
 def budget_year_of(period: str, opened_at: datetime) -> int:

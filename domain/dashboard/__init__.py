@@ -37,9 +37,9 @@ async def warnings(
 
 
 async def time_to_money(
-    session: AsyncSession, actor: Actor, filters: DashboardFilters, calendar: WorkingCalendar
+    session: AsyncSession, actor: Actor, filters: DashboardFilters
 ) -> TimeToMoney:
-    return await speed.time_to_money(session, await view_of(session, actor, filters), calendar)
+    return await speed.time_to_money(session, await view_of(session, actor, filters))
 
 
 async def policy_effect(

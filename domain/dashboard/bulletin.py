@@ -15,12 +15,12 @@ from openpyxl import Workbook
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from core.workdays import SHANGHAI, WorkingCalendar
+from core.workdays import SHANGHAI
 from domain.access import require_staff_or_reader
 from domain.dashboard.scope import Catalogue, catalogue
-from domain.dashboard.speed import paid_days, working_days
+from domain.dashboard.speed import Days, paid_days
 from models.budget import LedgerEntry, LedgerKind
-from models.cases import CaseRecord
+from models.cases import CaseFirm, CaseRecord
 from models.dashboard import Bulletin, Standing
 from models.matching import MatchTally
 from models.policy import StageWarning
@@ -38,7 +38,7 @@ RANKING = (
 
 @dataclass
 class Tally:
-    days: list[int] = field(default_factory=list)
+    days: Days = field(default_factory=Days)
     eligible: int = 0
     paid_pairs: int = 0
     overdue: int = 0
@@ -46,7 +46,9 @@ class Tally:
 
     @property
     def empty(self) -> bool:
-        return not (self.days or self.eligible or self.paid_pairs or self.overdue or self.paid_fen)
+        return not (
+            self.days.counts or self.eligible or self.paid_pairs or self.overdue or self.paid_fen
+        )
 
 
 def quarter_window(year: int, quarter: int) -> tuple[date, date, datetime, datetime]:
@@ -72,9 +74,7 @@ def _districts(known: Catalogue) -> dict[str, str]:
     return out
 
 
-async def bulletin(
-    session: AsyncSession, actor: Actor, year: int, quarter: int, calendar: WorkingCalendar
-) -> Bulletin:
+async def bulletin(session: AsyncSession, actor: Actor, year: int, quarter: int) -> Bulletin:
     require_staff_or_reader(actor)
     known = await catalogue(session)
     first, after, start, end = quarter_window(year, quarter)
@@ -95,10 +95,9 @@ async def bulletin(
     rows = await paid_days(
         session, in_quarter, col(CaseRecord.region_code), col(CaseRecord.item_code)
     )
-    days = working_days(calendar, ((s, e) for s, e, _ in rows)).tolist()
-    for (_, _, (region, item)), n in zip(rows, days, strict=True):
+    for days, cases, (region, item) in rows:
         for tally in both(region, item):
-            tally.days.append(n)
+            tally.days.add(days, cases)
 
     signed = sa.case(
         (col(LedgerEntry.kind) == LedgerKind.RETURN, -col(LedgerEntry.amount_fen)),
@@ -126,17 +125,9 @@ async def bulletin(
         for tally in both(region, item):
             tally.eligible += int(pairs)
     for region, item, pairs in await session.execute(
-        select(
-            CaseRecord.region_code,
-            CaseRecord.item_code,
-            sa.func.count(sa.distinct(col(CaseRecord.uscc))),
-        )
-        .where(
-            col(CaseRecord.year) == year,
-            col(CaseRecord.paid_amount_fen) > 0,
-            col(CaseRecord.paid_at) < end,
-        )
-        .group_by(col(CaseRecord.region_code), col(CaseRecord.item_code))
+        sa.select(col(CaseFirm.region_code), col(CaseFirm.item_code), sa.func.count())
+        .where(col(CaseFirm.year) == year, col(CaseFirm.paid), col(CaseFirm.first_paid_at) < end)
+        .group_by(col(CaseFirm.region_code), col(CaseFirm.item_code))
     ):
         for tally in both(region, item):
             tally.paid_pairs += int(pairs)
@@ -187,7 +178,8 @@ def rank(names: dict[str, str], tallies: dict[str, Tally]) -> list[Standing]:
     active = [code for code in names if not tallies[code].empty]
     idle = sorted(code for code in names if tallies[code].empty)
     medians: dict[str, float | None] = {
-        code: float(np.median(tallies[code].days)) if tallies[code].days else None for code in names
+        code: float(np.median(days)) if len(days := tallies[code].days.array()) else None
+        for code in names
     }
     coverage = {
         code: round(100 * t.paid_pairs / t.eligible, 1) if (t := tallies[code]).eligible else None

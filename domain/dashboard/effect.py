@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from core.workdays import SHANGHAI
-from domain.dashboard.scope import View, cases_where, readable, tally_readable
+from domain.dashboard.scope import View, firms_where, readable, tally_readable
 from domain.errors import InvalidInput
-from models.cases import CaseRecord
+from models.cases import CaseFirm
 from models.dashboard import EffectChoice, ItemEffect, Movement, PolicyEffect
 from models.facts import FACT_KINDS
 from models.matching import MatchResult, MatchTally
@@ -24,6 +24,11 @@ from models.registry import Fact
 from models.types import utcnow
 
 KINDS = ("revenue_fen", "tax_paid_fen", "social_security_headcount")
+# The organisation part of a credit code, written as the index on it has it (literals,
+# not parameters, or the database cannot use the index).
+ORGANISATION = sa.func.substr(
+    col(MatchResult.uscc), sa.literal_column("10"), sa.literal_column("9")
+)
 SAMPLE = 1_000  # firms of each group compared, at most
 CHUNK = 1_000
 METHOD = (
@@ -48,12 +53,15 @@ def _median(values: list[float]) -> float | None:
 
 
 async def policy_effect(session: AsyncSession, view: View, item_code: str | None) -> PolicyEffect:
-    where = await cases_where(session, view)
-    paid = col(CaseRecord.paid_at).is_not(None)
+    where: list[sa.ColumnElement[bool]] = [
+        *await firms_where(session, view),
+        col(CaseFirm.paid) == sa.true(),
+    ]
     counts = await session.execute(
-        select(CaseRecord.item_code, sa.func.count(sa.distinct(col(CaseRecord.uscc))))
-        .where(paid, *where)
-        .group_by(col(CaseRecord.item_code))
+        # Firms paid, once per year they were paid: which items have anything to show.
+        sa.select(col(CaseFirm.item_code), sa.func.count())
+        .where(*where)
+        .group_by(col(CaseFirm.item_code))
     )
     choices = sorted(
         (
@@ -79,23 +87,21 @@ async def policy_effect(session: AsyncSession, view: View, item_code: str | None
 async def _item_effect(
     session: AsyncSession, view: View, where: list[sa.ColumnElement[bool]], code: str
 ) -> ItemEffect:
-    of_item = [col(CaseRecord.item_code) == code, col(CaseRecord.paid_at).is_not(None), *where]
+    of_item = [col(CaseFirm.item_code) == code, *where]
     year = view.filters.year or await session.scalar(
-        select(sa.func.max(col(CaseRecord.year))).where(*of_item)
+        select(sa.func.max(col(CaseFirm.year))).where(*of_item)
     )
     paid_on: dict[str, date] = {}
     if year is not None:
         for uscc, at in await session.execute(
-            select(CaseRecord.uscc, sa.func.min(col(CaseRecord.paid_at)))
-            .where(*of_item, col(CaseRecord.year) == year)
-            .group_by(col(CaseRecord.uscc))
+            sa.select(col(CaseFirm.uscc), col(CaseFirm.first_paid_at)).where(
+                *of_item, col(CaseFirm.year) == year
+            )
         ):
             if at is not None:
-                paid_on[uscc] = _day(at)
+                paid_on[uscc] = min(paid_on.get(uscc, _day(at)), _day(at))
     paid_total = len(paid_on)
-    ever_paid = select(CaseRecord.uscc).where(
-        col(CaseRecord.item_code) == code, col(CaseRecord.paid_amount_fen) > 0
-    )
+    ever_paid = select(CaseFirm.uscc).where(col(CaseFirm.item_code) == code, col(CaseFirm.paid))
     scope = await readable(
         session,
         view,
@@ -122,12 +128,20 @@ async def _item_effect(
     )
     paid_in_library = int(
         await session.scalar(
-            select(sa.func.count())
-            .select_from(MatchResult)
+            # From the few paid firms to their library rows, not the other way round.
+            sa.select(sa.func.count(sa.distinct(col(CaseFirm.uscc))))
+            .select_from(CaseFirm)
+            .join(
+                MatchResult,
+                sa.and_(
+                    col(MatchResult.item_code) == col(CaseFirm.item_code),
+                    col(MatchResult.uscc) == col(CaseFirm.uscc),
+                ),
+            )
             .where(
-                col(MatchResult.item_code) == code,
+                col(CaseFirm.item_code) == code,
+                col(CaseFirm.paid) == sa.true(),
                 col(MatchResult.verdict) == "eligible",
-                col(MatchResult.uscc).in_(ever_paid),
                 *scope,
             )
         )
@@ -138,10 +152,7 @@ async def _item_effect(
     # region prefix), so that every district is drawn from alike.
     comparison = list(
         await session.scalars(
-            select(MatchResult.uscc)
-            .where(*eligible)
-            .order_by(sa.func.substr(col(MatchResult.uscc), 11, 8))
-            .limit(SAMPLE)
+            select(MatchResult.uscc).where(*eligible).order_by(ORGANISATION).limit(SAMPLE)
         )
     )
     if len(paid_on) > SAMPLE:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import cast
 
 import sqlalchemy as sa
@@ -14,13 +15,13 @@ from sqlmodel import col, select
 from domain.dashboard.scope import (
     View,
     cases_where,
+    firms_where,
     items_visible,
     readable,
-    shanghai_month,
     tally_readable,
 )
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind
-from models.cases import UNPAID_CLOSURES, CaseRecord, CaseStage
+from models.cases import UNPAID_CLOSURES, CaseFirm, CaseRecord, CaseStage
 from models.dashboard import BudgetUse, Funnel, Money, Overview
 from models.matching import MatchTally, PolicyPush
 from models.types import utcnow
@@ -60,13 +61,7 @@ def _add(into: Money, cases: int, committed: int, reserved: int, paid: int) -> N
 async def overview(session: AsyncSession, view: View) -> Overview:
     where = await cases_where(session, view)
     known = view.catalogue
-    uscc = col(CaseRecord.uscc)
-    approved = sa.and_(
-        col(CaseRecord.approved_amount_fen).is_not(None),
-        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
-    )
-    # One pass over the cases (the covering index): money per region, item and category,
-    # and the firms at each step, which add up across regions (a firm has one region).
+    # One pass over the cases (the covering index): money per region, item and category.
     rows = await session.execute(
         sa.select(
             col(CaseRecord.region_code),
@@ -76,9 +71,6 @@ async def overview(session: AsyncSession, view: View) -> Overview:
             sa.func.sum(_committed()),
             sa.func.sum(_reserved()),
             sa.func.sum(col(CaseRecord.paid_amount_fen)),
-            sa.func.count(sa.distinct(uscc)),
-            sa.func.count(sa.distinct(sa.case((approved, uscc)))),
-            sa.func.count(sa.distinct(sa.case((col(CaseRecord.paid_amount_fen) > 0, uscc)))),
         )
         .where(*where)
         .group_by(col(CaseRecord.item_code), col(CaseRecord.region_code), col(CaseRecord.category))
@@ -87,8 +79,8 @@ async def overview(session: AsyncSession, view: View) -> Overview:
     regions: dict[str, Money] = {}
     departments: dict[str, Money] = {}
     categories: dict[str, Money] = {}
-    acted: dict[str, Acted] = defaultdict(Acted)
-    for region, item, category, cases, committed, reserved, paid, *firms in rows:
+    paid_by_item: dict[str, int] = defaultdict(int)
+    for region, item, category, cases, committed, reserved, paid in rows:
         figures = (int(cases), int(committed or 0), int(reserved or 0), int(paid or 0))
         department = known.items[item].department_code if item in known.items else ""
         _add(totals, *figures)
@@ -98,7 +90,7 @@ async def overview(session: AsyncSession, view: View) -> Overview:
             (categories, category, CATEGORY_NAMES.get(category, category)),
         ):
             _add(slices.setdefault(key, Money(key=key, name=name)), *figures)
-        acted[item].add(int(firms[0]), int(firms[1]), int(firms[2]), figures[3])
+        paid_by_item[item] += figures[3]
     return Overview(
         filters=view.filters,
         totals=totals,
@@ -106,7 +98,7 @@ async def overview(session: AsyncSession, view: View) -> Overview:
         by_department=sorted(departments.values(), key=lambda m: -m.committed_fen),
         by_category=sorted(categories.values(), key=lambda m: m.key),
         by_month=await _by_month(session, where),
-        funnel=await _funnel(session, view, acted),
+        funnel=await _funnel(session, view, await _firms(session, view, paid_by_item)),
         budget=await _budget(session, view),
         generated_at=utcnow(),
     )
@@ -121,22 +113,41 @@ class Acted:
     paid: int = 0
     paid_fen: int = 0
 
-    def add(self, firms: int, approved: int, paid: int, paid_fen: int) -> None:
-        self.firms += firms
-        self.approved += approved
-        self.paid += paid
-        self.paid_fen += paid_fen
+
+async def _firms(
+    session: AsyncSession, view: View, paid_by_item: dict[str, int]
+) -> dict[str, Acted]:
+    """Each item's firms with a case, one approved and one paid (`CaseFirm`: a firm may
+    have several cases of an item, for several periods or attempts)."""
+    rows = await session.execute(
+        sa.select(
+            col(CaseFirm.item_code),
+            sa.func.count(),
+            sa.func.sum(sa.case((col(CaseFirm.approved), 1), else_=0)),
+            sa.func.sum(sa.case((col(CaseFirm.paid), 1), else_=0)),
+        )
+        .where(*await firms_where(session, view))
+        .group_by(col(CaseFirm.item_code))
+    )
+    return {
+        item: Acted(int(firms), int(approved or 0), int(paid or 0), paid_by_item.get(item, 0))
+        for item, firms, approved, paid in rows
+    }
 
 
 async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) -> list[Money]:
-    """Money into accounts by month of receipt, less what the banks returned."""
-    dialect = session.get_bind().dialect.name
-    month = shanghai_month(col(LedgerEntry.at), dialect)
+    """Money into accounts by month of receipt (Asia/Shanghai), less what the banks
+    returned: summed in SQL by UTC day and half (before or after 16:00 UTC, when
+    Shanghai's next day begins), then by Shanghai month here, which spares the database
+    a time-zone conversion per entry."""
+    at = col(LedgerEntry.at)
+    utc_day = sa.func.date(at)
+    evening = sa.extract("hour", at) >= 16
     signed = sa.case(
         (col(LedgerEntry.kind) == LedgerKind.RETURN, -col(LedgerEntry.amount_fen)),
         else_=col(LedgerEntry.amount_fen),
     )
-    query = select(month, sa.func.count(), sa.func.sum(signed)).where(
+    query = sa.select(utc_day, evening, sa.func.count(), sa.func.sum(signed)).where(
         col(LedgerEntry.kind).in_([LedgerKind.RECEIPT, LedgerKind.RETURN])
     )
     narrowed = [clause for clause in where if not isinstance(clause, sa.sql.elements.True_)]
@@ -144,10 +155,15 @@ async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) 
         query = query.join(CaseRecord, col(CaseRecord.case_id) == col(LedgerEntry.case_id)).where(
             *narrowed
         )
-    rows = await session.execute(query.group_by(month).order_by(month))
-    return [
-        Money(key=key, name=key, cases=int(n), paid_fen=int(paid or 0)) for key, n, paid in rows
-    ]
+    months: dict[str, Money] = {}
+    for day, late, entries, paid in await session.execute(query.group_by(utc_day, evening)):
+        first = day if isinstance(day, date) else date.fromisoformat(str(day))
+        local = first + timedelta(days=1) if late else first
+        key = f"{local.year}-{local.month:02d}"
+        month = months.setdefault(key, Money(key=key, name=key))
+        month.cases += int(entries)
+        month.paid_fen += int(paid or 0)
+    return [months[key] for key in sorted(months)]
 
 
 async def _funnel(session: AsyncSession, view: View, acted: dict[str, Acted]) -> list[Funnel]:
@@ -183,7 +199,7 @@ async def _funnel(session: AsyncSession, view: View, acted: dict[str, Acted]) ->
     funnel = []
     for code in sorted(set(matched) | set(pushed) | set(acted)):
         entry = known.items.get(code)
-        cases = acted.get(code, Acted())
+        cases = acted.get(code, Acted(paid_fen=0))
         sent, opened = pushed.get(code, (0, 0))
         funnel.append(
             Funnel(

@@ -4,24 +4,20 @@ projection and the other tables, and the catalogue of items they name."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 
 from domain import access
 from domain.access import Column, require_staff_or_reader
 from domain.errors import InvalidInput
-from models.cases import CaseRecord
+from models.cases import CaseFirm, CaseRecord
 from models.dashboard import DashboardFilters
 from models.matching import MatchTally
 from models.policy import PolicyItem, PolicyItemVersion
 from models.reference import Actor, Department, Region
 from models.registry import Enterprise
-
-Moment = sa.ColumnElement[datetime] | Mapped[datetime] | Mapped[datetime | None]
 
 
 @dataclass(frozen=True)
@@ -168,6 +164,20 @@ async def cases_where(session: AsyncSession, view: View) -> list[sa.ColumnElemen
     return clauses
 
 
+async def firms_where(session: AsyncSession, view: View) -> list[sa.ColumnElement[bool]]:
+    """The firms' sums (`CaseFirm`) the dashboards count for this reader and filters."""
+    clauses = await readable(
+        session,
+        view,
+        item_code=col(CaseFirm.item_code),
+        uscc=col(CaseFirm.uscc),
+        region_code=col(CaseFirm.region_code),
+    )
+    if view.filters.year is not None:
+        clauses.append(col(CaseFirm.year) == view.filters.year)
+    return clauses
+
+
 async def items_visible(session: AsyncSession, view: View) -> set[str]:
     """The items whose quota and item-wide figures the reader sees: all for readers of
     everything and the city's finance; a unit the items it owns, acts on or (finance)
@@ -180,22 +190,3 @@ async def items_visible(session: AsyncSession, view: View) -> set[str]:
     else:
         codes = await access.items_reached(session, scope)
     return {c for c in codes if view.item_shown(c)}
-
-
-def shanghai_day(column: Moment, dialect: str) -> sa.ColumnElement[int]:
-    """The day (days since 1970-01-01) of an instant, in Asia/Shanghai."""
-    if dialect == "sqlite":
-        # Julian days count from noon UTC: 1970-01-01 00:00 UTC is 2440587.5, and
-        # Shanghai is 8 hours (1/3 day) ahead; CAST truncates, a floor after 1970. The
-        # 5e-9 day (0.4 ms, under the stored millisecond) keeps Shanghai's midnight itself
-        # from falling to the day before by a rounding of the double.
-        return sa.cast(sa.func.julianday(column) - (2440587.5 - 1 / 3 - 5e-9), sa.Integer)
-    local = sa.func.timezone("Asia/Shanghai", column)
-    return sa.cast(sa.cast(local, sa.Date) - sa.cast(sa.literal("1970-01-01"), sa.Date), sa.Integer)
-
-
-def shanghai_month(column: Moment, dialect: str) -> sa.ColumnElement[str]:
-    """YYYY-MM of an instant, in Asia/Shanghai."""
-    if dialect == "sqlite":
-        return sa.func.strftime("%Y-%m", column, "+8 hours")
-    return sa.func.to_char(sa.func.timezone("Asia/Shanghai", column), "YYYY-MM")

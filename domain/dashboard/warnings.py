@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,7 +10,6 @@ from sqlmodel import col, select
 
 from core.workdays import SHANGHAI, WorkingCalendar
 from domain.dashboard.scope import View, cases_where, items_visible, readable
-from domain.dashboard.speed import EPOCH, working_days
 from models.budget import BudgetQuota, LedgerEntry, LedgerKind
 from models.cases import OPEN_STAGES, CaseRecord, CaseStage
 from models.commitment import RecoveryCredit, RecoveryOrder, RecoveryStatus
@@ -48,10 +47,6 @@ async def warnings(session: AsyncSession, view: View, calendar: WorkingCalendar)
     )
 
 
-def _day(at_day: date) -> int:
-    return (at_day - EPOCH).days
-
-
 async def _overdue(
     session: AsyncSession,
     view: View,
@@ -66,11 +61,8 @@ async def _overdue(
             .limit(LIMIT)
         )
     )
-    today = _day(utcnow().astimezone(SHANGHAI).date())
-    pairs = [
-        (_day(r.due_at.astimezone(SHANGHAI).date()) if r.due_at else today, today) for r in records
-    ]
-    late = working_days(calendar, pairs).tolist()
+    now = utcnow()
+    late = [calendar.working_days_between(r.due_at, now) if r.due_at else 0 for r in records]
     return [
         OverdueReview(
             case_id=r.case_id,
