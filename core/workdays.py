@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import holidays
 
-from core.settings import Settings
+if TYPE_CHECKING:  # workflows import this module: no settings in their sandbox
+    from core.settings import Settings
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
