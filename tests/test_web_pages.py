@@ -281,6 +281,8 @@ async def test_static_files_are_served_by_the_platform(api: httpx.AsyncClient) -
         ("1,234.56", 123_456),
         (" 0.01 ", 1),
         ("10000000000000", 10**15),
+        ("１２３．４５", 12_345),  # full-width, as a Chinese input method types it
+        ("１，０００。５", 100_050),
     ],
 )
 def test_yuan_become_fen_exactly(typed: str, fen: int) -> None:
@@ -298,6 +300,8 @@ def test_yuan_become_fen_exactly(typed: str, fen: int) -> None:
         ("10000000000000.01", "上限"),
         ("99999999999999999999999", "上限"),
         ("NaN", "须为数字"),
+        ("١٢٣", "须为数字"),  # digits, but of another script
+        ("1２3 4", "须为数字"),
     ],
 )
 def test_bad_yuan_are_refused_naming_the_field(typed: str, says: str) -> None:
@@ -414,6 +418,15 @@ async def test_a_case_is_decided_through_its_page_and_the_firm_follows_it(
     assert mine.status_code == 200 and f'href="{here}"' in mine.text
     seen = await view(api, settings, "qiye", here)
     assert seen.status_code == 200 and 'id="decision-form"' not in seen.text
+    # Reviewers' notes, evidence and findings are for staff, not the firm.
+    for staff_only in (
+        'data-testid="to-verify"',
+        'data-testid="evidence"',
+        'data-testid="findings"',
+    ):
+        assert staff_only not in seen.text
+    staff_view = await view(api, settings, "czj_staff", here)
+    assert 'data-testid="evidence"' in staff_view.text
     policies = await view(api, settings, "qiye", "/ui/my/policies")
     assert policies.status_code == 200
     notices = await view(api, settings, "qiye", "/ui/my/notices")

@@ -4,6 +4,7 @@ Asia/Shanghai, and the platform's codes in Chinese."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,14 +23,16 @@ class FieldInvalid(Exception):
 
 
 # Yuan as people type it: digits, optionally grouped by thousands, at most two decimals.
-_YUAN = re.compile(r"(?P<whole>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<fraction>\d*))?")
+# ASCII digits only, after NFKC: a Chinese input method's full-width ０-９，． read as the
+# same amount; digits of other scripts are refused.
+_YUAN = re.compile(r"(?P<whole>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.(?P<fraction>[0-9]*))?")
 
 
 def parse_yuan(text: str, field: str, label: str, *, positive: bool = True) -> int:
     """An amount typed in yuan as integer fen, exactly: no float ever holds it. Refused,
     naming the field: anything but a plain non-negative number, more than two decimals,
     more than 10^15 fen, and (when `positive`) zero."""
-    cleaned = text.strip().replace("，", ",").replace("。", ".")
+    cleaned = unicodedata.normalize("NFKC", text).strip().replace("。", ".")
     match = _YUAN.fullmatch(cleaned)
     if match is None:
         if cleaned.startswith("-"):
