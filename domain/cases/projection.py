@@ -103,14 +103,19 @@ async def project(
         await _tell_firm(session, state)
 
 
+def _approved() -> sa.ColumnElement[bool]:
+    """A case approved and not closed unpaid, or paid."""
+    return sa.and_(
+        col(CaseRecord.approved_amount_fen).is_not(None),
+        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
+    )
+
+
 async def count_firm(session: AsyncSession, item_code: str, uscc: str, year: int | None) -> None:
     """Sum up one firm's cases of one item and year for the dashboards (`CaseFirm`)."""
     if year is None:
         return
-    approved = sa.and_(
-        col(CaseRecord.approved_amount_fen).is_not(None),
-        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
-    )
+    approved = _approved()
     row = (
         await session.execute(
             sa.select(
@@ -135,10 +140,7 @@ async def count_firm(session: AsyncSession, item_code: str, uscc: str, year: int
 
 async def count_all_firms(session: AsyncSession) -> None:
     """Sum up every firm's cases again (`CaseFirm`), e.g. after loading cases in bulk."""
-    approved = sa.and_(
-        col(CaseRecord.approved_amount_fen).is_not(None),
-        sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
-    )
+    approved = _approved()
     rows = sa.select(
         col(CaseRecord.item_code),
         col(CaseRecord.uscc),
