@@ -61,21 +61,28 @@ async def inbox(request: Request) -> Response:
     )
 
 
-@router.get("/cases")
-async def case_list(request: Request) -> Response:
+async def filtered_list(
+    request: Request, source: str, names: tuple[str, ...], template: str, key: str
+) -> Response:
+    """A page listing what one API list answers, narrowed by the filters named."""
     api, viewer = await signed_in(request)
-    filters = chosen(request, CASE_FILTERS)
-    cases, refused = await read(api, "/api/v1/cases", {**filters, **paging(request)})
+    filters = chosen(request, names)
+    found, refused = await read(api, source, {**filters, **paging(request)})
     return page(
         request,
-        "cases.html",
+        template,
         viewer,
         refused.status if refused else 200,
-        active="cases",
+        active=key,
         filters=filters,
         refused=refused,
-        cases=cases,
+        **{key: found},
     )
+
+
+@router.get("/cases")
+async def case_list(request: Request) -> Response:
+    return await filtered_list(request, "/api/v1/cases", CASE_FILTERS, "cases.html", "cases")
 
 
 def may_decide(viewer: Viewer, case: dict[str, Any]) -> bool:
@@ -155,18 +162,8 @@ def batch_path(item: str, period: str, number: str) -> str:
 
 @router.get("/batches")
 async def batches(request: Request) -> Response:
-    api, viewer = await signed_in(request)
-    filters = chosen(request, BATCH_FILTERS)
-    found, refused = await read(api, "/api/v1/recognition-batches", {**filters, **paging(request)})
-    return page(
-        request,
-        "batches.html",
-        viewer,
-        refused.status if refused else 200,
-        active="batches",
-        filters=filters,
-        refused=refused,
-        batches=found,
+    return await filtered_list(
+        request, "/api/v1/recognition-batches", BATCH_FILTERS, "batches.html", "batches"
     )
 
 

@@ -152,29 +152,27 @@ async def tally_readable(session: AsyncSession, view: View) -> list[sa.ColumnEle
 
 async def cases_where(session: AsyncSession, view: View) -> list[sa.ColumnElement[bool]]:
     """The case projection's rows the dashboards count for this reader and filters."""
-    clauses = await readable(
-        session,
-        view,
-        item_code=col(CaseRecord.item_code),
-        uscc=col(CaseRecord.uscc),
-        region_code=col(CaseRecord.region_code),
-    )
-    if view.filters.year is not None:
-        clauses.append(col(CaseRecord.year) == view.filters.year)
-    return clauses
+    return await _of_year(session, view, CaseRecord)
 
 
 async def firms_where(session: AsyncSession, view: View) -> list[sa.ColumnElement[bool]]:
     """The firms' sums (`CaseFirm`) the dashboards count for this reader and filters."""
+    return await _of_year(session, view, CaseFirm)
+
+
+async def _of_year(
+    session: AsyncSession, view: View, table: type[CaseRecord] | type[CaseFirm]
+) -> list[sa.ColumnElement[bool]]:
+    """Rows of a table of a firm's cases of an item (and year) the reader counts."""
     clauses = await readable(
         session,
         view,
-        item_code=col(CaseFirm.item_code),
-        uscc=col(CaseFirm.uscc),
-        region_code=col(CaseFirm.region_code),
+        item_code=col(table.item_code),
+        uscc=col(table.uscc),
+        region_code=col(table.region_code),
     )
     if view.filters.year is not None:
-        clauses.append(col(CaseFirm.year) == view.filters.year)
+        clauses.append(col(table.year) == view.filters.year)
     return clauses
 
 
