@@ -214,7 +214,7 @@ class ItemEffect(BaseModel):
     title: str
     year: int  # the year of payment; compared with the year before
     paid_firms: int
-    eligible_unpaid_firms: int
+    eligible_firms: int  # the match library's eligible firms, paid ones included
     movements: list[Movement]
 
 

@@ -473,7 +473,7 @@ async def test_policy_effect_compares_paid_firms_with_eligible_ones_not_paid(
     await session.flush()
     body = await _get(api, settings, "auditor", f"policy-effect?item_code={JXJ_ITEM}")
     [item] = body["items"]
-    assert (item["paid_firms"], item["eligible_unpaid_firms"], item["year"]) == (1, 2, 2026)
+    assert (item["paid_firms"], item["eligible_firms"], item["year"]) == (1, 3, 2026)
     revenue = next(m for m in item["movements"] if m["kind"] == "revenue_fen")
     assert (revenue["paid_change_pct"], revenue["comparison_change_pct"]) == (50.0, 10.0)
     assert revenue["difference_pts"] == 40.0

@@ -3,7 +3,6 @@ payment, beside eligible firms not (yet) paid, from the registry's dated facts."
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -35,8 +34,8 @@ METHOD = (
     "受补企业：该条目在所选年度已到账的企业；以首笔到账日为界，取到账日前最近一期与到账日后最近一期的"
     "营业收入、实缴税金、社保参保人数（登记库中带期间的数据），计算变化率，取中位数。"
     "对照组：匹配库中该条目“符合条件”但尚未获得该条目资金的企业。每组超过 "
-    f"{SAMPLE} 家时抽取 {SAMPLE} 家（受补企业按条目固定随机抽取，"
-    "对照组按信用代码中组织机构代码部分排序抽取），"
+    f"{SAMPLE} 家时抽取 {SAMPLE} 家（两组都按信用代码中组织机构代码部分排序抽取，"
+    "该部分与地区无关，抽样可重复），"
     "以受补企业到账日的中位数为界，"
     "同样计算。两组中位数之差（百分点）为粗略的政策效应。"
 )
@@ -91,32 +90,22 @@ async def _item_effect(
     year = view.filters.year or await session.scalar(
         select(sa.func.max(col(CaseFirm.year))).where(*of_item)
     )
-    paid_on: dict[str, date] = {}
-    if year is not None:
+    of_year = [*of_item, col(CaseFirm.year) == (year or 0)]
+    paid_total = int(await session.scalar(sa.select(sa.func.count()).where(*of_year)) or 0)
+    # Paid firms (one row each in a year) and the comparison both drawn in the order of the
+    # credit codes' organisation part: random, unlike the region prefix, and repeatable.
+    paid_on = {
+        uscc: _day(at)
         for uscc, at in await session.execute(
-            sa.select(col(CaseFirm.uscc), col(CaseFirm.first_paid_at)).where(
-                *of_item, col(CaseFirm.year) == year
-            )
-        ):
-            if at is not None:
-                paid_on[uscc] = min(paid_on.get(uscc, _day(at)), _day(at))
-    paid_total = len(paid_on)
-    ever_paid = select(CaseFirm.uscc).where(col(CaseFirm.item_code) == code, col(CaseFirm.paid))
-    scope = await readable(
-        session,
-        view,
-        item_code=col(MatchResult.item_code),
-        uscc=col(MatchResult.uscc),
-        region_code=col(MatchResult.region_code),
-    )
-    eligible = [
-        col(MatchResult.item_code) == code,
-        col(MatchResult.verdict) == "eligible",
-        col(MatchResult.uscc).not_in(ever_paid),
-        *scope,
-    ]
-    # Eligible firms not paid: the library's count, less the paid firms it holds as eligible.
-    in_library = int(
+            sa.select(col(CaseFirm.uscc), col(CaseFirm.first_paid_at))
+            .where(*of_year, col(CaseFirm.first_paid_at).is_not(None))
+            .order_by(sa.func.substr(col(CaseFirm.uscc), 10, 9))
+            .limit(SAMPLE)
+        )
+        if at is not None
+    }
+    # The library's eligible firms, paid ones included: its count per item and region.
+    eligible_firms = int(
         await session.scalar(
             select(sa.func.sum(col(MatchTally.firms))).where(
                 col(MatchTally.item_code) == code,
@@ -126,38 +115,27 @@ async def _item_effect(
         )
         or 0
     )
-    paid_in_library = int(
-        await session.scalar(
-            # From the few paid firms to their library rows, not the other way round.
-            sa.select(sa.func.count(sa.distinct(col(CaseFirm.uscc))))
-            .select_from(CaseFirm)
-            .join(
-                MatchResult,
-                sa.and_(
-                    col(MatchResult.item_code) == col(CaseFirm.item_code),
-                    col(MatchResult.uscc) == col(CaseFirm.uscc),
-                ),
-            )
-            .where(
-                col(CaseFirm.item_code) == code,
-                col(CaseFirm.paid) == sa.true(),
-                col(MatchResult.verdict) == "eligible",
-                *scope,
-            )
-        )
-        or 0
+    ever_paid = select(CaseFirm.uscc).where(col(CaseFirm.item_code) == code, col(CaseFirm.paid))
+    scope = await readable(
+        session,
+        view,
+        item_code=col(MatchResult.item_code),
+        uscc=col(MatchResult.uscc),
+        region_code=col(MatchResult.region_code),
     )
-    unpaid = in_library - paid_in_library
-    # A sample in the order of the credit codes' organisation part (random, unlike the
-    # region prefix), so that every district is drawn from alike.
     comparison = list(
         await session.scalars(
-            select(MatchResult.uscc).where(*eligible).order_by(ORGANISATION).limit(SAMPLE)
+            select(MatchResult.uscc)
+            .where(
+                col(MatchResult.item_code) == code,
+                col(MatchResult.verdict) == "eligible",
+                col(MatchResult.uscc).not_in(ever_paid),
+                *scope,
+            )
+            .order_by(ORGANISATION)
+            .limit(SAMPLE)
         )
     )
-    if len(paid_on) > SAMPLE:
-        kept = random.Random(code).sample(sorted(paid_on), SAMPLE)
-        paid_on = {uscc: paid_on[uscc] for uscc in kept}
     reference = (
         date.fromordinal(int(np.median([d.toordinal() for d in paid_on.values()])))
         if paid_on
@@ -187,7 +165,7 @@ async def _item_effect(
         title=view.catalogue.title(code),
         year=int(year or 0),
         paid_firms=paid_total,
-        eligible_unpaid_firms=unpaid,
+        eligible_firms=eligible_firms,
         movements=movements,
     )
 
