@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
 import sqlalchemy as sa
@@ -137,26 +137,25 @@ async def _firms(
     }
 
 
-class _UtcHour(sa.sql.functions.FunctionElement[str]):
-    """A UTC timestamp's hour as text, 'YYYY-MM-DD HH': a prefix of SQLite's stored text
-    (its date functions cost twice as much per row), PostgreSQL's in UTC whatever the
-    session's time zone."""
+class _UtcHour(sa.sql.functions.FunctionElement[datetime]):
+    """A UTC timestamp cut to its hour, as a naive UTC datetime: on SQLite a prefix of
+    the stored text (its date functions cost twice as much per row), on PostgreSQL
+    in UTC whatever the session's time zone (to_char costs twice what date_trunc does)."""
 
-    type = sa.String()
+    type = sa.DateTime()
     inherit_cache = True
 
 
 @compiles(_UtcHour, "sqlite")
 def _utc_hour_sqlite(element: _UtcHour, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
-    return f"substr({compiler.process(element.clauses, **kw)}, 1, 13)"
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 13) || ':00:00'"
 
 
 @compiles(_UtcHour, "postgresql")
 def _utc_hour_postgresql(
     element: _UtcHour, compiler: sa.sql.compiler.SQLCompiler, **kw: object
 ) -> str:
-    at = compiler.process(element.clauses, **kw)
-    return f"to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')"
+    return f"date_trunc('hour', {compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
 
 
 async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) -> list[Money]:
@@ -179,7 +178,7 @@ async def _by_month(session: AsyncSession, where: list[sa.ColumnElement[bool]]) 
     cases: dict[str, int] = defaultdict(int)
     paid: dict[str, int] = defaultdict(int)
     for utc_hour, entries, amount in await session.execute(query.group_by(hour)):
-        local = datetime.fromisoformat(f"{utc_hour}:00+00:00").astimezone(SHANGHAI)
+        local = utc_hour.replace(tzinfo=UTC).astimezone(SHANGHAI)
         key = f"{local.year}-{local.month:02d}"
         cases[key] += int(entries)
         paid[key] += int(amount or 0)
