@@ -16,16 +16,19 @@ stage warning with a notice) and to ops (`match_run`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
+from core.bulk import fetch_rows, insert_rows
 from core.db import reader_of
 from core.workdays import SHANGHAI
 from domain import access
@@ -137,6 +140,8 @@ class Evaluated:
         self.failures: list[ItemFailure] = []  # items that could not be evaluated
         self._by_item: dict[str, list[PairMatch]] | None = None
         self._results: dict[str, ItemMatches] = {}
+        self._usccs: np.ndarray[Any, np.dtype[np.object_]] | None = None  # by table row
+        self._regions: np.ndarray[Any, np.dtype[np.object_]] | None = None
         if len(table) <= ROW_PATH_LIMIT:
             self._by_item = {}
             firms = [
@@ -170,6 +175,47 @@ class Evaluated:
             self._failed(item, exc)
             return None
 
+    def rows(self, item: CompiledItem, regions: dict[str, str]) -> list[LibraryRow] | None:
+        """The item's library rows as plain tuples in firm order (credit code order);
+        None if it could not be evaluated (see `failures`). Built column by column from
+        the arrays: a full run has millions, too many for an object each."""
+        if self._by_item is not None:
+            pairs = self._by_item.get(item.item_code)
+            if pairs is None:
+                return None
+            return sorted(
+                (p.uscc, item.version, p.verdict.value, p.amount_fen, p.outcomes, regions[p.uscc])
+                for p in pairs
+            )
+        result = self._results.get(item.item_code)
+        if result is None:
+            return None
+        try:
+            context = self._context
+            matched = result.matched(context.table)
+            letters = context.leaf_outcomes(item.rule, matched.rows)
+            if self._usccs is None:
+                self._usccs = np.array(context.table.uscc, dtype=object)
+                self._regions = np.array([regions[u] for u in context.table.uscc], dtype=object)
+            assert self._regions is not None
+            verdicts = _VERDICTS[matched.eligible.astype(np.intp)]
+            amounts = matched.amount_fen.astype(object)  # Python ints, and None where unknown
+            amounts[~matched.amount_known] = None
+            return list(
+                zip(
+                    self._usccs[matched.rows].tolist(),
+                    itertools.repeat(item.version),
+                    verdicts.tolist(),
+                    amounts.tolist(),
+                    letters,
+                    self._regions[matched.rows].tolist(),
+                    strict=False,  # the version repeats without end
+                )
+            )
+        except Exception as exc:  # isolation boundary: one item, whatever went wrong
+            self._failed(item, exc)
+            return None
+
     def _failed(self, item: CompiledItem, exc: Exception) -> None:
         self.failures.append(ItemFailure(item.item_code, item.version, failure_message(exc)))
 
@@ -184,6 +230,10 @@ class Evaluated:
 
 
 _COMPARED = ("version", "verdict", "amount_fen", "outcomes", "region_code")
+_COMPARED_COLUMNS = [col(getattr(MatchResult, name)) for name in _COMPARED]
+# A library row as it is compared and written: (uscc, *_COMPARED).
+LibraryRow = tuple[str, int, str, int | None, str, str]
+_VERDICTS = np.array([Verdict.POSSIBLY_ELIGIBLE.value, Verdict.ELIGIBLE.value], dtype=object)
 
 
 async def store(
@@ -201,10 +251,10 @@ async def store(
         firm_chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
     added = removed = 0
     for item in loaded.items:
-        pairs = evaluated.pairs(item)
-        if pairs is None:
+        rows = evaluated.rows(item, loaded.regions)
+        if rows is None:
             continue
-        a, r = await _store_item(session, item.item_code, firm_chunks, loaded, pairs, now)
+        a, r = await _store_item(session, item.item_code, firm_chunks, rows, now)
         added, removed = added + a, removed + r
     # Items no longer in force (suspended, expired, superseded) leave the library.
     stale: sa.ColumnElement[bool] = col(MatchResult.item_code).not_in(codes) if codes else sa.true()
@@ -245,26 +295,28 @@ async def _store_item(
     session: AsyncSession,
     code: str,
     firm_chunks: list[list[str]] | None,
-    loaded: Loaded,
-    pairs: list[PairMatch],
+    rows: list[LibraryRow],
     now: datetime,
 ) -> tuple[int, int]:
-    existing: dict[str, tuple[object, ...]] = {}
-    columns = [col(getattr(MatchResult, name)) for name in _COMPARED]
+    """Bring one item's library rows in line with `rows` (in credit code order)."""
+    existing: list[LibraryRow] = []
     chunks: list[list[str] | None] = [*firm_chunks] if firm_chunks is not None else [None]
     for chunk in chunks:
-        where: sa.ColumnElement[bool] = col(MatchResult.item_code) == code
+        query = (
+            sa.select(col(MatchResult.uscc), *_COMPARED_COLUMNS)
+            .where(col(MatchResult.item_code) == code)
+            .order_by(col(MatchResult.uscc))
+        )
         if chunk is not None:
-            where = sa.and_(where, col(MatchResult.uscc).in_(chunk))
-        rows = await session.execute(sa.select(col(MatchResult.uscc), *columns).where(where))
-        existing.update({row[0]: tuple(row[1:]) for row in rows})
-    wanted = {
-        p.uscc: (p.item.version, p.verdict.value, p.amount_fen, p.outcomes, loaded.regions[p.uscc])
-        for p in pairs
-    }
-    gone = sorted(existing.keys() - wanted.keys())
-    new = [uscc for uscc in wanted if uscc not in existing]
-    changed = [uscc for uscc in wanted if uscc in existing and existing[uscc] != wanted[uscc]]
+            query = query.where(col(MatchResult.uscc).in_(chunk))
+        existing.extend(await fetch_rows(session, query))
+    if existing == rows:  # the nightly case: one comparison of two lists
+        return 0, 0
+    stored = {row[0]: row for row in existing}
+    wanted = {row[0]: row for row in rows}
+    gone = sorted(stored.keys() - wanted.keys())
+    new = [row for row in rows if row[0] not in stored]
+    changed = [row for row in rows if row[0] in stored and stored[row[0]] != row]
     for start in range(0, len(gone), 500):
         await session.execute(
             sa.delete(MatchResult).where(
@@ -272,23 +324,23 @@ async def _store_item(
                 col(MatchResult.uscc).in_(gone[start : start + 500]),
             )
         )
-
-    def row(uscc: str) -> dict[str, object]:
-        return {"item_code": code, "uscc": uscc, **dict(zip(_COMPARED, wanted[uscc], strict=True))}
-
-    for start in range(0, len(new), 5000):
-        await session.execute(
-            sa.insert(MatchResult),
-            [
-                {**row(u), "first_matched_at": now, "matched_at": now}
-                for u in new[start : start + 5000]
-            ],
-        )
+    # New rows past the ORM (COPY on PostgreSQL): a first run writes millions.
+    await insert_rows(
+        session,
+        MatchResult.__table__,  # type: ignore[attr-defined]
+        ("item_code", "uscc", *_COMPARED),
+        ((code, *row) for row in new),
+        {"first_matched_at": now, "matched_at": now},
+    )
     for start in range(0, len(changed), 5000):
         # ORM bulk UPDATE by primary key: one statement, many parameter sets.
         await session.execute(
             sa.update(MatchResult),
-            [{**row(u), "matched_at": now} for u in changed[start : start + 5000]],
+            [
+                {"item_code": code, **dict(zip(("uscc", *_COMPARED), row, strict=True))}
+                | {"matched_at": now}
+                for row in changed[start : start + 5000]
+            ],
         )
     return len(new), len(gone)
 

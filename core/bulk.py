@@ -1,0 +1,93 @@
+"""Writing many rows at once, past the ORM's per-row work: PostgreSQL's COPY through
+asyncpg, SQLite's executemany on the driver's own connection. Both run inside the
+session's transaction, so a bulk write commits or rolls back with everything else.
+
+For the match library, whose first write is millions of rows: an ORM or Core
+executemany builds a dictionary and binds every value through its type per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+SQLITE_BATCH = 50_000  # rows per executemany call: bounded memory for a generator
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The session's connection as the driver has it (asyncpg's or aiosqlite's), with
+    the session's transaction begun on it (asyncpg's adapter begins lazily, at the
+    first statement; a COPY before it would commit on its own)."""
+    connection = await session.connection()
+    await connection.execute(sa.text("SELECT 1"))
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
+
+
+async def insert_rows(
+    session: AsyncSession,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+    constants: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert `rows` (values of `columns`, in order, as Python values the columns' types
+    take without conversion: str, int, None) and, in every row, `constants` (any type:
+    bound once through the column's type, e.g. a timezone-aware datetime)."""
+    dialect = session.get_bind().dialect
+    constants = dict(constants or {})
+    names = [*columns, *constants]
+    bound = tuple(_bind(table.c[name].type, value, dialect) for name, value in constants.items())
+    if dialect.name == "postgresql":
+        driver = await driver_connection(session)
+        await driver.copy_records_to_table(
+            table.name,
+            columns=names,
+            records=(row + bound for row in rows) if bound else rows,
+            schema_name=table.schema,
+        )
+        return
+    if dialect.name != "sqlite":
+        raise NotImplementedError(f"bulk insert on {dialect.name}")
+    driver = await driver_connection(session)
+    quoted = ", ".join(f'"{name}"' for name in names)
+    marks = ", ".join("?" * len(names))
+    statement = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks})'
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(row + bound)
+        if len(batch) == SQLITE_BATCH:
+            await driver.executemany(statement, batch)
+            batch = []
+    if batch:
+        await driver.executemany(statement, batch)
+
+
+def _bind(column_type: sa.types.TypeEngine[Any], value: Any, dialect: sa.Dialect) -> Any:
+    """A value as the column's type hands it to the driver on this dialect (a type
+    decorator's own conversion, e.g. to UTC, included)."""
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process is not None else value
+
+
+async def fetch_rows(session: AsyncSession, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """A query's rows as plain tuples straight from the driver, without SQLAlchemy's
+    per-row result processing: for reads of millions of rows whose columns need no
+    conversion (text, integers, nulls)."""
+    dialect = session.get_bind().dialect
+    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args = [params[name] for name in compiled.positiontup or ()]
+    driver = await driver_connection(session)
+    if dialect.name == "postgresql":
+        return [tuple(record) for record in await driver.fetch(str(compiled), *args)]
+    if dialect.name != "sqlite":
+        raise NotImplementedError(f"bulk fetch on {dialect.name}")
+    cursor = await driver.execute(str(compiled), args)
+    try:
+        return list(await cursor.fetchall())
+    finally:
+        await cursor.close()

@@ -1,0 +1,160 @@
+"""The match library's write of a full run, past the ORM (COPY on PostgreSQL, the
+driver's executemany on SQLite), on a city too big for the firm-by-firm path: what it
+writes is what the firm-by-firm path would have written, an unchanged run writes
+nothing, and a changed one adds, rewrites and removes exactly the pairs that moved."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from domain.matching import match_library
+from domain.matching.match_library import ROW_PATH_LIMIT, Evaluated, Loaded
+from domain.policy import library
+from models.matching import MatchRequest, MatchResult, MatchScope, MatchTally
+from models.policy import ItemCreate, PolicyItemVersion, VersionStatus
+from models.registry import Fact
+from tests.fixtures.factories import create_enterprise, create_users, item_payload
+
+AS_OF = date(2026, 11, 27)
+CODE = "STORE-01"
+FULL = MatchRequest(scope=MatchScope.FULL)
+FIRMS = 3 * ROW_PATH_LIMIT + 7
+
+
+async def _publish_item(session: AsyncSession) -> None:
+    users = await create_users(session)
+    payload = item_payload(
+        CODE,
+        # Eligible from 1,000 yuan of revenue; unknown revenue is possibly eligible.
+        eligibility={"all": [{"fact": "revenue_fen", "op": "gte", "value": 100_000}]},
+        amount_rule={"kind": "rate", "fact": "revenue_fen", "rate": "0.01"},
+    )
+    await library.create_item(session, users["jxj_staff"], ItemCreate.model_validate(payload))
+    await session.execute(
+        sa.update(PolicyItemVersion)
+        .where(col(PolicyItemVersion.item_code) == CODE)
+        .values(status=VersionStatus.PUBLISHED)
+    )
+    await session.execute(
+        sa.text("UPDATE policy_item SET published_version = 1 WHERE code = :c"), {"c": CODE}
+    )
+
+
+async def _library(session: AsyncSession) -> list[tuple[object, ...]]:
+    rows = await session.execute(
+        sa.select(
+            col(MatchResult.uscc),
+            col(MatchResult.version),
+            col(MatchResult.verdict),
+            col(MatchResult.amount_fen),
+            col(MatchResult.outcomes),
+            col(MatchResult.region_code),
+        )
+        .where(col(MatchResult.item_code) == CODE)
+        .order_by(col(MatchResult.uscc))
+    )
+    return [tuple(row) for row in rows]
+
+
+async def _run(session: AsyncSession) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
+    loaded = await match_library.load(session, FULL)
+    [item] = [i for i in loaded.items if i.item_code == CODE]
+    evaluated = Evaluated(loaded, AS_OF, threads=2)
+    rows = evaluated.rows(item, loaded.regions)
+    assert rows is not None
+    # The same rows as the firm-by-firm path gives, a few firms at a time.
+    by_firm = []
+    for start in range(0, len(loaded.table), ROW_PATH_LIMIT):
+        part = loaded.table.subset(range(start, min(start + ROW_PATH_LIMIT, len(loaded.table))))
+        small = Evaluated(Loaded(loaded.items, part, loaded.regions), AS_OF, threads=1)
+        by_firm.extend(small.rows(item, loaded.regions) or [])
+    assert rows == by_firm
+    changes = await match_library.store(session, FULL, loaded, evaluated)
+    return changes, [tuple(row) for row in rows]
+
+
+async def test_a_full_run_writes_the_library_in_bulk_and_rewrites_only_what_moved(
+    session: AsyncSession,
+) -> None:
+    await _publish_item(session)
+    firms = []
+    for n in range(FIRMS):
+        # Every seventh firm has no revenue (possibly eligible), the poorest third fails.
+        revenue = None if n % 7 == 0 else n * 1_000
+        facts = {} if revenue is None else {"revenue_fen": (revenue, "2025")}
+        region = "330502" if n % 2 else "330503"
+        firms.append(await create_enterprise(session, region_code=region, facts=facts))
+    assert isinstance(await match_library.load(session, FULL), Loaded)
+
+    (added, removed), rows = await _run(session)
+    eligible = [n for n in range(FIRMS) if n % 7 and n * 1_000 >= 100_000]
+    possible = [n for n in range(FIRMS) if n % 7 == 0]
+    assert (added, removed) == (len(eligible) + len(possible), 0)
+    assert await _library(session) == rows
+    first = {f.uscc: f for f in firms}
+    sample = next(r for r in rows if r[0] == firms[eligible[0]].uscc)
+    assert sample[1:] == (1, "eligible", eligible[0] * 10, "P", first[str(sample[0])].region_code)
+    assert next(r for r in rows if r[0] == firms[possible[1]].uscc)[2:5] == (
+        "possibly_eligible",
+        None,
+        "U",
+    )
+    matched_at = {
+        u: at
+        for u, at in await session.execute(
+            select(MatchResult.uscc, MatchResult.matched_at).where(
+                col(MatchResult.item_code) == CODE
+            )
+        )
+    }
+
+    # Nothing changed: nothing written, not even the time of the match.
+    assert (await _run(session))[0] == (0, 0)
+    again = await session.execute(
+        select(MatchResult.uscc, MatchResult.matched_at).where(col(MatchResult.item_code) == CODE)
+    )
+    assert {u: at for u, at in again} == matched_at
+
+    # One firm falls below the threshold, one unknown becomes known and eligible, one
+    # eligible firm's amount moves, and a new firm appears.
+    falls, known, moves = firms[eligible[0]], firms[possible[1]], firms[eligible[1]]
+    await session.execute(
+        sa.update(Fact)
+        .where(col(Fact.uscc) == falls.uscc, col(Fact.kind) == "revenue_fen")
+        .values(value=5)
+    )
+    await session.execute(
+        sa.update(Fact)
+        .where(col(Fact.uscc) == moves.uscc, col(Fact.kind) == "revenue_fen")
+        .values(value=900_000)
+    )
+    session.add(
+        Fact(
+            uscc=known.uscc,
+            kind="revenue_fen",
+            period="2025",
+            period_end=date(2025, 12, 31),
+            value=400_000,
+            source="test",
+            fetched_at=datetime.now(UTC),
+        )
+    )
+    newcomer = await create_enterprise(session, facts={"revenue_fen": (300_000, "2025")})
+    await session.flush()
+    (added, removed), rows = await _run(session)
+    assert (added, removed) == (1, 1)
+    library_rows = await _library(session)
+    assert library_rows == rows
+    by_uscc = {row[0]: row for row in library_rows}
+    assert falls.uscc not in by_uscc
+    assert by_uscc[known.uscc][2:5] == ("eligible", 4_000, "P")
+    assert by_uscc[moves.uscc][3] == 9_000
+    assert by_uscc[newcomer.uscc][2:4] == ("eligible", 3_000)
+    tally = await session.scalar(
+        select(sa.func.sum(col(MatchTally.firms))).where(col(MatchTally.item_code) == CODE)
+    )
+    assert tally == len(library_rows)
