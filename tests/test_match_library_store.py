@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
+from core.db import make_sessionmaker
 from domain.matching import match_library
 from domain.matching.match_library import ROW_PATH_LIMIT, Evaluated, Loaded
 from domain.policy import library
 from models.matching import MatchRequest, MatchResult, MatchScope, MatchTally
 from models.policy import ItemCreate, PolicyItemVersion, VersionStatus
 from models.registry import Fact
+from seed.reference import ensure_reference_data
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 
 AS_OF = date(2026, 11, 27)
@@ -44,6 +47,20 @@ async def _publish_item(session: AsyncSession) -> None:
     )
 
 
+async def _schema(session: AsyncSession) -> list[tuple[str, ...]]:
+    """The library table's indexes and constraints, as the database describes them."""
+    if session.get_bind().dialect.name == "sqlite":
+        query = "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE tbl_name = 'match_result'"
+    else:
+        query = (
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'match_result' "
+            "UNION ALL SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'match_result'::regclass"
+        )
+    rows = await session.execute(sa.text(query))
+    return sorted(tuple(row) for row in rows)
+
+
 async def _library(session: AsyncSession) -> list[tuple[object, ...]]:
     rows = await session.execute(
         sa.select(
@@ -60,8 +77,20 @@ async def _library(session: AsyncSession) -> list[tuple[object, ...]]:
     return [tuple(row) for row in rows]
 
 
-async def _run(session: AsyncSession) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
-    loaded = await match_library.load(session, FULL)
+async def _commit_and_run(
+    session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession]
+) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
+    await session.commit()
+    return await _run(sessionmaker)
+
+
+async def _run(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
+    """A full run as `match_library.run` makes it: read in one session, written in
+    another (on PostgreSQL the first write's DDL waits for no cursor of the read)."""
+    async with sessionmaker() as reader:
+        loaded = await match_library.load(reader, FULL)
     [item] = [i for i in loaded.items if i.item_code == CODE]
     evaluated = Evaluated(loaded, AS_OF, threads=2)
     rows = evaluated.rows(item, loaded.regions)
@@ -73,13 +102,21 @@ async def _run(session: AsyncSession) -> tuple[tuple[int, int], list[tuple[objec
         small = Evaluated(Loaded(loaded.items, part, loaded.regions), AS_OF, threads=1)
         by_firm.extend(small.rows(item, loaded.regions) or [])
     assert rows == by_firm
-    changes = await match_library.store(session, FULL, loaded, evaluated)
+    async with sessionmaker.begin() as writer:
+        changes = await match_library.store(writer, FULL, loaded, evaluated)
     return changes, [tuple(row) for row in rows]
 
 
 async def test_a_full_run_writes_the_library_in_bulk_and_rewrites_only_what_moved(
-    session: AsyncSession,
+    own_engine: AsyncEngine,
 ) -> None:
+    sessionmaker = make_sessionmaker(own_engine)
+    async with sessionmaker() as session:
+        await _check(sessionmaker, session)
+
+
+async def _check(sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession) -> None:
+    await ensure_reference_data(session)
     await _publish_item(session)
     firms = []
     for n in range(FIRMS):
@@ -88,9 +125,23 @@ async def test_a_full_run_writes_the_library_in_bulk_and_rewrites_only_what_move
         facts = {} if revenue is None else {"revenue_fen": (revenue, "2025")}
         region = "330502" if n % 2 else "330503"
         firms.append(await create_enterprise(session, region_code=region, facts=facts))
-    assert isinstance(await match_library.load(session, FULL), Loaded)
+    before = await _schema(session)
 
-    (added, removed), rows = await _run(session)
+    # The first run into an empty library builds its indexes (and keys) afterwards.
+    (added, removed), rows = await _commit_and_run(session, sessionmaker)
+    assert await _schema(session) == before
+    with pytest.raises(sa.exc.IntegrityError):  # the foreign keys hold again
+        async with session.begin_nested():
+            session.add(
+                MatchResult(
+                    item_code=CODE,
+                    uscc="91330502MA2B3C4D5E",  # no such firm
+                    version=1,
+                    verdict="eligible",
+                    outcomes="P",
+                    region_code="330502",
+                )
+            )
     eligible = [n for n in range(FIRMS) if n % 7 and n * 1_000 >= 100_000]
     possible = [n for n in range(FIRMS) if n % 7 == 0]
     assert (added, removed) == (len(eligible) + len(possible), 0)
@@ -113,7 +164,7 @@ async def test_a_full_run_writes_the_library_in_bulk_and_rewrites_only_what_move
     }
 
     # Nothing changed: nothing written, not even the time of the match.
-    assert (await _run(session))[0] == (0, 0)
+    assert (await _commit_and_run(session, sessionmaker))[0] == (0, 0)
     again = await session.execute(
         select(MatchResult.uscc, MatchResult.matched_at).where(col(MatchResult.item_code) == CODE)
     )
@@ -145,7 +196,7 @@ async def test_a_full_run_writes_the_library_in_bulk_and_rewrites_only_what_move
     )
     newcomer = await create_enterprise(session, facts={"revenue_fen": (300_000, "2025")})
     await session.flush()
-    (added, removed), rows = await _run(session)
+    (added, removed), rows = await _commit_and_run(session, sessionmaker)
     assert (added, removed) == (1, 1)
     library_rows = await _library(session)
     assert library_rows == rows

@@ -16,6 +16,7 @@ stage warning with a notice) and to ops (`match_run`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from core.bulk import fetch_rows, insert_rows
+from core.bulk import fetch_rows, insert_rows, rebuilt_after
 from core.db import reader_of
 from core.workdays import SHANGHAI
 from domain import access
@@ -250,12 +251,17 @@ async def store(
         firms = loaded.table.uscc
         firm_chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
     added = removed = 0
-    for item in loaded.items:
-        rows = evaluated.rows(item, loaded.regions)
-        if rows is None:
-            continue
-        a, r = await _store_item(session, item.item_code, firm_chunks, rows, now)
-        added, removed = added + a, removed + r
+    # The first full run writes millions of rows: with the indexes built afterwards.
+    first = request.scope is MatchScope.FULL and (
+        await session.scalar(select(MatchResult.item_code).limit(1)) is None
+    )
+    async with rebuilt_after(session, "match_result") if first else contextlib.nullcontext():
+        for item in loaded.items:
+            rows = evaluated.rows(item, loaded.regions)
+            if rows is None:
+                continue
+            a, r = await _store_item(session, item.item_code, firm_chunks, rows, now)
+            added, removed = added + a, removed + r
     # Items no longer in force (suspended, expired, superseded) leave the library.
     stale: sa.ColumnElement[bool] = col(MatchResult.item_code).not_in(codes) if codes else sa.true()
     if request.scope is MatchScope.ITEM:

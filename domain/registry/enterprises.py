@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -145,7 +146,7 @@ async def load_fact_table(
     ).order_by(col(Enterprise.uscc))
     for chunk in chunks:
         query = profile if chunk is None else profile.where(col(Enterprise.uscc).in_(chunk))
-        async for part in (await session.stream(query)).partitions(10_000):
+        async for part in _streamed(session, query):
             for uscc, region, industry, size, established in part:
                 row = builder.add_firm(uscc)
                 regions[uscc] = region
@@ -158,13 +159,25 @@ async def load_fact_table(
         # not the query.
         value = sa.cast(latest.c.value, sa.Text)
         facts = sa.select(latest.c.uscc, latest.c.kind, value, latest.c.period_end)
-        async for batch in (await session.stream(facts)).partitions(10_000):
+        async for batch in _streamed(session, facts):
             for uscc, kind, stored, end in batch:
                 firm = builder.row_of.get(uscc)
                 fact_kind = FACT_KINDS.get(kind)
                 if firm is not None and fact_kind is not None:
                     builder.add(firm, kind, read_fact(fact_kind, stored, end))
     return builder.finish(), regions
+
+
+async def _streamed(session: AsyncSession, query: sa.Executable) -> AsyncIterator[Sequence[Any]]:
+    """A query's rows in parts, its cursor closed once read: PostgreSQL refuses some DDL
+    (the match library's first write) on a table that an open cursor of the session
+    still reads."""
+    result = await session.stream(query)
+    try:
+        async for part in result.partitions(10_000):
+            yield part
+    finally:
+        await result.close()
 
 
 def read_fact(kind: FactKind, stored: str | None, end: date | None) -> KnownFact:
