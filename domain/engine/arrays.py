@@ -62,7 +62,7 @@ from domain.engine.rules import (
     is_stale,
 )
 from models.eligibility import Outcome, Verdict
-from models.facts import FACT_KINDS, FactKind, FactType, FactValue
+from models.facts import FACT_KINDS, MAX_TEXT_LENGTH, FactKind, FactType, FactValue
 from models.money import MAX_FEN
 
 Mask = npt.NDArray[np.bool_]
@@ -239,9 +239,17 @@ class FactTableBuilder:
         else:
             column.add(row, known)
 
+    def add_stored(self, row: int, name: str, stored: str | None, end: date | None) -> bool:
+        """A stored fact (its JSON text) added without an object for it, where it is
+        plainly valid; False where `domain.registry.enterprises.read_fact` must decide."""
+        return self._columns[name].add_stored(row, stored, end)
+
     def finish(self) -> FactTable:
         n = len(self.uscc)
         return FactTable(self.uscc, {name: b.finish(n) for name, b in self._columns.items()})
+
+
+_JSON_BOOLS = {"true": 1, "false": 0}
 
 
 class _ColumnBuilder:
@@ -266,6 +274,55 @@ class _ColumnBuilder:
         else:
             self.values.append(int(value))
         self.ends.append(known.period_end.toordinal() if known.period_end else 0)
+
+    def add_stored(self, row: int, stored: str | None, end: date | None) -> bool:
+        """`add` of what reading `stored` as JSON and checking it against the kind
+        gives, for the values a full run reads millions of (integers, true and false,
+        plain strings), at a fraction of the cost; False for anything else (dates,
+        escapes, out of range, not JSON), which the full reading decides and explains."""
+        if not stored:
+            return False
+        kind = self.kind
+        value: int
+        if kind.type is FactType.INT:
+            digits = stored[1:] if stored[0] == "-" else stored
+            if (
+                not digits
+                or len(digits) > 18
+                or not (digits.isascii() and digits.isdigit())
+                or (digits[0] == "0" and len(digits) > 1)  # not JSON
+                or kind.minimum is None
+                or kind.maximum is None
+            ):
+                return False
+            value = int(stored)
+            if not kind.minimum <= value <= kind.maximum:
+                return False
+        elif kind.type is FactType.BOOL:
+            if stored not in _JSON_BOOLS:
+                return False
+            value = _JSON_BOOLS[stored]
+        elif kind.type is FactType.STR:
+            text = stored[1:-1]
+            if (
+                len(stored) < 3
+                or stored[0] != '"'
+                or stored[-1] != '"'
+                or "\\" in text
+                or '"' in text
+                or not text.isprintable()  # JSON has no raw control characters
+                or text != text.strip()
+                or len(text) > MAX_TEXT_LENGTH
+                or (kind.choices is not None and text not in kind.choices)
+            ):
+                return False
+            value = self.codes.setdefault(text, len(self.codes))
+        else:
+            return False
+        self.rows.append(row)
+        self.values.append(value)
+        self.ends.append(end.toordinal() if end else 0)
+        return True
 
     def finish(self, n: int) -> FactColumn:
         index = np.frombuffer(self.rows, dtype=np.int64)

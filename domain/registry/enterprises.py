@@ -163,7 +163,11 @@ async def load_fact_table(
             for uscc, kind, stored, end in batch:
                 firm = builder.row_of.get(uscc)
                 fact_kind = FACT_KINDS.get(kind)
-                if firm is not None and fact_kind is not None:
+                if (
+                    firm is not None
+                    and fact_kind is not None
+                    and not builder.add_stored(firm, kind, stored, end)
+                ):
                     builder.add(firm, kind, read_fact(fact_kind, stored, end))
     return builder.finish(), regions
 
