@@ -154,22 +154,35 @@ async def load_fact_table(
                 builder.add(row, "industry_code", KnownFact(industry))
                 builder.add(row, "size_class", KnownFact(size))
                 builder.add(row, "established_on", KnownFact(established))
-        latest = latest_facts_query(chunk).subquery()
-        # The value as text, decoded here: one that does not decode spoils its own fact,
-        # not the query.
-        value = sa.cast(latest.c.value, sa.Text)
-        facts = sa.select(latest.c.uscc, latest.c.kind, value, latest.c.period_end)
+        # Every fact, each firm's and kind's oldest first, the latest kept: one pass in
+        # the index's order, where a query for the latest of each is a join of the
+        # table with itself. The value as text, decoded here: one that does not
+        # decode spoils its own fact, not the query.
+        facts = sa.select(
+            col(Fact.uscc), col(Fact.kind), sa.cast(col(Fact.value), sa.Text), col(Fact.period_end)
+        ).order_by(col(Fact.uscc), col(Fact.kind), col(Fact.period_end), col(Fact.id))
+        if chunk is not None:
+            facts = facts.where(col(Fact.uscc).in_(chunk))
+        latest = None
         async for batch in _streamed(session, facts):
-            for uscc, kind, stored, end in batch:
-                firm = builder.row_of.get(uscc)
-                fact_kind = FACT_KINDS.get(kind)
-                if (
-                    firm is not None
-                    and fact_kind is not None
-                    and not builder.add_stored(firm, kind, stored, end)
-                ):
-                    builder.add(firm, kind, read_fact(fact_kind, stored, end))
+            for fact in batch:
+                if latest is not None and (latest[0] != fact[0] or latest[1] != fact[1]):
+                    _add_fact(builder, *latest)
+                latest = fact
+        if latest is not None:
+            _add_fact(builder, *latest)
     return builder.finish(), regions
+
+
+def _add_fact(
+    builder: FactTableBuilder, uscc: str, kind: str, stored: str | None, end: date | None
+) -> None:
+    firm = builder.row_of.get(uscc)
+    fact_kind = FACT_KINDS.get(kind)
+    if firm is None or fact_kind is None:
+        return  # a fact of a firm not read, or of a kind no rule can name
+    if not builder.add_stored(firm, kind, stored, end):
+        builder.add(firm, kind, read_fact(fact_kind, stored, end))
 
 
 async def _streamed(session: AsyncSession, query: sa.Executable) -> AsyncIterator[Sequence[Any]]:
