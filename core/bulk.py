@@ -52,7 +52,7 @@ async def insert_rows(
         )
         return
     if dialect.name != "sqlite":
-        raise NotImplementedError(f"bulk insert on {dialect.name}")
+        raise ValueError(f"bulk insert needs PostgreSQL or SQLite, not {dialect.name}")
     driver = await driver_connection(session)
     quoted = ", ".join(f'"{name}"' for name in names)
     marks = ", ".join("?" * len(names))
@@ -86,7 +86,7 @@ async def fetch_rows(session: AsyncSession, query: sa.Select[Any]) -> list[tuple
     if dialect.name == "postgresql":
         return [tuple(record) for record in await driver.fetch(str(compiled), *args)]
     if dialect.name != "sqlite":
-        raise NotImplementedError(f"bulk fetch on {dialect.name}")
+        raise ValueError(f"bulk fetch needs PostgreSQL or SQLite, not {dialect.name}")
     cursor = await driver.execute(str(compiled), args)
     try:
         return list(await cursor.fetchall())
@@ -143,7 +143,7 @@ async def rebuilt_after(session: AsyncSession, table: str) -> AsyncIterator[None
             )
         return
     if dialect != "sqlite":
-        raise NotImplementedError(f"bulk load on {dialect}")
+        raise ValueError(f"bulk load needs PostgreSQL or SQLite, not {dialect}")
     rows = (
         await session.execute(
             sa.text(
