@@ -96,11 +96,10 @@ async def fetch_rows(session: AsyncSession, query: sa.Select[Any]) -> list[tuple
 
 @asynccontextmanager
 async def rebuilt_after(session: AsyncSession, table: str) -> AsyncIterator[None]:
-    """Load a table with its secondary indexes (and, on PostgreSQL, its foreign keys)
-    set aside, then build them again, as PostgreSQL's manual advises for populating a
-    table ("Populating a Database"): an index built in one sort instead of millions of
-    insertions at random places, a foreign key checked by one join instead of a
-    trigger per row.
+    """Load a table with its secondary indexes set aside, then build them again, as
+    PostgreSQL's manual advises for populating a table ("Populating a Database"): an
+    index built in one sort instead of millions of insertions at random places. Foreign
+    keys stay: dropping one would lock the table it refers to (the firms) as well.
 
     The definitions are read from the database's own catalogue, so they come back
     exactly as the migrations made them. All of it happens inside the session's
@@ -121,26 +120,11 @@ async def rebuilt_after(session: AsyncSession, table: str) -> AsyncIterator[None
                 {"t": table},
             )
         ).all()
-        keys = (
-            await session.execute(
-                sa.text(
-                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                    "WHERE conrelid = to_regclass(:t) AND contype = 'f'"
-                ),
-                {"t": table},
-            )
-        ).all()
-        for name, _definition in keys:
-            await session.execute(sa.text(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"'))
         for name, _definition in indexes:
             await session.execute(sa.text(f'DROP INDEX "{name}"'))
         yield
         for _name, definition in indexes:
             await session.execute(sa.text(definition))
-        for name, definition in keys:
-            await session.execute(
-                sa.text(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
-            )
         return
     if dialect != "sqlite":
         raise ValueError(f"bulk load needs PostgreSQL or SQLite, not {dialect}")
