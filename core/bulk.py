@@ -106,39 +106,32 @@ async def rebuilt_after(session: AsyncSession, table: str) -> AsyncIterator[None
     transaction: a failure leaves the table as it was. The table is locked against
     readers until the commit, so this is for a table with nothing to read yet (the
     match library's first write)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # Indexes other than those of constraints (the primary key stays).
-        indexes = (
-            await session.execute(
-                sa.text(
-                    "SELECT i.indexname, i.indexdef FROM pg_indexes i "
-                    "WHERE i.tablename = :t AND i.schemaname = current_schema() "
-                    "AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-                    "WHERE c.conname = i.indexname AND c.conrelid = to_regclass(:t))"
-                ),
-                {"t": table},
-            )
-        ).all()
-        for name, _definition in indexes:
-            await session.execute(sa.text(f'DROP INDEX "{name}"'))
-        yield
-        for _name, definition in indexes:
-            await session.execute(sa.text(definition))
-        return
-    if dialect != "sqlite":
-        raise ValueError(f"bulk load needs PostgreSQL or SQLite, not {dialect}")
-    rows = (
-        await session.execute(
-            sa.text(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t "
-                "AND sql IS NOT NULL"  # constraints' own indexes have none
-            ),
-            {"t": table},
-        )
-    ).all()
-    for name, _sql in rows:
+    indexes = (await session.execute(_SECONDARY_INDEXES[_dialect(session)], {"t": table})).all()
+    for name, _definition in indexes:
         await session.execute(sa.text(f'DROP INDEX "{name}"'))
     yield
-    for _name, sql in rows:
-        await session.execute(sa.text(sql))
+    for _name, definition in indexes:
+        await session.execute(sa.text(definition))
+
+
+# A table's indexes other than its constraints' own (the primary key stays), with the
+# statements that made them.
+_SECONDARY_INDEXES = {
+    "postgresql": sa.text(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i "
+        "WHERE i.tablename = :t AND i.schemaname = current_schema() "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+        "WHERE c.conname = i.indexname AND c.conrelid = to_regclass(:t))"
+    ),
+    "sqlite": sa.text(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t "
+        "AND sql IS NOT NULL"  # constraints' own indexes have none
+    ),
+}
+
+
+def _dialect(session: AsyncSession) -> str:
+    name = session.get_bind().dialect.name
+    if name not in ("postgresql", "sqlite"):
+        raise ValueError(f"bulk work needs PostgreSQL or SQLite, not {name}")
+    return name
