@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from domain.registry.enterprises import known_facts, latest_facts
+from domain.registry.enterprises import known_facts, latest_facts, load_fact_table
 from domain.registry.importer import ImportRejected, import_content
 from models.registry import BankAccount, Enterprise, Fact
 from tests.fixtures.factories import new_uscc
@@ -110,6 +110,27 @@ async def test_newer_period_supersedes_older(session: AsyncSession) -> None:
     assert latest[uscc]["mu_grade"].value == "A"
     assert latest[uscc]["mu_grade"].period == "2025"
     assert await session.scalar(sa.select(sa.func.count()).where(col(Fact.uscc) == uscc)) == 3
+
+
+async def test_periods_ending_on_the_same_day_resolve_to_the_fact_written_last(
+    session: AsyncSession,
+) -> None:
+    """A year, its fourth quarter and its December end on the same day: the firm's page,
+    the rule evaluator and the engine's column table all read the one written last."""
+    uscc = new_uscc()
+    await import_content(
+        session, _jsonl(_firm(uscc), _fact(uscc, "mu_grade", "A", "2025")), "jsonl"
+    )
+    await import_content(session, _jsonl(_fact(uscc, "mu_grade", "C", "2025-Q4")), "jsonl")
+    await import_content(session, _jsonl(_fact(uscc, "mu_grade", "B", "2025-12")), "jsonl")
+    await import_content(session, _jsonl(_fact(uscc, "mu_grade", "D", "2025-11")), "jsonl")
+
+    latest = await latest_facts(session, [uscc])
+    assert (latest[uscc]["mu_grade"].value, latest[uscc]["mu_grade"].period) == ("B", "2025-12")
+    assert (await known_facts(session, uscc))["mu_grade"].value == "B"
+    table, _ = await load_fact_table(session, [uscc])
+    grades = table.columns["mu_grade"]
+    assert grades.dictionary[grades.values[table.row_of[uscc]]] == "B"
 
 
 async def test_bad_rows_reject_the_whole_file_and_write_nothing(session: AsyncSession) -> None:

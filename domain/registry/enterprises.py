@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -107,18 +108,23 @@ async def latest_facts(session: AsyncSession, usccs: Iterable[str]) -> dict[str,
 
 
 def latest_facts_query(usccs: list[str] | None) -> SelectOfScalar[Fact]:
-    newest = select(Fact.uscc, Fact.kind, sa.func.max(Fact.period_end).label("period_end"))
-    if usccs is not None:
-        newest = newest.where(col(Fact.uscc).in_(usccs))
-    latest = newest.group_by(col(Fact.uscc), col(Fact.kind)).subquery()
-    return select(Fact).join(
-        latest,
-        sa.and_(
-            col(Fact.uscc) == latest.c.uscc,
-            col(Fact.kind) == latest.c.kind,
-            col(Fact.period_end) == latest.c.period_end,
-        ),
+    """Each firm's latest fact of each kind: the latest period's end, and of two facts
+    for the same end the one written last (the higher id), the rule `load_fact_table`
+    follows, so that a firm's page, evidence and the engine read the same fact."""
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=(col(Fact.uscc), col(Fact.kind)),
+            order_by=(col(Fact.period_end).desc(), col(Fact.id).desc()),
+        )
+        .label("rank")
     )
+    ranked = select(Fact, rank)
+    if usccs is not None:
+        ranked = ranked.where(col(Fact.uscc).in_(usccs))
+    table = ranked.subquery()
+    latest = aliased(Fact, table)
+    return select(latest).where(table.c.rank == 1)
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
