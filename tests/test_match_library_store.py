@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from core.db import make_sessionmaker
 from domain.matching import match_library
-from domain.matching.match_library import ROW_PATH_LIMIT, Evaluated, Loaded
+from domain.matching.match_library import ROW_PATH_LIMIT, Evaluated, LibraryRow, Loaded
 from domain.policy import library
 from models.matching import MatchRequest, MatchResult, MatchScope, MatchTally
 from models.policy import ItemCreate, PolicyItemVersion, VersionStatus
@@ -78,23 +78,35 @@ async def _library(session: AsyncSession) -> list[tuple[object, ...]]:
 
 
 async def _commit_and_run(
-    session: AsyncSession, sessionmaker: async_sessionmaker[AsyncSession]
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    request: MatchRequest = FULL,
 ) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
     await session.commit()
-    return await _run(sessionmaker)
+    return await _run(sessionmaker, request)
 
 
-async def _run(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
-    """A full run as `match_library.run` makes it: read in one session, written in
-    another (on PostgreSQL the first write's DDL waits for no cursor of the read)."""
+async def _evaluate(
+    sessionmaker: async_sessionmaker[AsyncSession], request: MatchRequest
+) -> tuple[Loaded, Evaluated, list[LibraryRow]]:
     async with sessionmaker() as reader:
-        loaded = await match_library.load(reader, FULL)
+        loaded = await match_library.load(reader, request)
     [item] = [i for i in loaded.items if i.item_code == CODE]
     evaluated = Evaluated(loaded, AS_OF, threads=2)
     rows = evaluated.rows(item, loaded.regions)
     assert rows is not None
+    # Plain Python values, as the drivers bind them (no numpy integers).
+    assert {type(value) for row in rows for value in row} <= {str, int, type(None)}
+    return loaded, evaluated, rows
+
+
+async def _run(
+    sessionmaker: async_sessionmaker[AsyncSession], request: MatchRequest = FULL
+) -> tuple[tuple[int, int], list[tuple[object, ...]]]:
+    """A run as `match_library.run` makes it: read in one session, written in another
+    (on PostgreSQL the first write's DDL waits for no cursor of the read)."""
+    loaded, evaluated, rows = await _evaluate(sessionmaker, request)
+    [item] = [i for i in loaded.items if i.item_code == CODE]
     # The same rows as the firm-by-firm path gives, a few firms at a time.
     by_firm = []
     for start in range(0, len(loaded.table), ROW_PATH_LIMIT):
@@ -103,13 +115,15 @@ async def _run(
         by_firm.extend(small.rows(item, loaded.regions) or [])
     assert rows == by_firm
     async with sessionmaker.begin() as writer:
-        changes = await match_library.store(writer, FULL, loaded, evaluated)
+        changes = await match_library.store(writer, request, loaded, evaluated)
     return changes, [tuple(row) for row in rows]
 
 
 async def test_a_full_run_writes_the_library_in_bulk_and_rewrites_only_what_moved(
-    own_engine: AsyncEngine,
+    own_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Firms are named a few dozen at a time, so that a run of changed firms spans lists.
+    monkeypatch.setattr(match_library, "IN_LIST", 50)
     sessionmaker = make_sessionmaker(own_engine)
     async with sessionmaker() as session:
         await _check(sessionmaker, session)
@@ -126,8 +140,18 @@ async def _check(sessionmaker: async_sessionmaker[AsyncSession], session: AsyncS
         region = "330502" if n % 2 else "330503"
         firms.append(await create_enterprise(session, region_code=region, facts=facts))
     before = await _schema(session)
+    await session.commit()
 
-    # The first run into an empty library builds its indexes (and keys) afterwards.
+    # A first write that fails leaves the library empty and its indexes as they were.
+    loaded, evaluated, _ = await _evaluate(sessionmaker, FULL)
+    with pytest.raises(RuntimeError):
+        async with sessionmaker.begin() as writer:
+            assert await match_library.store(writer, FULL, loaded, evaluated) != (0, 0)
+            raise RuntimeError("the worker dies before the commit")
+    assert await _library(session) == []
+    assert await _schema(session) == before
+
+    # The first run into an empty library builds its indexes afterwards.
     (added, removed), rows = await _commit_and_run(session, sessionmaker)
     assert await _schema(session) == before
     with pytest.raises(sa.exc.IntegrityError):  # the foreign keys hold again
@@ -209,3 +233,17 @@ async def _check(sessionmaker: async_sessionmaker[AsyncSession], session: AsyncS
         select(sa.func.sum(col(MatchTally.firms))).where(col(MatchTally.item_code) == CODE)
     )
     assert tally == len(library_rows)
+
+    # A run of the firms changed since the start (all of them, in four lists): two
+    # eligible firms, in the first list and the last, fall below the threshold.
+    for gone in (firms[eligible[1]], firms[eligible[-1]]):
+        await session.execute(
+            sa.update(Fact)
+            .where(col(Fact.uscc) == gone.uscc, col(Fact.kind) == "revenue_fen")
+            .values(value=5, imported_at=datetime.now(UTC))
+        )
+    changed = MatchRequest(scope=MatchScope.FIRMS, changed_since=datetime(2000, 1, 1, tzinfo=UTC))
+    (added, removed), rows = await _commit_and_run(session, sessionmaker, changed)
+    assert (added, removed) == (0, 2)
+    assert await _library(session) == rows
+    assert len(rows) == len(library_rows) - 2

@@ -94,6 +94,8 @@ log = structlog.get_logger()
 # Up to this many firms, a run evaluates firm by firm (a few ms each); beyond it, the
 # array engine's fixed cost is the smaller one.
 ROW_PATH_LIMIT = 64
+# Firms named in one IN list (SQLite allows 32,766 parameters, PostgreSQL 32,767).
+IN_LIST = 500
 _LETTER = {code: outcome for outcome, code in OUTCOME_CODE.items()}
 
 
@@ -249,7 +251,7 @@ async def store(
     firm_chunks: list[list[str]] | None = None
     if request.scope is MatchScope.FIRMS:
         firms = loaded.table.uscc
-        firm_chunks = [firms[i : i + 500] for i in range(0, len(firms), 500)]
+        firm_chunks = [firms[i : i + IN_LIST] for i in range(0, len(firms), IN_LIST)]
     added = removed = 0
     # The first full run writes millions of rows: with the indexes built afterwards.
     first = request.scope is MatchScope.FULL and (
@@ -323,11 +325,11 @@ async def _store_item(
     gone = sorted(stored.keys() - wanted.keys())
     new = [row for row in rows if row[0] not in stored]
     changed = [row for row in rows if row[0] in stored and stored[row[0]] != row]
-    for start in range(0, len(gone), 500):
+    for start in range(0, len(gone), IN_LIST):
         await session.execute(
             sa.delete(MatchResult).where(
                 col(MatchResult.item_code) == code,
-                col(MatchResult.uscc).in_(gone[start : start + 500]),
+                col(MatchResult.uscc).in_(gone[start : start + IN_LIST]),
             )
         )
     # New rows past the ORM (COPY on PostgreSQL): a first run writes millions.
