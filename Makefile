@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy .
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck pytest
 
