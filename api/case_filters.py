@@ -17,7 +17,7 @@ from models.money import MAX_FEN
 from models.policy import Category
 
 
-def case_filters(
+async def case_filters(
     item: Annotated[str | None, Query(max_length=40)] = None,
     category: Annotated[Category | None, Query()] = None,
     stage: Annotated[CaseStage | None, Query()] = None,

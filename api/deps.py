@@ -25,12 +25,12 @@ from models.reference import Actor, Department, Role, User
 from models.registry import Enterprise
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_calendar(request: Request) -> WorkingCalendar:
+async def get_calendar(request: Request) -> WorkingCalendar:
     """The working-day calendar of the settings, built once per app."""
     calendar: WorkingCalendar | None = getattr(request.app.state, "calendar", None)
     if calendar is None:
@@ -98,13 +98,13 @@ class _Connection(Protocol):
     async def get(self) -> Client | None: ...
 
 
-def get_temporal_connection(request: Request) -> _Connection:
+async def get_temporal_connection(request: Request) -> _Connection:
     connection: _Connection = request.app.state.temporal
     return connection
 
 
 async def get_temporal(request: Request) -> Client:
-    client = await get_temporal_connection(request).get()
+    client = await (await get_temporal_connection(request)).get()
     if client is None:
         raise Unavailable("流程引擎（Temporal）暂时无法连接，请稍后重试")
     return client

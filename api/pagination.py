@@ -17,7 +17,7 @@ class PageParams(BaseModel):
     limit: int
 
 
-def page_params(offset: Offset = 0, limit: Limit = 50) -> PageParams:
+async def page_params(offset: Offset = 0, limit: Limit = 50) -> PageParams:
     return PageParams(offset=offset, limit=limit)
 
 

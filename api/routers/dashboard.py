@@ -29,7 +29,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CATEGORIES = r"^(application|recognition|commitment)$"
 
 
-def filters(
+async def filters(
     year: Annotated[int | None, Query(description="budget year", ge=2000, le=2100)] = None,
     region_code: Annotated[
         str | None,
