@@ -9,6 +9,12 @@ the simulator's statement, and no quota may be overspent.
 
     python bench/application_chaos.py --cases 200
 
+Scaled out (`--workers 2 --api-processes 2`): two worker processes share the task
+queue and the API runs as uvicorn with two processes, called over HTTP; one worker
+is killed outright, `--kills` times in all, and never restarted, so the others must
+finish every case. `--database-url` runs it on a database of your own (PostgreSQL,
+say; it must be empty and migrated, or new).
+
 Last line: cases=N paid_once=N double_paid=0 lost=0 overspent_fen=0 unreconciled=0
 (the counts observed). Exit status 0 only if all of those hold.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -27,7 +34,7 @@ from datetime import date, datetime
 from functools import partial
 
 import httpx
-from stack import BenchStack, Worker, bench_stack
+from stack import BenchStack, Worker, bench_stack, start_api
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -197,7 +204,27 @@ async def _chaos(worker: Worker, kills: int, rng: random.Random, finished: async
         finished.set()
 
 
-async def run(cases: int, kills: int, seed: int, failure_share: float) -> int:
+async def _scale_out_chaos(
+    workers: list[Worker], kills: int, rng: random.Random, finished: asyncio.Event
+) -> None:
+    """Kill the first worker for good, mid-run; the others go on."""
+    try:
+        if kills:
+            await asyncio.sleep(rng.uniform(0.5, 1.5))
+            workers[0].kill()
+    finally:
+        finished.set()
+
+
+async def run(
+    cases: int,
+    kills: int,
+    seed: int,
+    failure_share: float,
+    workers: int = 1,
+    api_processes: int = 0,
+    database_url: str | None = None,
+) -> int:
     rng = random.Random(seed)
     third = failure_share / 3  # split between the three kinds of failure
     simulator_args = [
@@ -211,19 +238,72 @@ async def run(cases: int, kills: int, seed: int, failure_share: float) -> int:
         "0.5",
     ]
     started = time.monotonic()
-    async with bench_stack("chaos", simulator_args) as stack:
+    async with bench_stack("chaos", simulator_args, database_url=database_url) as stack:
         firms = await _prepare(stack.settings, cases)
-        stack.worker.start()
-        results = await _run_cases(stack, firms, kills, rng)
+        pool = [stack.worker] + [
+            Worker(stack.child_env, stack.work / f"worker-{n}.log") for n in range(2, workers + 1)
+        ]
+        try:
+            for worker in pool:
+                worker.start()
+            if workers > 1:
+                kills = min(kills, 1)
+                base = await start_api(stack, api_processes) if api_processes else None
+                results = await _run_scaled_out(stack, pool, base, firms, kills, rng)
+            else:
+                results = await _run_cases(stack, firms, kills, rng)
+        finally:
+            for worker in pool[1:]:
+                worker.stop()
+        print(f"workers={workers} api_processes={api_processes or 'in-process'}")
         return await _verify(
             stack.settings,
             stack.simulator_url,
             firms,
             results,
             kills,
-            stack.worker.kills,
+            sum(w.kills for w in pool),
             time.monotonic() - started,
         )
+
+
+async def _run_scaled_out(
+    stack: BenchStack,
+    workers: list[Worker],
+    base: str | None,
+    firms: list[str],
+    kills: int,
+    rng: random.Random,
+) -> list[CaseState | BaseException]:
+    """Every case through the API over HTTP (or in-process), a worker killed for good."""
+    settings, env = stack.settings, stack.env
+    kills_done = asyncio.Event()
+    app = create_app(settings, temporal=env.client)
+    async with contextlib.AsyncExitStack() as exits:
+        if base is None:
+            await exits.enter_async_context(app.router.lifespan_context(app))
+            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+            api = httpx.AsyncClient(transport=transport, base_url="http://chaos", timeout=60)
+        else:
+            api = httpx.AsyncClient(base_url=base, timeout=60)
+        await exits.enter_async_context(api)
+        chaos = asyncio.create_task(_scale_out_chaos(workers, kills, rng, kills_done))
+        limit = asyncio.Semaphore(25)
+
+        async def one(n: int, uscc: str) -> CaseState:
+            async with limit:
+                hold = kills_done if n == len(firms) else None
+                return await _drive_case(api, settings, env, n, uscc, hold)
+
+        tasks = [asyncio.create_task(one(n, u)) for n, u in enumerate(firms, start=1)]
+        finished, pending = await asyncio.wait(tasks, timeout=max(300, len(firms) * 3))
+        chaos.cancel()
+        for task in pending:
+            task.cancel()
+        for task, uscc in zip(tasks, firms, strict=True):
+            if task in pending:
+                await _describe_unfinished(env, application_case_id(ITEM, PERIOD, uscc))
+        return [_outcome(t, finished) for t in tasks]
 
 
 async def _run_cases(
@@ -343,8 +423,27 @@ def main() -> None:
     parser.add_argument(
         "--failure-share", type=float, default=0.2, help="share of budget-system calls that fail"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes; above 1, one is killed for good"
+    )
+    parser.add_argument(
+        "--api-processes", type=int, default=0, help="uvicorn processes (0: in this process)"
+    )
+    parser.add_argument("--database-url", help="default: a new SQLite file")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.cases, args.kills, args.seed, args.failure_share)))
+    sys.exit(
+        asyncio.run(
+            run(
+                args.cases,
+                args.kills,
+                args.seed,
+                args.failure_share,
+                args.workers,
+                args.api_processes,
+                args.database_url,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

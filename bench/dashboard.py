@@ -306,7 +306,10 @@ async def time_pages(settings: Settings, repeats: int) -> dict[str, float]:
     return worst
 
 
-async def run(database_url: str, enterprises: int, cases: int, repeats: int) -> None:
+async def build_city(database_url: str, enterprises: int, cases: int) -> None:
+    """A city in the database at `database_url`, unless it holds cases already: the
+    sample's firms and items, the full match, a year of case history, then ANALYZE.
+    (bench/api_load.py loads its city through it too.)"""
     await upgrade_async(database_url)
     engine = make_engine(database_url)
     sessionmaker = make_sessionmaker(engine)
@@ -334,6 +337,13 @@ async def run(database_url: str, enterprises: int, cases: int, repeats: int) -> 
         async with engine.begin() as connection:
             await connection.execute(sa.text("ANALYZE"))
         print(f"history {counts} in {time.perf_counter() - clock:.0f}s")
+    await engine.dispose()
+
+
+async def run(database_url: str, enterprises: int, cases: int, repeats: int) -> None:
+    await build_city(database_url, enterprises, cases)
+    engine = make_engine(database_url)
+    sessionmaker = make_sessionmaker(engine)
     async with sessionmaker() as session:
         firms = await session.scalar(sa.text("SELECT count(*) FROM enterprise"))
         stored = await session.scalar(sa.select(sa.func.count()).select_from(CaseRecord))

@@ -93,15 +93,17 @@ class BenchStack:
     child_env: dict[str, str]
 
 
-async def start_api(stack: BenchStack) -> str:
-    """Start the API as a uvicorn process on a free port; returns its base URL once
-    `/healthz` answers. It is stopped with the stack's other children."""
+async def start_api(stack: BenchStack, processes: int = 1) -> str:
+    """Start the API as uvicorn on a free port, with `processes` worker processes
+    sharing its socket; returns its base URL once `/healthz` answers. It is stopped
+    with the stack's other children."""
     port = free_port()
     stack.children.start(
         "api",
         [
             *[sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory"],
             *["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            *(["--workers", str(processes)] if processes > 1 else []),
         ],
         stack.child_env,
         stack.work / "api.log",
@@ -118,9 +120,11 @@ async def bench_stack(
     *,
     message_simulator: bool = False,
     time_skipping: bool = False,
+    database_url: str | None = None,
 ) -> AsyncIterator[BenchStack]:
     """Start the dev server (or, `time_skipping`, Temporal's time-skipping test server)
-    and the simulator(s); the worker is created, not started."""
+    and the simulator(s); the worker is created, not started. The database is a new
+    SQLite file unless `database_url` names one."""
     work = Path(tempfile.mkdtemp(prefix=f"zhida-{name}-"))
     wanted = DevServerConfig.load().search_attributes
     # A key ring of this run alone, in `work`, where the worker finds it too.
@@ -160,7 +164,7 @@ async def bench_stack(
         settings = Settings(
             environment=Environment.TEST,
             var_dir=work,
-            database_url=f"sqlite+aiosqlite:///{work / f'{name}.db'}",
+            database_url=database_url or f"sqlite+aiosqlite:///{work / f'{name}.db'}",
             temporal_address=env.client.service_client.config.target_host,
             temporal_namespace=env.client.namespace,
             task_queue=f"{name}-{uuid.uuid4()}",

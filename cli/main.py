@@ -359,7 +359,13 @@ def worker() -> None:
 def api() -> None:
     """Run the HTTP API."""
     settings = _settings()
-    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=settings.api_port)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_processes,
+    )
 
 
 @app.command()
@@ -446,6 +452,8 @@ def run(
                 settings.api_host,
                 "--port",
                 str(settings.api_port),
+                "--workers",
+                str(settings.api_processes),
             ],
             env,
             logs / "api.log",

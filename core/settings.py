@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API processes sharing the port (uvicorn's workers): they hold no state of their
+    # own, so more processes use more cores (bench/api_load.py).
+    api_processes: int = Field(default=2, ge=1, le=64)
     # Tokens the platform issues itself (`zhida token`, the embedded stack).
     token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)
     token_ttl_hours: int = Field(default=12, ge=1, le=24 * 30)
