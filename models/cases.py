@@ -313,6 +313,18 @@ class CaseRecord(SQLModel, table=True):
         ),
         # The ledger's entries joined to their case's region.
         sa.Index("ix_case_record_case_region", "case_id", "region_code"),
+        # Inboxes: only the cases that wait on a unit are indexed. With every other row
+        # in the index as NULL, the planner's statistics (SQLite's ANALYZE counts NULL
+        # as a value) made a unit's inbox look unselective and it scanned the table.
+        *(
+            sa.Index(
+                f"ix_case_record_{column}",
+                column,
+                sqlite_where=sa.text(f"{column} IS NOT NULL"),
+                postgresql_where=sa.text(f"{column} IS NOT NULL"),
+            )
+            for column in ("waiting_for_department", "also_waiting_for_department")
+        ),
     )
 
     case_id: str = Field(primary_key=True, max_length=160)
@@ -324,8 +336,8 @@ class CaseRecord(SQLModel, table=True):
     region_code: str = Field(max_length=16, index=True)
     stage: str = Field(max_length=24, index=True)
     waiting_for_role: str | None = Field(default=None, max_length=64)
-    waiting_for_department: str | None = Field(default=None, max_length=32, index=True)
-    also_waiting_for_department: str | None = Field(default=None, max_length=32, index=True)
+    waiting_for_department: str | None = Field(default=None, max_length=32)
+    also_waiting_for_department: str | None = Field(default=None, max_length=32)
     due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     overdue: bool = False
     approved_amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)
