@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
 import tempfile
 import time
-from collections import Counter, deque
+import uuid
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
+from application_chaos import application_item
 from dashboard import build_city
 from sqlmodel import col, select
 from stack import bench_stack, start_api
@@ -52,8 +55,9 @@ from core.security import issue_token
 from core.settings import Environment, Settings
 from domain.money import budget
 from domain.policy import library
+from models.cases import CaseRecord
 from models.matching import MatchResult
-from models.policy import ItemCreate
+from models.policy import ItemCreate, PolicyItem
 from models.reference import Actor, Role, User
 from models.registry import BankAccount, Fact
 
@@ -69,39 +73,11 @@ APPROVER = "jxj_staff"
 APPROVE_AFTER_S = 5.0
 
 
-def _item(firms: int) -> dict[str, object]:
-    stages = [
-        {"stage": "department_review", "department_code": "330500-JXJ", "working_days": 3},
-        {"stage": "finance_review", "department_code": "330500-CZJ", "working_days": 3},
-        {"stage": "payment", "department_code": "330500-CZJ", "working_days": 3},
-    ]
-    return {
-        "code": ITEM,
-        "document": {
-            "doc_number": "湖政发〔2024〕9号",
-            "title": "负载测试",
-            "issuer": "湖州市人民政府",
-            "level": "city",
-            "issued_on": "2024-02-18",
-        },
-        "department_code": "330500-JXJ",
-        "region_code": "330500",
-        "title": "负载测试补助",
-        "category": "application",
-        "eligibility": {"all": [{"fact": "credit_rating", "op": "in", "value": ["A", "B"]}]},
-        "amount_rule": {"kind": "fixed", "amount_fen": AMOUNT},
-        "annual_quota_fen": AMOUNT * firms,
-        "stages": stages,
-        "valid_from": "2026-01-01",
-        "valid_to": "2027-12-31",
-        "change_reason": "负载测试",
-    }
-
-
 @dataclass
 class City:
     firms: list[tuple[str, str]]  # (user name, credit code): each may apply once
     items: list[str]  # the sample's items, for matches and gaps
+    own_items: list[str]  # those of the approver's department (城市经信局)
 
 
 async def prepare(database_url: str, enterprises: int, cases: int, firms: int) -> City:
@@ -110,6 +86,12 @@ async def prepare(database_url: str, enterprises: int, cases: int, firms: int) -
     try:
         async with make_sessionmaker(engine).begin() as session:
             items = sorted(set(await session.scalars(select(MatchResult.item_code).distinct())))
+            own = set(
+                await session.scalars(
+                    select(PolicyItem.code).where(col(PolicyItem.department_code) == "330500-JXJ")
+                )
+            )
+            own_items = [item for item in items if item in own]
             existing = list(
                 await session.execute(
                     select(User.name, User.enterprise_uscc).where(
@@ -117,8 +99,14 @@ async def prepare(database_url: str, enterprises: int, cases: int, firms: int) -
                     )
                 )
             )
-            if existing:
-                return City([(n, str(u)) for n, u in existing], items)
+            if existing:  # a city of an earlier run: its firms that have not applied
+                applied = set(
+                    await session.scalars(
+                        select(CaseRecord.uscc).where(col(CaseRecord.item_code) == ITEM)
+                    )
+                )
+                fresh = [(n, str(u)) for n, u in existing if u not in applied]
+                return City(fresh, items, own_items)
             good = (
                 select(Fact.uscc)
                 .where(
@@ -139,13 +127,17 @@ async def prepare(database_url: str, enterprises: int, cases: int, firms: int) -
             staff = Actor(
                 name="jxj_staff", role=Role.DEPARTMENT_CASEWORKER, department_code="330500-JXJ"
             )
-            await library.create_item(session, staff, ItemCreate.model_validate(_item(firms)))
+            await library.create_item(
+                session,
+                staff,
+                ItemCreate.model_validate(application_item(firms, ITEM, "负载测试补助", AMOUNT)),
+            )
             await library.submit_version(
                 session, staff, ITEM, 1, head_review_days=3, finance_review_days=5
             )
             await library.publish_version(session, ITEM, 1)
             await budget.set_quota(session, ITEM, int(PERIOD), AMOUNT * firms, "czj_staff")
-            return City(users, items)
+            return City(users, items, own_items)
     finally:
         await engine.dispose()
 
@@ -168,6 +160,7 @@ class Mix:
 
     city: City
     rng: random.Random
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # keys of this run
     unapplied: deque[tuple[str, str]] = field(default_factory=deque)
     applied: deque[tuple[float, str, str]] = field(default_factory=deque)  # (at, user, uscc)
     cases: list[tuple[str, str]] = field(default_factory=list)  # applied: (user, uscc)
@@ -244,13 +237,13 @@ class Mix:
 
     def case_list(self) -> Request:
         item = self.rng.choice(self.city.items)
-        path = f"/api/v1/cases?item_code={item}&limit=20"
+        path = f"/api/v1/cases?item={item}&limit=20"
         return Request("case_list", False, "GET", path, self._staff())
 
     def item_matches(self) -> Request:
-        # The item's department and city finance (a district sees matches per firm).
-        path = f"/api/v1/items/{self.rng.choice(self.city.items)}/matches"
-        return Request("item_matches", False, "GET", path, self.rng.choice(STAFF[:2]))
+        # The item's department watches who matches its items.
+        path = f"/api/v1/items/{self.rng.choice(self.city.own_items)}/matches"
+        return Request("item_matches", False, "GET", path, APPROVER)
 
     def overview(self) -> Request:
         return Request("overview", False, "GET", "/api/v1/dashboard/overview", "wx_czj_staff")
@@ -270,7 +263,7 @@ class Mix:
                 self.cases.append((user, uscc))
 
         body = {"item_code": ITEM, "period": PERIOD}
-        key = f"apply:{uscc}"
+        key = f"apply:{self.run}:{uscc}"
         return Request("apply", True, "POST", "/api/v1/cases", user, body, key, answered)
 
     def approve(self) -> Request | None:
@@ -278,7 +271,7 @@ class Mix:
             return None
         _, _, uscc = self.applied.popleft()
         path = f"{self._case_path(uscc)}/decisions"
-        key = f"approve:{uscc}"
+        key = f"approve:{self.run}:{uscc}"
         return Request("approve", True, "POST", path, APPROVER, {"action": "approve"}, key)
 
 
@@ -360,6 +353,52 @@ async def open_loop(client: Client, mix: Mix, rps: float, seconds: float) -> Tal
     return tally
 
 
+_GROUPS = (
+    ("api", "api.main:create_app"),
+    ("worker", "workers.main"),
+    ("temporal", "temporal server"),
+    ("simulators", "cli.main simulate"),
+    ("load generator", "api_load.py"),
+)
+
+
+def cpu_seconds() -> defaultdict[str, float]:
+    """CPU time used so far by the stack's processes, by part (from /proc; Linux). The
+    API's uvicorn workers are its children, whose command line does not name the app."""
+    tick = os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[int, str, float]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        processes[int(proc.name)] = (int(fields[1]), command, cpu)
+    group_of: dict[int, str] = {}
+    for pid, (_, command, _) in processes.items():
+        for group, marker in _GROUPS:
+            if marker in command:
+                group_of[pid] = group
+                break
+    used: defaultdict[str, float] = defaultdict(float)
+    for pid, (parent, _, seconds) in processes.items():
+        part = group_of.get(pid) or group_of.get(parent)
+        if part is not None:
+            used[part] += seconds
+    return used
+
+
+def _cpu_line(
+    before: defaultdict[str, float], after: defaultdict[str, float], seconds: float, done: int
+) -> str:
+    parts = [f"{group} {(after[group] - before[group]) / seconds:.2f}" for group, _ in _GROUPS]
+    api_ms = (after["api"] - before["api"]) / max(done, 1) * 1000
+    return f"  cores busy: {', '.join(parts)}; API CPU per request {api_ms:.1f} ms"
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -395,12 +434,16 @@ async def run(args: argparse.Namespace) -> None:
             client = Client(base, stack.settings, http)
             mix = Mix(city, random.Random(7))
             await closed_loop(client, mix, 4, 5)  # warm: connections, caches, pages
+            before = cpu_seconds()
             saturated = await closed_loop(client, mix, args.clients, args.seconds)
             rps_max = saturated.done / args.seconds
             _report(f"closed loop, {args.clients} clients, {rps_max:.0f} requests/s", saturated)
+            print(_cpu_line(before, cpu_seconds(), args.seconds, saturated.done))
             await asyncio.sleep(APPROVE_AFTER_S)
+            before = cpu_seconds()
             offered = await open_loop(client, mix, args.offered_rps, args.seconds)
             _report(f"open loop, {args.offered_rps} requests/s offered", offered)
+            print(_cpu_line(before, cpu_seconds(), args.seconds, offered.done))
     print(
         f"clients={args.clients} rps_max={rps_max:.0f} offered_rps={args.offered_rps:g} "
         f"read_p50_ms={statistics.median(offered.read_ms):.1f} "

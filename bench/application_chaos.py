@@ -29,9 +29,10 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import date, datetime
 from functools import partial
+from typing import Any
 
 import httpx
 from stack import BenchStack, Worker, bench_stack, start_api
@@ -90,7 +91,9 @@ async def _prepare(settings: Settings, cases: int) -> list[str]:
             staff = Actor(
                 name="jxj_staff", role=Role.DEPARTMENT_CASEWORKER, department_code="330500-JXJ"
             )
-            await library.create_item(session, staff, ItemCreate.model_validate(_item(cases)))
+            await library.create_item(
+                session, staff, ItemCreate.model_validate(application_item(cases))
+            )
             await library.submit_version(
                 session, staff, ITEM, 1, head_review_days=3, finance_review_days=5
             )
@@ -106,14 +109,18 @@ def time_today() -> date:
     return datetime.now(SHANGHAI).date()
 
 
-def _item(cases: int) -> dict[str, object]:
+def application_item(
+    cases: int, code: str = ITEM, title: str = "崩溃测试补助", amount_fen: int = AMOUNT
+) -> dict[str, object]:
+    """An application item open to firms rated A or B, paying a fixed sum, whose year's
+    quota is exactly enough for `cases` (any double payment would overspend it)."""
     stages = [
         {"stage": "department_review", "department_code": "330500-JXJ", "working_days": 3},
         {"stage": "finance_review", "department_code": "330500-CZJ", "working_days": 3},
         {"stage": "payment", "department_code": "330500-CZJ", "working_days": 3},
     ]
     return {
-        "code": ITEM,
+        "code": code,
         "document": {
             "doc_number": "湖政发〔2024〕8号",
             "title": "测试",
@@ -123,15 +130,15 @@ def _item(cases: int) -> dict[str, object]:
         },
         "department_code": "330500-JXJ",
         "region_code": "330500",
-        "title": "崩溃测试补助",
+        "title": title,
         "category": "application",
         "eligibility": {"all": [{"fact": "credit_rating", "op": "in", "value": ["A", "B"]}]},
-        "amount_rule": {"kind": "fixed", "amount_fen": AMOUNT},
-        "annual_quota_fen": AMOUNT * cases,  # exactly enough: any double payment would overspend
+        "amount_rule": {"kind": "fixed", "amount_fen": amount_fen},
+        "annual_quota_fen": amount_fen * cases,
         "stages": stages,
         "valid_from": "2026-01-01",
         "valid_to": "2027-12-31",
-        "change_reason": "崩溃测试",
+        "change_reason": "基准测试",
     }
 
 
@@ -246,12 +253,13 @@ async def run(
         try:
             for worker in pool:
                 worker.start()
+            base = await start_api(stack, api_processes) if api_processes else None
             if workers > 1:
                 kills = min(kills, 1)
-                base = await start_api(stack, api_processes) if api_processes else None
-                results = await _run_scaled_out(stack, pool, base, firms, kills, rng)
+                chaos = partial(_scale_out_chaos, pool, kills, rng)
             else:
-                results = await _run_cases(stack, firms, kills, rng)
+                chaos = partial(_chaos, stack.worker, kills, rng)
+            results = await _run_cases(stack, firms, chaos, base)
         finally:
             for worker in pool[1:]:
                 worker.stop()
@@ -267,27 +275,28 @@ async def run(
         )
 
 
-async def _run_scaled_out(
+async def _run_cases(
     stack: BenchStack,
-    workers: list[Worker],
-    base: str | None,
     firms: list[str],
-    kills: int,
-    rng: random.Random,
+    chaos: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    base: str | None = None,
 ) -> list[CaseState | BaseException]:
-    """Every case through the API over HTTP (or in-process), a worker killed for good."""
+    """Every case through the API, in this process or (`base`) over HTTP, while `chaos`
+    kills workers; it sets the event it is given when it is done."""
     settings, env = stack.settings, stack.env
+    # The last case's finance approval waits for the last kill, so every kill lands
+    # while at least one case is in flight, however fast the others are.
     kills_done = asyncio.Event()
     app = create_app(settings, temporal=env.client)
     async with contextlib.AsyncExitStack() as exits:
         if base is None:
             await exits.enter_async_context(app.router.lifespan_context(app))
-            transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+            transport = httpx.ASGITransport(app=app)
             api = httpx.AsyncClient(transport=transport, base_url="http://chaos", timeout=60)
         else:
             api = httpx.AsyncClient(base_url=base, timeout=60)
         await exits.enter_async_context(api)
-        chaos = asyncio.create_task(_scale_out_chaos(workers, kills, rng, kills_done))
+        killing = asyncio.create_task(chaos(kills_done))
         limit = asyncio.Semaphore(25)
 
         async def one(n: int, uscc: str) -> CaseState:
@@ -297,40 +306,7 @@ async def _run_scaled_out(
 
         tasks = [asyncio.create_task(one(n, u)) for n, u in enumerate(firms, start=1)]
         finished, pending = await asyncio.wait(tasks, timeout=max(300, len(firms) * 3))
-        chaos.cancel()
-        for task in pending:
-            task.cancel()
-        for task, uscc in zip(tasks, firms, strict=True):
-            if task in pending:
-                await _describe_unfinished(env, application_case_id(ITEM, PERIOD, uscc))
-        return [_outcome(t, finished) for t in tasks]
-
-
-async def _run_cases(
-    stack: BenchStack, firms: list[str], kills: int, rng: random.Random
-) -> list[CaseState | BaseException]:
-    settings, env = stack.settings, stack.env
-    app = create_app(settings, temporal=env.client)
-    # The last case's finance approval waits for the last kill, so every kill lands
-    # while at least one case is in flight, however fast the others are.
-    kills_done = asyncio.Event()
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://chaos", timeout=60
-        ) as api,
-    ):
-        chaos = asyncio.create_task(_chaos(stack.worker, kills, rng, kills_done))
-        limit = asyncio.Semaphore(25)
-
-        async def one(n: int, uscc: str) -> CaseState:
-            async with limit:
-                hold = kills_done if n == len(firms) else None
-                return await _drive_case(api, settings, env, n, uscc, hold)
-
-        tasks = [asyncio.create_task(one(n, u)) for n, u in enumerate(firms, start=1)]
-        finished, pending = await asyncio.wait(tasks, timeout=max(300, len(firms) * 3))
-        chaos.cancel()
+        killing.cancel()
         for task in pending:
             task.cancel()
         for task, uscc in zip(tasks, firms, strict=True):
