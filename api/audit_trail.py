@@ -100,7 +100,7 @@ class AuditTrailMiddleware:
             user_agent=headers.get("user-agent"),
         )
         try:
-            async with scope["app"].state.sessionmaker.begin() as session:
+            async with scope["app"].state.bookkeeping.begin() as session:
                 session.add(
                     trail.event(AuditKind.WRITE, actor, where, status, subject, state.get(DETAILS))
                 )

@@ -277,7 +277,7 @@ class IdempotencyMiddleware:
             scope.get("query_string", b"").decode("latin-1"),
             body,
         )
-        sessions: Sessions = scope["app"].state.sessionmaker
+        sessions: Sessions = scope["app"].state.bookkeeping
         holder = secrets.token_hex(16)
         try:
             found = await _claim(sessions, bound, holder)

@@ -71,6 +71,11 @@ UPLOAD_BODY_BYTES = upload.MAX_UPLOAD_BYTES + 2**20
 VERIFICATION_BODY_BYTES = 24 * 2**20
 # The database's pool wait of a request (core/db.py has the connect timeout).
 POOL_TIMEOUT_S = 2.0
+# The records kept of a request (its audit event, its idempotency record) have a small
+# pool of their own that waits longer: a write done must not lose its trail because
+# requests took every connection (seen under load: 503s and "audit.write_not_logged").
+BOOKKEEPING_POOL_SIZE = 4
+BOOKKEEPING_POOL_TIMEOUT_S = 30.0
 
 
 class TemporalConnection:
@@ -126,8 +131,15 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         engine = make_engine(
             settings.database_url, echo=settings.sql_echo, pool_timeout_s=POOL_TIMEOUT_S
         )
+        bookkeeping = make_engine(
+            settings.database_url,
+            echo=settings.sql_echo,
+            pool_timeout_s=BOOKKEEPING_POOL_TIMEOUT_S,
+            pool_size=BOOKKEEPING_POOL_SIZE,
+        )
         app.state.settings = settings
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.bookkeeping = make_sessionmaker(bookkeeping)
         app.state.read_sessionmaker = make_read_sessionmaker(engine)
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))
@@ -139,6 +151,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             app.state.budget = BudgetSystemClient(budget_http)
             yield
         await engine.dispose()
+        await bookkeeping.dispose()
 
     app = FastAPIOffline(  # /docs and /redoc from the installed package, not a CDN
         title="zhida 直达",

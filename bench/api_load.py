@@ -358,6 +358,7 @@ _GROUPS = (
     ("worker", "workers.main"),
     ("temporal", "temporal server"),
     ("simulators", "cli.main simulate"),
+    ("postgres", "postgres: "),
     ("load generator", "api_load.py"),
 )
 

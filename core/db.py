@@ -19,18 +19,21 @@ CONNECT_TIMEOUT_S = 2.0
 READ_ONLY = "zhida_read_only"
 
 
-def make_engine(url: str, *, echo: bool = False, pool_timeout_s: float = 30.0) -> AsyncEngine:
-    """An engine for the URL. `pool_timeout_s` is how long a caller waits for a free
-    pooled connection (PostgreSQL); the API sets it short, so that a request fails fast
-    when the pool is exhausted, while workers may wait."""
+def make_engine(
+    url: str, *, echo: bool = False, pool_timeout_s: float = 30.0, pool_size: int = 10
+) -> AsyncEngine:
+    """An engine for the URL, keeping up to `pool_size` connections open and as many
+    again when busy. `pool_timeout_s` is how long a caller waits for a free one; the
+    API sets it short for requests, so that a request fails fast when the pool is
+    exhausted, while workers may wait."""
     if url.startswith("sqlite"):
         # Connections are kept open and reused: opening one (a thread of aiosqlite's,
         # the file, four PRAGMAs) cost a read request about a third of its time.
         engine = create_async_engine(
             url,
             echo=echo,
-            pool_size=10,
-            max_overflow=10,
+            pool_size=pool_size,
+            max_overflow=pool_size,
             pool_timeout=pool_timeout_s,
             connect_args={"timeout": 30},
         )
@@ -42,8 +45,8 @@ def make_engine(url: str, *, echo: bool = False, pool_timeout_s: float = 30.0) -
     return create_async_engine(
         url,
         echo=echo,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=pool_timeout_s,
         connect_args=connect_args,
