@@ -161,6 +161,7 @@ class Mix:
     city: City
     rng: random.Random
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # keys of this run
+    writes: bool = True  # False: reads only, the API's own ceiling
     unapplied: deque[tuple[str, str]] = field(default_factory=deque)
     applied: deque[tuple[float, str, str]] = field(default_factory=deque)  # (at, user, uscc)
     cases: list[tuple[str, str]] = field(default_factory=list)  # applied: (user, uscc)
@@ -179,8 +180,8 @@ class Mix:
             (self.staff_case, 6),
             (self.overview, 1),
             (self.time_to_money, 1),
-            (self.apply, 7),
-            (self.approve, 7),
+            (self.apply, 7 if self.writes else 0),
+            (self.approve, 7 if self.writes else 0),
         ]
         self._choices = [make for make, _ in self.weights]
         self._cumulative = []
@@ -433,7 +434,7 @@ async def run(args: argparse.Namespace) -> None:
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             client = Client(base, stack.settings, http)
-            mix = Mix(city, random.Random(7))
+            mix = Mix(city, random.Random(7), writes=not args.reads_only)
             await closed_loop(client, mix, 4, 5)  # warm: connections, caches, pages
             before = cpu_seconds()
             saturated = await closed_loop(client, mix, args.clients, args.seconds)
@@ -463,6 +464,9 @@ def main() -> None:
     parser.add_argument("--offered-rps", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--api-processes", type=int, default=2)
+    parser.add_argument(
+        "--reads-only", action="store_true", help="no writes: the API's ceiling on its own"
+    )
     parser.add_argument(
         "--database-url",
         help="default: a new SQLite file; a database that holds a city already is reused",
