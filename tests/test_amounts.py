@@ -2,14 +2,19 @@ from collections.abc import Mapping
 
 import pytest
 
-from domain.engine.amounts import compute_amount, parse_amount_rule
+from domain.engine.amounts import amount_fen_of, compute_amount, parse_amount_rule
 from domain.engine.rules import InvalidRule, KnownFact
 from models.money import format_yuan
 
 
 def _amount(rule: Mapping[str, object], **facts: int) -> int | None:
+    """The amount with its explanation, checked against the bare amount of the one-firm
+    hot path: the two must never differ."""
     known = {k: KnownFact(v) for k, v in facts.items()}
-    return compute_amount(parse_amount_rule(rule), known).amount_fen
+    parsed = parse_amount_rule(rule)
+    amount = compute_amount(parsed, known).amount_fen
+    assert amount_fen_of(parsed, known) == amount
+    return amount
 
 
 def test_fixed_amount() -> None:
@@ -48,6 +53,14 @@ def test_rate_floor_and_cap() -> None:
     assert _amount(rule, rd_expense_fen=5_000) == 1_000
     assert _amount(rule, rd_expense_fen=100_000) == 10_000
     assert _amount(rule, rd_expense_fen=10_000_000) == 50_000
+    parsed = parse_amount_rule(rule)
+    notes = [
+        compute_amount(parsed, {"rd_expense_fen": KnownFact(base)}).explanation
+        for base in (5_000, 100_000, 10_000_000)
+    ]
+    assert "按下限 10.00元" in notes[0] and "上限" not in notes[0]
+    assert "下限" not in notes[1] and "上限" not in notes[1]
+    assert "按上限 500.00元" in notes[2] and "下限" not in notes[2]
 
 
 def test_tiers_pick_the_highest_reached() -> None:

@@ -217,7 +217,7 @@ def test_engine_agrees_with_the_single_pair_evaluator(
                 else Verdict.NOT_ELIGIBLE
             )
             assert engine is expected.verdict, (row, facts)
-            assert RowEvaluator(facts, AS_OF).verdict(item.rule) is expected.verdict
+            assert RowEvaluator(facts, AS_OF).verdict(item.plan) is expected.verdict
             # The table gives back exactly the facts it was built from.
             assert table.known_facts(row) == facts
             if expected.verdict is Verdict.NOT_ELIGIBLE:

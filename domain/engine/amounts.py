@@ -143,6 +143,39 @@ class AmountResult:
     explanation: str
 
 
+def amount_fen_of(rule: AmountRule, facts: Mapping[str, KnownFact]) -> int | None:
+    """The amount `compute_amount` gives, without its explanation (the one-firm hot path)."""
+    if isinstance(rule, FixedAmount):
+        return rule.amount_fen
+    known = facts.get(rule.fact)
+    if known is None or known.invalid is not None:
+        return None
+    if isinstance(known.value, bool) or not isinstance(known.value, int):
+        return None
+    if isinstance(rule, RateAmount):
+        return _bounded(rule, _rated(rule, known.value))
+    tier = _tier_reached(rule, known.value)
+    return 0 if tier is None else tier.amount_fen
+
+
+def _rated(rule: RateAmount, base: int) -> int:
+    raw = (Decimal(base) * rule.rate).quantize(Decimal(1), _DECIMAL_ROUNDING[rule.rounding])
+    return max(int(raw), 0)
+
+
+def _bounded(rule: RateAmount, amount: int) -> int:
+    if rule.floor_fen is not None and amount < rule.floor_fen:
+        amount = rule.floor_fen
+    if rule.cap_fen is not None and amount > rule.cap_fen:
+        amount = rule.cap_fen
+    return min(amount, MAX_FEN)  # the bound holds by validation
+
+
+def _tier_reached(rule: TieredAmount, base: int) -> Tier | None:
+    reached = [t for t in rule.tiers if base >= t.at_least]
+    return reached[-1] if reached else None
+
+
 def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountResult:
     if isinstance(rule, FixedAmount):
         return AmountResult(rule.amount_fen, f"定额 {format_yuan(rule.amount_fen)}")
@@ -155,22 +188,21 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
     base = known.value
     shown = format_quantity(rule.fact, base)
     if isinstance(rule, RateAmount):
-        raw = (Decimal(base) * rule.rate).quantize(Decimal(1), _DECIMAL_ROUNDING[rule.rounding])
-        amount = max(int(raw), 0)
-        note = f"{label} {shown} × {rule.rate}分 = {format_yuan(amount)}"
+        rated = _rated(rule, base)
+        amount = _bounded(rule, rated)
+        note = f"{label} {shown} × {rule.rate}分 = {format_yuan(rated)}"
         if FACT_KINDS[rule.fact].unit == "分":
-            note = f"{label} {shown} × {rule.rate} = {format_yuan(amount)}"
-        if rule.floor_fen is not None and amount < rule.floor_fen:
-            amount = rule.floor_fen
-            note += f"，按下限 {format_yuan(amount)}"
-        if rule.cap_fen is not None and amount > rule.cap_fen:
-            amount = rule.cap_fen
-            note += f"，按上限 {format_yuan(amount)}"
-        return AmountResult(min(amount, MAX_FEN), note)  # the bound holds by validation
-    reached = [t for t in rule.tiers if base >= t.at_least]
-    if not reached:
+            note = f"{label} {shown} × {rule.rate} = {format_yuan(rated)}"
+        floored = rated
+        if rule.floor_fen is not None and rated < rule.floor_fen:
+            floored = rule.floor_fen
+            note += f"，按下限 {format_yuan(floored)}"
+        if rule.cap_fen is not None and floored > rule.cap_fen:
+            note += f"，按上限 {format_yuan(rule.cap_fen)}"
+        return AmountResult(amount, note)
+    tier = _tier_reached(rule, base)
+    if tier is None:
         return AmountResult(0, f"{label} 未达到最低档")
-    tier = reached[-1]
     threshold = format_quantity(rule.fact, tier.at_least)
     return AmountResult(
         tier.amount_fen, f"{label} {shown} ≥ {threshold}，{format_yuan(tier.amount_fen)}"

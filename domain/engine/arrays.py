@@ -48,7 +48,7 @@ from domain.engine.amounts import (
     FixedAmount,
     Rounding,
     TieredAmount,
-    compute_amount,
+    amount_fen_of,
 )
 from domain.engine.rules import (
     AllOf,
@@ -613,6 +613,11 @@ class CompiledItem:
     version: int
     rule: RuleNode
     amount_rule: AmountRule
+    # The rule as one firm's evaluator walks it, compiled once with the item.
+    plan: RowPlan = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plan", plan_of(self.rule))
 
 
 @dataclass
@@ -738,45 +743,116 @@ def _match_one(context: MaskContext, item: CompiledItem) -> ItemMatches:
 # ----- one firm ----------------------------------------------------------------------------
 
 
+def _negate(outcome: Outcome) -> Outcome:
+    if outcome is Outcome.UNKNOWN:
+        return outcome
+    return Outcome.FAIL if outcome is Outcome.PASS else Outcome.PASS
+
+
+_ALL, _ANY, _NOT, _MANUAL, _CONDITION, _ALL_CONDITIONS = range(6)
+# A rule compiled for one firm at a time (`RowPlan.tree`): (_ALL, children),
+# (_ANY, children), (_NOT, child), (_MANUAL,), (_CONDITION, key, condition), or, for
+# the common "all of these conditions (some negated)", one flat node walked in one
+# loop: (_ALL_CONDITIONS, ((key, condition, negated), ...)).
+PlanNode = tuple[Any, ...]
+# The letter of each outcome as reported, and of its negation.
+_LETTER = {
+    (outcome, negated): OUTCOME_CODE[_negate(outcome) if negated else outcome]
+    for outcome in Outcome
+    for negated in (False, True)
+}
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """An item's rule as `RowEvaluator` walks it: each condition carries its key, made
+    once here, under which a firm's evaluator remembers the outcome, so that a
+    condition many items share is decided once per firm; and the conditions in the
+    order their outcomes are reported, each with its negation parity."""
+
+    tree: PlanNode
+    reported: tuple[tuple[PlanNode, bool], ...]
+
+
+def plan_of(rule: RuleNode) -> RowPlan:
+    def compiled(node: RuleNode) -> PlanNode:
+        if isinstance(node, AllOf):
+            children = tuple(compiled(child) for child in node.all)
+            flat = [_plain(child) for child in children]
+            if children and all(part is not None for part in flat):
+                return (_ALL_CONDITIONS, tuple(flat))
+            return (_ALL, children)
+        if isinstance(node, AnyOf):
+            return (_ANY, tuple(compiled(child) for child in node.any))
+        if isinstance(node, NotRule):
+            return (_NOT, compiled(node.not_))
+        if isinstance(node, ManualCondition):
+            return (_MANUAL,)
+        return (_CONDITION, f"{node.fact}\x1f{node.op}\x1f{node.value!r}", node)
+
+    reported = tuple((compiled(leaf.node), leaf.negated) for leaf in leaves(rule))
+    return RowPlan(compiled(rule), reported)
+
+
+def _plain(node: PlanNode) -> tuple[str, Condition, bool] | None:
+    """A condition, or the negation of one, as (key, condition, negated); else None."""
+    if node[0] == _CONDITION:
+        return node[1], node[2], False
+    if node[0] == _NOT and node[1][0] == _CONDITION:
+        return node[1][1], node[1][2], True
+    return None
+
+
 class RowEvaluator:
-    """The same verdicts for one firm, over plain values: a few microseconds per item."""
+    """The same verdicts for one firm, over plain values: a microsecond or two per item
+    (each distinct condition decided once, then each item's tree walked)."""
 
     def __init__(self, facts: Mapping[str, KnownFact], as_of: date) -> None:
         self._facts = facts
         self._as_of = as_of
-        self._leaves: dict[str, Outcome] = {}
+        self._decided: dict[str, Outcome] = {}
 
-    def verdict(self, rule: RuleNode) -> Verdict:
-        outcome = self._outcome(rule)
+    def verdict(self, plan: RowPlan) -> Verdict:
+        outcome = self._outcome(plan.tree)
         if outcome is Outcome.PASS:
             return Verdict.ELIGIBLE
         return Verdict.POSSIBLY_ELIGIBLE if outcome is Outcome.UNKNOWN else Verdict.NOT_ELIGIBLE
 
-    def outcomes(self, rule: RuleNode) -> str:
+    def outcomes(self, plan: RowPlan) -> str:
         """One letter per condition, as `MaskContext.leaf_outcomes` gives them."""
-        letters = []
-        for leaf in leaves(rule):
-            outcome = self._outcome(leaf.node)
-            letters.append(OUTCOME_CODE[_negate(outcome) if leaf.negated else outcome])
-        return "".join(letters)
+        return "".join(_LETTER[self._outcome(node), negated] for node, negated in plan.reported)
 
-    def _outcome(self, node: RuleNode) -> Outcome:
-        if isinstance(node, AllOf):
-            return self._combine(node.all, decisive=Outcome.FAIL, otherwise=Outcome.PASS)
-        if isinstance(node, AnyOf):
-            return self._combine(node.any, decisive=Outcome.PASS, otherwise=Outcome.FAIL)
-        if isinstance(node, NotRule):
-            return _negate(self._outcome(node.not_))
-        if isinstance(node, ManualCondition):
-            return Outcome.UNKNOWN
-        key = f"{node.fact}\x1f{node.op}\x1f{node.value!r}"
-        cached = self._leaves.get(key)
-        if cached is None:
-            cached = self._leaf(node)
-            self._leaves[key] = cached
-        return cached
+    def _outcome(self, node: PlanNode) -> Outcome:
+        kind = node[0]
+        if kind == _ALL_CONDITIONS:  # the hot case, in one loop
+            decided, outcome = self._decided, Outcome.PASS
+            for key, condition, negated in node[1]:
+                result = decided.get(key)
+                if result is None:
+                    result = decided[key] = self._decide(condition)
+                if negated:
+                    result = _negate(result)
+                if result is Outcome.FAIL:
+                    return Outcome.FAIL
+                if result is Outcome.UNKNOWN:
+                    outcome = Outcome.UNKNOWN
+            return outcome
+        if kind == _CONDITION:
+            known = self._decided.get(node[1])
+            if known is None:
+                known = self._decided[node[1]] = self._decide(node[2])
+            return known
+        if kind == _ALL:
+            return self._combine(node[1], decisive=Outcome.FAIL, otherwise=Outcome.PASS)
+        if kind == _ANY:
+            return self._combine(node[1], decisive=Outcome.PASS, otherwise=Outcome.FAIL)
+        if kind == _NOT:
+            return _negate(self._outcome(node[1]))
+        return Outcome.UNKNOWN  # a manual condition
 
-    def _combine(self, children: list[RuleNode], decisive: Outcome, otherwise: Outcome) -> Outcome:
+    def _combine(
+        self, children: tuple[PlanNode, ...], decisive: Outcome, otherwise: Outcome
+    ) -> Outcome:
         """Kleene all (decisive FAIL) or any (decisive PASS), stopping at the first
         decisive child as `domain.engine.rules.evaluate` does not need to."""
         outcome = otherwise
@@ -788,7 +864,7 @@ class RowEvaluator:
                 outcome = Outcome.UNKNOWN
         return outcome
 
-    def _leaf(self, condition: Condition) -> Outcome:
+    def _decide(self, condition: Condition) -> Outcome:
         known = self._facts.get(condition.fact)
         if (
             known is None
@@ -799,12 +875,6 @@ class RowEvaluator:
         if compare_value(condition.op, known.value, condition.value):
             return Outcome.PASS
         return Outcome.FAIL
-
-
-def _negate(outcome: Outcome) -> Outcome:
-    if outcome is Outcome.UNKNOWN:
-        return outcome
-    return Outcome.FAIL if outcome is Outcome.PASS else Outcome.PASS
 
 
 @dataclass(frozen=True)
@@ -825,11 +895,11 @@ def match_firm(
     evaluator = RowEvaluator(facts, as_of)
     out = []
     for item in items:  # `match_pair`, inlined: this loop is the one-firm hot path
-        verdict = evaluator.verdict(item.rule)
+        verdict = evaluator.verdict(item.plan)
         if verdict is Verdict.NOT_ELIGIBLE:
             continue
-        amount = compute_amount(item.amount_rule, facts).amount_fen
-        out.append(PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.rule)))
+        amount = amount_fen_of(item.amount_rule, facts)
+        out.append(PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.plan)))
     return out
 
 
@@ -838,11 +908,11 @@ def match_pair(
 ) -> PairMatch | None:
     """One item against one firm (the evaluator holds the firm's facts); None when the
     firm is not eligible."""
-    verdict = evaluator.verdict(item.rule)
+    verdict = evaluator.verdict(item.plan)
     if verdict is Verdict.NOT_ELIGIBLE:
         return None
-    amount = compute_amount(item.amount_rule, facts).amount_fen
-    return PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.rule))
+    amount = amount_fen_of(item.amount_rule, facts)
+    return PairMatch(item, uscc, verdict, amount, evaluator.outcomes(item.plan))
 
 
 def match_table(
