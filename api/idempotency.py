@@ -277,10 +277,12 @@ class IdempotencyMiddleware:
             scope.get("query_string", b"").decode("latin-1"),
             body,
         )
-        sessions: Sessions = scope["app"].state.bookkeeping
+        # The claim comes before the work, so it fails fast with the request's own
+        # pool (a 503 to retry); what follows the work (lease, answer) has a pool of its
+        # own that waits, so that a write done keeps its record (api/main.py).
         holder = secrets.token_hex(16)
         try:
-            found = await _claim(sessions, bound, holder)
+            found = await _claim(scope["app"].state.sessionmaker, bound, holder)
         except _DB_ERRORS as exc:
             log.error("idempotency.store_unavailable", error=str(exc))
             await _store_unavailable()(scope, receive, send)
@@ -289,6 +291,7 @@ class IdempotencyMiddleware:
             await _answer_holder(found, bound)(scope, receive, send)
             return
         scope.setdefault("state", {})[_STATE] = bound
+        sessions: Sessions = scope["app"].state.bookkeeping
         await self._run(scope, _replay_body(body, receive), send, sessions, bound, holder)
 
     async def _run(

@@ -71,9 +71,10 @@ UPLOAD_BODY_BYTES = upload.MAX_UPLOAD_BYTES + 2**20
 VERIFICATION_BODY_BYTES = 24 * 2**20
 # The database's pool wait of a request (core/db.py has the connect timeout).
 POOL_TIMEOUT_S = 2.0
-# The records kept of a request (its audit event, its idempotency record) have a small
-# pool of their own that waits longer: a write done must not lose its trail because
-# requests took every connection (seen under load: 503s and "audit.write_not_logged").
+# What is kept of a request once its work is done (its audit event, the answer stored
+# under its Idempotency-Key) has a small pool of its own that waits longer: a write done
+# must not lose its trail because requests took every connection (seen under load:
+# "audit.write_not_logged"). Claiming a key, before the work, fails fast like a request.
 BOOKKEEPING_POOL_SIZE = 4
 BOOKKEEPING_POOL_TIMEOUT_S = 30.0
 
@@ -140,7 +141,15 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.settings = settings
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.bookkeeping = make_sessionmaker(bookkeeping)
-        app.state.read_sessionmaker = make_read_sessionmaker(engine)
+        # On SQLite a writer holds its pooled connection while it waits for the one write
+        # lock: reads get connections of their own, so that queued writers never take
+        # them all (in WAL mode a read needs no lock). PostgreSQL shares one pool.
+        readers = engine
+        if engine.dialect.name == "sqlite":
+            readers = make_engine(
+                settings.database_url, echo=settings.sql_echo, pool_timeout_s=POOL_TIMEOUT_S
+            )
+        app.state.read_sessionmaker = make_read_sessionmaker(readers)
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))
         app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
@@ -152,6 +161,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             yield
         await engine.dispose()
         await bookkeeping.dispose()
+        if readers is not engine:
+            await readers.dispose()
 
     app = FastAPIOffline(  # /docs and /redoc from the installed package, not a CDN
         title="zhida 直达",
