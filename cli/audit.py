@@ -22,10 +22,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from adapters.budget_system import BudgetSystemClient
+from cli.config import settings_or_exit
 from core.codec import EncryptionCodec, key_ring
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from core.temporal import connect
 from core.workdays import SHANGHAI
 from domain.audit import bundle, crosscheck, histories, story, trail
@@ -81,7 +82,7 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 def _settings() -> Settings:
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings)
     return settings
 

@@ -17,6 +17,7 @@ from temporalio.converter import DataConverter
 
 from adapters.budget_system import BudgetSystemClient
 from cli.audit import audit_app
+from cli.config import settings_or_exit
 from cli.devstack import (
     DevServerConfig,
     Supervisor,
@@ -35,7 +36,7 @@ from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.progress import ProgressCallback, TerminalProgress
 from core.security import issue_token
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from core.temporal import connect, converter_for
 from core.workdays import SHANGHAI
 from domain.errors import AppError
@@ -70,7 +71,7 @@ SIMULATED_DATA_PLATFORM = "http://127.0.0.1:8300"
 
 
 def _settings() -> Settings:
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     return settings
