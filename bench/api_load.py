@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import statistics
@@ -184,11 +185,7 @@ class Mix:
             (self.approve, 7 if self.writes else 0),
         ]
         self._choices = [make for make, _ in self.weights]
-        self._cumulative = []
-        total = 0
-        for _, weight in self.weights:
-            total += weight
-            self._cumulative.append(total)
+        self._cumulative = list(itertools.accumulate(weight for _, weight in self.weights))
 
     def next(self) -> Request:
         while True:
