@@ -193,8 +193,23 @@ def test_engine_agrees_with_the_single_pair_evaluator(
     absent = {k.name: KnownFact(k.absent) for k in FACT_KINDS.values() if k.absent is not None}
     firms = [{**absent, **facts} for facts in firms]
     table = FactTable.build((f"firm-{i}", facts) for i, facts in enumerate(firms))
-    context = MaskContext(table, AS_OF)
-    for item, result in zip(items, match_items(table, items, AS_OF, threads=2), strict=True):
+    # Every numeric fact compared in buckets (`domain.engine.arrays.Buckets`), and
+    # none: a run buckets a fact once enough conditions use it.
+    for bucketed_from in (1, 10**9):
+        context = MaskContext(table, AS_OF, bucketed_from)
+        results = match_items(table, items, AS_OF, threads=2, context=context)
+        _agrees(table, firms, items, amount_rule, context, results)
+
+
+def _agrees(
+    table: FactTable,
+    firms: list[dict[str, KnownFact]],
+    items: list[CompiledItem],
+    amount_rule: Any,
+    context: MaskContext,
+    results: list[Any],
+) -> None:
+    for item, result in zip(items, results, strict=True):
         passes, may_pass = unpack(result.passes, len(table)), unpack(result.may_pass, len(table))
         matched = result.matched(table)
         outcomes = dict(

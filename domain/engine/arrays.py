@@ -31,6 +31,7 @@ condition and each item is computed in isolation: one that raises is reported as
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +73,10 @@ Rows = npt.NDArray[np.int32]
 
 OUTCOME_CODE = {Outcome.PASS: "P", Outcome.FAIL: "F", Outcome.UNKNOWN: "U"}
 _MISSING = -1
-_SCALAR_OPS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte"})
+# A numeric fact with at least this many distinct conditions in a run is compared in
+# buckets (`Buckets`), if its conditions have few enough breakpoints.
+BUCKETED_FROM = 8
+_MAX_BUCKETS = 256  # codes fit in one byte
 
 
 # ----- facts as columns ----------------------------------------------------------------
@@ -105,6 +109,7 @@ class FactTable:
         self.row_of = {u: i for i, u in enumerate(self.uscc)}
         self.columns = columns
         self._onehot: dict[str, Bits] = {}
+        self._sorted: dict[str, tuple[Ints, Ints]] = {}
 
     def __len__(self) -> int:
         return len(self.uscc)
@@ -147,32 +152,17 @@ class FactTable:
                 if chosen
                 else np.zeros(onehot.shape[1], dtype=np.uint8)
             )
-        scalar = _as_int(expected) if op in _SCALAR_OPS else 0
-        match op:
-            case "eq":
-                mask = values == scalar
-            case "ne":
-                mask = values != scalar
-            case "gt":
-                mask = values > scalar
-            case "gte":
-                mask = values >= scalar
-            case "lt":
-                mask = values < scalar
-            case "lte":
-                mask = values <= scalar
-            case "in" | "not_in":
-                mask = np.zeros(len(values), dtype=np.bool_)
-                for wanted in expected:
-                    mask |= values == _as_int(wanted)
-                if op == "not_in":
-                    mask = ~mask
-            case "between":
-                low, high = (_as_int(v) for v in expected)
-                mask = (values >= low) & (values <= high)
-            case _:
-                raise ValueError(f"operator {op} does not apply to {column.kind.name}")
-        return np.packbits(mask)
+        return np.packbits(_compare(values, condition, column.kind))
+
+    def sorted_values(self, fact: str) -> tuple[Ints, Ints]:
+        """A numeric fact's rows in the order of their values, and the values in that
+        order (computed once per table, as an index is)."""
+        cached = self._sorted.get(fact)
+        if cached is None:
+            values = self.columns[fact].values
+            order = np.argsort(values, kind="stable")
+            cached = self._sorted[fact] = (order, values[order])
+        return cached
 
     def known_facts(self, row: int) -> dict[str, KnownFact]:
         """One firm's facts back in the single-pair evaluator's form."""
@@ -341,6 +331,33 @@ class _ColumnBuilder:
         return FactColumn(self.kind, values, present, period_end, list(self.codes), self.invalid)
 
 
+def _compare(values: Ints, condition: Condition, kind: FactKind) -> Mask:
+    """Where a numeric condition's comparison holds over `values`."""
+    op, expected = condition.op, condition.value
+    match op:
+        case "eq":
+            return np.equal(values, _as_int(expected))
+        case "ne":
+            return np.not_equal(values, _as_int(expected))
+        case "gt":
+            return values > _as_int(expected)
+        case "gte":
+            return values >= _as_int(expected)
+        case "lt":
+            return values < _as_int(expected)
+        case "lte":
+            return values <= _as_int(expected)
+        case "in" | "not_in":
+            mask = np.zeros(len(values), dtype=np.bool_)
+            for wanted in expected:
+                mask |= values == _as_int(wanted)
+            return ~mask if op == "not_in" else mask
+        case "between":
+            low, high = (_as_int(v) for v in expected)
+            return (values >= low) & (values <= high)
+    raise ValueError(f"operator {op} does not apply to {kind.name}")
+
+
 def _decode(column: FactColumn, value: int) -> FactValue:
     match column.kind.type:
         case FactType.STR:
@@ -406,84 +423,174 @@ def failure_message(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
+class Buckets:
+    """A numeric fact's values as one byte per firm, for one run's conditions on it.
+
+    Every condition on an integer value changes its answer only at its constants c
+    (at c or c + 1: `gte c` at c, `gt c` at c + 1, `eq c` at both). Sorted, those
+    breakpoints B cut the values into buckets (bucket i holds B[i-1] <= v < B[i]) in
+    which every one of the conditions gives one answer. So a condition is decided once
+    per bucket, on a value of it, and becomes a comparison over the bucket codes: a
+    byte per firm read instead of eight (the compare is bound by memory)."""
+
+    def __init__(self, codes: npt.NDArray[np.uint8], breakpoints: list[int]) -> None:
+        self.codes = codes
+        # A value in each bucket: the first's is below every breakpoint.
+        self.representatives = np.asarray([breakpoints[0] - 1, *breakpoints], dtype=np.int64)
+
+    @classmethod
+    def of(cls, table: FactTable, fact: str, conditions: Sequence[Condition]) -> Buckets | None:
+        """The buckets for these conditions, or None where there would be too many (or
+        a constant is beyond what int64 holds with room)."""
+        points: set[int] = set()
+        for condition in conditions:
+            values = condition.value if isinstance(condition.value, list) else [condition.value]
+            for value in values:
+                constant = _as_int(value)
+                points.update((constant, constant + 1))
+        if len(points) >= _MAX_BUCKETS or any(abs(p) >= 2**62 for p in points):
+            return None
+        breakpoints = sorted(points)
+        order, ordered = table.sorted_values(fact)
+        # In value order, the firms of bucket i run from the first value >= B[i-1]
+        # to the last one < B[i].
+        starts = np.searchsorted(ordered, breakpoints, side="left")
+        sizes = np.diff(np.concatenate(([0], starts, [len(ordered)])))
+        codes = np.empty(len(ordered), dtype=np.uint8)
+        codes[order] = np.repeat(np.arange(len(breakpoints) + 1, dtype=np.uint8), sizes)
+        return cls(codes, breakpoints)
+
+    def holds(self, condition: Condition, kind: FactKind) -> Mask:
+        """Where the condition holds, from its answer per bucket."""
+        answer = _compare(self.representatives, condition, kind)
+        # Python ints, so that the comparisons stay in bytes (a numpy int64 would widen them).
+        edges = np.flatnonzero(np.diff(answer.view(np.int8))).tolist()
+        codes = self.codes
+        mask: Mask
+        if not edges:  # the same answer for every value
+            mask = np.full(len(codes), bool(answer[0]))
+        elif len(edges) == 1:  # one step: a threshold on the codes
+            mask = codes <= edges[0] if answer[0] else codes > edges[0]
+        elif len(edges) == 2 and not answer[0]:  # one run of buckets
+            mask = (codes > edges[0]) & (codes <= edges[1])
+        else:
+            mask = answer[codes]
+        return mask
+
+
 class MaskContext:
     """Evaluates rules over one FactTable on one day, sharing leaves between rules.
 
     Masks are bit-packed (`np.packbits`): one bit per firm, so that combining two
     masks over 300,000 firms touches 37.5 kB rather than 300 kB."""
 
-    def __init__(self, table: FactTable, as_of: date) -> None:
+    def __init__(self, table: FactTable, as_of: date, bucketed_from: int = BUCKETED_FROM) -> None:
         self.table = table
         self.size = len(table)
         self.as_of = as_of
+        self.bucketed_from = bucketed_from  # conditions on a numeric fact (see `Buckets`)
         self._fresh: dict[str, Bits] = {}
+        self._buckets: dict[str, Buckets] = {}
         self._leaves: dict[str, tuple[Bits, Bits]] = {}
+        self._negated: dict[str, tuple[Bits, Bits]] = {}
         self._failed: dict[str, str] = {}  # condition key -> why it could not be computed
         self.valid = np.packbits(np.ones(self.size, dtype=np.bool_))  # padding bits are 0
         self._none = np.zeros_like(self.valid)
 
-    def masks(self, node: RuleNode) -> tuple[Bits, Bits]:
-        """(P, M) of a node, packed: passes, and may pass. Padding bits are arbitrary;
-        `verdict_bits` clears them."""
-        if isinstance(node, AllOf):
-            p, m = self.masks(node.all[0])
-            for child in node.all[1:]:
-                cp, cm = self.masks(child)
-                p, m = p & cp, m & cm
-            return p, m
-        if isinstance(node, AnyOf):
-            p, m = self.masks(node.any[0])
-            for child in node.any[1:]:
-                cp, cm = self.masks(child)
-                p, m = p | cp, m | cm
-            return p, m
-        if isinstance(node, NotRule):
-            p, m = self.masks(node.not_)
-            return ~m, ~p
-        if isinstance(node, ManualCondition):
-            return self._none, self.valid
-        return self.leaf(node)
-
-    def verdict_bits(self, rule: RuleNode) -> tuple[Bits, Bits]:
-        p, m = self.masks(rule)
+    def verdict_bits(self, plan: RowPlan) -> tuple[Bits, Bits]:
+        """An item's verdict for every firm, from its compiled rule: (passes, may
+        pass), packed."""
+        p, m = self._masks(plan.tree)
         return p & self.valid, m & self.valid
 
-    def leaf(self, condition: Condition) -> tuple[Bits, Bits]:
-        key = condition_key(condition)
+    def _masks(self, node: PlanNode) -> tuple[Bits, Bits]:
+        """(P, M) of a node, packed: passes, and may pass. Padding bits are arbitrary;
+        `verdict_bits` clears them."""
+        kind = node[0]
+        if kind == _ALL_CONDITIONS:  # the common case: conditions, some negated
+            terms = node[1]
+            p, m = self._term(*terms[0])
+            for term in terms[1:]:
+                tp, tm = self._term(*term)
+                p, m = p & tp, m & tm
+            return p, m
+        if kind == _CONDITION:
+            return self.leaf(node[2], node[1])
+        if kind in (_ALL, _ANY):
+            combine = np.bitwise_and if kind == _ALL else np.bitwise_or
+            p, m = self._masks(node[1][0])
+            for child in node[1][1:]:
+                cp, cm = self._masks(child)
+                p, m = combine(p, cp), combine(m, cm)
+            return p, m
+        if kind == _NOT:
+            p, m = self._masks(node[1])
+            return ~m, ~p
+        return self._none, self.valid  # a manual condition: unknown
+
+    def _term(self, key: str, condition: Condition, negated: bool) -> tuple[Bits, Bits]:
+        """A condition's masks, or its negation's (computed once: many items share
+        "not blacklisted")."""
+        if not negated:
+            return self.leaf(condition, key)
+        cached = self._negated.get(key)
+        if cached is None:
+            p, m = self.leaf(condition, key)
+            cached = self._negated[key] = (~m, ~p)
+        return cached
+
+    def leaf(self, condition: Condition, key: str | None = None) -> tuple[Bits, Bits]:
+        """A condition's masks (`key`, its `condition_key`, where the caller has it)."""
+        key = key or condition_key(condition)
         cached = self._leaves.get(key)
         if cached is None:
             if key in self._failed:
                 raise EvaluationError(self._failed[key])
             fresh = self.fresh(condition.fact)
-            holds = self.table.holds(condition)
+            buckets = self._buckets.get(condition.fact)
+            if buckets is None:
+                holds = self.table.holds(condition)
+            else:
+                holds = np.packbits(buckets.holds(condition, FACT_KINDS[condition.fact]))
             cached = (fresh & holds, ~fresh | holds)
             self._leaves[key] = cached
         return cached
 
-    def prepare(self, conditions: Iterable[Condition], threads: int) -> None:
-        """Compute these leaves now, spread over `threads`."""
-        wanted = {condition_key(c): c for c in conditions}
-        todo = [c for k, c in wanted.items() if k not in self._leaves]
-        for fact in {c.fact for c in todo}:
+    def prepare(self, plans: Iterable[RowPlan], threads: int) -> None:
+        """Compute the conditions of these items now, spread over `threads`."""
+        wanted = {key: c for plan in plans for key, c in plan.conditions}
+        todo = [(k, c) for k, c in wanted.items() if k not in self._leaves]
+        by_fact: dict[str, list[Condition]] = {}
+        for _, condition in todo:
+            by_fact.setdefault(condition.fact, []).append(condition)
+        for fact, on_fact in by_fact.items():
             self._isolated(self.fresh, fact)
-        for fact in {c.fact for c in todo}:
             column = self.table.columns.get(fact)
-            if column is not None and column.kind.type is FactType.STR:
+            if column is None:
+                continue
+            if column.kind.type is FactType.STR:
                 self._isolated(self.table.onehot, fact)
+            elif len(on_fact) >= self.bucketed_from and fact not in self._buckets:
+                self._isolated(functools.partial(self._bucket, conditions=on_fact), fact)
         if threads <= 1 or len(todo) < 2 * threads:
             self._prepare_leaves(todo)
             return
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(self._prepare_leaves, _split(todo, threads)))
 
-    def _prepare_leaves(self, conditions: Sequence[Condition]) -> None:
+    def _prepare_leaves(self, conditions: Sequence[tuple[str, Condition]]) -> None:
         """A condition that cannot be computed fails the items that use it, not the run."""
-        for condition in conditions:
+        for key, condition in conditions:
             try:
-                self.leaf(condition)
+                self.leaf(condition, key)
             except Exception as exc:  # isolation boundary: one condition, whatever went wrong
                 what = f"condition {condition.fact} {condition.op}: {failure_message(exc)}"
-                self._failed[condition_key(condition)] = what
+                self._failed[key] = what
+
+    def _bucket(self, fact: str, conditions: Sequence[Condition]) -> None:
+        buckets = Buckets.of(self.table, fact, conditions)
+        if buckets is not None:
+            self._buckets[fact] = buckets
 
     @staticmethod
     def _isolated(compute: Callable[[str], object], fact: str) -> None:
@@ -691,18 +798,10 @@ def match_items(
     out of the results, and every other item is still evaluated; without one, the
     first such item's error is raised."""
     context = context or MaskContext(table, as_of)
-    context.prepare((leaf.node for item in items for leaf in _conditions(item.rule)), threads)
-
-    def run(chunk: Sequence[CompiledItem]) -> list[ItemMatches | ItemFailure]:
-        return [_match_isolated(context, item, failures is None) for item in chunk]
-
-    if threads <= 1 or len(items) < 2 * threads:
-        outcomes = run(items)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(run, _split(items, threads)))
-        # _split deals items round-robin; deal the results back the same way.
-        outcomes = [parts[i % threads][i // threads] for i in range(len(items))]
+    context.prepare((item.plan for item in items), threads)
+    outcomes = _per_item(
+        lambda item: _match_isolated(context, item, failures is None), items, threads
+    )
     results = []
     for outcome in outcomes:
         if isinstance(outcome, ItemFailure):
@@ -713,8 +812,34 @@ def match_items(
     return results
 
 
-def _conditions(rule: RuleNode) -> list[Any]:
-    return [leaf for leaf in leaves(rule) if isinstance(leaf.node, Condition)]
+def all_verdicts(
+    table: FactTable, items: Sequence[CompiledItem], as_of: date, threads: int = 2
+) -> list[tuple[Bits, Bits]]:
+    """Every item's verdict for every firm, and nothing else: (passes, may pass),
+    packed, per item, as `match_items` computes them before the amounts.
+
+    Only the conditions are spread over `threads`. Combining them item by item is a
+    few microseconds of numpy per operation on packed masks, too short to release the
+    GIL for long: on two threads it was slower than on one (measured, see
+    bench/openfisca_compare.py), so it runs on the calling thread."""
+    context = MaskContext(table, as_of)
+    context.prepare((item.plan for item in items), threads)
+    return [context.verdict_bits(item.plan) for item in items]
+
+
+_T = TypeVar("_T")
+
+
+def _per_item(
+    work: Callable[[CompiledItem], _T], items: Sequence[CompiledItem], threads: int
+) -> list[_T]:
+    """`work` on each item, spread over `threads`, results in the items' order."""
+    if threads <= 1 or len(items) < 2 * threads:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda chunk: [work(item) for item in chunk], _split(items, threads)))
+    # _split deals items round-robin; deal the results back the same way.
+    return [parts[i % threads][i // threads] for i in range(len(items))]
 
 
 def _match_isolated(
@@ -729,7 +854,7 @@ def _match_isolated(
 
 
 def _match_one(context: MaskContext, item: CompiledItem) -> ItemMatches:
-    passes, may_pass = context.verdict_bits(item.rule)
+    passes, may_pass = context.verdict_bits(item.plan)
     if isinstance(item.amount_rule, FixedAmount):
         count = int(np.bitwise_count(passes).sum())
         amount = np.full(count, item.amount_rule.amount_fen, dtype=np.int64)
@@ -772,6 +897,7 @@ class RowPlan:
 
     tree: PlanNode
     reported: tuple[tuple[PlanNode, bool], ...]
+    conditions: tuple[tuple[str, Condition], ...]  # each distinct one, with its key
 
 
 def plan_of(rule: RuleNode) -> RowPlan:
@@ -788,10 +914,11 @@ def plan_of(rule: RuleNode) -> RowPlan:
             return (_NOT, compiled(node.not_))
         if isinstance(node, ManualCondition):
             return (_MANUAL,)
-        return (_CONDITION, f"{node.fact}\x1f{node.op}\x1f{node.value!r}", node)
+        return (_CONDITION, condition_key(node), node)
 
     reported = tuple((compiled(leaf.node), leaf.negated) for leaf in leaves(rule))
-    return RowPlan(compiled(rule), reported)
+    conditions = {node[1]: node[2] for node, _ in reported if node[0] == _CONDITION}
+    return RowPlan(compiled(rule), reported, tuple(conditions.items()))
 
 
 def _plain(node: PlanNode) -> tuple[str, Condition, bool] | None:
