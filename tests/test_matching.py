@@ -23,6 +23,7 @@ from domain.engine.arrays import (
     OUTCOME_CODE,
     CompiledItem,
     FactTable,
+    FirmMatcher,
     MaskContext,
     PairMatch,
     RowEvaluator,
@@ -199,6 +200,11 @@ def test_engine_agrees_with_the_single_pair_evaluator(
         context = MaskContext(table, AS_OF, bucketed_from)
         results = match_items(table, items, AS_OF, threads=2, context=context)
         _agrees(table, firms, items, amount_rule, context, results)
+    # One firm at a time, compiled: the same pairs as item by item, which `_agrees`
+    # holds to the single-pair evaluator.
+    matcher = FirmMatcher(items, AS_OF)
+    for row, facts in enumerate(firms):
+        assert matcher.match(f"firm-{row}", facts) == match_firm(f"firm-{row}", facts, items, AS_OF)
 
 
 def _agrees(
