@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic import Field as PydanticField
-from sqlmodel import Field, SQLModel
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlmodel import Field, SQLModel, col
 
 from models.facts import FACT_KINDS, SIZE_CLASSES, FactValue, coerce_fact_value, period_end
 from models.types import UTCDateTime, utcnow
@@ -61,6 +64,45 @@ class Fact(SQLModel, table=True):
     source: str = Field(max_length=64)
     fetched_at: datetime = Field(sa_type=UTCDateTime)
     imported_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class FactsVersion(SQLModel, table=True):
+    """One row whose token changes, in the same transaction, with every write of a
+    firm's profile or facts: a process that keeps every firm's facts in memory
+    (`domain.registry.enterprises.FactTableCache`) knows from it whether they are
+    still the database's.
+
+    The listeners below change it whichever code path writes: the flush of an
+    `Enterprise` or a `Fact`, and an ORM insert, update or delete statement on either.
+    (SQL written as text passes them by; the platform writes neither as text.) They
+    live with the models so that no writer can be without them."""
+
+    __tablename__ = "facts_version"
+
+    id: int = Field(default=1, primary_key=True)
+    token: str = Field(max_length=32)
+
+
+def _change_facts_version(session: Session) -> None:
+    # On the session's connection: inside the same transaction, without an autoflush.
+    session.connection().execute(
+        sa.update(FactsVersion).where(col(FactsVersion.id) == 1).values(token=uuid.uuid4().hex)
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _on_flush(session: Session, _context: UOWTransaction, _instances: Any) -> None:
+    changed = (*session.new, *session.dirty, *session.deleted)
+    if any(isinstance(instance, Enterprise | Fact) for instance in changed):
+        _change_facts_version(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _on_statement(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        table = getattr(state.statement, "table", None)
+        if getattr(table, "name", None) in {"enterprise", "fact"}:
+            _change_facts_version(state.session)
 
 
 # ----- import rows: what the public data platform sends ---------------------------

@@ -62,7 +62,7 @@ from domain.engine.rules import (
 from domain.errors import NotFound
 from domain.notices import raise_stage_warning, texts
 from domain.policy.versions import UnevaluableVersion, load_published, load_version
-from domain.registry.enterprises import load_fact_table
+from domain.registry.enterprises import FACT_TABLES, load_fact_table
 from models.eligibility import Outcome, Verdict
 from models.matching import (
     MAX_RECORDED_ERRORS,
@@ -814,7 +814,7 @@ async def budget_preview(
         )
     )
     assert quota is not None  # the version exists: load_version found it
-    table, _regions = await load_fact_table(session)
+    table, _regions = await FACT_TABLES.load(session)
     failures: list[ItemFailure] = []
     results = match_items(table, [compiled], as_of, threads, failures=failures)
     if failures:

@@ -27,6 +27,7 @@ from models.registry import (
     EnterprisePublic,
     Fact,
     FactPublic,
+    FactsVersion,
     mask_account,
 )
 
@@ -178,6 +179,35 @@ async def load_fact_table(
         if latest is not None:
             _add_fact(builder, *latest)
     return builder.finish(), regions
+
+
+class FactTableCache:
+    """Every firm's facts kept in memory between requests of one process, reloaded
+    when the database's `FactsVersion` token has changed since (an import, a default
+    recorded, a firm's profile edited), so that what reads them all (budget preview)
+    costs a query of one row rather than a read of millions of facts.
+
+    The token is read before the facts: a write landing between the two leaves a copy
+    newer than its token, reloaded once too often, never one older. One copy per
+    database. Two requests that find it stale at once both load it; the later one's is
+    kept."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[str, FactTable, dict[str, str]]] = {}
+
+    async def load(self, session: AsyncSession) -> tuple[FactTable, dict[str, str]]:
+        database = session.get_bind().engine.url.render_as_string(hide_password=True)
+        token = await session.scalar(select(FactsVersion.token).where(FactsVersion.id == 1))
+        kept = self._kept.get(database)
+        if kept is not None and token is not None and kept[0] == token:
+            return kept[1], kept[2]
+        table, regions = await load_fact_table(session)
+        if token is not None:
+            self._kept[database] = (token, table, regions)
+        return table, regions
+
+
+FACT_TABLES = FactTableCache()  # this process's
 
 
 def _add_fact(
