@@ -8,8 +8,9 @@ executemany builds a dictionary and binds every value through its type per row.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import gc
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,24 +75,68 @@ def _bind(column_type: sa.types.TypeEngine[Any], value: Any, dialect: sa.Dialect
     return process(value) if process is not None else value
 
 
-async def fetch_rows(session: AsyncSession, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+async def fetch_rows(
+    session: AsyncSession, query: sa.Select[*tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
     """A query's rows as plain tuples straight from the driver, without SQLAlchemy's
     per-row result processing: for reads of millions of rows whose columns need no
     conversion (text, integers, nulls)."""
+    return [tuple(row) async for part in stream_rows(session, query) for row in part]
+
+
+async def stream_rows(
+    session: AsyncSession, query: sa.Select[*tuple[Any, ...]], size: int = 20_000
+) -> AsyncIterator[Sequence[Sequence[Any]]]:
+    """`fetch_rows` in parts of `size` rows (tuples, or asyncpg's records, which index
+    and unpack alike), through a cursor closed once read. Dates come as the driver
+    gives them: `date` from asyncpg, ISO text from SQLite."""
     dialect = session.get_bind().dialect
     compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     args = [params[name] for name in compiled.positiontup or ()]
     driver = await driver_connection(session)
     if dialect.name == "postgresql":
-        return [tuple(record) for record in await driver.fetch(str(compiled), *args)]
+        # A server-side cursor, inside the session's transaction (begun above).
+        cursor = await driver.cursor(str(compiled), *args)
+        try:
+            while part := await cursor.fetch(size):
+                yield part
+        except GeneratorExit:  # the reader stopped early: the transaction goes on
+            await _close_cursors(driver)
+            raise
+        await _close_cursors(driver)
+        return
     if dialect.name != "sqlite":
         raise ValueError(f"bulk fetch needs PostgreSQL or SQLite, not {dialect.name}")
     cursor = await driver.execute(str(compiled), args)
     try:
-        return list(await cursor.fetchall())
+        while part := await cursor.fetchmany(size):
+            yield part
     finally:
         await cursor.close()
+
+
+async def _close_cursors(driver: Any) -> None:
+    """Close the session's cursors. asyncpg has no public way to close one; until it is
+    closed, even read to its end, PostgreSQL counts the tables it read as in use by the
+    session and refuses DDL on them (the match library's first write rebuilds indexes).
+    On error nothing is closed: the transaction is over, and its cursors with it."""
+    await driver.execute("CLOSE ALL")
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Python's cycle collector off while millions of rows are read: each read makes
+    tuples and strings by the million, and the collector, triggered by their number,
+    walks every live object again and again (a third of a full fact load's time).
+    Reference counting still frees them; the collector runs again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pytest
 
 from domain.engine.arrays import FactTableBuilder
@@ -40,3 +41,23 @@ def test_the_fast_reading_agrees_with_the_full_one(name: str) -> None:
         assert fast_taken >= 2
     if kind.type is FactType.STR and kind.choices is None:
         assert fast_taken >= 3
+
+
+@pytest.mark.parametrize("name", sorted(FACT_KINDS))
+def test_many_texts_read_at_once_as_each_is_read_alone(name: str) -> None:
+    """A full run reads each kind's texts as arrays (`plain_many`, then `add_many`):
+    every text is plain or not, and gives the same fact, as `add_stored` decides alone."""
+    texts = [*STORED, "1\x002", "5\x00", "-" * 19, "9" * 18 + "0", "-1", "10", "0"]
+    many, alone = FactTableBuilder(), FactTableBuilder()
+    rows = np.arange(len(texts))
+    for row in rows.tolist():
+        many.add_firm(f"F{row}")
+        alone.add_firm(f"F{row}")
+    values, plain = many.plain_many(name, texts)
+    ends = np.full(len(texts), END.toordinal(), dtype=np.int32)
+    many.add_many(name, rows[plain], values[plain], ends[plain])
+    for row, text in enumerate(texts):
+        assert alone.add_stored(row, name, text, END) is bool(plain[row]), text
+    read_many, read_alone = many.finish(), alone.finish()
+    for row, text in enumerate(texts):
+        assert read_many.known_facts(row) == read_alone.known_facts(row), text

@@ -235,6 +235,31 @@ class FactTableBuilder:
         plainly valid; False where `domain.registry.enterprises.read_fact` must decide."""
         return self._columns[name].add_stored(row, stored, end)
 
+    def add_firms(self, usccs: Sequence[str]) -> Ints:
+        """`add_firm` of many: their rows."""
+        start = len(self.uscc)
+        self.uscc.extend(usccs)
+        self.row_of.update(zip(usccs, range(start, len(self.uscc)), strict=True))
+        return np.arange(start, len(self.uscc), dtype=np.int64)
+
+    def add_texts(self, name: str, rows: Ints, texts: Sequence[str]) -> None:
+        """`add` of a text fact without a period (a profile's) to many rows."""
+        codes = self._columns[name].codes
+        for text in set(texts):
+            codes.setdefault(text, len(codes))
+        values = np.fromiter(map(codes.__getitem__, texts), np.int64, len(texts))
+        self.add_many(name, rows, values, np.zeros(len(rows), dtype=np.int32))
+
+    def plain_many(self, name: str, stored: Sequence[str]) -> tuple[Ints, Mask]:
+        """`add_stored`'s reading of many texts of one kind, without adding them: each
+        one's column value, and whether it is plainly valid."""
+        return self._columns[name].plain_many(stored)
+
+    def add_many(self, name: str, rows: Ints, values: Ints, ends: npt.NDArray[np.int32]) -> None:
+        """Add plain values of one kind (from `plain_many`) to these rows at once;
+        `ends` as day ordinals, 0 for none."""
+        self._columns[name].add_many(rows, values, ends)
+
     def finish(self) -> FactTable:
         n = len(self.uscc)
         return FactTable(self.uscc, {name: b.finish(n) for name, b in self._columns.items()})
@@ -271,10 +296,20 @@ class _ColumnBuilder:
         gives, for the values a full run reads millions of (integers, true and false,
         plain strings), at a fraction of the cost; False for anything else (dates,
         escapes, out of range, not JSON), which the full reading decides and explains."""
-        if not stored:
+        value = self.plain(stored)
+        if value is None:
             return False
+        self.rows.append(row)
+        self.values.append(value)
+        self.ends.append(end.toordinal() if end else 0)
+        return True
+
+    def plain(self, stored: str | None) -> int | None:
+        """The column's value for a plainly valid stored text (text: its code, made
+        here); None where the full reading must decide."""
+        if not stored:
+            return None
         kind = self.kind
-        value: int
         if kind.type is FactType.INT:
             digits = stored[1:] if stored[0] == "-" else stored
             if (
@@ -285,15 +320,12 @@ class _ColumnBuilder:
                 or kind.minimum is None
                 or kind.maximum is None
             ):
-                return False
+                return None
             value = int(stored)
-            if not kind.minimum <= value <= kind.maximum:
-                return False
-        elif kind.type is FactType.BOOL:
-            if stored not in _JSON_BOOLS:
-                return False
-            value = _JSON_BOOLS[stored]
-        elif kind.type is FactType.STR:
+            return value if kind.minimum <= value <= kind.maximum else None
+        if kind.type is FactType.BOOL:
+            return _JSON_BOOLS.get(stored)
+        if kind.type is FactType.STR:
             text = stored[1:-1]
             if (
                 len(stored) < 3
@@ -306,14 +338,29 @@ class _ColumnBuilder:
                 or len(text) > MAX_TEXT_LENGTH
                 or (kind.choices is not None and text not in kind.choices)
             ):
-                return False
-            value = self.codes.setdefault(text, len(self.codes))
-        else:
-            return False
-        self.rows.append(row)
-        self.values.append(value)
-        self.ends.append(end.toordinal() if end else 0)
-        return True
+                return None
+            return self.codes.setdefault(text, len(self.codes))
+        return None
+
+    def plain_many(self, stored: Sequence[str]) -> tuple[Ints, Mask]:
+        """`plain` of many texts at once: the values, and where each is plain. Numbers
+        are checked as arrays of their characters (a few hundred thousand per kind
+        in a full run, too many to check one by one); other kinds have few distinct
+        texts, each checked once."""
+        if self.kind.type is FactType.INT:
+            return _plain_ints(stored, self.kind)
+        read = {text: self.plain(text) for text in set(stored)}
+        value_of = {text: value or 0 for text, value in read.items()}
+        plain_of = {text: value is not None for text, value in read.items()}
+        n = len(stored)
+        values = np.fromiter(map(value_of.__getitem__, stored), np.int64, n)
+        return values, np.fromiter(map(plain_of.__getitem__, stored), np.bool_, n)
+
+    def add_many(self, rows: Ints, values: Ints, ends: npt.NDArray[np.int32]) -> None:
+        """`add` of many plain values (as `plain_many` gives them) at once."""
+        self.rows.frombytes(rows.astype(np.int64).tobytes())
+        self.values.frombytes(values.astype(np.int64).tobytes())
+        self.ends.frombytes(ends.astype(np.int32).tobytes())
 
     def finish(self, n: int) -> FactColumn:
         index = np.frombuffer(self.rows, dtype=np.int64)
@@ -330,6 +377,38 @@ class _ColumnBuilder:
             period_end = np.zeros(n, dtype=np.int32)
             period_end[index] = np.frombuffer(self.ends, dtype=np.int32)
         return FactColumn(self.kind, values, present, period_end, list(self.codes), self.invalid)
+
+
+_DIGITS = 18  # at most: beyond, an integer may not fit in int64 (the full reading decides)
+_ZERO, _NINE, _MINUS = ord("0"), ord("9"), ord("-")
+
+
+def _plain_ints(stored: Sequence[str], kind: FactKind) -> tuple[Ints, Mask]:
+    """`_ColumnBuilder.plain` of integer texts, as arrays: an optional minus, then 1 to
+    18 ASCII digits without a leading zero, within the kind's range."""
+    n = len(stored)
+    width = _DIGITS + 1
+    lengths = np.fromiter(map(len, stored), np.int64, n)
+    plain = (lengths >= 1) & (lengths <= width)
+    if kind.minimum is None or kind.maximum is None:
+        plain[:] = False
+    texts = np.asarray(stored, dtype=f"<U{width}")  # longer ones cut, but not plain
+    chars = texts.view(np.uint32).reshape(n, width)
+    padding = chars == 0
+    negative = chars[:, 0] == _MINUS
+    allowed = ((chars >= _ZERO) & (chars <= _NINE)) | padding
+    allowed[:, 0] |= negative
+    plain &= allowed.all(axis=1)
+    plain &= width - padding.sum(axis=1) == lengths  # no NUL inside the text
+    digits = lengths - negative
+    plain &= (digits >= 1) & (digits <= _DIGITS)
+    first = np.where(negative, chars[:, 1], chars[:, 0])
+    plain &= ~((first == _ZERO) & (digits > 1))  # a leading zero is not JSON
+    values = np.zeros(n, dtype=np.int64)
+    values[plain] = texts[plain].astype(np.int64)
+    if kind.minimum is not None and kind.maximum is not None:
+        plain &= (values >= kind.minimum) & (values <= kind.maximum)
+    return values, plain
 
 
 def _compare(values: Ints, condition: Condition, kind: FactKind) -> Mask:

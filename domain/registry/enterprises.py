@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from core.bulk import cyclic_gc_paused, stream_rows
 from domain.access import firm_filter, require_firm_reader
 from domain.engine.arrays import FactTable, FactTableBuilder
 from domain.engine.rules import KnownFact, invalid_fact
@@ -141,7 +144,15 @@ async def load_fact_table(
     and `known_facts` one firm, so both always see the same facts. A stored value that
     fails its kind's type or range is kept as an invalid fact (`FactTable.invalid_facts`),
     which reads as unknown; a fact of a kind no rule can name is passed over."""
+    with cyclic_gc_paused():
+        return await _load_fact_table(session, usccs)
+
+
+async def _load_fact_table(
+    session: AsyncSession, usccs: list[str] | None
+) -> tuple[FactTable, dict[str, str]]:
     builder = FactTableBuilder()
+    latest = _LatestFacts(builder)
     regions: dict[str, str] = {}
     chunks: list[list[str] | None] = [None] if usccs is None else [*_chunks(usccs)]
     profile = sa.select(
@@ -153,31 +164,27 @@ async def load_fact_table(
     ).order_by(col(Enterprise.uscc))
     for chunk in chunks:
         query = profile if chunk is None else profile.where(col(Enterprise.uscc).in_(chunk))
-        async for part in _streamed(session, query):
-            for uscc, region, industry, size, established in part:
-                row = builder.add_firm(uscc)
-                regions[uscc] = region
-                builder.add(row, "region_code", KnownFact(region))
-                builder.add(row, "industry_code", KnownFact(industry))
-                builder.add(row, "size_class", KnownFact(size))
-                builder.add(row, "established_on", KnownFact(established))
-        # Every fact, each firm's and kind's oldest first, the latest kept: one pass in
-        # the index's order, where a query for the latest of each is a join of the
-        # table with itself. The value as text, decoded here: one that does not
-        # decode spoils its own fact, not the query.
+        async for part in stream_rows(session, query):
+            firms, region, industry, size, established = zip(*part, strict=True)
+            rows = builder.add_firms(firms)
+            regions.update(zip(firms, region, strict=True))
+            builder.add_texts("region_code", rows, region)
+            builder.add_texts("industry_code", rows, industry)
+            builder.add_texts("size_class", rows, size)
+            no_period = np.zeros(len(rows), dtype=np.int32)
+            builder.add_many("established_on", rows, _ordinals(established), no_period)
         facts = sa.select(
-            col(Fact.uscc), col(Fact.kind), sa.cast(col(Fact.value), sa.Text), col(Fact.period_end)
-        ).order_by(col(Fact.uscc), col(Fact.kind), col(Fact.period_end), col(Fact.id))
+            col(Fact.uscc),
+            col(Fact.kind),
+            sa.func.coalesce(sa.cast(col(Fact.value), sa.Text), ""),
+            col(Fact.period_end),
+            col(Fact.id),
+        )
         if chunk is not None:
             facts = facts.where(col(Fact.uscc).in_(chunk))
-        latest = None
-        async for batch in _streamed(session, facts):
-            for fact in batch:
-                if latest is not None and (latest[0] != fact[0] or latest[1] != fact[1]):
-                    _add_fact(builder, *latest)
-                latest = fact
-        if latest is not None:
-            _add_fact(builder, *latest)
+        async for batch in stream_rows(session, facts):
+            latest.add(batch)
+    latest.finish()
     return builder.finish(), regions
 
 
@@ -210,27 +217,89 @@ class FactTableCache:
 FACT_TABLES = FactTableCache()  # this process's
 
 
-def _add_fact(
-    builder: FactTableBuilder, uscc: str, kind: str, stored: str | None, end: date | None
-) -> None:
-    firm = builder.row_of.get(uscc)
-    fact_kind = FACT_KINDS.get(kind)
-    if firm is None or fact_kind is None:
-        return  # a fact of a firm not read, or of a kind no rule can name
-    if not builder.add_stored(firm, kind, stored, end):
-        builder.add(firm, kind, read_fact(fact_kind, stored, end))
+_KINDS = list(FACT_KINDS)
+_KIND_INDEX = {name: i for i, name in enumerate(_KINDS)}
+_UNIX_DAY_ZERO = date(1970, 1, 1).toordinal()
 
 
-async def _streamed(session: AsyncSession, query: sa.Executable) -> AsyncIterator[Sequence[Any]]:
-    """A query's rows in parts, its cursor closed once read: PostgreSQL refuses some DDL
-    (the match library's first write) on a table that an open cursor of the session
-    still reads."""
-    result = await session.stream(query)
-    try:
-        async for part in result.partitions(10_000):
-            yield part
-    finally:
-        await result.close()
+class _LatestFacts:
+    """Stored facts read in batches straight into arrays, then each firm's latest of
+    each kind (the last by period end, then by id) put into the table's columns.
+
+    Millions of facts pass through here in a full run: each batch is read as columns
+    (the firm's row and the kind by dictionary, the value checked by `plain_many`, the
+    period end parsed by numpy), and the choice of the latest is one sort. A value that
+    is not plainly valid (a date, an escape, out of range, not JSON) is kept as text
+    and, if it is the latest, read by `read_fact`, which explains what is wrong: an
+    invalid latest fact spoils its kind for that firm, as the evaluator expects."""
+
+    def __init__(self, builder: FactTableBuilder) -> None:
+        self.builder = builder
+        self._parts: list[tuple[npt.NDArray[Any], ...]] = []
+        self._texts: dict[int, tuple[str, date]] = {}  # position -> value not plain
+        self._count = 0
+
+    def add(self, batch: Sequence[Sequence[Any]]) -> None:
+        usccs, kinds, stored, ends, ids = zip(*batch, strict=True)
+        n = len(usccs)
+        rows = _indexes(self.builder.row_of, usccs)
+        kind = _indexes(_KIND_INDEX, kinds)
+        days = _ordinals(ends)
+        values = np.zeros(n, dtype=np.int64)
+        plain = np.zeros(n, dtype=np.bool_)
+        texts = np.asarray(stored, dtype=object)
+        for k in np.unique(kind).tolist():
+            if k < 0:
+                continue  # a kind no rule can name
+            at = np.flatnonzero(kind == k)
+            values[at], plain[at] = self.builder.plain_many(_KINDS[k], texts[at].tolist())
+        for i in np.flatnonzero(~plain & (kind >= 0) & (rows >= 0)).tolist():
+            self._texts[self._count + i] = (stored[i], date.fromordinal(int(days[i])))
+        position = np.arange(self._count, self._count + n, dtype=np.int64)
+        ids_ = np.asarray(ids, dtype=np.int64)
+        self._parts.append((rows, kind, days, ids_, values, ~plain, position))
+        self._count += n
+
+    def finish(self) -> None:
+        if not self._parts:
+            return
+        rows, kind, days, ids, values, textual, position = (
+            np.concatenate(column) for column in zip(*self._parts, strict=True)
+        )
+        self._parts.clear()
+        known = (rows >= 0) & (kind >= 0)  # facts of firms not read are passed over
+        order = np.flatnonzero(known)
+        order = order[np.lexsort((ids[order], days[order], kind[order], rows[order]))]
+        rows, kind, days, values, textual, position = (
+            a[order] for a in (rows, kind, days, values, textual, position)
+        )
+        last = np.ones(len(rows), dtype=np.bool_)
+        last[:-1] = (rows[:-1] != rows[1:]) | (kind[:-1] != kind[1:])
+        for k in np.unique(kind[last]).tolist():
+            name, fact_kind = _KINDS[k], FACT_KINDS[_KINDS[k]]
+            chosen = np.flatnonzero(last & (kind == k))
+            simple = chosen[~textual[chosen]]
+            ends = np.zeros(len(simple), dtype=np.int32) if fact_kind.profile else days[simple]
+            self.builder.add_many(name, rows[simple], values[simple], ends)
+            for i in chosen[textual[chosen]].tolist():
+                stored, end = self._texts[int(position[i])]
+                self.builder.add(int(rows[i]), name, read_fact(fact_kind, stored, end))
+        self._texts.clear()
+
+
+def _indexes(index: dict[str, int], keys: Sequence[str]) -> npt.NDArray[np.int32]:
+    """Each key's index, -1 where it has none (a firm not read, a kind unknown)."""
+    try:  # the common case, at C speed: every key known
+        return np.fromiter(map(index.__getitem__, keys), np.int32, len(keys))
+    except KeyError:
+        return np.fromiter((index.get(k, -1) for k in keys), np.int32, len(keys))
+
+
+def _ordinals(days: Sequence[date | str]) -> npt.NDArray[np.int64]:
+    """A date column as day ordinals (SQLite's dates are ISO text: numpy parses them)."""
+    if days and isinstance(days[0], str):
+        return np.asarray(days, dtype="datetime64[D]").astype(np.int64) + _UNIX_DAY_ZERO
+    return np.fromiter((d.toordinal() for d in days), np.int64, len(days))  # type: ignore[union-attr]
 
 
 def read_fact(kind: FactKind, stored: str | None, end: date | None) -> KnownFact:
