@@ -1223,8 +1223,8 @@ class FirmMatcher:
         self._broken: set[str] = set()  # condition keys that could not be compiled
         position = 0
         for fact, pairs in grouped.items():
-            group = _FactConditions(fact, FACT_KINDS[fact], position, [c for _, c in pairs])
             try:
+                group = _FactConditions(fact, FACT_KINDS[fact], position, [c for _, c in pairs])
                 group.compile()
             except Exception:  # isolation boundary: left to RowEvaluator, which reports it
                 self._broken.update(key for key, _ in pairs)

@@ -161,10 +161,10 @@ class Evaluated:
         compile, or every item if a firm's facts or an amount rule raise there, are
         matched one item at a time, so that one item's error fails only that item."""
         firms = [(u, table.known_facts(r)) for r, u in enumerate(table.uscc)]
-        matcher = FirmMatcher(items, as_of)
         by_item: dict[str, list[PairMatch]] = {}
-        rest = matcher.uncompiled
         try:
+            matcher = FirmMatcher(items, as_of)
+            rest = matcher.uncompiled
             compiled = {item.item_code for item in items} - {item.item_code for item in rest}
             by_item = {code: [] for code in compiled}
             for uscc, facts in firms:

@@ -1,0 +1,113 @@
+"""Budget preview at city scale: how long a department waits to see what a version
+would pay, before publishing it.
+
+Uses a database holding the sample (bench/match_run.py or bench/dashboard.py loads
+one; this script loads it when it is not there), then asks the real app in-process
+(authentication, access, queries, JSON) as the auditor:
+- once on a fresh app (every firm's facts read from the database),
+- `--repeats` times more (the facts kept in the process, `FactTableCache`),
+- once after one fact has been written (the token changed: the facts read again),
+- and once more.
+
+    python bench/budget_preview.py --database-url sqlite+aiosqlite:////tmp/matchbench/m.db
+
+Last line: firms=… first_ms=… warm_ms=… after_write_ms=… again_ms=…  (warm: the median)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from api.main import create_app
+from core.db import make_engine, make_sessionmaker
+from core.migrate import upgrade_async
+from core.security import issue_token
+from core.settings import Environment, Settings
+from domain.matching import match_library
+from models.policy import PolicyItemVersion
+from models.registry import Fact
+from seed.reference import demo_users, ensure_users
+from seed.sample import load_sample
+
+READER = "auditor"
+
+
+async def run(settings: Settings, enterprises: int, repeats: int) -> None:
+    url = settings.database_url
+    await upgrade_async(url)
+    engine = make_engine(url)
+    sessionmaker = make_sessionmaker(engine)
+    async with sessionmaker.begin() as session:
+        await load_sample(session, enterprises, match_library.today_in_shanghai())
+        await ensure_users(session, demo_users(None))
+        item_code, version = (
+            await session.execute(
+                select(PolicyItemVersion.item_code, PolicyItemVersion.version).limit(1)
+            )
+        ).one()
+    app = create_app(settings)
+    path = f"/api/v1/items/{item_code}/versions/{version}/budget-preview"
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=600
+        ) as client,
+    ):
+        headers = {"Authorization": f"Bearer {issue_token(settings, READER)}"}
+
+        async def timed() -> tuple[float, dict[str, object]]:
+            clock = time.perf_counter()
+            response = await client.get(path, headers=headers)
+            assert response.status_code == 200, response.text[:300]
+            return (time.perf_counter() - clock) * 1000, response.json()
+
+        first_ms, preview = await timed()
+        warm = [(await timed())[0] for _ in range(repeats)]
+        async with sessionmaker.begin() as session:  # one fact rewritten, as an import would
+            fact = await session.scalar(select(Fact).order_by(col(Fact.id)).limit(1))
+            assert fact is not None
+            await session.execute(
+                sa.update(Fact).where(col(Fact.id) == fact.id).values(source=fact.source + "·")
+            )
+        after_write_ms, _ = await timed()
+        again_ms, again = await timed()
+        assert again == preview
+    await engine.dispose()
+    print(
+        f"{item_code} v{version}: {preview['eligible']} eligible, "
+        f"{preview['possibly_eligible']} possibly, of {preview['firms']} firms"
+    )
+    print(f"warm runs {' '.join(f'{ms:.0f}' for ms in warm)} ms")
+    print(
+        f"firms={preview['firms']} first_ms={first_ms:.0f} warm_ms={statistics.median(warm):.0f} "
+        f"after_write_ms={after_write_ms:.0f} again_ms={again_ms:.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--enterprises", type=int, default=300_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--database-url", help="default: a new SQLite file")
+    args = parser.parse_args()
+    url = args.database_url or (
+        f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp(prefix='zhida-preview-')) / 'bench.db'}"
+    )
+    settings = Settings(environment=Environment.TEST, database_url=url)
+    asyncio.run(run(settings, args.enterprises, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
