@@ -9,8 +9,8 @@ executemany builds a dictionary and binds every value through its type per row.
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,15 +81,20 @@ async def fetch_rows(
     """A query's rows as plain tuples straight from the driver, without SQLAlchemy's
     per-row result processing: for reads of millions of rows whose columns need no
     conversion (text, integers, nulls)."""
-    return [tuple(row) async for part in stream_rows(session, query) for row in part]
+    async with aclosing(stream_rows(session, query)) as parts:
+        return [tuple(row) async for part in parts for row in part]
 
 
 async def stream_rows(
     session: AsyncSession, query: sa.Select[*tuple[Any, ...]], size: int = 20_000
-) -> AsyncIterator[Sequence[Sequence[Any]]]:
+) -> AsyncGenerator[Sequence[Sequence[Any]], None]:
     """`fetch_rows` in parts of `size` rows (tuples, or asyncpg's records, which index
     and unpack alike), through a cursor closed once read. Dates come as the driver
-    gives them: `date` from asyncpg, ISO text from SQLite."""
+    gives them: `date` from asyncpg, ISO text from SQLite.
+
+    Read it inside `contextlib.aclosing`: a reader that stops early then closes the
+    cursor at once, on its own connection, rather than whenever the generator is
+    collected (by then the connection may be running the next statement)."""
     dialect = session.get_bind().dialect
     compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()

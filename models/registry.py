@@ -83,6 +83,9 @@ class FactsVersion(SQLModel, table=True):
     token: str = Field(max_length=32)
 
 
+_FACTS_CHANGED = "zhida.facts_changed"
+
+
 def _change_facts_version(session: Session) -> None:
     # On the session's connection: inside the same transaction, without an autoflush.
     session.connection().execute(
@@ -94,7 +97,7 @@ def _change_facts_version(session: Session) -> None:
 def _on_flush(session: Session, _context: UOWTransaction, _instances: Any) -> None:
     changed = (*session.new, *session.dirty, *session.deleted)
     if any(isinstance(instance, Enterprise | Fact) for instance in changed):
-        _change_facts_version(session)
+        session.info[_FACTS_CHANGED] = True
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -102,7 +105,18 @@ def _on_statement(state: ORMExecuteState) -> None:
     if state.is_insert or state.is_update or state.is_delete:
         table = getattr(state.statement, "table", None)
         if getattr(table, "name", None) in {"enterprise", "fact"}:
-            _change_facts_version(state.session)
+            state.session.info[_FACTS_CHANGED] = True
+
+
+@event.listens_for(Session, "before_commit")
+def _on_commit(session: Session) -> None:
+    """The token changes as the transaction commits, not at the first write: its row
+    is locked from the update to the commit, and an import's transaction lasts minutes
+    while other writers (a default recorded by a workflow) must not wait on it."""
+    session.flush()  # what is still pending is written, and flagged, now
+    # (A flag left by writes rolled back costs one needless reload, never a stale read.)
+    if session.info.pop(_FACTS_CHANGED, False):
+        _change_facts_version(session)
 
 
 # ----- import rows: what the public data platform sends ---------------------------

@@ -4,12 +4,14 @@ the firm's facts are the same, invalid ones with the same reason."""
 
 from __future__ import annotations
 
+import random
 from datetime import date
 
 import numpy as np
 import pytest
 
 from domain.engine.arrays import FactTableBuilder
+from domain.registry import enterprises
 from domain.registry.enterprises import read_fact
 from models.facts import FACT_KINDS, FactType
 
@@ -61,3 +63,47 @@ def test_many_texts_read_at_once_as_each_is_read_alone(name: str) -> None:
     read_many, read_alone = many.finish(), alone.finish()
     for row, text in enumerate(texts):
         assert read_many.known_facts(row) == read_alone.known_facts(row), text
+
+
+def test_the_latest_fact_of_each_kind_is_kept_across_compactions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Facts are read in parts and only each firm's latest of each kind is held
+    (`_LatestFacts` compacts as it goes): compacting after every part keeps what one
+    pass over everything keeps, ties on the period's end going to the later id, an
+    invalid latest fact spoiling its kind and an invalid older one forgotten."""
+    rng = random.Random(5)
+    facts = []
+    for firm in range(6):
+        for kind, texts in (("talent_count", ["3", "007", "12"]), ("mu_grade", ['"A"', '"Z"'])):
+            for _ in range(rng.randint(1, 4)):
+                end = date(2023 + rng.randint(0, 2), 12, 31).isoformat()
+                facts.append((f"F{firm}", kind, rng.choice(texts), end, 0))
+        facts.append((f"F{firm}", "no_such_kind", "1", "2025-12-31", 0))
+    facts.append(("NOT-READ", "talent_count", "1", "2025-12-31", 0))
+    rng.shuffle(facts)
+    facts = [(*fact[:4], id_) for id_, fact in enumerate(facts, start=1)]
+
+    def read(parts: int) -> FactTableBuilder:
+        builder = FactTableBuilder()
+        builder.add_firms([f"F{firm}" for firm in range(6)])
+        latest = enterprises._LatestFacts(builder)
+        size = -(-len(facts) // parts)
+        for start in range(0, len(facts), size):
+            latest.add(facts[start : start + size])
+        latest.finish()
+        return builder
+
+    whole = read(1).finish()
+    monkeypatch.setattr(enterprises, "COMPACT_FROM", 1)
+    parted = read(7).finish()
+    for row in range(6):
+        assert parted.known_facts(row) == whole.known_facts(row)
+    assert parted.invalid_facts() == whole.invalid_facts()
+    # And what one pass keeps is each firm's latest, by period end then id.
+    for row in range(6):
+        for kind in ("talent_count", "mu_grade"):
+            mine = [f for f in facts if f[0] == f"F{row}" and f[1] == kind]
+            uscc, _kind, stored, end, _id = max(mine, key=lambda f: (f[3], f[4]))
+            expected = read_fact(FACT_KINDS[kind], stored, date.fromisoformat(end))
+            assert whole.known_facts(row)[kind] == expected, (uscc, kind)

@@ -1,7 +1,7 @@
 """A process keeps every firm's facts in memory (`FactTableCache`, for budget preview)
 and reads them again only when the database's `FactsVersion` token says they changed:
-every write of a profile or a fact changes it, in the same transaction, whichever way
-it is written."""
+every write of a profile or a fact changes it, as its transaction commits, whichever
+way it is written."""
 
 import json
 from datetime import date
@@ -43,6 +43,7 @@ async def test_every_way_of_writing_facts_or_profiles_changes_the_token(
     seen = {await _token(session)}
 
     async def changed() -> bool:
+        await session.commit()  # the token changes as the writing transaction commits
         token = await _token(session)
         new = token not in seen
         seen.add(token)
@@ -56,12 +57,10 @@ async def test_every_way_of_writing_facts_or_profiles_changes_the_token(
     assert not await changed(), "an import that changes nothing"
 
     await record_default(session, firm.uscc, date(2026, 11, 2))
-    await session.flush()
-    assert await changed(), "a default recorded (a Fact added and flushed)"
+    assert await changed(), "a default recorded (a Fact added)"
 
     firm.size_class = "medium"
-    await session.flush()
-    assert await changed(), "a profile edited on the object"
+    assert await changed(), "a profile edited on the object (flushed by the commit)"
     await session.execute(
         sa.update(Enterprise).where(col(Enterprise.uscc) == firm.uscc).values(size_class="micro")
     )
@@ -87,6 +86,7 @@ async def test_the_cache_keeps_its_table_until_a_fact_changes(session: AsyncSess
     assert again is first  # nothing read again
 
     await import_content(session, _fact_line(firm.uscc, "mu_grade", "A"), "jsonl")
+    await session.commit()
     fresh, _ = await cache.load(session)
     assert fresh is not first
     assert fresh.known_facts(fresh.row_of[firm.uscc])["mu_grade"].value == "A"

@@ -32,7 +32,15 @@ from domain.engine.arrays import (
     match_table,
     unpack,
 )
-from domain.engine.rules import InvalidRule, KnownFact, RuleNode, evaluate, invalid_fact, parse_rule
+from domain.engine.rules import (
+    Condition,
+    InvalidRule,
+    KnownFact,
+    RuleNode,
+    evaluate,
+    invalid_fact,
+    parse_rule,
+)
 from models.eligibility import Verdict
 from models.facts import FACT_KINDS, FactKind, FactType, fact_range
 from models.money import MAX_FEN
@@ -279,3 +287,18 @@ def test_a_large_rate_base_is_computed_exactly() -> None:
         item = CompiledItem("BIG", 1, parse_rule(rule_json), rule)
         [result] = match_items(table, [item], AS_OF)
         assert int(result.eligible_amounts[0]) == compute_amount(rule, facts).amount_fen == expected
+
+
+def test_buckets_cut_for_one_run_are_not_used_for_another_condition() -> None:
+    """A context reused for a condition its buckets were not cut for compares the
+    values themselves (`Buckets.cover`)."""
+    table = FactTable.build((f"firm-{n}", {"talent_count": KnownFact(n, AS_OF)}) for n in range(10))
+    fixed = parse_amount_rule({"kind": "fixed", "amount_fen": 100})
+    rule = parse_rule({"fact": "talent_count", "op": "gte", "value": 8})
+    first = CompiledItem("T-8", 1, rule, fixed)
+    context = MaskContext(table, AS_OF, bucketed_from=1)
+    context.prepare([first.plan], threads=1)
+    later = parse_rule({"fact": "talent_count", "op": "gte", "value": 3})
+    assert isinstance(later, Condition)
+    passes, _ = context.leaf(later)
+    assert unpack(passes, len(table)).tolist() == [n >= 3 for n in range(10)]

@@ -503,6 +503,13 @@ def failure_message(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
+def _breakpoints(condition: Condition) -> list[int]:
+    """Where a condition on an integer value may change its answer: at each of its
+    constants c, and at c + 1."""
+    values = condition.value if isinstance(condition.value, list) else [condition.value]
+    return [point for value in values for point in (_as_int(value), _as_int(value) + 1)]
+
+
 class Buckets:
     """A numeric fact's values as one byte per firm, for one run's conditions on it.
 
@@ -515,19 +522,20 @@ class Buckets:
 
     def __init__(self, codes: npt.NDArray[np.uint8], breakpoints: list[int]) -> None:
         self.codes = codes
+        self.breakpoints = frozenset(breakpoints)
         # A value in each bucket: the first's is below every breakpoint.
         self.representatives = np.asarray([breakpoints[0] - 1, *breakpoints], dtype=np.int64)
+
+    def cover(self, condition: Condition) -> bool:
+        """Whether the buckets were cut for this condition (a condition of another run
+        on the same context may change its answer inside a bucket)."""
+        return all(point in self.breakpoints for point in _breakpoints(condition))
 
     @classmethod
     def of(cls, table: FactTable, fact: str, conditions: Sequence[Condition]) -> Buckets | None:
         """The buckets for these conditions, or None where there would be too many (or
         a constant is beyond what int64 holds with room)."""
-        points: set[int] = set()
-        for condition in conditions:
-            values = condition.value if isinstance(condition.value, list) else [condition.value]
-            for value in values:
-                constant = _as_int(value)
-                points.update((constant, constant + 1))
+        points = {point for condition in conditions for point in _breakpoints(condition)}
         if len(points) >= _MAX_BUCKETS or any(abs(p) >= 2**62 for p in points):
             return None
         breakpoints = sorted(points)
@@ -628,7 +636,7 @@ class MaskContext:
                 raise EvaluationError(self._failed[key])
             fresh = self.fresh(condition.fact)
             buckets = self._buckets.get(condition.fact)
-            if buckets is None:
+            if buckets is None or not buckets.cover(condition):
                 holds = self.table.holds(condition)
             else:
                 holds = np.packbits(buckets.holds(condition, FACT_KINDS[condition.fact]))
@@ -1157,11 +1165,7 @@ class _FactConditions:
         a firm's value is decided for all of them by one lookup."""
         if self.kind.type is FactType.STR:
             return
-        points: set[int] = set()
-        for condition in self.conditions:
-            values = condition.value if isinstance(condition.value, list) else [condition.value]
-            points.update(p for v in values for p in (_as_int(v), _as_int(v) + 1))
-        self.breakpoints = sorted(points)
+        self.breakpoints = sorted({p for c in self.conditions for p in _breakpoints(c)})
         representatives = np.asarray([self.breakpoints[0] - 1, *self.breakpoints], dtype=np.int64)
         columns = [_compare(representatives, c, self.kind) for c in self.conditions]
         self.answers = (np.stack(columns, axis=1) * _PASS).astype(np.int8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import aclosing
 from datetime import date
 from typing import Any
 
@@ -164,15 +165,16 @@ async def _load_fact_table(
     ).order_by(col(Enterprise.uscc))
     for chunk in chunks:
         query = profile if chunk is None else profile.where(col(Enterprise.uscc).in_(chunk))
-        async for part in stream_rows(session, query):
-            firms, region, industry, size, established = zip(*part, strict=True)
-            rows = builder.add_firms(firms)
-            regions.update(zip(firms, region, strict=True))
-            builder.add_texts("region_code", rows, region)
-            builder.add_texts("industry_code", rows, industry)
-            builder.add_texts("size_class", rows, size)
-            no_period = np.zeros(len(rows), dtype=np.int32)
-            builder.add_many("established_on", rows, _ordinals(established), no_period)
+        async with aclosing(stream_rows(session, query)) as parts:
+            async for part in parts:
+                firms, region, industry, size, established = zip(*part, strict=True)
+                rows = builder.add_firms(firms)
+                regions.update(zip(firms, region, strict=True))
+                builder.add_texts("region_code", rows, region)
+                builder.add_texts("industry_code", rows, industry)
+                builder.add_texts("size_class", rows, size)
+                no_period = np.zeros(len(rows), dtype=np.int32)
+                builder.add_many("established_on", rows, _ordinals(established), no_period)
         facts = sa.select(
             col(Fact.uscc),
             col(Fact.kind),
@@ -182,8 +184,9 @@ async def _load_fact_table(
         )
         if chunk is not None:
             facts = facts.where(col(Fact.uscc).in_(chunk))
-        async for batch in stream_rows(session, facts):
-            latest.add(batch)
+        async with aclosing(stream_rows(session, facts)) as batches:
+            async for batch in batches:
+                latest.add(batch)
     latest.finish()
     return builder.finish(), regions
 
@@ -218,6 +221,7 @@ FACT_TABLES = FactTableCache()  # this process's
 
 
 _KINDS = list(FACT_KINDS)
+COMPACT_FROM = 1_000_000  # facts held before the first compaction of `_LatestFacts`
 _KIND_INDEX = {name: i for i, name in enumerate(_KINDS)}
 _UNIX_DAY_ZERO = date(1970, 1, 1).toordinal()
 
@@ -228,7 +232,9 @@ class _LatestFacts:
 
     Millions of facts pass through here in a full run: each batch is read as columns
     (the firm's row and the kind by dictionary, the value checked by `plain_many`, the
-    period end parsed by numpy), and the choice of the latest is one sort. A value that
+    period end parsed by numpy), and the choice of the latest is a sort, made again
+    whenever what is held has doubled (so memory follows firms × kinds, not the
+    history kept). A value that
     is not plainly valid (a date, an escape, out of range, not JSON) is kept as text
     and, if it is the latest, read by `read_fact`, which explains what is wrong: an
     invalid latest fact spoils its kind for that firm, as the evaluator expects."""
@@ -237,7 +243,9 @@ class _LatestFacts:
         self.builder = builder
         self._parts: list[tuple[npt.NDArray[Any], ...]] = []
         self._texts: dict[int, tuple[str, date]] = {}  # position -> value not plain
-        self._count = 0
+        self._count = 0  # facts read
+        self._held = 0  # facts in `_parts`
+        self._latest = 0  # of them, the latest of each firm and kind at the last compaction
 
     def add(self, batch: Sequence[Sequence[Any]]) -> None:
         usccs, kinds, stored, ends, ids = zip(*batch, strict=True)
@@ -253,37 +261,56 @@ class _LatestFacts:
                 continue  # a kind no rule can name
             at = np.flatnonzero(kind == k)
             values[at], plain[at] = self.builder.plain_many(_KINDS[k], texts[at].tolist())
-        for i in np.flatnonzero(~plain & (kind >= 0) & (rows >= 0)).tolist():
+        keep = (rows >= 0) & (kind >= 0)  # facts of firms not read are passed over
+        for i in np.flatnonzero(~plain & keep).tolist():
             self._texts[self._count + i] = (stored[i], date.fromordinal(int(days[i])))
         position = np.arange(self._count, self._count + n, dtype=np.int64)
         ids_ = np.asarray(ids, dtype=np.int64)
-        self._parts.append((rows, kind, days, ids_, values, ~plain, position))
+        part = tuple(a[keep] for a in (rows, kind, days, ids_, values, ~plain, position))
+        self._parts.append(part)
         self._count += n
+        self._held += len(part[0])
+        if self._held > max(2 * self._latest, COMPACT_FROM):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Keep only the latest fact of each firm and kind (by period end, then id),
+        in firm and kind order: what is held stays bounded by firms × kinds, however
+        many periods the database keeps."""
+        rows, kind, days, ids, values, textual, position = (
+            np.concatenate(column) for column in zip(*self._parts, strict=True)
+        )
+        order = np.lexsort((ids, days, kind, rows))
+        rows, kind = rows[order], kind[order]
+        last = np.ones(len(rows), dtype=np.bool_)
+        last[:-1] = (rows[:-1] != rows[1:]) | (kind[:-1] != kind[1:])
+        chosen = order[last]
+        latest = (
+            rows[last],
+            kind[last],
+            *(a[chosen] for a in (days, ids, values, textual, position)),
+        )
+        self._parts = [latest]
+        self._held = self._latest = len(chosen)
+        if self._texts:
+            textual, position = latest[5], latest[6]
+            self._texts = {p: self._texts[p] for p in position[textual].tolist()}
 
     def finish(self) -> None:
         if not self._parts:
             return
-        rows, kind, days, ids, values, textual, position = (
-            np.concatenate(column) for column in zip(*self._parts, strict=True)
-        )
-        self._parts.clear()
-        known = (rows >= 0) & (kind >= 0)  # facts of firms not read are passed over
-        order = np.flatnonzero(known)
-        order = order[np.lexsort((ids[order], days[order], kind[order], rows[order]))]
-        rows, kind, days, values, textual, position = (
-            a[order] for a in (rows, kind, days, values, textual, position)
-        )
-        last = np.ones(len(rows), dtype=np.bool_)
-        last[:-1] = (rows[:-1] != rows[1:]) | (kind[:-1] != kind[1:])
-        for k in np.unique(kind[last]).tolist():
+        self._compact()
+        rows, kind, days, _ids, values, textual, position = self._parts[0]
+        for k in np.unique(kind).tolist():
             name, fact_kind = _KINDS[k], FACT_KINDS[_KINDS[k]]
-            chosen = np.flatnonzero(last & (kind == k))
+            chosen = np.flatnonzero(kind == k)
             simple = chosen[~textual[chosen]]
             ends = np.zeros(len(simple), dtype=np.int32) if fact_kind.profile else days[simple]
             self.builder.add_many(name, rows[simple], values[simple], ends)
             for i in chosen[textual[chosen]].tolist():
                 stored, end = self._texts[int(position[i])]
                 self.builder.add(int(rows[i]), name, read_fact(fact_kind, stored, end))
+        self._parts.clear()
         self._texts.clear()
 
 
