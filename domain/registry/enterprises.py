@@ -221,7 +221,7 @@ FACT_TABLES = FactTableCache()  # this process's
 
 
 _KINDS = list(FACT_KINDS)
-COMPACT_FROM = 1_000_000  # facts held before the first compaction of `_LatestFacts`
+COMPACT_FROM = 4_000_000  # facts held before the first compaction of `_LatestFacts`
 _KIND_INDEX = {name: i for i, name in enumerate(_KINDS)}
 _UNIX_DAY_ZERO = date(1970, 1, 1).toordinal()
 
