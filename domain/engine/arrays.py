@@ -510,6 +510,12 @@ def _breakpoints(condition: Condition) -> list[int]:
     return [point for value in values for point in (_as_int(value), _as_int(value) + 1)]
 
 
+def _representatives(breakpoints: list[int]) -> Ints:
+    """A value in each bucket the sorted breakpoints cut (bucket i holds
+    B[i-1] <= v < B[i]): the first bucket's is below every breakpoint."""
+    return np.asarray([breakpoints[0] - 1, *breakpoints], dtype=np.int64)
+
+
 class Buckets:
     """A numeric fact's values as one byte per firm, for one run's conditions on it.
 
@@ -523,8 +529,7 @@ class Buckets:
     def __init__(self, codes: npt.NDArray[np.uint8], breakpoints: list[int]) -> None:
         self.codes = codes
         self.breakpoints = frozenset(breakpoints)
-        # A value in each bucket: the first's is below every breakpoint.
-        self.representatives = np.asarray([breakpoints[0] - 1, *breakpoints], dtype=np.int64)
+        self.representatives = _representatives(breakpoints)
 
     def cover(self, condition: Condition) -> bool:
         """Whether the buckets were cut for this condition (a condition of another run
@@ -1166,7 +1171,7 @@ class _FactConditions:
         if self.kind.type is FactType.STR:
             return
         self.breakpoints = sorted({p for c in self.conditions for p in _breakpoints(c)})
-        representatives = np.asarray([self.breakpoints[0] - 1, *self.breakpoints], dtype=np.int64)
+        representatives = _representatives(self.breakpoints)
         columns = [_compare(representatives, c, self.kind) for c in self.conditions]
         self.answers = (np.stack(columns, axis=1) * _PASS).astype(np.int8)
 
