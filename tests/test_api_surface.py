@@ -373,12 +373,18 @@ async def test_out_of_range_parameters_are_422_naming_them(
     ).status_code == 201
     staff, qiye = auth(settings, "jxj_staff"), auth(settings, "qiye")
     huge = str(10**20)
+    gaps = f"/api/v1/items/TEST-ITEM-01/eligibility/{firm.uscc}/gaps"
     cases: list[tuple[str, dict[str, str], str]] = [
         (f"/api/v1/items?offset={huge}", staff, "offset"),
         ("/api/v1/items?offset=1000001", staff, "offset"),
         ("/api/v1/items?limit=201", staff, "limit"),
         (f"/api/v1/items/TEST-ITEM-01/eligibility/{firm.uscc}?version={huge}", staff, "version"),
         (f"/api/v1/items/TEST-ITEM-01/versions/{2**31}/budget-preview", staff, "version"),
+        # A day so far back that a fact's age limit before it is no date (was a 500).
+        ("/api/v1/items/TEST-ITEM-01/versions/1/budget-preview?as_of=0001-01-01", staff, "as_of"),
+        (f"/api/v1/items/TEST-ITEM-01/eligibility/{firm.uscc}?as_of=0001-01-01", staff, "as_of"),
+        (f"{gaps}?as_of=0001-01-01", staff, "as_of"),
+        (f"{gaps}?as_of=9999-12-31", staff, "as_of"),
         ("/api/v1/items/TEST-ITEM-01/quota/1999", staff, "year"),
         ("/api/v1/items/test-item-01", staff, "code"),
         ("/api/v1/cases?period=2026-13", auth(settings, "auditor"), "period"),

@@ -3,7 +3,6 @@ stands in a firm's way, a version's budget preview, and the push results."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Query
 from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, WritingSessionDep
 from api.pagination import Page, PageDep
-from api.params import CreditCode, ItemCode, MatchRunId, VersionNumber
+from api.params import CreditCode, IsoDate, ItemCode, MatchRunId, VersionNumber
 from domain.access import Rule, require_role
 from domain.errors import InvalidInput, NotFound
 from domain.matching import match_library, push
@@ -89,7 +88,7 @@ async def gaps(
     user: CurrentUser,
     item_code: ItemCode,
     uscc: CreditCode,
-    as_of: date | None = None,
+    as_of: IsoDate | None = None,
 ) -> GapReport:
     """What would make the firm eligible: every failing or unknown condition, with
     what it needs and what the data says now."""
@@ -146,7 +145,7 @@ async def budget_preview(
     user: CurrentUser,
     item_code: ItemCode,
     version: VersionNumber,
-    as_of: date | None = None,
+    as_of: IsoDate | None = None,
 ) -> BudgetPreview:
     """Before publishing: how many firms the version matches today and what they would
     receive, against its annual quota."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
@@ -12,7 +12,7 @@ from api.access import access
 from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
-from api.params import CreditCode, ItemCode, VersionNumber, VersionQuery
+from api.params import CreditCode, IsoDate, ItemCode, VersionNumber, VersionQuery
 from api.updates import send_update
 from core.workdays import SHANGHAI
 from domain.access import Rule, require_staff_or_reader
@@ -232,7 +232,7 @@ async def eligibility(
     user: CurrentUser,
     code: ItemCode,
     uscc: CreditCode,
-    as_of: date | None = None,
+    as_of: IsoDate | None = None,
     version: VersionQuery = None,
 ) -> library.EligibilityReport:
     day = as_of or datetime.now(SHANGHAI).date()
