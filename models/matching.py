@@ -35,8 +35,13 @@ class MatchResult(SQLModel, table=True):
         ),
     )
 
-    item_code: str = Field(foreign_key="policy_item.code", primary_key=True, max_length=40)
-    uscc: str = Field(foreign_key="enterprise.uscc", primary_key=True, max_length=18, index=True)
+    # No foreign keys, on purpose: the library is derived data, written only by a
+    # matching run from the items and firms it has just read (neither is ever
+    # deleted), and its first write is millions of rows. On PostgreSQL the two
+    # keys' per-row checks were 19 s of a 35 s first write, and setting them aside
+    # for the write would lock every read of the firms (migration 0019).
+    item_code: str = Field(primary_key=True, max_length=40)
+    uscc: str = Field(primary_key=True, max_length=18, index=True)
     version: int
     verdict: str = Field(max_length=24)
     amount_fen: int | None = Field(default=None, sa_type=sa.BigInteger)

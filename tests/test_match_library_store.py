@@ -18,6 +18,7 @@ from domain.matching.match_library import ROW_PATH_LIMIT, Evaluated, LibraryRow,
 from domain.policy import library
 from models.matching import MatchRequest, MatchResult, MatchScope, MatchTally
 from models.policy import ItemCreate, PolicyItemVersion, VersionStatus
+from models.reference import Actor
 from models.registry import Fact
 from seed.reference import ensure_reference_data
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
@@ -28,10 +29,12 @@ FULL = MatchRequest(scope=MatchScope.FULL)
 FIRMS = 3 * ROW_PATH_LIMIT + 7
 
 
-async def _publish_item(session: AsyncSession) -> None:
-    users = await create_users(session)
+async def _publish_item(
+    session: AsyncSession, code: str = CODE, users: dict[str, Actor] | None = None
+) -> None:
+    users = users or await create_users(session)
     payload = item_payload(
-        CODE,
+        code,
         # Eligible from 1,000 yuan of revenue; unknown revenue is possibly eligible.
         eligibility={"all": [{"fact": "revenue_fen", "op": "gte", "value": 100_000}]},
         amount_rule={"kind": "rate", "fact": "revenue_fen", "rate": "0.01"},
@@ -39,11 +42,11 @@ async def _publish_item(session: AsyncSession) -> None:
     await library.create_item(session, users["jxj_staff"], ItemCreate.model_validate(payload))
     await session.execute(
         sa.update(PolicyItemVersion)
-        .where(col(PolicyItemVersion.item_code) == CODE)
+        .where(col(PolicyItemVersion.item_code) == code)
         .values(status=VersionStatus.PUBLISHED)
     )
     await session.execute(
-        sa.text("UPDATE policy_item SET published_version = 1 WHERE code = :c"), {"c": CODE}
+        sa.text("UPDATE policy_item SET published_version = 1 WHERE code = :c"), {"c": code}
     )
 
 
@@ -154,18 +157,27 @@ async def _check(sessionmaker: async_sessionmaker[AsyncSession], session: AsyncS
     # The first run into an empty library builds its indexes afterwards.
     (added, removed), rows = await _commit_and_run(session, sessionmaker)
     assert await _schema(session) == before
-    with pytest.raises(sa.exc.IntegrityError):  # the foreign keys hold again
+    with pytest.raises(sa.exc.IntegrityError):  # the primary key holds again
         async with session.begin_nested():
             session.add(
                 MatchResult(
                     item_code=CODE,
-                    uscc="91330502MA2B3C4D5E",  # no such firm
+                    uscc=str(rows[0][0]),
                     version=1,
                     verdict="eligible",
                     outcomes="P",
                     region_code="330502",
                 )
             )
+    # On PostgreSQL a later run confirms an unchanged item by one digest of its rows,
+    # computed by the database as `_digest` computes it from the run's rows (an
+    # unknown amount included); SQLite compares the rows themselves.
+    digests = await match_library._stored_digests(session, [CODE])
+    if session.get_bind().dialect.name == "postgresql":
+        assert digests == {CODE: match_library._digest(rows)}  # type: ignore[arg-type]
+        assert any(row[3] is None for row in rows)
+    else:
+        assert digests is None
     eligible = [n for n in range(FIRMS) if n % 7 and n * 1_000 >= 100_000]
     possible = [n for n in range(FIRMS) if n % 7 == 0]
     assert (added, removed) == (len(eligible) + len(possible), 0)
@@ -247,3 +259,83 @@ async def _check(sessionmaker: async_sessionmaker[AsyncSession], session: AsyncS
     assert (added, removed) == (0, 2)
     assert await _library(session) == rows
     assert len(rows) == len(library_rows) - 2
+
+
+async def test_items_no_longer_in_force_leave_the_library_and_its_tally(
+    own_engine: AsyncEngine,
+) -> None:
+    sessionmaker = make_sessionmaker(own_engine)
+    codes = ("STORE-01", "STORE-02", "STORE-03")
+    async with sessionmaker() as session:
+        await ensure_reference_data(session)
+        users = await create_users(session)
+        for code in codes:
+            await _publish_item(session, code, users)
+        for n in range(ROW_PATH_LIMIT + 5):  # all eligible: the array path
+            await create_enterprise(session, facts={"revenue_fen": (100_000 + n, "2025")})
+        await session.commit()
+
+    async def run(request: MatchRequest) -> tuple[int, int]:
+        async with sessionmaker() as reader:
+            loaded = await match_library.load(reader, request)
+        evaluated = Evaluated(loaded, AS_OF, threads=1)
+        async with sessionmaker.begin() as writer:
+            return await match_library.store(writer, request, loaded, evaluated)
+
+    async def library_and_tally() -> tuple[dict[str, int], dict[str, int]]:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                sa.select(col(MatchResult.item_code), sa.func.count()).group_by(
+                    col(MatchResult.item_code)
+                )
+            )
+            tally = await session.execute(
+                sa.select(col(MatchTally.item_code), sa.func.sum(col(MatchTally.firms))).group_by(
+                    col(MatchTally.item_code)
+                )
+            )
+            return {c: int(n) for c, n in rows}, {c: int(n) for c, n in tally}
+
+    async def suspend(code: str) -> None:
+        async with sessionmaker.begin() as session:
+            await session.execute(
+                sa.update(PolicyItemVersion)
+                .where(col(PolicyItemVersion.item_code) == code)
+                .values(status=VersionStatus.SUSPENDED)
+            )
+
+    firms = ROW_PATH_LIMIT + 5
+    assert await run(FULL) == (3 * firms, 0)
+    everything = {code: firms for code in codes}
+    assert await library_and_tally() == (everything, everything)
+
+    # A suspended item leaves with the next full run; the others stay as they are.
+    await suspend("STORE-02")
+    # An item run of another item leaves it alone.
+    assert await run(MatchRequest(scope=MatchScope.ITEM, item_code="STORE-03")) == (0, 0)
+    assert (await library_and_tally())[0] == everything
+    assert await run(FULL) == (0, firms)
+    left = {"STORE-01": firms, "STORE-03": firms}
+    assert await library_and_tally() == (left, left)
+
+    # An item run of a suspended item removes that item alone.
+    await suspend("STORE-03")
+    assert await run(MatchRequest(scope=MatchScope.ITEM, item_code="STORE-03")) == (0, firms)
+    assert await library_and_tally() == ({"STORE-01": firms}, {"STORE-01": firms})
+    # Nothing changed since: nothing written, the tally as it was.
+    assert await run(FULL) == (0, 0)
+    assert await library_and_tally() == ({"STORE-01": firms}, {"STORE-01": firms})
+
+    # A firm's revenue becomes unknown: its pair stays (possibly eligible), rewritten in
+    # place, and the tally moves it from one verdict to the other.
+    async with sessionmaker.begin() as session:
+        uscc = await session.scalar(select(MatchResult.uscc).limit(1))
+        await session.execute(sa.delete(Fact).where(col(Fact.uscc) == uscc))
+    assert await run(FULL) == (0, 0)
+    async with sessionmaker() as session:
+        verdicts = await session.execute(
+            sa.select(col(MatchTally.verdict), sa.func.sum(col(MatchTally.firms))).group_by(
+                col(MatchTally.verdict)
+            )
+        )
+        assert {v: int(n) for v, n in verdicts} == {"eligible": firms - 1, "possibly_eligible": 1}
