@@ -7,8 +7,13 @@ case: the write only compares).
 
     python bench/match_run.py --enterprises 300000
     python bench/match_run.py --database-url postgresql://postgres@127.0.0.1:5432/zhida_bench
+    python bench/match_run.py --items 1000 --database-url …  # a library of 1,000 items
 
-Last line: firms=N pairs=P load_s=… compute_s=… write_s=… again_write_s=… peak_mb=…
+With --items N above 30, the library also gets N − 30 items varied from the sample's
+(`seed.sample.synthetic_items`: thresholds scaled, some narrowed to a few districts or
+industries), published once; a database holds the largest library asked of it so far.
+
+Last line: firms=N items=K pairs=P load_s=… compute_s=… write_s=… again_write_s=… peak_mb=…
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from core.migrate import upgrade_async
 from core.settings import Environment, Settings
 from domain.matching import match_library
 from models.matching import MatchRequest, MatchResult, MatchScope
-from seed.sample import load_sample
+from seed.sample import load_policies, load_sample, sample_policies, synthetic_items
 
 
-async def run(database_url: str, enterprises: int) -> None:
+async def run(database_url: str, enterprises: int, items: int) -> None:
     await upgrade_async(database_url)
     engine = make_engine(database_url)
     sessionmaker = make_sessionmaker(engine)
@@ -46,6 +51,12 @@ async def run(database_url: str, enterprises: int) -> None:
         print("sample: already in the database")
     else:
         print(f"sample: {sample.enterprises} firms, {sample.items} items loaded in {seconds:.0f}s")
+    sample_items = len(sample_policies()["items"])
+    if items > sample_items:
+        clock = time.perf_counter()
+        async with sessionmaker.begin() as session:
+            added = await load_policies(session, synthetic_items(items - sample_items))
+        print(f"items: {added} varied items published in {time.perf_counter() - clock:.0f}s")
     async with sessionmaker.begin() as session:
         # Empty, as before the first run ever: on PostgreSQL without the dead rows a
         # DELETE would leave for the next statements to step over.
@@ -77,7 +88,8 @@ async def run(database_url: str, enterprises: int) -> None:
     (load_s, compute_s, write_s, pairs), (_l, _c, again_write_s, _p) = figures
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"firms={len(loaded.table)} pairs={pairs} load_s={load_s:.1f} compute_s={compute_s:.2f} "
+        f"firms={len(loaded.table)} items={len(loaded.items)} pairs={pairs} "
+        f"load_s={load_s:.1f} compute_s={compute_s:.2f} "
         f"write_s={write_s:.1f} again_write_s={again_write_s:.1f} peak_mb={peak_mb:.0f}"
     )
 
@@ -85,6 +97,9 @@ async def run(database_url: str, enterprises: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--enterprises", type=int, default=300_000)
+    parser.add_argument(
+        "--items", type=int, default=30, help="items in the library (the sample has 30)"
+    )
     parser.add_argument(
         "--database-url", help="default: a new SQLite file in a temporary directory"
     )
@@ -94,7 +109,7 @@ def main() -> None:
     )
     # As the platform reads it: postgresql://… means the asyncpg driver.
     url = Settings(environment=Environment.TEST, database_url=url).database_url
-    asyncio.run(run(url, args.enterprises))
+    asyncio.run(run(url, args.enterprises, args.items))
 
 
 if __name__ == "__main__":

@@ -296,8 +296,9 @@ def sample_policies() -> dict[str, Any]:
     return data
 
 
-async def load_policies(session: AsyncSession) -> int:
-    """Publish the sample items that are not in the library yet; returns how many."""
+async def load_policies(session: AsyncSession, specs: list[dict[str, Any]] | None = None) -> int:
+    """Publish the sample items (or `specs`, e.g. `synthetic_items`) that are not in the
+    library yet; returns how many."""
     data = sample_policies()
     documents: dict[str, int] = {}
     for doc in data["documents"]:
@@ -318,7 +319,7 @@ async def load_policies(session: AsyncSession) -> int:
     }
     added = 0
     now = datetime.now(UTC)
-    for spec in data["items"]:
+    for spec in data["items"] if specs is None else specs:
         if await session.get(PolicyItem, spec["code"]) is not None:
             continue
         category = Category(spec["category"])
@@ -436,7 +437,8 @@ REGION_CODES = tuple(code for code, _weight in REGION_WEIGHTS)
 def synthetic_items(count: int, seed: int = SEED) -> list[dict[str, Any]]:
     """`count` item specs varied from the sample library: the same kinds of
     conditions, with thresholds scaled at random, and some items narrowed to a few
-    regions or industry sections, as district and sector variants of a city policy are."""
+    regions or industry sections, as district and sector variants of a city policy are.
+    Each is a whole spec (`load_policies` can publish it), under a code of its own."""
     rng = random.Random(seed)
     base = sample_policies()["items"]
     out = []
@@ -460,11 +462,12 @@ def synthetic_items(count: int, seed: int = SEED) -> list[dict[str, Any]]:
         if extra:
             rule = {"all": [rule, *extra]}
         out.append(
-            {
+            spec
+            | {
                 "code": f"{spec['code']}-S{n:04d}",
+                "title": f"{spec['title']}（变体 {n:04d}）",
                 "eligibility": rule,
                 "amount": _vary(spec["amount"], rng),
-                "category": spec["category"],
             }
         )
     return out
