@@ -62,6 +62,7 @@ CaseHandle = WorkflowHandle[ApplicationWorkflow, CaseState]
 ITEM = "CHAOS-01"
 AMOUNT = 1_000_000
 PERIOD = "2026"
+POLL_S = 0.5  # how often a scripted caseworker looks whether a case waits for them
 
 
 async def _prepare(settings: Settings, cases: int) -> list[str]:
@@ -181,7 +182,7 @@ async def _reach(handle: WorkflowHandle[ApplicationWorkflow, CaseState], stage: 
                 return
         except RPCError:
             pass  # no worker to answer the query just now
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(POLL_S)
 
 
 async def _retry(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:

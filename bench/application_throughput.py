@@ -18,7 +18,7 @@ import uuid
 from datetime import timedelta
 
 import httpx
-from application_chaos import _drive_case, _prepare
+from application_chaos import POLL_S, _drive_case, _prepare
 from stack import bench_stack
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
@@ -29,6 +29,7 @@ from api.main import create_app
 
 PARENT_ACTIVITIES = 9  # check, 2 deadlines, 5 projections, reservation
 CHILD_ACTIVITIES = 3  # instruct, settlement, receipt
+REVIEWS = ("department_review", "finance_review")
 
 
 @activity.defn
@@ -50,6 +51,7 @@ class BareCase:
 
     def __init__(self) -> None:
         self.approvals = 0
+        self.stage = "check"
 
     @workflow.run
     async def run(self) -> None:
@@ -57,7 +59,9 @@ class BareCase:
             await workflow.execute_activity(noop, n, start_to_close_timeout=timedelta(seconds=30))
             if n in (3, 5):
                 wanted = 1 if n == 3 else 2
+                self.stage = REVIEWS[wanted - 1]
                 await workflow.wait_condition(lambda wanted=wanted: self.approvals >= wanted)  # type: ignore[misc]
+                self.stage = "disbursement"
         await workflow.execute_child_workflow(
             BareChild.run, id=f"{workflow.info().workflow_id}/child"
         )
@@ -68,8 +72,8 @@ class BareCase:
         return self.approvals
 
     @workflow.query
-    def waiting(self) -> bool:
-        return True
+    def waiting_at(self) -> str:
+        return self.stage
 
 
 async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int) -> float:
@@ -81,7 +85,11 @@ async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int) -> float
             handle = await env.client.start_workflow(
                 BareCase.run, id=f"bare-{queue}-{n}", task_queue=queue
             )
-            for _ in range(2):
+            for stage in REVIEWS:
+                # Driven as the cases are (`_drive_case`): wait for the stage by query
+                # every half second, then approve.
+                while await handle.query(BareCase.waiting_at) != stage:
+                    await asyncio.sleep(POLL_S)
                 await handle.execute_update(BareCase.approve)
             await handle.result()
 
@@ -97,8 +105,10 @@ async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int) -> float
         return cases / (time.monotonic() - started)
 
 
-async def run(cases: int, concurrency: int) -> None:
-    async with bench_stack("throughput", ["--receipt-delay-s", "0"]) as stack:
+async def run(cases: int, concurrency: int, database_url: str | None) -> None:
+    async with bench_stack(
+        "throughput", ["--receipt-delay-s", "0"], database_url=database_url
+    ) as stack:
         settings, env = stack.settings, stack.env
         firms = await _prepare(settings, cases)
         stack.worker.start()
@@ -133,8 +143,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument(
+        "--database-url", help="an empty database (default: a new SQLite file)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.cases, args.concurrency))
+    asyncio.run(run(args.cases, args.concurrency, args.database_url))
 
 
 if __name__ == "__main__":
