@@ -21,6 +21,7 @@ from models.cases import (
     CaseStage,
     CaseState,
     CheckResult,
+    ReviewEntry,
     StageDeadlineMissed,
 )
 from models.payments import PaymentFailure, Reservation
@@ -92,6 +93,17 @@ class CaseActivities:
     async def project_case(self, state: CaseState) -> None:
         async with self._sessionmaker.begin() as session:
             await cases.project(session, state, self._calendar)
+
+    @activity.defn
+    async def enter_review(self, entry: ReviewEntry) -> datetime:
+        """The review's deadline on the working calendar, and the case projected with
+        it: one step where there were two activities (the deadline, then the
+        projection). Returns the deadline."""
+        due_at = self._calendar.add_working_days(entry.start, entry.working_days)
+        state = entry.state.model_copy(update={"due_at": due_at})
+        async with self._sessionmaker.begin() as session:
+            await cases.project(session, state, self._calendar)
+        return due_at
 
     @activity.defn
     async def raise_case_overdue(self, missed: StageDeadlineMissed) -> None:

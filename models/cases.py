@@ -261,6 +261,15 @@ class CaseState(BaseModel):
         return format_yuan(self.paid_amount_fen)
 
 
+class ReviewEntry(BaseModel):
+    """A case entering a review: its state to project, with the review's deadline
+    (`working_days` working days from `start`) computed and written in one activity."""
+
+    state: CaseState
+    start: datetime
+    working_days: int
+
+
 class StageDeadlineMissed(BaseModel):
     case_id: str
     item_code: str

@@ -26,6 +26,7 @@ from models.cases import (
     CheckResult,
     DecisionRequest,
     ReviewAction,
+    ReviewEntry,
     StageDeadlineMissed,
     Withdrawal,
     WithdrawRequest,
@@ -75,6 +76,7 @@ class Edges:
     warnings: list[PaymentFailure] = field(default_factory=list)
     retries: list[PaymentRetry] = field(default_factory=list)
     reviewed: list[ReviewRequest] = field(default_factory=list)
+    entry_fails: bool = False  # a review's projection (with its deadline) cannot be written
     # The first projection of this stage waits for `release` (set `projecting` meanwhile).
     hold_at: CaseStage | None = None
     projecting: asyncio.Event = field(default_factory=asyncio.Event)
@@ -106,6 +108,14 @@ class Edges:
             if state.stage is self.hold_at and not self.projecting.is_set():
                 self.projecting.set()
                 await self.release.wait()
+
+        @activity.defn(name="enter_review")
+        async def enter_review(entry: ReviewEntry) -> datetime:
+            if self.entry_fails:
+                raise ApplicationError("database gone", type="Unavailable", non_retryable=True)
+            due_at = calendar.add_working_days(entry.start, entry.working_days)
+            await project_case(entry.state.model_copy(update={"due_at": due_at}))
+            return due_at
 
         @activity.defn(name="raise_case_overdue")
         async def raise_case_overdue(missed: StageDeadlineMissed) -> None:
@@ -176,6 +186,7 @@ class Edges:
             check_application,
             working_deadline,
             project_case,
+            enter_review,
             review_case,
             decide_findings,
             raise_case_overdue,
@@ -310,6 +321,21 @@ async def test_overdue_review_warns_once_then_completes(harness: Harness) -> Non
     assert (final.stage, final.paid_amount_fen) == (CaseStage.PAID, 1_000_000)
     assert [p.instalment for p in harness.edges.paid] == [1]
     await keep_history(harness.env.client, handle, "application-overdue-paid")
+
+
+async def test_a_review_whose_projection_fails_still_runs_against_its_deadline(
+    harness: Harness,
+) -> None:
+    harness.edges.entry_fails = True
+    handle = await harness.apply()
+    state = await _until(handle, CaseStage.DEPARTMENT_REVIEW)
+    assert state.due_at is not None
+    assert [t.action for t in state.timeline].count("projection_failed") == 1
+    await harness.env.sleep(timedelta(days=10))
+    assert [m.stage for m in harness.edges.overdue] == [CaseStage.DEPARTMENT_REVIEW]
+    await handle.execute_update(ApplicationWorkflow.decide, decision(CASEWORKER))
+    await handle.execute_update(ApplicationWorkflow.decide, decision(FINANCE))
+    assert (await handle.result()).stage is CaseStage.PAID
 
 
 async def test_awaiting_budget_resumes_when_quota_is_added(harness: Harness) -> None:

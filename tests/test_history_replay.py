@@ -15,6 +15,7 @@ def test_the_histories_cover_the_case_paths_and_every_workflow() -> None:
         "application-paid",
         "application-corrected-paid",
         "application-payment-returned-repaid",
+        "application-review-entry-returned-repaid",  # a review's deadline in its projection
         "application-payment-failed-retried",
         "application-awaiting-budget-paid",
         "application-budget-retried-daily",

@@ -68,6 +68,7 @@ def build_worker(
             library.expire_lapsed_versions,
             cases.check_application,
             cases.project_case,
+            cases.enter_review,
             cases.raise_case_overdue,
             cases.reserve_budget,
             cases.close_case,

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionRequest,
         ResubmitRequest,
         ReviewAction,
+        ReviewEntry,
         StageDeadlineMissed,
         TimelineEntry,
         WithdrawRequest,
@@ -36,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Withdrawn,
         failure_reason,
     )
-    from workflows.options import ACK_AFTER_PROJECTION, DATABASE
+    from workflows.options import ACK_AFTER_PROJECTION, DATABASE, REVIEW_ENTRY
     from workflows.refusals import check_review, invalid_input
     from workflows.review import SMART_REVIEW, CaseReview
 
@@ -163,12 +164,12 @@ class ApplicationWorkflow:
     async def _review(self, stage: CaseStage) -> DecisionRequest:
         self._decision = None
         limit = self._limit(stage)
-        self._due_at = await workflow.execute_activity_method(
-            PolicyLibraryActivities.working_deadline,
-            DeadlineRequest(start=workflow.now(), working_days=limit.working_days),
-            **DATABASE,
-        )
-        await self.enter(stage)
+        if workflow.patched(REVIEW_ENTRY):
+            await self.enter(stage, review_days=limit.working_days)
+        else:
+            self._due_at = await self._deadline(workflow.now(), limit.working_days)
+            await self.enter(stage)
+        assert self._due_at is not None
         try:
             await self._tail.wait_for(
                 lambda: self._decision is not None,
@@ -213,9 +214,11 @@ class ApplicationWorkflow:
     def stage(self) -> CaseStage:
         return self._stage
 
-    async def enter(self, stage: CaseStage) -> None:
+    async def enter(self, stage: CaseStage, review_days: int | None = None) -> None:
+        """Enter `stage`; a review entered with `review_days` gets its deadline from the
+        activity that projects it."""
         self._stage, self._overdue = stage, False
-        if stage not in REVIEW_STAGES:
+        if stage not in REVIEW_STAGES or review_days is not None:
             self._due_at = None  # only a review runs against a deadline
         _role, unit = self._waiting_for()
         workflow.upsert_search_attributes(
@@ -228,7 +231,10 @@ class ApplicationWorkflow:
         # Only the updates received before the projection are answered: one that arrives
         # while it is written has not been acted on yet, and waits for the next round.
         received = self._received if workflow.patched(ACK_AFTER_PROJECTION) else None
-        await self._project()
+        if review_days is None:
+            await self._project()
+        else:
+            await self._project_review(review_days)
         # A case started before this rule answers as it always did (replay).
         self._settled = self._received if received is None else max(self._settled, received)
 
@@ -269,6 +275,26 @@ class ApplicationWorkflow:
             )
         except ActivityError as exc:
             self.log("system", "projection_failed", failure_reason(exc))
+
+    async def _project_review(self, working_days: int) -> None:
+        """Project the case entering a review, with the review's deadline. If the
+        projection cannot be written, the deadline is still computed on its own: the
+        case must not wait without one."""
+        entry = ReviewEntry(state=self.state(), start=workflow.now(), working_days=working_days)
+        try:
+            self._due_at = await workflow.execute_activity_method(
+                CaseActivities.enter_review, entry, **DATABASE
+            )
+        except ActivityError as exc:
+            self.log("system", "projection_failed", failure_reason(exc))
+            self._due_at = await self._deadline(entry.start, working_days)
+
+    async def _deadline(self, start: datetime, working_days: int) -> datetime:
+        return await workflow.execute_activity_method(
+            PolicyLibraryActivities.working_deadline,
+            DeadlineRequest(start=start, working_days=working_days),
+            **DATABASE,
+        )
 
     async def _finish(self, stage: CaseStage) -> CaseState:
         await self.enter(stage)

@@ -129,6 +129,9 @@ RECOGNITION_SNAPSHOT = workflow.ActivityConfig(
 # A case answers an update only once it has acted on it (an update that arrives while the
 # projection is written waits for the next round): the three case workflows.
 ACK_AFTER_PROJECTION = "ack-after-projection"
+# A review's deadline is computed by the activity that projects the case entering it
+# (`CaseActivities.enter_review`), not by an activity of its own before it.
+REVIEW_ENTRY = "review-entry-one-step"
 
 # The smart review: the public data platform and our database. A platform that does not
 # answer fails the attempt, up to activities/review.py's PLATFORM_ATTEMPTS, after which the
