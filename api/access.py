@@ -17,7 +17,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api.audit_trail import signed_in
-from api.deps import CurrentUser, SessionDep, SettingsDep, _bearer, get_current_user
+from api.deps import (
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    _bearer,
+    get_current_user,
+    reading,
+)
 from api.params import CreditCode
 from core.settings import Environment
 from domain.access import ACCESS_EXTENSION, Rule, Target, authorize
@@ -68,7 +75,8 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
                 return  # the embedded stack's Temporal UI, which sends no token
             user = await get_current_user(request, settings, session, credentials)
             signed_in(request, user)
-            await authorize(session, user, rule, Target(None))
+            async with reading(request, session) as reader:
+                await authorize(reader, user, rule, Target(None))
 
         return ops
 
@@ -78,13 +86,15 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
             session: SessionDep, user: CurrentUser, request: Request, uscc: CreditCode
         ) -> None:
             signed_in(request, user)
-            await authorize(session, user, rule, Target(_item_code(request), uscc))
+            async with reading(request, session) as reader:
+                await authorize(reader, user, rule, Target(_item_code(request), uscc))
 
         return about_firm
 
     async def about_item(session: SessionDep, user: CurrentUser, request: Request) -> None:
         signed_in(request, user)
-        await authorize(session, user, rule, Target(_item_code(request)))
+        async with reading(request, session) as reader:
+            await authorize(reader, user, rule, Target(_item_code(request)))
 
     return about_item
 

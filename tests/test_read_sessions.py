@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
+from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.db import make_read_sessionmaker, make_sessionmaker
+from core.db import READ_ONLY, make_read_sessionmaker, make_sessionmaker
+from core.security import issue_token
 from core.settings import Environment, Settings
+from domain.policy import library
+from models.policy import ItemCreate
 from models.reference import Region, RegionLevel
+from seed.reference import ensure_reference_data
+from tests.fixtures.factories import create_users, item_payload
 
 pytestmark = pytest.mark.asyncio
 
@@ -78,3 +85,45 @@ async def test_the_apis_reads_never_wait_behind_queued_writers(own_engine: Async
             # Nothing is committed yet: the holder's region is not seen either.
             assert await asyncio.wait_for(count(), timeout=1.5) == 0
         await asyncio.gather(*queued, return_exceptions=True)
+
+
+async def test_a_decision_reads_who_and_which_case_without_the_write_lock(
+    own_engine: AsyncEngine, dev_server: WorkflowEnvironment
+) -> None:
+    """A case decision only reads before it goes to Temporal (the user, the access rule's
+    item, the case its key names): on SQLite it must begin no write transaction, which
+    would queue for the write lock behind every other writer (about 0.35 s each under
+    load, bench/application_throughput.py). Its audit row is the bookkeeping's."""
+    url = own_engine.url.render_as_string(hide_password=False)
+    settings = Settings(
+        environment=Environment.TEST,
+        database_url=url,
+        temporal_namespace=dev_server.client.namespace,
+    )
+    app = create_app(settings, temporal=dev_server.client)
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker.begin() as session:
+            await ensure_reference_data(session)
+            users = await create_users(session)
+            payload = ItemCreate.model_validate(item_payload("ITEM-1"))
+            await library.create_item(session, users["jxj_staff"], payload)
+        engine = app.state.sessionmaker.kw["bind"].sync_engine
+        writes: list[str] = []
+
+        def begun(connection: sa.Connection) -> None:
+            if not connection.get_execution_options().get(READ_ONLY):
+                writes.append("BEGIN")
+
+        sa.event.listen(engine, "begin", begun)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+            answer = await api.post(
+                "/api/v1/cases/application/ITEM-1/2026/91330502MA2B3C4D58/decisions",
+                json={"action": "approve"},
+                headers={"Authorization": f"Bearer {issue_token(settings, 'jxj_staff')}"},
+            )
+        sa.event.remove(engine, "begin", begun)
+    # Past the user, the access rule and the case, at Temporal: no such case there.
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["detail"] == "nothing is waiting for this decision any more"
+    assert writes == []

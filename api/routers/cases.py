@@ -15,7 +15,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.access import access
 from api.audit_trail import about
 from api.case_filters import CaseFiltersDep
-from api.deps import CurrentUser, SessionDep, SettingsDep, TemporalDep, commit_before_temporal
+from api.deps import (
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+    commit_before_temporal,
+    reading,
+)
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep, PageParams
 from api.params import MAX_ROW_ID, CreditCode, ItemCode, Period
@@ -155,7 +162,8 @@ async def _case(
     Temporal, not the list projection (which may lag a moment behind), says whether
     it exists. The read's transaction ends here: the route only talks to Temporal."""
     require_enterprise_access(user, uscc)
-    case_id = await cases.current_case_id(session, item_code, period, uscc, category)
+    async with reading(request, session) as reader:
+        case_id = await cases.current_case_id(reader, item_code, period, uscc, category)
     about(request, case_id)
     await commit_before_temporal(session)
     return Case(category, temporal.get_workflow_handle(case_id))
