@@ -312,7 +312,8 @@ async def _remove_stale(
     if firm_chunks is None:
         # Full or item run: by item, through the primary key (the items in the library
         # are found in a few index probes, not by reading millions of rows).
-        present = [code for code in await _library_items(session) if code not in set(codes)]
+        in_force = set(codes)
+        present = [code for code in await _library_items(session) if code not in in_force]
         if request.scope is MatchScope.ITEM:
             present = [code for code in present if code == request.item_code]
         if not present:
