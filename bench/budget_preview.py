@@ -11,7 +11,9 @@ one; this script loads it when it is not there), then asks the real app in-proce
 
     python bench/budget_preview.py --database-url sqlite+aiosqlite:////tmp/matchbench/m.db
 
-Last line: firms=… first_ms=… warm_ms=… after_write_ms=… again_ms=…  (warm: the median)
+Last line: firms=… first_ms=… warm_ms=… after_write_ms=… again_ms=… first_stall_ms=…
+(warm: the median; first_stall_ms: the longest the app's event loop stood still during
+the first request, which every other request to the process waited through)
 """
 
 from __future__ import annotations
@@ -73,7 +75,21 @@ async def run(settings: Settings, enterprises: int, repeats: int) -> None:
             assert response.status_code == 200, response.text[:300]
             return (time.perf_counter() - clock) * 1000, response.json()
 
+        async def longest_stall(done: asyncio.Event) -> float:
+            """The longest the event loop left a 10 ms timer waiting past its time: how
+            long another request to this process would have stood still."""
+            worst = 0.0
+            while not done.is_set():
+                clock = time.perf_counter()
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.perf_counter() - clock - 0.01)
+            return worst * 1000
+
+        done = asyncio.Event()
+        ticker = asyncio.create_task(longest_stall(done))
         first_ms, preview = await timed()
+        done.set()
+        stall_ms = await ticker
         warm = [(await timed())[0] for _ in range(repeats)]
         async with sessionmaker.begin() as session:  # one fact rewritten, as an import would
             fact = await session.scalar(select(Fact).order_by(col(Fact.id)).limit(1))
@@ -92,7 +108,8 @@ async def run(settings: Settings, enterprises: int, repeats: int) -> None:
     print(f"warm runs {' '.join(f'{ms:.0f}' for ms in warm)} ms")
     print(
         f"firms={preview['firms']} first_ms={first_ms:.0f} warm_ms={statistics.median(warm):.0f} "
-        f"after_write_ms={after_write_ms:.0f} again_ms={again_ms:.0f}"
+        f"after_write_ms={after_write_ms:.0f} again_ms={again_ms:.0f} "
+        f"first_stall_ms={stall_ms:.0f}"
     )
 
 

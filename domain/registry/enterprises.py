@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -163,18 +164,14 @@ async def _load_fact_table(
         col(Enterprise.size_class),
         col(Enterprise.established_on),
     ).order_by(col(Enterprise.uscc))
+    # Reading every firm is seconds of CPU between the reads: done on a thread, so that
+    # the event loop (an API process's other requests) is not held for that long.
+    work = _on_thread if usccs is None or len(usccs) > ON_THREAD_FROM else _inline
     for chunk in chunks:
         query = profile if chunk is None else profile.where(col(Enterprise.uscc).in_(chunk))
         async with aclosing(stream_rows(session, query)) as parts:
             async for part in parts:
-                firms, region, industry, size, established = zip(*part, strict=True)
-                rows = builder.add_firms(firms)
-                regions.update(zip(firms, region, strict=True))
-                builder.add_texts("region_code", rows, region)
-                builder.add_texts("industry_code", rows, industry)
-                builder.add_texts("size_class", rows, size)
-                no_period = np.zeros(len(rows), dtype=np.int32)
-                builder.add_many("established_on", rows, _ordinals(established), no_period)
+                await work(_add_firms, builder, regions, part)
         facts = sa.select(
             col(Fact.uscc),
             col(Fact.kind),
@@ -186,9 +183,35 @@ async def _load_fact_table(
             facts = facts.where(col(Fact.uscc).in_(chunk))
         async with aclosing(stream_rows(session, facts)) as batches:
             async for batch in batches:
-                latest.add(batch)
-    latest.finish()
-    return builder.finish(), regions
+                await work(latest.add, batch)
+    await work(latest.finish)
+    return await work(builder.finish), regions
+
+
+_T = TypeVar("_T")
+ON_THREAD_FROM = 1_000  # firms read from which the CPU work leaves the event loop
+
+
+async def _on_thread(function: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.to_thread(function, *args)
+
+
+async def _inline(function: Callable[..., _T], *args: Any) -> _T:
+    return function(*args)
+
+
+def _add_firms(
+    builder: FactTableBuilder, regions: dict[str, str], part: Sequence[Sequence[Any]]
+) -> None:
+    """A part of the firms' profiles into the table's columns."""
+    firms, region, industry, size, established = zip(*part, strict=True)
+    rows = builder.add_firms(firms)
+    regions.update(zip(firms, region, strict=True))
+    builder.add_texts("region_code", rows, region)
+    builder.add_texts("industry_code", rows, industry)
+    builder.add_texts("size_class", rows, size)
+    no_period = np.zeros(len(rows), dtype=np.int32)
+    builder.add_many("established_on", rows, _ordinals(established), no_period)
 
 
 class FactTableCache:
