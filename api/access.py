@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit_trail import signed_in
 from api.deps import (
@@ -28,6 +29,7 @@ from api.deps import (
 from api.params import CreditCode
 from core.settings import Environment
 from domain.access import ACCESS_EXTENSION, Rule, Target, authorize
+from models.reference import Actor
 
 # Rules whose target includes the firm in the path (validated as a credit code first).
 _FIRM_RULES = frozenset(
@@ -74,9 +76,7 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
             ):
                 return  # the embedded stack's Temporal UI, which sends no token
             user = await get_current_user(request, settings, session, credentials)
-            signed_in(request, user)
-            async with reading(request, session) as reader:
-                await authorize(reader, user, rule, Target(None))
+            await _allowed(request, session, user, rule, Target(None))
 
         return ops
 
@@ -85,18 +85,24 @@ def _check(rule: Rule) -> Callable[..., Awaitable[None]]:
         async def about_firm(
             session: SessionDep, user: CurrentUser, request: Request, uscc: CreditCode
         ) -> None:
-            signed_in(request, user)
-            async with reading(request, session) as reader:
-                await authorize(reader, user, rule, Target(_item_code(request), uscc))
+            await _allowed(request, session, user, rule, Target(_item_code(request), uscc))
 
         return about_firm
 
     async def about_item(session: SessionDep, user: CurrentUser, request: Request) -> None:
-        signed_in(request, user)
-        async with reading(request, session) as reader:
-            await authorize(reader, user, rule, Target(_item_code(request)))
+        await _allowed(request, session, user, rule, Target(_item_code(request)))
 
     return about_item
+
+
+async def _allowed(
+    request: Request, session: AsyncSession, user: Actor, rule: Rule, target: Target
+) -> None:
+    """Note who asks, then check the rule, reading beside the request's transaction
+    (`api.deps.reading`)."""
+    signed_in(request, user)
+    async with reading(request, session) as reader:
+        await authorize(reader, user, rule, target)
 
 
 def access(rule: Rule) -> dict[str, Any]:

@@ -273,10 +273,9 @@ async def store(
         firms = loaded.table.uscc
         firm_chunks = [firms[i : i + IN_LIST] for i in range(0, len(firms), IN_LIST)]
     added = removed = changed = 0
+    present = await _library_items(session)  # as the run found the library
     # The first full run writes millions of rows: with the indexes built afterwards.
-    first = request.scope is MatchScope.FULL and (
-        await session.scalar(select(MatchResult.item_code).limit(1)) is None
-    )
+    first = request.scope is MatchScope.FULL and not present
     digests = (
         None
         if first or firm_chunks is not None
@@ -294,7 +293,7 @@ async def store(
     # Items no longer in force (suspended, expired, superseded) leave the library. A
     # first write started from an empty library: nothing in it can be stale.
     if not first:
-        removed += await _remove_stale(session, request, codes, firm_chunks)
+        removed += await _remove_stale(session, request, codes, firm_chunks, present)
     if first or added or removed or changed:
         await count_library(
             session, request.item_code if request.scope is MatchScope.ITEM else None
@@ -307,19 +306,20 @@ async def _remove_stale(
     request: MatchRequest,
     codes: list[str],
     firm_chunks: list[list[str]] | None,
+    present: list[str],
 ) -> int:
-    """Delete the scope's rows of items not among `codes`; returns how many."""
+    """Delete the scope's rows of items not among `codes` (the library held `present`
+    before the run); returns how many."""
     if firm_chunks is None:
-        # Full or item run: by item, through the primary key (the items in the library
-        # are found in a few index probes, not by reading millions of rows).
+        # Full or item run: by item, through the primary key.
         in_force = set(codes)
-        present = [code for code in await _library_items(session) if code not in in_force]
+        stale_items = [code for code in present if code not in in_force]
         if request.scope is MatchScope.ITEM:
-            present = [code for code in present if code == request.item_code]
-        if not present:
+            stale_items = [code for code in stale_items if code == request.item_code]
+        if not stale_items:
             return 0
         result = await session.execute(
-            sa.delete(MatchResult).where(col(MatchResult.item_code).in_(present))
+            sa.delete(MatchResult).where(col(MatchResult.item_code).in_(stale_items))
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
     stale: sa.ColumnElement[bool] = col(MatchResult.item_code).not_in(codes) if codes else sa.true()
