@@ -56,9 +56,10 @@ class MatchResult(SQLModel, table=True):
 
 
 class MatchTally(SQLModel, table=True):
-    """How many firms each item matches in each region, by verdict: the match library
-    counted at the end of every run that changed it, for the dashboards, which would
-    otherwise count millions of rows per request."""
+    """How many firms each item matches in each region, by verdict, and the sum of their
+    known amounts: the match library counted at the end of every run that changed it,
+    for the dashboards and an item's match view, which would otherwise count millions
+    of rows per request."""
 
     __tablename__ = "match_tally"
 
@@ -66,6 +67,7 @@ class MatchTally(SQLModel, table=True):
     region_code: str = Field(primary_key=True, max_length=16)
     verdict: str = Field(primary_key=True, max_length=24)
     firms: int
+    amount_fen: int = Field(default=0, sa_type=sa.BigInteger)  # of those with an amount
 
 
 class MatchScope(enum.StrEnum):

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.main import create_app
 from core.settings import Environment, Settings
 from domain.access import ACCESS_EXTENSION
+from domain.matching import match_library
 from domain.policy import library
 from models.cases import CaseRecord
 from models.matching import MatchResult, PolicyPush
@@ -330,6 +331,7 @@ async def test_match_views_show_the_readers_firms(
         )
         session.add(PolicyPush(uscc=uscc, item_code=item, version=1, verdict="eligible"))
     await session.flush()
+    await match_library.count_library(session)  # as the run that wrote them does
 
     for user, firms in {"jxj_staff": {a, b}, "wx_czj_staff": {a}, "nx_czj_staff": {b}}.items():
         view = await _seen(api, settings, user, f"/api/v1/items/{ITEM}/matches")

@@ -241,10 +241,15 @@ async def _check(sessionmaker: async_sessionmaker[AsyncSession], session: AsyncS
     assert by_uscc[known.uscc][2:5] == ("eligible", 4_000, "P")
     assert by_uscc[moves.uscc][3] == 9_000
     assert by_uscc[newcomer.uscc][2:4] == ("eligible", 3_000)
-    tally = await session.scalar(
-        select(sa.func.sum(col(MatchTally.firms))).where(col(MatchTally.item_code) == CODE)
-    )
-    assert tally == len(library_rows)
+    tally = (
+        await session.execute(
+            select(
+                sa.func.sum(col(MatchTally.firms)), sa.func.sum(col(MatchTally.amount_fen))
+            ).where(col(MatchTally.item_code) == CODE)
+        )
+    ).one()
+    # The tally follows the amounts too (a moved amount alone changes no count).
+    assert tuple(tally) == (len(library_rows), sum(row[3] or 0 for row in library_rows))
 
     # A run of the firms changed since the start (all of them, in four lists): two
     # eligible firms, in the first list and the last, fall below the threshold.

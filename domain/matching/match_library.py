@@ -388,6 +388,7 @@ async def count_library(session: AsyncSession, item_code: str | None = None) -> 
         col(MatchResult.region_code),
         col(MatchResult.verdict),
         sa.func.count(),
+        sa.func.coalesce(sa.func.sum(col(MatchResult.amount_fen)), 0),
     )
     if item_code is not None:
         delete = delete.where(col(MatchTally.item_code) == item_code)
@@ -397,7 +398,9 @@ async def count_library(session: AsyncSession, item_code: str | None = None) -> 
     )
     await session.execute(delete)
     await session.execute(
-        sa.insert(MatchTally).from_select(["item_code", "region_code", "verdict", "firms"], rows)
+        sa.insert(MatchTally).from_select(
+            ["item_code", "region_code", "verdict", "firms", "amount_fen"], rows
+        )
     )
 
 
@@ -764,17 +767,19 @@ async def readable_matches(
 
 
 async def item_matches(session: AsyncSession, actor: Actor, item_code: str) -> ItemMatchView:
-    item, readable = await readable_matches(session, actor, item_code)
+    """Counts by region and verdict from the tally (`MatchTally`, a few rows per region),
+    not from the library (a hundred thousand rows per item at city scale: 55 ms of CPU a
+    request). A reader of part of the item's firms reads those of its regions."""
+    item, reach = await access.require_item_reader(session, actor, item_code)
+    readable = await access.item_firm_filter(
+        session, actor, reach, uscc=col(MatchResult.uscc), region_code=col(MatchTally.region_code)
+    )
     rows = await session.execute(
         select(
-            MatchResult.region_code,
-            MatchResult.verdict,
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(MatchResult.amount_fen), 0),
+            MatchTally.region_code, MatchTally.verdict, MatchTally.firms, MatchTally.amount_fen
         )
-        .where(col(MatchResult.item_code) == item_code, readable)
-        .group_by(col(MatchResult.region_code), col(MatchResult.verdict))
-        .order_by(col(MatchResult.region_code))
+        .where(col(MatchTally.item_code) == item_code, readable)
+        .order_by(col(MatchTally.region_code))
     )
     regions: dict[str, RegionCount] = {}
     eligible_amount = 0
@@ -784,7 +789,7 @@ async def item_matches(session: AsyncSession, actor: Actor, item_code: str) -> I
         )
         if verdict == Verdict.ELIGIBLE:
             entry.eligible += count
-            eligible_amount += int(amount or 0)
+            eligible_amount += amount
         else:
             entry.possibly_eligible += count
     return ItemMatchView(
