@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # How often a recognition batch looks at its cases once they have all started.
     recognition_follow_s: int = Field(default=60, ge=1, le=3600)
 
+    # Dashboards' figures (overview, warnings, time to money, bulletin, policy effect)
+    # are computed from every case of the year: 50 to 230 ms of CPU each at city scale.
+    # An API process keeps each reader scope's figures this long (0: never), and
+    # readers of one scope asking at once share one computation; every answer carries
+    # the time it was computed (`generated_at`).
+    dashboard_max_age_s: float = Field(default=15.0, ge=0, le=3600)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     # API processes sharing the port (uvicorn's workers): they hold no state of their

@@ -7,6 +7,8 @@ in tests/test_web_pages.py and tests/test_browser.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +20,8 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.main import create_app
+from api.routers.dashboard import Figures
 from core.settings import Settings
 from core.workdays import WorkingCalendar
 from domain.cases import projection
@@ -27,12 +31,13 @@ from domain.policy import library
 from models.budget import LedgerEntry, LedgerKind
 from models.cases import CaseRecord
 from models.commitment import RecoveryOrder, RecoveryStatus
+from models.dashboard import Bulletin
 from models.matching import MatchResult, PolicyPush
 from models.policy import ItemCreate
-from models.reference import Actor, User
+from models.reference import Actor, Role, User
 from models.review import Dimension, FindingStatus, ReviewFinding
 from models.types import utcnow
-from tests.fixtures.api import auth
+from tests.fixtures.api import app_on_session, auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -309,6 +314,79 @@ async def test_firms_and_operations_staff_may_not_read_dashboards(
     for user in ("qiye", "ops"):
         response = await api.get("/api/v1/dashboard/overview", headers=auth(settings, user))
         assert response.status_code == 403
+
+
+async def test_a_scope_keeps_its_figures_for_their_max_age_whoever_of_it_asks(
+    api: httpx.AsyncClient, settings: Settings, session: AsyncSession, city: City
+) -> None:
+    assert settings.dashboard_max_age_s == 15  # the default
+    first = await _get(api, settings, "auditor", "overview")
+    assert first["totals"]["cases"] == 4
+    auditor = await session.get(User, "auditor")
+    assert auditor is not None
+    session.add(
+        User(
+            name="auditor2",
+            display_name="审计员二",
+            role=Role.AUDITOR,
+            region_code=auditor.region_code,
+        )
+    )
+    await _record(
+        session,
+        f"application/{JXJ_ITEM}/2026/{city.wuxing2}",
+        JXJ_ITEM,
+        city.wuxing2,
+        WUXING,
+        "payment",
+        approved=20_000,
+    )
+    await session.flush()
+    # Within the max age the scope's figures are those kept, for every reader of it.
+    for auditor in ("auditor", "auditor2"):
+        again = await _get(api, settings, auditor, "overview")
+        assert (again["generated_at"], again["totals"]) == (first["generated_at"], first["totals"])
+    # Another scope (a role, a unit, other filters) has figures of its own, counted now.
+    admin = await _get(api, settings, "admin", "overview")
+    assert (admin["totals"]["cases"], admin["totals"]["committed_fen"]) == (5, 200_000)
+    district = await _get(api, settings, "wx_czj_staff", "overview")
+    assert district["totals"]["committed_fen"] == 150_000
+    narrowed = await _get(api, settings, "auditor", "overview?region_code=330502")
+    assert narrowed["totals"]["cases"] == 3
+    # An app that keeps nothing counts every request.
+    fresh = settings.model_copy(update={"dashboard_max_age_s": 0})
+    async with app_on_session(create_app(fresh), session) as uncached:
+        now = await _get(uncached, fresh, "auditor", "overview")
+    assert now["totals"]["cases"] == 5
+
+
+async def test_readers_of_one_scope_asking_at_once_share_one_computation() -> None:
+    computed: list[str] = []
+
+    async def compute(_: AsyncSession) -> Bulletin:
+        computed.append("x")
+        await asyncio.sleep(0.05)
+        return Bulletin.model_construct(generated_at=utcnow())
+
+    def reader() -> contextlib.nullcontext[Any]:
+        return contextlib.nullcontext(None)
+
+    def staff(name: str, department: str) -> Actor:
+        return Actor(name=name, role=Role.DEPARTMENT_CASEWORKER, department_code=department)
+
+    kept = Figures(max_age_s=15)
+    same_unit = [staff(f"jxj_{n}", "330500-JXJ") for n in range(5)]
+    answers = await asyncio.gather(
+        *(kept.get(reader, actor, Bulletin, (2026, 1), compute) for actor in same_unit),
+        kept.get(reader, staff("kjj_staff", "330500-KJJ"), Bulletin, (2026, 1), compute),
+        kept.get(reader, same_unit[0], Bulletin, (2026, 2), compute),
+    )
+    assert len(computed) == 3  # one unit, another unit, another quarter
+    assert len({id(answer) for answer in answers[:5]}) == 1
+    never = Figures(max_age_s=0)
+    for _ in range(2):
+        await never.get(reader, same_unit[0], Bulletin, (2026, 1), compute)
+    assert len(computed) == 5
 
 
 async def test_time_to_money_counts_working_days_in_shanghai(

@@ -775,9 +775,7 @@ async def item_matches(session: AsyncSession, actor: Actor, item_code: str) -> I
         session, actor, reach, uscc=col(MatchResult.uscc), region_code=col(MatchTally.region_code)
     )
     rows = await session.execute(
-        select(
-            MatchTally.region_code, MatchTally.verdict, MatchTally.firms, MatchTally.amount_fen
-        )
+        select(MatchTally.region_code, MatchTally.verdict, MatchTally.firms, MatchTally.amount_fen)
         .where(col(MatchTally.item_code) == item_code, readable)
         .order_by(col(MatchTally.region_code))
     )
