@@ -322,14 +322,14 @@ async def test_a_scope_keeps_its_figures_for_their_max_age_whoever_of_it_asks(
     assert settings.dashboard_max_age_s == 15  # the default
     first = await _get(api, settings, "auditor", "overview")
     assert first["totals"]["cases"] == 4
-    auditor = await session.get(User, "auditor")
-    assert auditor is not None
+    first_auditor = await session.get(User, "auditor")
+    assert first_auditor is not None
     session.add(
         User(
             name="auditor2",
             display_name="审计员二",
             role=Role.AUDITOR,
-            region_code=auditor.region_code,
+            region_code=first_auditor.region_code,
         )
     )
     await _record(
@@ -366,7 +366,16 @@ async def test_readers_of_one_scope_asking_at_once_share_one_computation() -> No
     async def compute(_: AsyncSession) -> Bulletin:
         computed.append("x")
         await asyncio.sleep(0.05)
-        return Bulletin.model_construct(generated_at=utcnow())
+        return Bulletin(
+            year=2026,
+            quarter=1,
+            starts_on="2026-01-01",
+            ends_on="2026-03-31",
+            districts=[],
+            departments=[],
+            ranking="",
+            generated_at=utcnow(),
+        )
 
     def reader() -> contextlib.nullcontext[Any]:
         return contextlib.nullcontext(None)
