@@ -1,12 +1,16 @@
 """The HTTP API over the real app and a real database (rolled back per test)."""
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from core.security import issue_token
 from core.settings import Settings
 from models.policy import PolicyItem
 from models.registry import Enterprise, Fact
@@ -21,6 +25,24 @@ async def test_requests_without_a_valid_token_are_401(
     response = await api.get("/api/v1/items", headers={"Authorization": "Bearer not-a-token"})
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_token_accepted_once_is_refused_once_it_expires(
+    api: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    await create_users(session)
+    # Issued so that it expires a second from now.
+    issued = datetime.now(UTC) - timedelta(hours=settings.token_ttl_hours) + timedelta(seconds=1)
+    headers = {"Authorization": f"Bearer {issue_token(settings, 'jxj_staff', now=issued)}"}
+    assert (await api.get("/api/v1/me", headers=headers)).status_code == 200
+    await asyncio.sleep(1.1)
+    refused = await api.get("/api/v1/me", headers=headers)
+    assert refused.status_code == 401
+    assert "expired" in refused.json()["detail"]
+    # Signed with another secret: refused, whatever was accepted before.
+    forged = settings.model_copy(update={"token_secret": SecretStr("another-secret" * 3)})
+    headers = {"Authorization": f"Bearer {issue_token(forged, 'jxj_staff')}"}
+    assert (await api.get("/api/v1/me", headers=headers)).status_code == 401
 
 
 async def test_healthz_reports_database_and_temporal(
