@@ -39,8 +39,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import audit_trail
 from api.deps import CurrentUser, verified_user_name
 from api.errors import problem
+from models.audit import AuditEvent
 from models.idempotency import IdempotencyRecord
 from models.types import utcnow
 
@@ -196,9 +198,18 @@ async def _renew(sessions: Sessions, key: str, holder: str) -> bool:
 
 
 async def _complete(
-    sessions: Sessions, key: str, holder: str, status: int, headers: list[list[str]], body: bytes
+    sessions: Sessions,
+    key: str,
+    holder: str,
+    status: int,
+    headers: list[list[str]],
+    body: bytes,
+    also: AuditEvent | None = None,
 ) -> bool:
+    """Keep the answer of the key's request, with its audit row (`also`) if given."""
     async with sessions.begin() as session:
+        if also is not None:
+            session.add(also)
         result = await session.execute(
             sa.update(IdempotencyRecord)
             .where(
@@ -217,8 +228,13 @@ async def _complete(
         return _rowcount(result) == 1
 
 
-async def _release(sessions: Sessions, key: str, holder: str) -> None:
+async def _release(
+    sessions: Sessions, key: str, holder: str, also: AuditEvent | None = None
+) -> None:
+    """Give the key up for the request to be sent again, with its audit row (`also`)."""
     async with sessions.begin() as session:
+        if also is not None:
+            session.add(also)
         await session.execute(
             sa.delete(IdempotencyRecord).where(
                 col(IdempotencyRecord.key) == key,
@@ -326,17 +342,21 @@ class IdempotencyMiddleware:
         started = starts[0]
         status: int = started["status"]
         body = b"".join(chunks)
+        # The request's audit row goes in the same transaction: one fewer per write.
+        event = await audit_trail.event_of(scope, status)
         try:
             if status >= 500 or status in NOT_KEPT:
-                await _release(sessions, bound.key, holder)
+                await _release(sessions, bound.key, holder, also=event)
             else:
                 kept = [
                     [name.decode("latin-1"), value.decode("latin-1")]
                     for name, value in started.get("headers", [])
                     if name.lower() not in _UNSTORED_HEADERS
                 ]
-                if not await _complete(sessions, bound.key, holder, status, kept, body):
+                if not await _complete(sessions, bound.key, holder, status, kept, body, also=event):
                     log.warning("idempotency.lease_lost", user=bound.user, path=bound.path)
+            if event is not None:
+                audit_trail.recorded(scope)
             await self._purge(sessions)
         except _DB_ERRORS as exc:
             # The answer stands; without a record a retry after the lease runs again

@@ -17,6 +17,7 @@ from core.db import READ_ONLY, make_read_sessionmaker, make_sessionmaker
 from core.security import issue_token
 from core.settings import Environment, Settings
 from domain.policy import library
+from models.audit import AuditEvent
 from models.policy import ItemCreate
 from models.reference import Region, RegionLevel
 from seed.reference import ensure_reference_data
@@ -127,3 +128,54 @@ async def test_a_decision_reads_who_and_which_case_without_the_write_lock(
     assert answer.status_code == 409, answer.text
     assert answer.json()["detail"] == "nothing is waiting for this decision any more"
     assert writes == []
+
+
+async def test_a_keyed_write_keeps_its_answer_and_audit_row_in_one_transaction(
+    own_engine: AsyncEngine,
+) -> None:
+    """After the work, a write with an Idempotency-Key writes its kept answer and its audit
+    row together (api/idempotency.py): on SQLite each transaction queues for the one write
+    lock. The row is there once, and a write without a key still leaves its own."""
+    url = own_engine.url.render_as_string(hide_password=False)
+    settings = Settings(environment=Environment.TEST, database_url=url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker.begin() as session:
+            await ensure_reference_data(session)
+            await create_users(session)
+        engine = app.state.bookkeeping.kw["bind"].sync_engine
+        writes: list[str] = []
+
+        def begun(connection: sa.Connection) -> None:
+            writes.append("BEGIN")
+
+        headers = {"Authorization": f"Bearer {issue_token(settings, 'jxj_staff')}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+            # The first keyed write of a process also purges expired keys: not counted.
+            first = await api.post(
+                "/api/v1/items",
+                json=item_payload("KEYED-0"),
+                headers=headers | {"Idempotency-Key": "keyed-write-0"},
+            )
+            sa.event.listen(engine, "begin", begun)
+            keyed = await api.post(
+                "/api/v1/items",
+                json=item_payload("KEYED-1"),
+                headers=headers | {"Idempotency-Key": "keyed-write-1"},
+            )
+            sa.event.remove(engine, "begin", begun)
+            unkeyed = await api.post(
+                "/api/v1/items", json=item_payload("UNKEYED-1"), headers=headers
+            )
+        async with app.state.sessionmaker() as session:
+            rows = list(
+                await session.execute(
+                    sa.select(col(AuditEvent.path), col(AuditEvent.status)).where(
+                        col(AuditEvent.path) == "/api/v1/items"
+                    )
+                )
+            )
+    assert (first.status_code, keyed.status_code, unkeyed.status_code) == (201, 201, 201)
+    assert writes == ["BEGIN"]  # the answer and the row; the key was claimed before
+    assert sorted(tuple(row) for row in rows) == [("/api/v1/items", 201)] * 3
