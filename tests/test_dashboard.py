@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.main import create_app
 from api.routers.dashboard import Figures
-from core.settings import Settings
+from core.settings import Environment, Settings
 from core.workdays import WorkingCalendar
 from domain.cases import projection
 from domain.matching import match_library
@@ -37,6 +37,7 @@ from models.policy import ItemCreate
 from models.reference import Actor, Role, User
 from models.review import Dimension, FindingStatus, ReviewFinding
 from models.types import utcnow
+from seed.reference import ensure_reference_data
 from tests.fixtures.api import app_on_session, auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 
@@ -566,3 +567,27 @@ async def test_policy_effect_compares_paid_firms_with_eligible_ones_not_paid(
     assert revenue["difference_pts"] == 40.0
     assert {c["item_code"] for c in body["choices"]} == {JXJ_ITEM, KJJ_ITEM}
     assert body["caveats"] and "因果" in body["caveats"][0]
+
+
+async def test_figures_are_read_in_a_session_of_their_own_on_a_real_engine(
+    own_engine: AsyncEngine,
+) -> None:
+    """Served by uvicorn, the request's transaction ends before the figures are computed
+    (its connection goes back to the pool) and they are read in a read-only session that
+    outlives any one request; readers asking at once share it."""
+    url = own_engine.url.render_as_string(hide_password=False)
+    settings = Settings(environment=Environment.TEST, database_url=url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.state.sessionmaker.begin() as session:
+            await ensure_reference_data(session)
+            await create_users(session)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
+            answers = await asyncio.gather(
+                *(_get(api, settings, user, "overview") for user in ("auditor",) * 4),
+                _get(api, settings, "czj_staff", "warnings"),
+            )
+    assert len({answer["generated_at"] for answer in answers[:4]}) == 1
+    assert answers[0]["totals"]["cases"] == 0
+    assert answers[4]["overdue_reviews"] == []

@@ -71,11 +71,13 @@ class Figures:
         return cast(Figure, await self._figures(kind, actor, args, compute, reader))
 
 
-def reader_for(request: Request, session: AsyncSession) -> Reader:
+async def reader_for(request: Request, session: AsyncSession) -> Reader:
     """Sessions of a computation that may outlive the request that started it: read-only
-    ones of its own, or the request's session where it is on one connection (a test's
-    transaction), whose data only it sees."""
+    ones of its own, the request's transaction ended first so that its connection goes
+    back to the pool (the request reads nothing more); or the request's session where it
+    is on one connection (a test's transaction), whose data only it sees."""
     if isinstance(session.bind, AsyncEngine):
+        await session.commit()
         sessionmaker: Reader = request.app.state.read_sessionmaker
         return sessionmaker
     return lambda: contextlib.nullcontext(session)
@@ -144,7 +146,7 @@ async def overview(
     request: Request, session: SessionDep, user: CurrentUser, chosen: FiltersDep
 ) -> Overview:
     return await figures_of(request).get(
-        reader_for(request, session),
+        await reader_for(request, session),
         user,
         Overview,
         _filters_key(chosen),
@@ -166,7 +168,7 @@ async def warnings(
     calendar: CalendarDep,
 ) -> Warnings:
     return await figures_of(request).get(
-        reader_for(request, session),
+        await reader_for(request, session),
         user,
         Warnings,
         _filters_key(chosen),
@@ -184,7 +186,7 @@ async def time_to_money(
     request: Request, session: SessionDep, user: CurrentUser, chosen: FiltersDep
 ) -> TimeToMoney:
     return await figures_of(request).get(
-        reader_for(request, session),
+        await reader_for(request, session),
         user,
         TimeToMoney,
         _filters_key(chosen),
@@ -212,7 +214,7 @@ async def _bulletin(
     request: Request, session: AsyncSession, user: Actor, year: int, quarter: int
 ) -> Bulletin:
     return await figures_of(request).get(
-        reader_for(request, session),
+        await reader_for(request, session),
         user,
         Bulletin,
         (year, quarter),
@@ -257,7 +259,7 @@ async def policy_effect(
     item_code: Annotated[str | None, Query(pattern=ITEM_CODE_PATTERN)] = None,
 ) -> PolicyEffect:
     return await figures_of(request).get(
-        reader_for(request, session),
+        await reader_for(request, session),
         user,
         PolicyEffect,
         (*_filters_key(chosen), item_code),
