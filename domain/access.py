@@ -33,12 +33,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 
+from core.db import READ_ONLY
 from domain.errors import Forbidden, NotFound
 from models.policy import PolicyItem, PolicyItemVersion
 from models.reference import Actor, Department, DepartmentKind, Region, Role
@@ -138,9 +140,41 @@ class Reach(enum.Enum):
     NONE = "none"
 
 
+_KEPT = "zhida.access"
+_T = TypeVar("_T")
+
+
+def _kept(session: AsyncSession) -> dict[object, object] | None:
+    """What the rules below read, kept for the rest of a read-only session (one GET): its
+    access check and its route ask for the same unit, regions and item, and the session
+    keeps no loaded row it no longer references. None for a session that may write,
+    whose reads must follow its own writes."""
+    bind = session.bind
+    if not isinstance(bind, AsyncEngine) or not bind.get_execution_options().get(READ_ONLY):
+        return None
+    kept: dict[object, object] = session.info.setdefault(_KEPT, {})
+    return kept
+
+
+async def _once(session: AsyncSession, key: object, read: Callable[[], Awaitable[_T]]) -> _T:
+    """`read()`, once per read-only session for `key` (`_kept`)."""
+    kept = _kept(session)
+    if kept is None:
+        return await read()
+    if key not in kept:
+        kept[key] = await read()
+    return cast(_T, kept[key])
+
+
 async def regions_within(session: AsyncSession, region_code: str) -> frozenset[str] | None:
     """The region and every region under it; None for a region with no parent (the city),
     which covers them all."""
+    return await _once(
+        session, ("regions", region_code), lambda: _regions_within(session, region_code)
+    )
+
+
+async def _regions_within(session: AsyncSession, region_code: str) -> frozenset[str] | None:
     rows = await session.execute(select(Region.code, Region.parent_code))
     parents: dict[str, str | None] = {code: parent for code, parent in rows}
     if parents.get(region_code, region_code) is None:
@@ -159,6 +193,10 @@ async def regions_within(session: AsyncSession, region_code: str) -> frozenset[s
 
 
 async def scope_of(session: AsyncSession, actor: Actor) -> Scope:
+    return await _once(session, ("scope", actor), lambda: _scope_of(session, actor))
+
+
+async def _scope_of(session: AsyncSession, actor: Actor) -> Scope:
     if actor.role in READ_ALL:
         return Scope(actor, regions=None)
     if actor.role is Role.ENTERPRISE or actor.department_code is None:
@@ -184,6 +222,10 @@ def _stage_units(stages: object) -> set[str]:
 
 async def item_units(session: AsyncSession, item: PolicyItem) -> frozenset[str]:
     """The item's department and every unit named on a stage of any of its versions."""
+    return await _once(session, ("units", item.code), lambda: _item_units(session, item))
+
+
+async def _item_units(session: AsyncSession, item: PolicyItem) -> frozenset[str]:
     rows = await session.scalars(
         select(PolicyItemVersion.stages).where(PolicyItemVersion.item_code == item.code)
     )
@@ -208,6 +250,10 @@ async def item_reach(session: AsyncSession, scope: Scope, item: PolicyItem) -> R
 
 
 async def _item(session: AsyncSession, item_code: str) -> PolicyItem:
+    return await _once(session, ("item", item_code), lambda: _read_item(session, item_code))
+
+
+async def _read_item(session: AsyncSession, item_code: str) -> PolicyItem:
     item = await session.get(PolicyItem, item_code)
     if item is None:
         raise NotFound(f"policy item {item_code} not found")

@@ -16,10 +16,11 @@ from api.main import create_app
 from core.db import READ_ONLY, make_read_sessionmaker, make_sessionmaker
 from core.security import issue_token
 from core.settings import Environment, Settings
+from domain import access
 from domain.policy import library
 from models.audit import AuditEvent
 from models.policy import ItemCreate
-from models.reference import Region, RegionLevel
+from models.reference import Actor, Department, Region, RegionLevel, Role
 from seed.reference import ensure_reference_data
 from tests.fixtures.factories import create_users, item_payload
 
@@ -179,3 +180,36 @@ async def test_a_keyed_write_keeps_its_answer_and_audit_row_in_one_transaction(
     assert (first.status_code, keyed.status_code, unkeyed.status_code) == (201, 201, 201)
     assert writes == ["BEGIN"]  # the answer and the row; the key was claimed before
     assert sorted(tuple(row) for row in rows) == [("/api/v1/items", 201)] * 3
+
+
+async def test_a_read_only_session_reads_what_access_needs_once(own_engine: AsyncEngine) -> None:
+    """A GET's access check and its route ask for the same unit, regions and item: a
+    read-only session reads them once (domain/access.py). A session that may write reads
+    them each time, so that it follows its own writes."""
+    writer, reader = make_sessionmaker(own_engine), make_read_sessionmaker(own_engine)
+    async with writer.begin() as session:
+        await ensure_reference_data(session)
+    actor = Actor(name="wx", role=Role.FINANCE_CASEWORKER, department_code="330502-CZJ")
+    statements: list[str] = []
+
+    def executed(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(own_engine.sync_engine, "before_cursor_execute", executed)
+    try:
+        async with reader() as session:
+            first = await access.scope_of(session, actor)
+            read = len(statements)
+            assert read > 0 and first.regions is not None and "330502" in first.regions
+            assert await access.scope_of(session, actor) == first
+            assert len(statements) == read
+        async with writer.begin() as session:
+            assert (await access.scope_of(session, actor)).regions == first.regions
+            department = await session.get(Department, "330502-CZJ")
+            assert department is not None
+            department.region_code = "330500"  # the city: every region
+            await session.flush()
+            assert (await access.scope_of(session, actor)).regions is None
+            await session.rollback()  # as it was, for nothing else reads it
+    finally:
+        sa.event.remove(own_engine.sync_engine, "before_cursor_execute", executed)
