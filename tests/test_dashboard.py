@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.main import create_app
 from api.routers.dashboard import Figures
-from core.settings import Environment, Settings
+from core.settings import Settings
 from core.workdays import WorkingCalendar
 from domain.cases import projection
 from domain.matching import match_library
@@ -37,8 +37,7 @@ from models.policy import ItemCreate
 from models.reference import Actor, Role, User
 from models.review import Dimension, FindingStatus, ReviewFinding
 from models.types import utcnow
-from seed.reference import ensure_reference_data
-from tests.fixtures.api import app_on_session, auth
+from tests.fixtures.api import app_on_engine, app_on_session, auth
 from tests.fixtures.factories import create_enterprise, create_users, item_payload
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -575,13 +574,7 @@ async def test_figures_are_read_in_a_session_of_their_own_on_a_real_engine(
     """Served by uvicorn, the request's transaction ends before the figures are computed
     (its connection goes back to the pool) and they are read in a read-only session that
     outlives any one request; readers asking at once share it."""
-    url = own_engine.url.render_as_string(hide_password=False)
-    settings = Settings(environment=Environment.TEST, database_url=url)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker.begin() as session:
-            await ensure_reference_data(session)
-            await create_users(session)
+    async with app_on_engine(own_engine) as (app, settings):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as api:
             answers = await asyncio.gather(

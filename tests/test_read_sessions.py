@@ -22,6 +22,7 @@ from models.audit import AuditEvent
 from models.policy import ItemCreate
 from models.reference import Actor, Department, Region, RegionLevel, Role
 from seed.reference import ensure_reference_data
+from tests.fixtures.api import app_on_engine
 from tests.fixtures.factories import create_users, item_payload
 
 pytestmark = pytest.mark.asyncio
@@ -137,13 +138,7 @@ async def test_a_keyed_write_keeps_its_answer_and_audit_row_in_one_transaction(
     """After the work, a write with an Idempotency-Key writes its kept answer and its audit
     row together (api/idempotency.py): on SQLite each transaction queues for the one write
     lock. The row is there once, and a write without a key still leaves its own."""
-    url = own_engine.url.render_as_string(hide_password=False)
-    settings = Settings(environment=Environment.TEST, database_url=url)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with app.state.sessionmaker.begin() as session:
-            await ensure_reference_data(session)
-            await create_users(session)
+    async with app_on_engine(own_engine) as (app, settings):
         engine = app.state.bookkeeping.kw["bind"].sync_engine
         writes: list[str] = []
 

@@ -109,6 +109,19 @@ def figures_of(request: Request) -> Figures:
     return kept
 
 
+async def kept_figures(
+    request: Request,
+    session: AsyncSession,
+    actor: Actor,
+    kind: type[Figure],
+    args: tuple[Hashable, ...],
+    compute: Callable[[AsyncSession], Awaitable[Figure]],
+) -> Figure:
+    """The app's figures of `kind` for the actor's scope and `args` (`Figures.get`)."""
+    reader = await reader_for(request, session)
+    return await figures_of(request).get(reader, actor, kind, args, compute)
+
+
 def _filters_key(chosen: DashboardFilters) -> tuple[Hashable, ...]:
     return (chosen.year, chosen.region_code, chosen.department_code, chosen.category)
 
@@ -145,8 +158,9 @@ BulletinYear = Annotated[int, Query(description="year", ge=2000, le=2100)]
 async def overview(
     request: Request, session: SessionDep, user: CurrentUser, chosen: FiltersDep
 ) -> Overview:
-    return await figures_of(request).get(
-        await reader_for(request, session),
+    return await kept_figures(
+        request,
+        session,
         user,
         Overview,
         _filters_key(chosen),
@@ -167,8 +181,9 @@ async def warnings(
     chosen: FiltersDep,
     calendar: CalendarDep,
 ) -> Warnings:
-    return await figures_of(request).get(
-        await reader_for(request, session),
+    return await kept_figures(
+        request,
+        session,
         user,
         Warnings,
         _filters_key(chosen),
@@ -185,8 +200,9 @@ async def warnings(
 async def time_to_money(
     request: Request, session: SessionDep, user: CurrentUser, chosen: FiltersDep
 ) -> TimeToMoney:
-    return await figures_of(request).get(
-        await reader_for(request, session),
+    return await kept_figures(
+        request,
+        session,
         user,
         TimeToMoney,
         _filters_key(chosen),
@@ -213,8 +229,9 @@ async def bulletin(
 async def _bulletin(
     request: Request, session: AsyncSession, user: Actor, year: int, quarter: int
 ) -> Bulletin:
-    return await figures_of(request).get(
-        await reader_for(request, session),
+    return await kept_figures(
+        request,
+        session,
         user,
         Bulletin,
         (year, quarter),
@@ -258,8 +275,9 @@ async def policy_effect(
     chosen: FiltersDep,
     item_code: Annotated[str | None, Query(pattern=ITEM_CODE_PATTERN)] = None,
 ) -> PolicyEffect:
-    return await figures_of(request).get(
-        await reader_for(request, session),
+    return await kept_figures(
+        request,
+        session,
         user,
         PolicyEffect,
         (*_filters_key(chosen), item_code),
