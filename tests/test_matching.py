@@ -41,7 +41,8 @@ from domain.engine.rules import (
     invalid_fact,
     parse_rule,
 )
-from models.eligibility import Verdict
+from domain.matching.match_library import condition_views
+from models.eligibility import Outcome, Verdict
 from models.facts import FACT_KINDS, FactKind, FactType, fact_range
 from models.money import MAX_FEN
 
@@ -302,3 +303,25 @@ def test_buckets_cut_for_one_run_are_not_used_for_another_condition() -> None:
     assert isinstance(later, Condition)
     passes, _ = context.leaf(later)
     assert unpack(passes, len(table)).tolist() == [n >= 3 for n in range(10)]
+
+
+def test_stored_outcomes_read_back_as_conditions_and_a_rule_that_does_not_read_says_so() -> None:
+    two = {
+        "all": [
+            {"fact": "mu_grade", "op": "in", "value": ["A", "B"]},
+            {"fact": "credit_rating", "op": "in", "value": ["A"]},
+        ]
+    }
+    stored = OUTCOME_CODE[Outcome.PASS] + OUTCOME_CODE[Outcome.UNKNOWN]
+    for _ in range(2):  # read again: described once, the same
+        views = condition_views(two, stored)
+        assert [v.outcome for v in views] == [Outcome.PASS, Outcome.UNKNOWN]
+        assert [v.path for v in views] == ["all[0]", "all[1]"]
+        assert "亩均" in views[0].description
+    # Another rule is described on its own; letters that do not fit, or a rule that does
+    # not read, give one line saying so.
+    one = {"fact": "credit_rating", "op": "in", "value": ["A"]}
+    assert [v.outcome for v in condition_views(one, OUTCOME_CODE[Outcome.FAIL])] == [Outcome.FAIL]
+    for rule, letters in ((two, OUTCOME_CODE[Outcome.PASS]), ({"fact": "no_such_fact"}, stored)):
+        [unreadable] = condition_views(rule, letters)
+        assert (unreadable.path, unreadable.outcome) == ("$", Outcome.UNKNOWN)
