@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             pool_size=BOOKKEEPING_POOL_SIZE,
         )
         app.state.settings = settings
+        app.state.dashboard_figures = dashboard.Figures(settings.dashboard_max_age_s)
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.bookkeeping = make_sessionmaker(bookkeeping)
         # On SQLite a writer holds its pooled connection while it waits for the one write

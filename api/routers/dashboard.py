@@ -100,15 +100,6 @@ def _scope_key(
     return (kind, actor.role, actor.department_code, actor.region_code, actor.enterprise_uscc, args)
 
 
-def figures_of(request: Request) -> Figures:
-    """The app's figures, made on first use with the app's settings."""
-    kept: Figures | None = getattr(request.app.state, "dashboard_figures", None)
-    if kept is None:
-        max_age_s = request.app.state.settings.dashboard_max_age_s
-        kept = request.app.state.dashboard_figures = Figures(max_age_s)
-    return kept
-
-
 async def kept_figures(
     request: Request,
     session: AsyncSession,
@@ -119,7 +110,8 @@ async def kept_figures(
 ) -> Figure:
     """The app's figures of `kind` for the actor's scope and `args` (`Figures.get`)."""
     reader = await reader_for(request, session)
-    return await figures_of(request).get(reader, actor, kind, args, compute)
+    figures: Figures = request.app.state.dashboard_figures
+    return await figures.get(reader, actor, kind, args, compute)
 
 
 def _filters_key(chosen: DashboardFilters) -> tuple[Hashable, ...]:
