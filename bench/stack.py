@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,6 +67,11 @@ class Worker:
             [sys.executable, "-m", "workers.main"], env=self._env, cwd=ROOT, stdout=out, stderr=out
         )
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def kill(self) -> None:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGKILL)
@@ -80,6 +86,48 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU a running process has used so far (Linux `/proc`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dev_server_pid() -> int:
+    """The Temporal dev server this process started (a descendant running `start-dev`)."""
+    pending = [os.getpid()]
+    while pending:
+        pid = pending.pop()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pending += [int(c) for c in (task / "children").read_text().split()]
+        if pid != os.getpid() and b"start-dev" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise LookupError("no Temporal dev server among this process's children")
+
+
+class CpuMeter:
+    """CPU seconds used by named processes between `start()` and `stop()`; this
+    process (with the API and the scripted users in it) is measured as well."""
+
+    def __init__(self, **pids: int) -> None:
+        self._pids = pids
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        return {**now, "bench": time.process_time()}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        self.used = {name: t - self._start[name] for name, t in self._now().items()}
+
+    def per_case_ms(self, cases: int) -> str:
+        parts = {**self.used, "total": sum(self.used.values())}
+        return " ".join(f"{name}={seconds / cases * 1000:.0f}" for name, seconds in parts.items())
 
 
 @dataclass
