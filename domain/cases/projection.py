@@ -46,6 +46,7 @@ async def project(
     when its case has reached a stage it must hear of."""
     record = await session.get(CaseRecord, state.case_id)
     previous = record.stage if record is not None else None
+    counted = _counted(record) if record is not None else None
     if record is None:
         category = state.case_id.split("/", 1)[0]
         region_code = (await get_enterprise(session, state.uscc)).region_code
@@ -87,19 +88,24 @@ async def project(
         }
     await _settle_claim(session, state)
     await session.flush()
-    await count_firm(session, record.item_code, record.uscc, record.year)
-    # A warning about a stage the case has left is resolved.
-    await session.execute(
-        sa.update(StageWarning)
-        .where(
-            col(StageWarning.subject) == state.case_id,
-            col(StageWarning.stage) != state.stage.value,
-            col(StageWarning.resolved_at).is_(None),
-        )
-        .values(resolved_at=utcnow())
-    )
-    await session.flush()
+    # The firm's sums (`CaseFirm`) change only with what this case adds to them; most
+    # projections (a new deadline, a stage within the tail) leave them as they are.
+    if _counted(record) != counted:
+        await count_firm(session, record.item_code, record.uscc, record.year)
     if previous != state.stage.value:
+        # A warning about a stage the case has left is resolved. Warnings are raised
+        # by the case while it is at their stage, so one projected at an unchanged
+        # stage has left none.
+        await session.execute(
+            sa.update(StageWarning)
+            .where(
+                col(StageWarning.subject) == state.case_id,
+                col(StageWarning.stage) != state.stage.value,
+                col(StageWarning.resolved_at).is_(None),
+            )
+            .values(resolved_at=utcnow())
+        )
+        await session.flush()
         await _tell_firm(session, state)
 
 
@@ -108,6 +114,20 @@ def _approved() -> sa.ColumnElement[bool]:
     return sa.and_(
         col(CaseRecord.approved_amount_fen).is_not(None),
         sa.or_(col(CaseRecord.stage).not_in(_UNPAID), col(CaseRecord.paid_amount_fen) > 0),
+    )
+
+
+def _counted(record: CaseRecord) -> tuple[object, ...]:
+    """What one case adds to its firm's sums in `count_firm`, in the same terms."""
+    approved = record.approved_amount_fen is not None and (
+        record.stage not in _UNPAID or record.paid_amount_fen > 0
+    )
+    return (
+        record.year,
+        record.region_code,
+        approved,
+        record.paid_amount_fen > 0,
+        record.paid_at,
     )
 
 
