@@ -6,8 +6,9 @@ scripted caseworker and finance officer approving through the API. Then, on the
 same server, N bare workflows with the same number of activities, updates and a
 child workflow, but no business logic. Both runs share the machine's cores with the
 dev server, so the ratio is about CPU per case: the lines before the last say how
-many milliseconds of CPU each case cost the dev server, the worker and this process
-(the API and the scripted users; for the bare run, its worker too). Last line:
+many milliseconds of CPU each case cost the dev server, the worker, the simulators
+and this process (the API and the scripted users; for the bare run, its worker too).
+Last line:
 
     cases_per_s=X baseline_per_s=Y ratio=Z
 """
@@ -22,7 +23,7 @@ from datetime import timedelta
 
 import httpx
 from application_chaos import POLL_S, _drive_case, _prepare
-from stack import CpuMeter, bench_stack, dev_server_pid
+from stack import bench_stack, cpu_per_case, cpu_seconds
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
@@ -82,7 +83,8 @@ class BareCase:
         return self.stage
 
 
-async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int, meter: CpuMeter) -> float:
+async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int) -> tuple[float, str]:
+    """Cases per second of the bare workflow, and its CPU per case by process."""
     queue = f"bare-{uuid.uuid4()}"
     limit = asyncio.Semaphore(concurrency)
 
@@ -106,11 +108,10 @@ async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int, meter: C
         activities=[noop],
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
-        started = time.monotonic()
-        meter.start()
+        started, before = time.monotonic(), cpu_seconds()
         await asyncio.gather(*(one(n) for n in range(cases)))
-        meter.stop()
-        return cases / (time.monotonic() - started)
+        elapsed, cpu = time.monotonic() - started, cpu_per_case(before, cpu_seconds(), cases)
+        return cases / elapsed, cpu
 
 
 async def run(cases: int, concurrency: int, database_url: str | None) -> None:
@@ -120,8 +121,6 @@ async def run(cases: int, concurrency: int, database_url: str | None) -> None:
         settings, env = stack.settings, stack.env
         firms = await _prepare(settings, cases)
         stack.worker.start()
-        server = dev_server_pid()
-        meter = CpuMeter(temporal=server, worker=stack.worker.pid)
         app = create_app(settings, temporal=env.client)
         async with (
             app.router.lifespan_context(app),
@@ -136,18 +135,15 @@ async def run(cases: int, concurrency: int, database_url: str | None) -> None:
                     state = await _drive_case(api, settings, env, n, uscc)
                     assert state.stage.value == "paid", state.stage
 
-            started = time.monotonic()
-            meter.start()
+            started, before = time.monotonic(), cpu_seconds()
             await asyncio.gather(*(one(n, u) for n, u in enumerate(firms, start=1)))
-            meter.stop()
-            elapsed = time.monotonic() - started
+            elapsed, cpu = time.monotonic() - started, cpu_per_case(before, cpu_seconds(), cases)
         stack.worker.stop()
         cases_per_s = cases / elapsed
-        bare = CpuMeter(temporal=server)
-        baseline_per_s = await _bare(env, cases, concurrency, bare)
+        baseline_per_s, bare_cpu = await _bare(env, cases, concurrency)
     print(f"cases={cases} seconds={elapsed:.1f} (submission to receipt, approvals via the API)")
-    print(f"cpu_ms_per_case cases: {meter.per_case_ms(cases)}")
-    print(f"cpu_ms_per_case bare:  {bare.per_case_ms(cases)}")
+    print(f"cpu_ms_per_case cases: {cpu}")
+    print(f"cpu_ms_per_case bare:  {bare_cpu}")
     print(
         f"cases_per_s={cases_per_s:.1f} baseline_per_s={baseline_per_s:.1f} "
         f"ratio={cases_per_s / baseline_per_s:.2f}"

@@ -34,7 +34,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,7 +42,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import col
-from stack import BenchStack, bench_stack
+from stack import BenchStack, bench_stack, cpu_seconds, cpu_text
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -755,58 +754,6 @@ async def _bare(
             for task in confirmers:
                 task.cancel()
             await asyncio.gather(*confirmers, return_exceptions=True)
-
-
-# ----- where the CPU goes ------------------------------------------------------------------
-
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of this process and every process under it, by role."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        parent[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    me = os.getpid()
-    roles: dict[str, float] = {}
-    for pid, seconds in used.items():
-        ancestor = pid
-        while ancestor not in (me, 0, 1) and ancestor in parent:
-            ancestor = parent[ancestor]
-        if ancestor == me:
-            role = _role(pid, me)
-            roles[role] = roles.get(role, 0.0) + seconds
-    return roles
-
-
-def _role(pid: int, me: int) -> str:
-    if pid == me:
-        return "bench"
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return "other"
-    if "workers.main" in command:
-        return "worker"
-    if "simulate" in command:
-        return "simulators"
-    if "temporal" in Path(command.split(" ", 1)[0]).name:
-        return "temporal"
-    return "other"
-
-
-def cpu_text(before: dict[str, float], after: dict[str, float]) -> str:
-    spent = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
-    ranked = sorted(spent.items(), key=lambda pair: -pair[1])
-    return ", ".join(f"{role} {seconds:.0f}s" for role, seconds in ranked if seconds >= 0.5)
 
 
 # ----- the run ------------------------------------------------------------------------

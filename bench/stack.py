@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,11 +66,6 @@ class Worker:
             [sys.executable, "-m", "workers.main"], env=self._env, cwd=ROOT, stdout=out, stderr=out
         )
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
     def kill(self) -> None:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGKILL)
@@ -88,46 +82,63 @@ class Worker:
                 self._proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU a running process has used so far (Linux `/proc`)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process and every process under it, by role: the
+    bench itself (with the API over ASGI and the scripted users in it), the worker, the
+    Temporal dev server, the simulators. A process that has ended is not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    me = os.getpid()
+    roles: dict[str, float] = {}
+    for pid, seconds in used.items():
+        ancestor = pid
+        while ancestor not in (me, 0, 1) and ancestor in parent:
+            ancestor = parent[ancestor]
+        if ancestor == me:
+            role = _role(pid, me)
+            roles[role] = roles.get(role, 0.0) + seconds
+    return roles
 
 
-def dev_server_pid() -> int:
-    """The Temporal dev server this process started (a descendant running `start-dev`)."""
-    pending = [os.getpid()]
-    while pending:
-        pid = pending.pop()
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            pending += [int(c) for c in (task / "children").read_text().split()]
-        if pid != os.getpid() and b"start-dev" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return pid
-    raise LookupError("no Temporal dev server among this process's children")
+def _role(pid: int, me: int) -> str:
+    if pid == me:
+        return "bench"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "other"
+    if "workers.main" in command:
+        return "worker"
+    if "simulate" in command:
+        return "simulators"
+    if "temporal" in Path(command.split(" ", 1)[0]).name:
+        return "temporal"
+    return "other"
 
 
-class CpuMeter:
-    """CPU seconds used by named processes between `start()` and `stop()`; this
-    process (with the API and the scripted users in it) is measured as well."""
+def cpu_text(before: dict[str, float], after: dict[str, float]) -> str:
+    spent = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
+    ranked = sorted(spent.items(), key=lambda pair: -pair[1])
+    return ", ".join(f"{role} {seconds:.0f}s" for role, seconds in ranked if seconds >= 0.5)
 
-    def __init__(self, **pids: int) -> None:
-        self._pids = pids
-        self._start: dict[str, float] = {}
-        self.used: dict[str, float] = {}
 
-    def _now(self) -> dict[str, float]:
-        now = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
-        return {**now, "bench": time.process_time()}
-
-    def start(self) -> None:
-        self._start = self._now()
-
-    def stop(self) -> None:
-        self.used = {name: t - self._start[name] for name, t in self._now().items()}
-
-    def per_case_ms(self, cases: int) -> str:
-        parts = {**self.used, "total": sum(self.used.values())}
-        return " ".join(f"{name}={seconds / cases * 1000:.0f}" for name, seconds in parts.items())
+def cpu_per_case(before: dict[str, float], after: dict[str, float], cases: int) -> str:
+    """`role=ms` of CPU per case between two `cpu_seconds()`, and their total."""
+    spent = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
+    spent = {role: seconds for role, seconds in spent.items() if seconds >= 0.05}
+    spent["total"] = sum(spent.values())
+    return " ".join(f"{role}={seconds / cases * 1000:.0f}" for role, seconds in spent.items())
 
 
 @dataclass
