@@ -127,16 +127,19 @@ def _role(pid: int, me: int) -> str:
     return "other"
 
 
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by role between two `cpu_seconds()`."""
+    return {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
+
+
 def cpu_text(before: dict[str, float], after: dict[str, float]) -> str:
-    spent = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
-    ranked = sorted(spent.items(), key=lambda pair: -pair[1])
+    ranked = sorted(cpu_spent(before, after).items(), key=lambda pair: -pair[1])
     return ", ".join(f"{role} {seconds:.0f}s" for role, seconds in ranked if seconds >= 0.5)
 
 
 def cpu_per_case(before: dict[str, float], after: dict[str, float], cases: int) -> str:
     """`role=ms` of CPU per case between two `cpu_seconds()`, and their total."""
-    spent = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
-    spent = {role: seconds for role, seconds in spent.items() if seconds >= 0.05}
+    spent = {role: s for role, s in cpu_spent(before, after).items() if s >= 0.05}
     spent["total"] = sum(spent.values())
     return " ".join(f"{role}={seconds / cases * 1000:.0f}" for role, seconds in spent.items())
 
