@@ -30,5 +30,7 @@ def test_cases_are_paid_exactly_once_through_worker_crashes() -> None:
     assert last == ("cases=12 paid_once=12 double_paid=0 lost=0 overspent_fen=0 unreconciled=0"), (
         completed.stderr[-3000:]
     )
-    assert completed.returncode == 0
+    # A crash on the way out (it happened once, SIGABRT after every case was paid) must
+    # show why.
+    assert completed.returncode == 0, completed.stderr[-3000:]
     assert "worker_kills=2" in completed.stdout

@@ -40,4 +40,4 @@ async def test_a_worker_killed_for_good_leaves_its_cases_to_the_other(tmp_path: 
     ), completed.stderr[-3000:]
     assert "workers=2 api_processes=2" in completed.stdout
     assert "worker_kills=1" in completed.stdout
-    assert completed.returncode == 0
+    assert completed.returncode == 0, completed.stderr[-3000:]
