@@ -45,12 +45,14 @@ from api.routers import (
     dashboard,
     matching,
     policy,
+    public,
     recognition,
     reference,
     registry,
     review,
 )
 from api.web.pages import router as web_pages
+from api.web.public import router as public_pages
 from core.codec import EncryptionCodec, key_ring
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.logging import configure_logging
@@ -199,7 +201,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(audit.router)
     app.include_router(review.router)
     app.include_router(dashboard.router)
+    app.include_router(public.router)
     app.include_router(web_pages)  # the web pages (/ui), over the API above
+    app.include_router(public_pages)  # the public catalogue (/public), no sign-in
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,
     # which wraps the idempotency store (it holds the body to hash it).
     body_limits = {

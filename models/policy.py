@@ -35,6 +35,7 @@ class Category(enum.StrEnum):
 
 
 class Level(enum.StrEnum):
+    NATIONAL = "national"
     PROVINCE = "province"
     CITY = "city"
     DISTRICT = "district"

@@ -36,6 +36,8 @@ class Department(SQLModel, table=True):
     name: str = Field(max_length=64)
     kind: DepartmentKind = Field(sa_type=sa.String(16))
     region_code: str = Field(foreign_key="region.code", max_length=16, index=True)
+    # How the public reaches the unit (科室、电话), shown in the public catalogue.
+    contact: str | None = Field(default=None, max_length=128)
 
 
 class Role(enum.StrEnum):

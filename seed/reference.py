@@ -23,13 +23,15 @@ REGIONS: tuple[tuple[str, str, RegionLevel, str | None], ...] = (
 ZONE_HOST = {"NTH": "330502", "CHQ": "330522"}
 
 CITY_DEPARTMENTS = (
-    ("JXJ", "经济和信息化局"),
-    ("KJJ", "科学技术局"),
-    ("SWJ", "商务局"),
-    ("RSJ", "人力资源和社会保障局"),
-    ("FGW", "发展和改革委员会"),
-    ("STHJ", "生态环境局"),
+    ("JXJ", "经济和信息化局", "企业服务处 0572-2398601"),
+    ("KJJ", "科学技术局", "高新技术处 0572-2398702"),
+    ("SWJ", "商务局", "外贸发展处 0572-2398803"),
+    ("RSJ", "人力资源和社会保障局", "就业促进处 0572-2398904"),
+    ("FGW", "发展和改革委员会", "投资处 0572-2399005"),
+    ("STHJ", "生态环境局", "综合处 0572-2399106"),
 )
+# The demo units' contacts (fictional numbers), by the region's last digits.
+_DISTRICT_PHONE = "0572-26{:02d}{:03d}"
 
 
 def departments() -> list[Department]:
@@ -39,16 +41,18 @@ def departments() -> list[Department]:
             name=f"湖州市{name}",
             kind=DepartmentKind.POLICY,
             region_code=CITY,
+            contact=contact,
         )
-        for code, name in CITY_DEPARTMENTS
+        for code, name, contact in CITY_DEPARTMENTS
     ]
-    for region, name, _level, _parent in REGIONS:
+    for number, (region, name, _level, _parent) in enumerate(REGIONS):
         out.append(
             Department(
                 code=f"{region}-CZJ",
                 name=f"{name}财政局",
                 kind=DepartmentKind.FINANCE,
                 region_code=region,
+                contact=f"企业资金科 {_DISTRICT_PHONE.format(number, 101)}",
             )
         )
         if region != CITY:
@@ -58,6 +62,7 @@ def departments() -> list[Department]:
                     name=f"{name}经济和信息化局",
                     kind=DepartmentKind.POLICY,
                     region_code=region,
+                    contact=f"企业服务科 {_DISTRICT_PHONE.format(number, 202)}",
                 )
             )
     return out

@@ -47,14 +47,15 @@ def segment(value: str) -> str:
 
 
 class PlatformClient:
-    """The API as the signed-in user sees it."""
+    """The API as the signed-in user sees it; with no token, as anyone does (the public
+    catalogue's pages)."""
 
-    def __init__(self, request: Request, token: str) -> None:
+    def __init__(self, request: Request, token: str | None) -> None:
         self._request = request
         self._token = token
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         request_id = correlation_id.get()
         if request_id:  # the page's log lines and the API's share one id
             headers[REQUEST_ID_HEADER] = request_id
