@@ -52,7 +52,7 @@ class ExternalSystemClient:
         *,
         json: object = None,
         idempotency_key: str | None = None,
-        params: dict[str, int] | None = None,
+        params: dict[str, int | str] | None = None,
     ) -> httpx.Response:
         """The system's answer if below 400; otherwise, or if it never came, the
         system's `unavailable` (transport error, timeout, 5xx) or `refused` (4xx)."""

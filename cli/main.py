@@ -54,6 +54,8 @@ from simulators.data_platform import DataPlatformConfig
 from simulators.data_platform import create_app as create_data_platform_simulator
 from simulators.message_channel import ChannelConfig
 from simulators.message_channel import create_app as create_channel_simulator
+from simulators.policy_feed import PolicyFeedConfig
+from simulators.policy_feed import create_app as create_policy_feed_simulator
 from workers.main import main as worker_main
 from workflows.registry_import import import_then_rematch
 from workflows.starts import start_match_run
@@ -68,6 +70,7 @@ app.add_typer(audit_app, name="audit")
 SIMULATED_BUDGET_SYSTEM = "http://127.0.0.1:8100"
 SIMULATED_MESSAGE_CHANNEL = "http://127.0.0.1:8200"
 SIMULATED_DATA_PLATFORM = "http://127.0.0.1:8300"
+SIMULATED_POLICY_FEED = "http://127.0.0.1:8400"
 
 
 def _settings() -> Settings:
@@ -273,6 +276,22 @@ def simulate_data_platform(
     _serve_simulator(create_data_platform_simulator(config, state_file), host, port)
 
 
+@simulate_app.command("policy-feed")
+def simulate_policy_feed(
+    host: str = "127.0.0.1",
+    port: int = 8400,
+    latency_ms: Annotated[int, typer.Option(min=0)] = 0,
+    failure_rate: Annotated[float, typer.Option(min=0, max=1, help="5xx before any work")] = 0.0,
+    released: Annotated[
+        int | None, typer.Option(min=0, help="serve only the first N publications (default all)")
+    ] = None,
+) -> None:
+    """Run the government portals' policy feed simulator (its dials can also be changed
+    at run time: PUT /v1/_simulator/config)."""
+    config = PolicyFeedConfig(latency_ms=latency_ms, failure_rate=failure_rate, released=released)
+    _serve_simulator(create_policy_feed_simulator(config), host, port)
+
+
 def _serve_simulator(app: FastAPI, host: str, port: int) -> None:
     # A deliberately slow reply must not hold up shutdown.
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
@@ -440,6 +459,13 @@ def run(
                 logs / "data-platform-simulator.log",
             )
             asyncio.run(_load_data_platform(settings.data_platform_url, enterprises))
+        if settings.policy_feed_url == SIMULATED_POLICY_FEED:
+            children.start(
+                "policy-feed-simulator",
+                [sys.executable, "-m", "cli.main", "simulate", "policy-feed"],
+                env,
+                logs / "policy-feed-simulator.log",
+            )
         children.start("worker", [sys.executable, "-m", "workers.main"], env, logs / "worker.log")
         children.start(
             "api",

@@ -7,8 +7,8 @@ import contextlib
 
 from temporalio.client import Client, Schedule, ScheduleAlreadyRunningError, ScheduleSpec
 
-from workflows import library_expiry, matching
-from workflows.starts import library_expiry_action, nightly_match_action
+from workflows import harvest, library_expiry, matching
+from workflows.starts import library_expiry_action, nightly_match_action, policy_harvest_action
 
 
 async def ensure_schedules(client: Client, task_queue: str) -> None:
@@ -27,5 +27,15 @@ async def ensure_schedules(client: Client, task_queue: str) -> None:
             Schedule(
                 action=nightly_match_action(task_queue),
                 spec=ScheduleSpec(cron_expressions=["30 1 * * *"], time_zone_name="Asia/Shanghai"),
+            ),
+        )
+    # New and changed policy documents from the government portals, every hour; a run
+    # still going when the next is due is left to finish (the default overlap: skip).
+    with contextlib.suppress(ScheduleAlreadyRunningError):
+        await client.create_schedule(
+            harvest.SCHEDULE_ID,
+            Schedule(
+                action=policy_harvest_action(task_queue),
+                spec=ScheduleSpec(cron_expressions=["5 * * * *"], time_zone_name="Asia/Shanghai"),
             ),
         )

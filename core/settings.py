@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # The city's public data platform (the simulator on the embedded stack).
     data_platform_url: str = "http://127.0.0.1:8300"
     data_platform_timeout_s: float = 10.0
+    # The government portals' policy feed (the simulator on the embedded stack).
+    policy_feed_url: str = "http://127.0.0.1:8400"
+    policy_feed_timeout_s: float = 10.0
     # Policy push: at most this many pushes per firm in any seven days.
     push_per_week: int = Field(default=3, ge=1)
     # After sending pushes, a run asks the channel for receipts after each of these waits.

@@ -33,3 +33,5 @@ class ErrorType(enum.StrEnum):
     # The message channel and matching runs.
     CHANNEL_UNAVAILABLE = "ChannelUnavailable"
     MATCH_DATA_ERROR = "MatchDataError"
+    # Policy intake.
+    POLICY_FEED_REFUSED = "PolicyFeedRefused"

@@ -25,6 +25,7 @@ def test_the_histories_cover_the_case_paths_and_every_workflow() -> None:
         "policy-change-published",
         "matching-run",
         "library-expiry",
+        "policy-harvest",
         "commitment-full-settlement",  # stored before the approval notice was patched in
         "commitment-approval-notice",
         "commitment-recovered",

@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.cases import CaseActivities
 from activities.commitment import CommitmentActivities
+from activities.harvest import HarvestActivities
 from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities
 from activities.policy import PolicyLibraryActivities
@@ -23,6 +24,7 @@ from activities.review import ReviewActivities
 from adapters.budget_system import BudgetSystemClient
 from adapters.data_platform import DataPlatformClient
 from adapters.message_channel import MessageChannelClient
+from adapters.policy_feed import PolicyFeedClient
 from core.db import make_engine, make_sessionmaker
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -41,6 +43,7 @@ def build_worker(
     budget_system: BudgetSystemClient,
     channel: MessageChannelClient,
     data_platform: DataPlatformClient,
+    policy_feed: PolicyFeedClient | None = None,
     push_per_week: int = 3,
     match_threads: int = 2,
     sandboxed: bool = True,
@@ -52,6 +55,10 @@ def build_worker(
     recognition = RecognitionActivities(sessionmaker, channel, data_platform)
     commitment = CommitmentActivities(sessionmaker, budget_system)
     review = ReviewActivities(sessionmaker, data_platform)
+    # A worker given no feed (a test or bench of cases alone) does not harvest.
+    intake = (
+        [] if policy_feed is None else [HarvestActivities(sessionmaker, policy_feed).harvest_page]
+    )
     return Worker(
         client,
         task_queue=task_queue,
@@ -107,6 +114,7 @@ def build_worker(
             commitment.notify,
             review.review_case,
             review.decide_findings,
+            *intake,
         ],
     )
 
@@ -128,6 +136,9 @@ async def run_worker(settings: Settings) -> None:
         httpx.AsyncClient(
             base_url=settings.data_platform_url, timeout=settings.data_platform_timeout_s
         ) as platform_http,
+        httpx.AsyncClient(
+            base_url=settings.policy_feed_url, timeout=settings.policy_feed_timeout_s
+        ) as feed_http,
     ):
         worker = build_worker(
             client,
@@ -137,8 +148,9 @@ async def run_worker(settings: Settings) -> None:
             BudgetSystemClient(budget_http),
             MessageChannelClient(channel_http),
             DataPlatformClient(platform_http),
-            settings.push_per_week,
-            settings.match_threads,
+            PolicyFeedClient(feed_http),
+            push_per_week=settings.push_per_week,
+            match_threads=settings.match_threads,
             sandboxed=settings.workflow_sandbox,
         )
         log.info(

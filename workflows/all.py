@@ -4,6 +4,7 @@ would otherwise execute, importing all the others with it."""
 
 from workflows.application import ApplicationWorkflow
 from workflows.commitment import CommitmentWorkflow
+from workflows.harvest import PolicyHarvestWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchWorkflow
 from workflows.payment import PaymentWorkflow
@@ -20,4 +21,5 @@ ALL_WORKFLOWS: list[type] = [
     MatchWorkflow,
     RecognitionBatchWorkflow,
     RecognitionCaseWorkflow,
+    PolicyHarvestWorkflow,
 ]

@@ -125,6 +125,19 @@ RECOGNITION_SNAPSHOT = workflow.ActivityConfig(
     ),
 )
 
+# Reading the policy feed and storing a page. A feed that is down is asked again with
+# backoff for about ten minutes, then the harvest fails and the next scheduled one starts
+# from the same cursor; a feed that refuses the cursor fails it at once.
+POLICY_FEED = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        maximum_interval=timedelta(minutes=2),
+        maximum_attempts=10,
+        non_retryable_error_types=[ErrorType.POLICY_FEED_REFUSED],
+    ),
+)
+
 # workflow.patched ids: never change one.
 # A case answers an update only once it has acted on it (an update that arrives while the
 # projection is written waits for the next round): the three case workflows.

@@ -26,9 +26,10 @@ from models.matching import MatchRequest, MatchScope
 from models.policy import Category
 from models.policy_change import PolicyChangeInput, PolicyChangeState
 from models.recognition import BatchInput, BatchProgress, RecognitionBatch
-from workflows import library_expiry, matching
+from workflows import harvest, library_expiry, matching
 from workflows.application import ApplicationWorkflow
 from workflows.commitment import CommitmentWorkflow
+from workflows.harvest import HarvestInput, PolicyHarvestWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchOutcome, MatchWorkflow, match_workflow_id
 from workflows.policy_change import PolicyChangeWorkflow
@@ -189,6 +190,13 @@ async def start_library_expiry(client: Client, task_queue: str, tag: str) -> Lib
 def library_expiry_action(task_queue: str) -> ScheduleActionStartWorkflow:
     return ScheduleActionStartWorkflow(
         LibraryExpiryWorkflow.run, id=library_expiry.SCHEDULE_ID, task_queue=task_queue
+    )
+
+
+def policy_harvest_action(task_queue: str) -> ScheduleActionStartWorkflow:
+    """The policy feed, from where the last harvest stopped."""
+    return ScheduleActionStartWorkflow(
+        PolicyHarvestWorkflow.run, HarvestInput(), id=harvest.SCHEDULE_ID, task_queue=task_queue
     )
 
 

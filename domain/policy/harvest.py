@@ -1,0 +1,254 @@
+"""Storing what the policy feed published (政策归集), idempotently.
+
+A page is stored in one transaction with the cursor after it (`store_page`), so a crash
+before the commit leaves the cursor where it was and the page is fetched again; storing
+it again changes nothing. A document is known by issuer and number: a publication of a
+known document with the same content adds at most a source (another portal), one with
+new content adds a version; nothing is ever overwritten but the document's summary
+columns, which follow its latest version.
+
+An amendment is linked to the document it amends, a repeal marks the repealed document;
+either raises an alert, with a notice, to the department of every library item drawn
+from the changed document (matched by document number). The item itself is not
+touched: its department suspends or replaces it through the library's approval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from domain.access import DEPARTMENT_STAFF
+from models.notices import Notice
+from models.policy import PolicyDocument, PolicyItem
+from models.policy_feed import (
+    AlertKind,
+    DocumentKey,
+    FeedCursor,
+    FeedPage,
+    HarvestedDocument,
+    HarvestedSource,
+    HarvestedVersion,
+    HarvestReport,
+    PolicyAlert,
+    Publication,
+)
+from models.reference import User
+from models.types import utcnow
+
+ALERT_TITLES = {
+    AlertKind.AMENDED: "政策文件已修改，请核对事项",
+    AlertKind.REPEALED: "政策文件已废止，请暂停或替换事项",
+}
+
+
+async def cursor_of(session: AsyncSession, feed: str) -> str | None:
+    row = await session.get(FeedCursor, feed)
+    return None if row is None else row.cursor
+
+
+def content_hash(publication: Publication) -> str:
+    """What tells one version from another: the content, but not where a portal keeps
+    its copy of an attachment (a republishing portal hosts its own)."""
+    content = publication.content()
+    content["attachments"] = [a["name"] for a in content["attachments"]]
+    text = json.dumps(content, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+async def store_page(
+    session: AsyncSession, feed: str, after: str | None, page: FeedPage
+) -> HarvestReport:
+    """Store a page fetched with the cursor `after` and move the feed's cursor past it.
+    If the stored cursor is no longer `after` (another harvest stored this page first),
+    nothing is stored: the caller fetches again from where the feed now stands."""
+    row = await session.get(FeedCursor, feed, with_for_update=True)
+    if (None if row is None else row.cursor) != after:
+        return HarvestReport(has_more=True)
+    report = HarvestReport(publications=len(page.items), has_more=page.has_more)
+    for publication in page.items:
+        await _store(session, publication, report)
+    if row is None:
+        row = FeedCursor(feed=feed, cursor=page.next_cursor)
+        session.add(row)
+    row.cursor = page.next_cursor
+    row.pages += 1
+    row.publications += len(page.items)
+    row.updated_at = utcnow()
+    await session.flush()
+    return report
+
+
+async def _document(session: AsyncSession, key: DocumentKey) -> HarvestedDocument | None:
+    found: HarvestedDocument | None = await session.scalar(
+        select(HarvestedDocument).where(
+            HarvestedDocument.issuer == key.issuer, HarvestedDocument.doc_number == key.doc_number
+        )
+    )
+    return found
+
+
+async def _store(session: AsyncSession, publication: Publication, report: HarvestReport) -> None:
+    document = await _document(session, publication.key)
+    digest = content_hash(publication)
+    if document is None:
+        document = HarvestedDocument(
+            issuer=publication.issuer,
+            doc_number=publication.doc_number,
+            versions=0,
+            title=publication.title,
+            level=publication.level,
+            region_code=publication.region_code,
+            department=publication.department,
+            issued_on=publication.issued_on,
+        )
+        session.add(document)
+        await session.flush()
+        report.new_documents += 1
+    assert document.id is not None
+    known = await session.scalar(
+        select(HarvestedVersion.id).where(
+            HarvestedVersion.document_id == document.id,
+            HarvestedVersion.content_sha256 == digest,
+        )
+    )
+    if known is None:
+        document.versions += 1
+        session.add(
+            HarvestedVersion(
+                document_id=document.id,
+                version=document.versions,
+                revision=publication.revision,
+                content_sha256=digest,
+                content=publication.content(),
+                published_at=publication.published_at,
+            )
+        )
+        for name, value in _summary(publication).items():
+            setattr(document, name, value)
+        document.changed_at = utcnow()
+        report.new_versions += 1
+    source = await session.scalar(
+        select(HarvestedSource).where(
+            HarvestedSource.document_id == document.id,
+            HarvestedSource.portal == publication.portal,
+        )
+    )
+    if source is None:
+        session.add(
+            HarvestedSource(
+                document_id=document.id,
+                portal=publication.portal,
+                source_url=publication.source_url,
+                published_at=publication.published_at,
+            )
+        )
+        report.new_sources += 1
+    elif publication.published_at > source.published_at:
+        source.source_url = publication.source_url
+        source.published_at = publication.published_at
+    await session.flush()
+    if publication.amends is not None:
+        amended = await _document(session, publication.amends)
+        if amended is not None:
+            document.amends_id = amended.id
+            report.alerts += await _alert(session, AlertKind.AMENDED, amended, document)
+    for key in publication.repeals:
+        repealed = await _document(session, key)
+        if repealed is not None:
+            repealed.repealed_by_id = document.id
+            report.alerts += await _alert(session, AlertKind.REPEALED, repealed, document)
+    await session.flush()
+
+
+def _summary(publication: Publication) -> dict[str, object]:
+    return {
+        "title": publication.title,
+        "level": publication.level,
+        "region_code": publication.region_code,
+        "department": publication.department,
+        "issued_on": publication.issued_on,
+        "effective_from": publication.effective_from,
+        "expires_on": publication.expires_on,
+    }
+
+
+@dataclass(frozen=True)
+class _Item:
+    code: str
+    department_code: str
+
+
+async def _items_from(session: AsyncSession, document: HarvestedDocument) -> list[_Item]:
+    rows = await session.execute(
+        sa.select(col(PolicyItem.code), col(PolicyItem.department_code))
+        .join(PolicyDocument, col(PolicyDocument.id) == col(PolicyItem.document_id))
+        .where(col(PolicyDocument.doc_number) == document.doc_number)
+        .order_by(col(PolicyItem.code))
+    )
+    return [_Item(code, department) for code, department in rows]
+
+
+async def _alert(
+    session: AsyncSession,
+    kind: AlertKind,
+    changed: HarvestedDocument,
+    cause: HarvestedDocument,
+) -> int:
+    """One alert per item drawn from `changed`, once per cause, with a notice to the
+    item department's staff; how many were new."""
+    assert changed.id is not None and cause.id is not None
+    verb = "修改" if kind is AlertKind.AMENDED else "废止"
+    action = (
+        "请核对事项的条件和金额是否仍与文件一致"
+        if kind is AlertKind.AMENDED
+        else ("请尽快暂停该事项，或按新文件提交替换版本")
+    )
+    raised = 0
+    for item in await _items_from(session, changed):
+        exists = await session.scalar(
+            select(PolicyAlert.id).where(
+                PolicyAlert.kind == kind,
+                PolicyAlert.item_code == item.code,
+                PolicyAlert.cause_document_id == cause.id,
+            )
+        )
+        if exists is not None:
+            continue
+        message = (
+            f"事项 {item.code} 的依据文件《{changed.title}》（{changed.doc_number}）"
+            f"已被《{cause.title}》（{cause.doc_number}）{verb}。{action}。"
+        )
+        alert = PolicyAlert(
+            kind=kind,
+            item_code=item.code,
+            department_code=item.department_code,
+            document_id=changed.id,
+            cause_document_id=cause.id,
+            message=message,
+        )
+        session.add(alert)
+        await session.flush()
+        staff = await session.scalars(
+            select(User.name).where(
+                User.department_code == item.department_code,
+                col(User.role).in_(DEPARTMENT_STAFF),
+            )
+        )
+        for name in staff:
+            session.add(
+                Notice(
+                    recipient=name,
+                    title=ALERT_TITLES[kind],
+                    body=message,
+                    subject=f"policy/{item.code}",
+                    dedupe_key=f"policy-alert/{alert.id}",
+                )
+            )
+        raised += 1
+    return raised

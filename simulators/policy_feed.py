@@ -1,0 +1,90 @@
+"""A simulator of the government portals' policy feed (政策发布), run as its own process.
+
+It serves the publications in simulators/data/policy_feed/ (one YAML file each, written
+after real published subsidy policies of every level: a document republished by two
+portals, a corrected revision, an amendment and a repeal among them) in the order the
+portals published them: `GET /v1/publications?cursor=...&limit=...` answers a page and
+the cursor after it. The cursor is opaque to clients and names a place in that order,
+so a client that keeps it is never served the same publication twice, and one that
+loses it is served everything again.
+
+Besides the dials every simulator has, `released` holds back all but the first N
+publications (none released at 0, all at null), so that a tester can publish more
+later and watch the harvest pick up only what is new. Dialled at start (`zhida simulate
+policy-feed --released 10`) or at run time (`PUT /v1/_simulator/config`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from fastapi import APIRouter, FastAPI, HTTPException, Query
+from pydantic import Field, TypeAdapter
+
+from models.policy_feed import MAX_PAGE_SIZE, FeedPage, Publication
+from simulators.base import Dials, Simulator
+
+DATA = Path(__file__).parent / "data" / "policy_feed"
+_CURSOR_PREFIX = b"feed:"
+
+
+class PolicyFeedConfig(Dials):
+    released: int | None = Field(
+        default=None, ge=0, description="publications served (the first N); null: all"
+    )
+
+
+@cache
+def publications() -> tuple[Publication, ...]:
+    """Every publication of the data set, in the order the portals published them."""
+    found = [
+        Publication.model_validate(yaml.safe_load(path.read_text("utf-8")))
+        for path in sorted(DATA.glob("*.yaml"))
+    ]
+    return tuple(sorted(found, key=lambda p: p.published_at))
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(position).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raw = b""
+    digits = raw.removeprefix(_CURSOR_PREFIX)
+    if not raw.startswith(_CURSOR_PREFIX) or not digits.isdigit() or len(digits) > 9:
+        raise HTTPException(400, "cursor: not a cursor this feed gave")
+    return int(digits)
+
+
+def create_app(config: PolicyFeedConfig | None = None, state_file: Path | None = None) -> FastAPI:
+    simulator: Simulator[PolicyFeedConfig, Publication] = Simulator(
+        config or PolicyFeedConfig(),
+        state_file,  # nothing is recorded: the feed is read-only
+        TypeAdapter(dict[str, Publication]),
+        busy="policy feed busy",
+    )
+    protocol = APIRouter()
+
+    @protocol.get("/v1/publications", response_model=FeedPage)
+    async def page(
+        cursor: Annotated[str | None, Query(max_length=256)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    ) -> FeedPage:
+        await simulator.misbehave()
+        start = 0 if cursor is None else decode_cursor(cursor)
+        served = publications()
+        released = simulator.config.released
+        end = len(served) if released is None else min(released, len(served))
+        items = list(served[start : min(start + limit, end)])
+        after = start + len(items)
+        return FeedPage(items=items, next_cursor=encode_cursor(after), has_more=after < end)
+
+    return simulator.app("zhida policy feed simulator", protocol)
