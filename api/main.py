@@ -43,6 +43,7 @@ from api.routers import (
     codec,
     commitments,
     dashboard,
+    intake,
     matching,
     policy,
     public,
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(review.router)
     app.include_router(dashboard.router)
     app.include_router(public.router)
+    app.include_router(intake.router)
     app.include_router(web_pages)  # the web pages (/ui), over the API above
     app.include_router(public_pages)  # the public catalogue (/public), no sign-in
     # Outermost last: the correlation id and last-resort renderer wrap the body limit,

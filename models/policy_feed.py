@@ -181,6 +181,33 @@ class PolicyAlert(SQLModel, table=True):
     handled_by: str | None = Field(default=None, max_length=64)
 
 
+class DraftProposal(SQLModel, table=True):
+    """An item the extractor proposes from one article of one version of a document
+    (domain/policy/extraction.py), with the sentence behind each condition and how sure
+    it is. A department caseworker adopts it as a library draft, edits and submits it
+    through the library's approval; it is never published as it stands."""
+
+    __tablename__ = "draft_proposal"
+    __table_args__ = (sa.UniqueConstraint("document_id", "version", "article"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="harvested_document.id", index=True)
+    version: int
+    article: str = Field(max_length=64)
+    title: str = Field(max_length=256)
+    category: str = Field(max_length=16)
+    eligibility: Any = Field(sa_type=sa.JSON)  # the proposed rule (all of the below)
+    evidence: Any = Field(sa_type=sa.JSON)  # [{rule, quote, confidence, manual}]
+    amount_rule: Any = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    amount_quote: str | None = Field(default=None, sa_type=sa.Text)
+    amount_confidence: float | None = None
+    amount_note: str | None = Field(default=None, sa_type=sa.Text)  # pays, but no rule read
+    adopted_item_code: str | None = Field(default=None, max_length=40)
+    adopted_by: str | None = Field(default=None, max_length=64)
+    adopted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class HarvestReport(BaseModel):
     """What one harvested page did."""
 
@@ -188,5 +215,6 @@ class HarvestReport(BaseModel):
     new_documents: int = 0
     new_versions: int = 0
     new_sources: int = 0
+    proposals: int = 0
     alerts: int = 0
     has_more: bool = False

@@ -38,6 +38,7 @@ class PolicyHarvestWorkflow:
             total.new_documents += page.new_documents
             total.new_versions += page.new_versions
             total.new_sources += page.new_sources
+            total.proposals += page.proposals
             total.alerts += page.alerts
             total.has_more = page.has_more
             if not page.has_more:

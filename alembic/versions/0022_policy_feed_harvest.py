@@ -1,5 +1,6 @@
 """Policy intake: harvested documents with every version and source, the feed's cursor,
-and alerts to an item's department when its document is amended or repealed.
+the items proposed from their articles, and alerts to an item's department when its
+document is amended or repealed.
 
 Revision ID: 0022
 Revises: 0021
@@ -146,8 +147,38 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_policy_alert_item_code"), ["item_code"], unique=False)
 
+    op.create_table(
+        "draft_proposal",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("document_id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("article", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("title", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
+        sa.Column("category", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("eligibility", sa.JSON(), nullable=False),
+        sa.Column("evidence", sa.JSON(), nullable=False),
+        sa.Column("amount_rule", sa.JSON(), nullable=True),
+        sa.Column("amount_quote", sa.Text(), nullable=True),
+        sa.Column("amount_confidence", sa.Float(), nullable=True),
+        sa.Column("amount_note", sa.Text(), nullable=True),
+        sa.Column("adopted_item_code", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+        sa.Column("adopted_by", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+        sa.Column("adopted_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["document_id"], ["harvested_document.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("document_id", "version", "article"),
+    )
+    with op.batch_alter_table("draft_proposal", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_draft_proposal_document_id"), ["document_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("draft_proposal", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_draft_proposal_document_id"))
+    op.drop_table("draft_proposal")
     with op.batch_alter_table("policy_alert", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_policy_alert_item_code"))
         batch_op.drop_index(batch_op.f("ix_policy_alert_department_code"))

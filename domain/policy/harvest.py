@@ -4,7 +4,8 @@ A page is stored in one transaction with the cursor after it (`store_page`), so 
 before the commit leaves the cursor where it was and the page is fetched again; storing
 it again changes nothing. A document is known by issuer and number: a publication of a
 known document with the same content adds at most a source (another portal), one with
-new content adds a version; nothing is ever overwritten but the document's summary
+new content adds a version, and the items the extractor proposes from it
+(domain/policy/intake.py); nothing is ever overwritten but the document's summary
 columns, which follow its latest version.
 
 An amendment is linked to the document it amends, a repeal marks the repealed document;
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.access import DEPARTMENT_STAFF
+from domain.policy import intake
 from models.notices import Notice
 from models.policy import PolicyDocument, PolicyItem
 from models.policy_feed import (
@@ -119,20 +121,21 @@ async def _store(session: AsyncSession, publication: Publication, report: Harves
     )
     if known is None:
         document.versions += 1
-        session.add(
-            HarvestedVersion(
-                document_id=document.id,
-                version=document.versions,
-                revision=publication.revision,
-                content_sha256=digest,
-                content=publication.content(),
-                published_at=publication.published_at,
-            )
+        version = HarvestedVersion(
+            document_id=document.id,
+            version=document.versions,
+            revision=publication.revision,
+            content_sha256=digest,
+            content=publication.content(),
+            published_at=publication.published_at,
         )
+        session.add(version)
         for name, value in _summary(publication).items():
             setattr(document, name, value)
         document.changed_at = utcnow()
+        await session.flush()
         report.new_versions += 1
+        report.proposals += await intake.propose(session, document, version)
     source = await session.scalar(
         select(HarvestedSource).where(
             HarvestedSource.document_id == document.id,

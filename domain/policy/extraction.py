@@ -1,0 +1,697 @@
+"""Drafting computable items from a policy document's text (政策条款解析).
+
+For each article that pays something (a 补助, 奖励 or 补贴 with an amount), one proposed
+item: its eligibility conditions, each linked to the sentence it came from and marked
+with how sure the reading is, and its amount rule. Conditions stated once for the whole
+document (申报条件, 基本条件) join every item of it. What cannot be expressed in the rule
+language becomes a manual condition quoting the text. A proposal is a draft for a
+caseworker to read, edit and submit through the library's approval: never published
+as it stands.
+
+The reading is by patterns over each sentence, after the way Chinese subsidy policies
+are written: a noun naming a figure (营业收入, 设备投资额, 参保人数 ...), a number with its
+unit, and a word saying which side of it qualifies (以上, 不低于, 超过, 以下 ...; 以上
+and 以下 include the number, as in Civil Code art. 1259). bench/extraction.py measures
+it against labelled real articles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from itertools import pairwise
+from typing import Any
+
+import cn2an
+import opencc
+
+from domain.engine.amounts import parse_amount_rule
+from domain.engine.rules import MAX_RULE_TEXT, parse_rule
+from models.policy import Category
+from models.policy_feed import Article
+
+# ----- numbers and money --------------------------------------------------------------
+
+_NUM = r"(\d+(?:\.\d+)?|[零〇一二两三四五六七八九十百千]+)"
+_MONEY_UNITS = {"元": 100, "万元": 1_000_000, "亿元": 10_000_000_000}
+MONEY = _NUM + r"\s*(亿元|万元|元)"
+_SEP = r"[，,。；;：:（）()]"
+
+
+def number(text: str) -> Decimal | None:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        pass
+    try:
+        return Decimal(str(cn2an.cn2an(text.replace("两", "二"), "smart")))
+    except (ValueError, KeyError, InvalidOperation):
+        return None
+
+
+def fen(amount: str, unit: str) -> int | None:
+    value = number(amount)
+    if value is None:
+        return None
+    return int(value * _MONEY_UNITS[unit])
+
+
+# ----- what a figure is called --------------------------------------------------------
+
+# The nouns of each numeric fact, longest first within a fact.
+NOUNS: dict[str, tuple[str, ...]] = {
+    "revenue_fen": ("主营业务收入", "营业收入", "销售收入", "营收"),
+    "tax_paid_fen": (
+        "实缴税金",
+        "实缴税收",
+        "纳税总额",
+        "入库税收",
+        "纳税额",
+        "税收贡献",
+        "年纳税",
+    ),
+    "rd_expense_fen": ("研究开发费用", "研发费用", "研发投入", "研发经费"),
+    "renovation_investment_fen": (
+        "生产性设备投资",
+        "技术改造投资",
+        "设备投资额",
+        "设备投资",
+        "技改投资",
+        "设备购置",
+    ),
+    "tax_per_mu_fen": ("亩均税收",),
+    "social_security_headcount": ("社保参保人数", "参保人数", "参保职工", "职工人数", "从业人员"),
+    "energy_saved_tce": ("节能量",),
+    "talent_count": ("高层次人才",),
+}
+_NOUN_FACT = sorted(
+    ((noun, fact) for fact, nouns in NOUNS.items() for noun in nouns), key=lambda p: -len(p[0])
+)
+_NOUN = "|".join(re.escape(noun) for noun, _ in _NOUN_FACT)
+_COUNT_UNITS = {
+    "social_security_headcount": "人",
+    "talent_count": "人",
+    "energy_saved_tce": "吨标准煤",
+}
+
+
+def fact_of(noun_phrase: str) -> str | None:
+    for noun, fact in _NOUN_FACT:
+        if noun in noun_phrase:
+            return fact
+    return None
+
+
+# Which side of the number qualifies: before the number, and after it.
+_BEFORE = {
+    "超过": "gt",
+    "高于": "gt",
+    "大于": "gt",
+    "不低于": "gte",
+    "不少于": "gte",
+    "达到": "gte",
+    "低于": "lt",
+    "不足": "lt",
+    "少于": "lt",
+    "不超过": "lte",
+    "不高于": "lte",
+}
+_AFTER = {
+    "以上": "gte",
+    "及以上": "gte",
+    "（含）以上": "gte",
+    "以上（含）": "gte",
+    "以下": "lte",
+    "及以下": "lte",
+    "以内": "lte",
+}
+_BEFORE_RE = "|".join(sorted(_BEFORE, key=len, reverse=True))
+_AFTER_RE = "|".join(re.escape(w) for w in sorted(_AFTER, key=len, reverse=True))
+
+_THRESHOLD = re.compile(
+    rf"(?P<noun>{_NOUN})[^，。；;]{{0,14}}?(?P<before>{_BEFORE_RE})?\s*"
+    rf"(?P<num>{_NUM[1:-1]})\s*(?P<unit>亿元|万元|元|人|名|吨标准煤|吨)(?:/亩|每亩)?"
+    rf"(?P<after>{_AFTER_RE})?"
+)
+
+# ----- the proposal's shape -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proposed:
+    """One proposed condition: a rule node, the sentence it came from, how sure."""
+
+    rule: dict[str, Any]
+    quote: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class ProposedAmount:
+    rule: dict[str, Any]
+    quote: str
+    confidence: float
+
+
+@dataclass
+class Draft:
+    article: str
+    title: str
+    category: Category
+    conditions: list[Proposed] = field(default_factory=list)
+    manual: list[Proposed] = field(default_factory=list)
+    amount: ProposedAmount | None = None
+    amount_note: str | None = None
+
+
+_SIMPLIFIED = opencc.OpenCC("t2s")
+# Full-width punctuation as the portals write it (some mirrors turn it half-width).
+_PUNCTUATION = str.maketrans({",": "，", ";": "；", ":": "：", "(": "（", ")": "）", "%": "％"})
+
+
+def normalised(text: str) -> str:
+    """Simplified characters and full-width punctuation; figures keep their digits."""
+    simplified: str = _SIMPLIFIED.convert(text)
+    return simplified.translate(_PUNCTUATION).replace("％", "%")
+
+
+def sentences(text: str) -> list[str]:
+    """The text's sentences and clauses that end in 。 or ；, without empty ones."""
+    return [s.strip() for s in re.split(r"(?<=[。；])", normalised(text)) if s.strip()]
+
+
+# ----- conditions -----------------------------------------------------------------------
+
+_GRADES = "ABCD"
+
+
+def _at_least(letter: str) -> list[str]:
+    return list(_GRADES[: _GRADES.index(letter) + 1])
+
+
+def _grades(found: str, and_above: bool) -> list[str]:
+    letters = [c for c in found if c in _GRADES]
+    if and_above and letters:
+        return _at_least(max(letters))
+    return sorted(set(letters))
+
+
+_MU = re.compile(
+    r"亩均(?:效益)?(?:综合)?评价[^，。；]{0,8}?(?P<grades>[ABCD]类(?:[、和或及与/][ABCD]类)*)(?P<up>及以上)?"
+)
+_CREDIT = re.compile(
+    r"公共信用(?:综合)?评价[^，。；]{0,8}?(?P<grades>[ABCD]级(?:[、和或及与/][ABCD]级)*)(?P<up>及以上)?"
+)
+_ENV_OK = re.compile(
+    r"(?:环保|环境)信用[^，。；]{0,10}?(?P<colours>(?:绿色|蓝色|黄色)(?:[、和或及与/](?:绿色|蓝色|黄色))*)(?P<up>及以上)?"
+)
+_ENV_NOT = re.compile(r"(?:环保|环境)信用[^，。；]{0,12}?(?:红色|黑色)")
+_BLACKLIST = re.compile(r"(?:未|没有|不得|未曾)被?列入[^，。；]{0,10}?(?:严重)?失信")
+_HIGH_TECH = re.compile(r"(?:认定为|为|属于|是)?(?:国家级?)?高新技术企业")
+_SPECIALISED = re.compile(r"(?P<level>国家级|省级|市级)?专精特新(?P<giant>“?小巨人”?)?")
+_GREEN = re.compile(r"(?P<level>国家级|省级|市级)绿色工厂")
+_SINCE = re.compile(
+    r"(?P<y>\d{4})年(?P<m>\d{1,2})月(?P<d>\d{1,2})日(?:以后|之后|后|起|及以后)[^，。；]{0,6}?(?:注册|成立|设立)"
+)
+_COLOURS = {"绿色": "green", "蓝色": "blue", "黄色": "yellow"}
+_LEVELS = {"国家级": "national", "省级": "province", "市级": "city"}
+# Firm sizes and industries only where they say who qualifies (对…中小企业, 为规模以上
+# 工业企业), not where a sentence merely names them (中小微企业按60%返还).
+_WHO = r"(?:对|为|属于|是|支持|面向|扶持|鼓励)[^，。；]{0,12}?"
+_SIZES = (
+    (re.compile(_WHO + r"小微企业"), ["small", "micro"]),
+    (re.compile(_WHO + r"中小(?:微)?企业"), ["medium", "small", "micro"]),
+)
+_INDUSTRIES = (
+    (re.compile(r"软件和信息技术服务业(?:企业)?"), ["I65"]),
+    (re.compile(r"制造业(?:企业|技术改造|技改)"), ["C"]),
+    (re.compile(r"规模以上工业企业|" + _WHO + r"工业企业"), ["B", "C", "D"]),
+    (re.compile(r"农业(?:产业化)?龙头企业|农产品加工企业"), ["A"]),
+)
+# Sentences that state a condition no figure can check (kept as manual conditions).
+_MANUAL_HINTS = re.compile(
+    r"未发生|无重大|不得|已通过|验收|不重复|重复享受|合法经营|依法|无违法|安全生产|环境污染|知识产权|"
+    r"独立法人|财务制度|诚信"
+)
+# Sentences that say which firms qualify, as opposed to how to apply or pay.
+_CONDITION_CONTEXT = re.compile(r"条件|符合|具备|企业|对|凡|申报|认定|列入|评价")
+
+
+def _rule(fact: str, op: str, value: Any) -> dict[str, Any] | None:
+    node = {"fact": fact, "op": op, "value": value}
+    try:
+        parse_rule(node)
+    except ValueError:
+        return None
+    return node
+
+
+def _threshold_value(fact: str, num: str, unit: str) -> int | None:
+    if fact.endswith("_fen"):
+        if unit not in _MONEY_UNITS:
+            return None
+        return fen(num, unit)
+    if unit in ("元", "万元", "亿元"):
+        return None
+    value = number(num)
+    return None if value is None or value != int(value) else int(value)
+
+
+def _thresholds(sentence: str, amount_spans: list[tuple[int, int]]) -> Iterable[Proposed]:
+    for match in _THRESHOLD.finditer(sentence):
+        if any(start <= match.start("num") < end for start, end in amount_spans):
+            continue  # the amount a rule pays, not a threshold
+        op = _BEFORE.get(match["before"] or "") or _AFTER.get(match["after"] or "")
+        if op is None:
+            continue
+        if (
+            match["after"]
+            and match["before"]
+            and _BEFORE[match["before"]] != _AFTER[match["after"]]
+        ):
+            continue
+        fact = fact_of(match["noun"])
+        if fact is None or "美元" in sentence[match.end() : match.end() + 2]:
+            continue
+        if fact == "tax_per_mu_fen" and "亩" not in sentence[match.start() : match.end() + 2]:
+            continue
+        value = _threshold_value(fact, match["num"], match["unit"])
+        if value is None:
+            continue
+        node = _rule(fact, op, value)
+        if node is not None:
+            gap = match.start("num") - match.end("noun")
+            yield Proposed(node, match.group(0), 0.9 if gap <= 6 else 0.7)
+
+
+def _categorical(sentence: str) -> Iterable[Proposed]:
+    for match in _MU.finditer(sentence):
+        node = _rule("mu_grade", "in", _grades(match["grades"], bool(match["up"])))
+        if node:
+            yield Proposed(node, match.group(0), 0.9)
+    for match in _CREDIT.finditer(sentence):
+        node = _rule("credit_rating", "in", _grades(match["grades"], bool(match["up"])))
+        if node:
+            yield Proposed(node, match.group(0), 0.9)
+    env = _ENV_OK.search(sentence)
+    if env:
+        colours = [_COLOURS[c] for c in re.findall("绿色|蓝色|黄色", env["colours"])]
+        if env["up"]:
+            colours = ["green", "blue", "yellow"][
+                : max(["green", "blue", "yellow"].index(c) for c in colours) + 1
+            ]
+        node = _rule("env_credit_colour", "in", sorted(set(colours)))
+        if node:
+            yield Proposed(node, env.group(0), 0.8)
+    elif excluded := _ENV_NOT.search(sentence):
+        node = _rule("env_credit_colour", "not_in", ["red", "black"])
+        if node:
+            yield Proposed(node, excluded.group(0), 0.8)
+    black = _BLACKLIST.search(sentence)
+    if black:
+        node = _rule("blacklisted", "eq", False)
+        if node:
+            yield Proposed(node, black.group(0), 0.9)
+    green = _GREEN.search(sentence)
+    if green:
+        node = _rule("green_factory_level", "eq", _LEVELS[green["level"]])
+        if node:
+            yield Proposed(node, green.group(0), 0.8)
+    special = _SPECIALISED.search(sentence)
+    if special:
+        level = "national" if special["giant"] else _LEVELS.get(special["level"] or "")
+        if level:
+            node = _rule("specialised_level", "eq", level)
+            if node:
+                yield Proposed(node, special.group(0), 0.8)
+    tech = _HIGH_TECH.search(sentence)
+    if tech and "高新技术企业" in sentence and "非高新" not in sentence:
+        node = _rule("high_tech", "eq", True)
+        if node:
+            yield Proposed(node, tech.group(0), 0.6)
+    for pattern, sizes in _SIZES:
+        size = pattern.search(sentence)
+        if size:
+            node = _rule("size_class", "in", sizes)
+            if node:
+                yield Proposed(node, size.group(0), 0.7)
+            break
+    for pattern, prefixes in _INDUSTRIES:  # several: alternatives, widened by `merged`
+        industry = pattern.search(sentence)
+        if industry:
+            node = _rule("industry_code", "prefix", prefixes)
+            if node:
+                yield Proposed(node, industry.group(0), 0.6)
+    since = _SINCE.search(sentence)
+    if since:
+        try:
+            day = date(int(since["y"]), int(since["m"]), int(since["d"]))
+        except ValueError:
+            day = None
+        node = _rule("established_on", "gte", day.isoformat()) if day else None
+        if node:
+            yield Proposed(node, since.group(0), 0.8)
+
+
+def _regions(sentence: str, regions: Mapping[str, str]) -> Iterable[Proposed]:
+    if not re.search(r"注册|辖区|范围内|区域内|行政区域|落户|所在地", sentence):
+        return
+    named = [(name, code) for name, code in regions.items() if name in sentence]
+    if not named:
+        return
+    node = _rule("region_code", "in", sorted({code for _, code in named}))
+    if node:
+        yield Proposed(node, "、".join(name for name, _ in named), 0.6)
+
+
+def conditions_of(
+    sentence: str, regions: Mapping[str, str], amount_spans: list[tuple[int, int]] | None = None
+) -> list[Proposed]:
+    found: list[Proposed] = []
+    for proposed in (
+        *_thresholds(sentence, amount_spans or []),
+        *_categorical(sentence),
+        *_regions(sentence, regions),
+    ):
+        found = merged(found, proposed)
+    return found
+
+
+def merged(found: list[Proposed], new: Proposed) -> list[Proposed]:
+    """`found` with `new` added: once only, and a list condition on a fact already listed
+    (工业企业和软件企业: two industries named as alternatives) widened to both."""
+    if new.rule in [p.rule for p in found]:
+        return found
+    rule = new.rule
+    if rule.get("op") in ("prefix", "in") and rule.get("fact") in ("industry_code", "size_class"):
+        for index, old in enumerate(found):
+            if old.rule.get("fact") == rule["fact"] and old.rule.get("op") == rule["op"]:
+                values = sorted({*old.rule["value"], *rule["value"]})
+                wider = Proposed(
+                    {**old.rule, "value": values},
+                    f"{old.quote}；{new.quote}",
+                    min(old.confidence, new.confidence),
+                )
+                return [*found[:index], wider, *found[index + 1 :]]
+    return [*found, new]
+
+
+# ----- amounts --------------------------------------------------------------------------
+
+_PAYS = r"(?:补助|奖励|补贴|资助|扶持|支持)"
+_CAP = re.compile(rf"(?:最高|最多|上限为?|不超过)[^，。；0-9]{{0,6}}?{MONEY}")
+_FLOOR = re.compile(rf"最低[^，。；0-9]{{0,4}}?{MONEY}")
+_RATE = re.compile(r"按(?:照)?(?P<base>[^，。；]{1,24}?)的\s*(?P<pct>\d+(?:\.\d+)?)\s*[%％]")
+_PER_UNIT = re.compile(rf"(?:按|每)(?:每|照)?(?P<unit>吨标准煤|人)[^，。；0-9]{{0,8}}?{MONEY}")
+# A list of amounts where only the last may carry its unit: 10万、20万、50万元.
+_LIST = rf"{_NUM}\s*(?:亿元|万元|元|亿|万)?(?:\s*[、，和及]\s*{_NUM}\s*(?:亿元|万元|元|亿|万)?)+"
+_TIER_STEPS = re.compile(
+    rf"(?P<noun>{_NOUN})[^。；]{{0,12}}?(?:首次)?(?:突破|超过|达到|迈上|跨越)\s*(?P<steps>{_LIST})"
+)
+_TIER_PAYS = re.compile(rf"分别[^，。；0-9]{{0,14}}?(?P<pays>{_LIST})")
+_LISTED = re.compile(rf"{_NUM}\s*(亿元|万元|元|亿|万)?")
+
+
+def _listed(text: str) -> list[int]:
+    """The amounts of a list, each in the unit written after it or after a later one."""
+    found = [(m.group(1), m.group(2)) for m in _LISTED.finditer(text)]
+    amounts: list[int] = []
+    unit: str | None = None
+    for value, written in reversed(found):
+        unit = {"亿": "亿元", "万": "万元"}.get(written or "", written) or unit
+        amount = fen(value, unit) if unit else None
+        if amount is None:
+            return []
+        amounts.append(amount)
+    return amounts[::-1]
+
+
+_FIXED = re.compile(
+    rf"(?:一次性|给予|奖励|补助|补贴|资助)[^，。；0-9]{{0,8}}?{MONEY}(?:的)?(?:一次性)?{_PAYS}?"
+)
+_MONEY_RE = re.compile(MONEY)
+
+
+def _amounts_in(text: str) -> list[int]:
+    return [
+        v for v in (fen(m.group(1), m.group(2)) for m in _MONEY_RE.finditer(text)) if v is not None
+    ]
+
+
+def _checked_amount(rule: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        parse_amount_rule(rule)
+    except ValueError:
+        return None
+    return rule
+
+
+def amount_of(sentence: str) -> tuple[ProposedAmount, list[tuple[int, int]]] | None:
+    """The amount rule a sentence states, and the spans of its figures (not thresholds)."""
+    steps = _TIER_STEPS.search(sentence)
+    pays = _TIER_PAYS.search(sentence, steps.end()) if steps else None
+    if steps and pays:
+        fact = fact_of(steps["noun"])
+        thresholds = _listed(steps["steps"])
+        amounts = _listed(pays["pays"])
+        if fact and len(thresholds) == len(amounts) and fact.endswith("_fen"):
+            rule = _checked_amount(
+                {
+                    "kind": "tiers",
+                    "fact": fact,
+                    "tiers": [
+                        {"at_least": t, "amount_fen": a}
+                        for t, a in zip(thresholds, amounts, strict=True)
+                    ],
+                }
+            )
+            if rule:
+                span = [(steps.start("steps"), steps.end("steps")), (pays.start(), pays.end())]
+                return ProposedAmount(rule, sentence[steps.start() : pays.end()], 0.8), span
+    cap = _CAP.search(sentence)
+    cap_fen = fen(cap.group(1), cap.group(2)) if cap else None
+    floor = _FLOOR.search(sentence)
+    floor_fen = fen(floor.group(1), floor.group(2)) if floor else None
+    bounds = [(m.start(), m.end()) for m in (cap, floor) if m]
+    rate = _RATE.search(sentence)
+    if rate and re.search(_PAYS, sentence[rate.end() : rate.end() + 12]):
+        fact = fact_of(rate["base"])
+        if fact and fact.endswith("_fen"):
+            spec: dict[str, Any] = {
+                "kind": "rate",
+                "fact": fact,
+                "rate": str(Decimal(rate["pct"]) / 100),
+            }
+            if cap_fen is not None:
+                spec["cap_fen"] = cap_fen
+            if floor_fen is not None:
+                spec["floor_fen"] = floor_fen
+            rule = _checked_amount(spec)
+            if rule:
+                end = max([rate.end(), *(e for _, e in bounds)])
+                # A rate of a growth or an excess (增长部分, 超过部分) is not a rate of the
+                # figure itself: proposed, but for a person to rewrite.
+                sure = 0.4 if re.search(r"增长|增量|增加|超过部分|较上年", rate["base"]) else 0.85
+                return ProposedAmount(rule, sentence[rate.start() : end], sure), bounds
+    per = _PER_UNIT.search(sentence)
+    if per:
+        fact = "energy_saved_tce" if per["unit"] == "吨标准煤" else "social_security_headcount"
+        each = fen(per.group(2), per.group(3))
+        if each:
+            spec = {"kind": "rate", "fact": fact, "rate": str(each)}
+            if cap_fen is not None:
+                spec["cap_fen"] = cap_fen
+            rule = _checked_amount(spec)
+            if rule:
+                end = max([per.end(), *(e for _, e in bounds)])
+                return ProposedAmount(rule, sentence[per.start() : end], 0.7), [
+                    (per.start(), per.end()),
+                    *bounds,
+                ]
+    listed = _TIER_PAYS.search(sentence)
+    if listed and len(_listed(listed["pays"])) > 1:
+        return None  # 分别给予100万元、30万元: one amount per kind of firm, for a person
+    fixed = _FIXED.search(sentence)
+    # Not "最高20万元" (a cap with no rule under it), not "每千瓦1000元" (a rate of a
+    # figure the platform does not keep), and not one of several amounts (by area,
+    # by kind: for a person to split).
+    if (
+        fixed
+        and not re.search(
+            r"最高|最多|不超过|每", sentence[max(0, fixed.start() - 4) : fixed.start(1)]
+        )
+        and len(_MONEY_RE.findall(sentence)) == 1
+    ):
+        value = fen(fixed.group(1), fixed.group(2))
+        rule = _checked_amount({"kind": "fixed", "amount_fen": value}) if value else None
+        if rule:
+            return ProposedAmount(rule, fixed.group(0), 0.8), [(fixed.start(), fixed.end())]
+    return None
+
+
+# ----- articles and documents -----------------------------------------------------------
+
+_COMMON = re.compile(
+    r"申报条件|基本条件|应同时(?:符合|满足|具备)|应当具备|须同时|支持对象|适用对象|申报主体"
+)
+
+
+def category_of(text: str) -> Category:
+    if re.search(r"免申即享|免申报|无需申报|免于申报|直接兑付", text):
+        return Category.RECOGNITION
+    if re.search(r"承诺制|承诺书|先行兑付|预拨|先兑付后", text):
+        return Category.COMMITMENT
+    return Category.APPLICATION
+
+
+_SHORT_TITLE = re.compile(r"《(?P<t>[^》]{2,60})》")
+
+
+def _title(article: Article, title: str) -> str:
+    """The article's heading (its first short sentence: 支持工业技术改造), else the
+    document's title and the article's number."""
+    first = re.split(r"[。：:]", article.text, maxsplit=1)[0].strip()
+    if 2 <= len(first) <= 24 and not re.search(r"\d", first):
+        return first
+    inner = _SHORT_TITLE.search(title)
+    return f"{inner['t'] if inner else title}{article.number}"[:120]
+
+
+def _manual(sentence: str) -> Proposed | None:
+    if not _MANUAL_HINTS.search(sentence):
+        return None
+    text = sentence.strip("。；; ")
+    if len(text) > MAX_RULE_TEXT:
+        text = text[: MAX_RULE_TEXT - 1] + "…"
+    return Proposed({"manual": text}, sentence, 0.5)
+
+
+# A sentence that pays money, whether or not its amount is one rule can compute.
+_PAYS_MONEY = re.compile(
+    rf"(?:给予|奖励|补助|补贴|资助|奖补)[^。；]{{0,30}}?{_NUM}\s*(?:亿元|万元|元|万)"
+)
+
+
+@dataclass
+class Reading:
+    """What a text says: its conditions, manual conditions, its first amount rule, or
+    the sentence that pays an amount no rule was read from (for a person to write)."""
+
+    conditions: list[Proposed] = field(default_factory=list)
+    manual: list[Proposed] = field(default_factory=list)
+    amount: ProposedAmount | None = None
+    amount_note: str | None = None
+
+    @property
+    def pays(self) -> bool:
+        return self.amount is not None or self.amount_note is not None
+
+
+def read_text(text: str, regions: Mapping[str, str]) -> Reading:
+    reading = Reading()
+    for sentence in sentences(text):
+        found = amount_of(sentence)
+        spans: list[tuple[int, int]] = []
+        if found is not None:
+            spans = found[1]
+            if reading.amount is None:
+                reading.amount = found[0]
+        elif reading.amount is None and reading.amount_note is None:
+            pays = _PAYS_MONEY.search(sentence)
+            if pays:
+                reading.amount_note = sentence
+        read = conditions_of(sentence, regions, spans)
+        for proposed in read:
+            reading.conditions = merged(reading.conditions, proposed)
+        if not read:
+            note = _manual(sentence)
+            if note is not None:
+                reading.manual.append(note)
+    if reading.amount is not None:
+        reading.amount_note = None
+    return reading
+
+
+_POINT = re.compile(r"[（(][一二三四五六七八九十]+[)）]")
+
+
+def parts_of(article: Article) -> list[Article]:
+    """The article's paying parts, each an item: its sub-points （一）（二）… that pay
+    amounts of their own, else its sentences that do (对…给予20万元；对…给予10万元),
+    each with the lead-in before the first and the sentences after it up to the next."""
+    marks = list(_POINT.finditer(article.text))
+    if len(marks) >= 2:
+        lead = article.text[: marks[0].start()]
+        pieces = [
+            (
+                m.group(0),
+                article.text[m.start() : marks[i + 1].start() if i + 1 < len(marks) else None],
+            )
+            for i, m in enumerate(marks)
+        ]
+        paying = [(mark, text) for mark, text in pieces if _pays(text)]
+        if len(paying) >= 2:
+            return [
+                Article(number=f"{article.number}{mark}", text=lead + text) for mark, text in paying
+            ]
+    said = sentences(article.text)
+    starts = [i for i, sentence in enumerate(said) if _pays(sentence)]
+    if len(starts) < 2:
+        return [article]
+    lead = "".join(said[: starts[0]])
+    bounds = [*starts, len(said)]
+    return [
+        Article(number=f"{article.number}（{n}）", text=lead + "".join(said[start:end]))
+        for n, (start, end) in enumerate(pairwise(bounds), start=1)
+    ]
+
+
+def _pays(text: str) -> bool:
+    return any(amount_of(s) or _PAYS_MONEY.search(s) for s in sentences(text))
+
+
+def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, str]) -> list[Draft]:
+    """One draft per article (or paying part of one) that pays an amount; the document's
+    common conditions (an article of 申报条件 that pays nothing) join each."""
+    read = [
+        (part, read_text(part.text, regions)) for article in articles for part in parts_of(article)
+    ]
+    # How the document as a whole pays, from the articles that pay nothing themselves.
+    category = category_of("".join(part.text for part, reading in read if not reading.pays))
+    common: list[Proposed] = []
+    common_manual: list[Proposed] = []
+    for part, reading in read:
+        if not reading.pays and _COMMON.search(part.text):
+            for condition in reading.conditions:
+                common = merged(common, condition)
+            common_manual.extend(reading.manual)
+    drafts: list[Draft] = []
+    for part, reading in read:
+        if not reading.pays:
+            continue
+        own = [c for c in reading.conditions if c.rule not in [x.rule for x in common]]
+        drafts.append(
+            Draft(
+                article=part.number,
+                title=_title(part, title),
+                category=_own_or(category_of(part.text), category),
+                conditions=[*common, *own],
+                manual=[*common_manual, *reading.manual],
+                amount=reading.amount,
+                amount_note=reading.amount_note,
+            )
+        )
+    return drafts
+
+
+def _own_or(own: Category, document: Category) -> Category:
+    return own if own is not Category.APPLICATION else document
+
+
+def eligibility_of(draft: Draft) -> dict[str, Any]:
+    """The proposed rule: every condition and manual condition, all required."""
+    nodes = [c.rule for c in draft.conditions] + [m.rule for m in draft.manual]
+    return {"all": nodes or [{"manual": "请根据政策原文补充享受条件"}]}

@@ -1,0 +1,130 @@
+"""Policy intake over HTTP, on both databases: harvested documents and the items proposed
+from them, a proposal adopted as a library draft (and only a draft), and the alert a
+later repeal raises to the adopting department, which marks it handled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.policy_feed import PolicyFeedClient
+from core.settings import Settings
+from simulators.policy_feed import publications
+from tests.fixtures.api import auth
+from tests.fixtures.factories import create_users
+from tests.test_policy_harvest import harvest_all, release
+
+INTAKE = "/api/v1/intake"
+REPEALED = "长政发〔2024〕8号"
+
+
+def before_the_repeal() -> int:
+    """How many publications come out before the repealing one."""
+    return next(i for i, p in enumerate(publications()) if p.repeals)
+
+
+async def document_id(api: httpx.AsyncClient, settings: Settings, doc_number: str) -> int:
+    found = await api.get(
+        f"{INTAKE}/documents", params={"q": doc_number}, headers=auth(settings, "jxj_staff")
+    )
+    assert found.status_code == 200, found.text
+    (document,) = [d for d in found.json()["items"] if d["doc_number"] == doc_number]
+    return int(document["id"])
+
+
+def adoption(code: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "code": code,
+        "department_code": "330500-JXJ",
+        "region_code": "330522",
+        "annual_quota_fen": 100_000_000,
+        **extra,
+    }
+
+
+async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    policy_feed_simulator: httpx.AsyncClient,
+) -> None:
+    await create_users(session)
+    feed = PolicyFeedClient(policy_feed_simulator)
+    staff, other, firm = (auth(settings, u) for u in ("jxj_staff", "kjj_staff", "admin"))
+    await release(policy_feed_simulator, before_the_repeal())
+    await harvest_all(session, feed, "feed-api")
+
+    listed = (await api.get(f"{INTAKE}/documents", headers=staff)).json()
+    out = publications()[: before_the_repeal()]
+    assert listed["total"] == len({(p.issuer, p.doc_number) for p in out})
+    national = await api.get(f"{INTAKE}/documents", params={"level": "national"}, headers=staff)
+    assert {d["level"] for d in national.json()["items"]} == {"national"}
+
+    repealed_id = await document_id(api, settings, REPEALED)
+    detail = (await api.get(f"{INTAKE}/documents/{repealed_id}", headers=staff)).json()
+    assert detail["repealed_by"] is None and detail["versions"] == 1
+    assert detail["versions_seen"][0]["content"]["articles"]
+    proposals = detail["proposals"]
+    assert proposals, "the extractor proposes the document's paying articles"
+    computable = next(p for p in proposals if p["amount_rule"] is not None)
+    for condition in computable["conditions"]:
+        assert condition["quote"] and 0 < condition["confidence"] <= 1
+    url = f"{INTAKE}/proposals/{computable['id']}/adopt"
+
+    # Only the department's own staff adopt, for their own department.
+    assert (await api.post(url, json=adoption("CX-HARV-01"), headers=other)).status_code == 403
+    assert (await api.post(url, json=adoption("CX-HARV-01"), headers=firm)).status_code == 403
+    refused = await api.post(url, json=adoption("cx harv"), headers=staff)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "code"
+
+    adopted = await api.post(url, json=adoption("CX-HARV-01"), headers=staff)
+    assert adopted.status_code == 201, adopted.text
+    item = adopted.json()
+    assert item["document"]["doc_number"] == REPEALED
+    (version,) = item["versions"]
+    assert version["status"] == "draft"
+    assert version["amount_rule"] == {"rounding": "half_up"} | computable["amount_rule"]
+    assert version["eligibility"] == computable["eligibility"]
+    assert REPEALED in version["change_reason"]
+    again = await api.post(url, json=adoption("CX-HARV-02"), headers=staff)
+    assert again.status_code == 409
+    # A draft is not public: nothing harvested is published without the approval.
+    assert (await api.get("/api/v1/public/policies/CX-HARV-01")).status_code == 404
+
+    unpriced = [p for p in proposals if p["amount_rule"] is None]
+    if unpriced:
+        missing = await api.post(
+            f"{INTAKE}/proposals/{unpriced[0]['id']}/adopt",
+            json=adoption("CX-HARV-03"),
+            headers=staff,
+        )
+        assert missing.status_code == 422
+        assert missing.json()["errors"][0]["field"] == "amount_rule"
+
+    # The county repeals the document: the adopting department is warned.
+    await release(policy_feed_simulator, None)
+    report = await harvest_all(session, feed, "feed-api")
+    assert report.alerts == 1
+    alerts = (await api.get(f"{INTAKE}/alerts", headers=staff)).json()
+    (alert,) = alerts["items"]
+    assert alert["kind"] == "repealed" and alert["item_code"] == "CX-HARV-01"
+    assert alert["cause"]["doc_number"] == "长政发〔2026〕3号"
+    assert (await api.get(f"{INTAKE}/alerts", headers=other)).json()["total"] == 0
+    notices = (await api.get("/api/v1/me/notices", headers=staff)).json()
+    assert any(n["subject"] == "policy/CX-HARV-01" for n in notices)
+    detail = (await api.get(f"{INTAKE}/documents/{repealed_id}", headers=staff)).json()
+    assert detail["repealed_by"]["doc_number"] == "长政发〔2026〕3号"
+
+    handle = f"{INTAKE}/alerts/{alert['id']}/handled"
+    assert (await api.post(handle, headers=other)).status_code == 403
+    handled = await api.post(handle, headers=staff)
+    assert handled.status_code == 200 and handled.json()["handled_by"] == "jxj_staff"
+    assert (await api.get(f"{INTAKE}/alerts", headers=staff)).json()["total"] == 0
+    everything = await api.get(f"{INTAKE}/alerts", params={"open": "false"}, headers=staff)
+    assert everything.json()["total"] == 1
+
+    assert (await api.get(f"{INTAKE}/documents/999999", headers=staff)).status_code == 404
+    assert (await api.get(f"{INTAKE}/documents/0", headers=staff)).status_code == 422
+    assert (await api.get(f"{INTAKE}/documents")).status_code == 401
