@@ -69,6 +69,14 @@ def test_a_condition_is_read_with_its_side_and_unit(text: str, rule: dict[str, A
     assert rule in conditions(text)
 
 
+def test_a_band_is_read_as_both_its_sides() -> None:
+    found = conditions("上一年度营业收入1亿元（含）—5亿元的软件企业")
+    assert {"fact": "revenue_fen", "op": "gte", "value": 10_000_000_000} in found
+    assert {"fact": "revenue_fen", "op": "lt", "value": 50_000_000_000} in found
+    assert {"fact": "industry_code", "op": "prefix", "value": ["I65"]} in found
+    assert len([c for c in found if c["fact"] == "revenue_fen"]) == 2
+
+
 def test_what_only_names_a_figure_or_a_kind_of_firm_is_no_condition() -> None:
     assert conditions("中小微企业按不超过60%返还") == []  # who gets how much, not who qualifies
     assert conditions("营业收入增长较快") == []  # no number
@@ -110,6 +118,10 @@ def test_two_industries_named_as_alternatives_widen_one_condition() -> None:
         (
             "按每吨标准煤300元给予奖励，最高不超过100万元",
             {"kind": "rate", "fact": "energy_saved_tce", "rate": "30000", "cap_fen": 100_000_000},
+        ),
+        (
+            "按每节约一吨标准煤给予奖励300元，封顶150万元",
+            {"kind": "rate", "fact": "energy_saved_tce", "rate": "30000", "cap_fen": 150_000_000},
         ),
         (
             "年营业收入首次突破1亿元、5亿元、10亿元的，分别给予20万、50万、100万元奖励",

@@ -226,7 +226,9 @@ _SIZES = (
     (re.compile(_WHO + r"中小(?:微)?企业"), ["medium", "small", "micro"]),
 )
 _INDUSTRIES = (
-    (re.compile(r"软件和信息技术服务业(?:企业)?"), ["I65"]),
+    (re.compile(r"软件和信息技术服务业(?:企业)?|软件企业"), ["I65"]),
+    (re.compile(r"金融机构|金融企业|持牌金融"), ["J"]),
+    (re.compile(r"批发(?:和|与|、)?零售(?:业)?企业|商贸(?:流通)?企业"), ["F"]),
     (re.compile(r"制造业(?:企业|技术改造|技改)"), ["C"]),
     (re.compile(r"规模以上工业企业|" + _WHO + r"工业企业"), ["B", "C", "D"]),
     (re.compile(r"农业(?:产业化)?龙头企业|农产品加工企业"), ["A"]),
@@ -260,7 +262,37 @@ def _threshold_value(fact: str, num: str, unit: str) -> int | None:
     return None if value is None or value != int(value) else int(value)
 
 
+_RANGE = re.compile(
+    rf"(?P<noun>{_NOUN})[^，。；]{{0,14}}?(?P<low>{_NUM[1:-1]})\s*(?P<lunit>亿元|万元|元)?(?P<lin>（含）)?"
+    rf"\s*[—–~～至到-]\s*(?P<high>{_NUM[1:-1]})\s*(?P<hunit>亿元|万元|元)(?P<hin>（含）)?"
+)
+
+
+def _ranges(sentence: str) -> Iterable[tuple[Proposed, tuple[int, int]]]:
+    """A band (1亿元（含）—5亿元): at least the first figure (more than it, unless 含),
+    below the second (at most it, when 含)."""
+    for match in _RANGE.finditer(sentence):
+        fact = fact_of(match["noun"])
+        if fact is None or not fact.endswith("_fen"):
+            continue
+        low = fen(match["low"], match["lunit"] or match["hunit"])
+        high = fen(match["high"], match["hunit"])
+        if low is None or high is None or low >= high:
+            continue
+        span = (match.start("low"), match.end())
+        for node in (
+            _rule(fact, "gte" if match["lin"] or not match["hin"] else "gt", low),
+            _rule(fact, "lte" if match["hin"] else "lt", high),
+        ):
+            if node:
+                yield Proposed(node, match.group(0), 0.8), span
+
+
 def _thresholds(sentence: str, amount_spans: list[tuple[int, int]]) -> Iterable[Proposed]:
+    bands = list(_ranges(sentence))
+    for proposed, _span in bands:
+        yield proposed
+    amount_spans = amount_spans + [span for _, span in bands]
     for match in _THRESHOLD.finditer(sentence):
         if any(start <= match.start("num") < end for start, end in amount_spans):
             continue  # the amount a rule pays, not a threshold
@@ -402,10 +434,13 @@ def merged(found: list[Proposed], new: Proposed) -> list[Proposed]:
 # ----- amounts --------------------------------------------------------------------------
 
 _PAYS = r"(?:补助|奖励|补贴|资助|扶持|支持)"
-_CAP = re.compile(rf"(?:最高|最多|上限为?|不超过)[^，。；0-9]{{0,6}}?{MONEY}")
+_CAP = re.compile(rf"(?:最高|最多|上限为?|不超过|封顶)[^，。；0-9]{{0,6}}?{MONEY}")
 _FLOOR = re.compile(rf"最低[^，。；0-9]{{0,4}}?{MONEY}")
 _RATE = re.compile(r"按(?:照)?(?P<base>[^，。；]{1,24}?)的\s*(?P<pct>\d+(?:\.\d+)?)\s*[%％]")
-_PER_UNIT = re.compile(rf"(?:按|每)(?:每|照)?(?P<unit>吨标准煤|人)[^，。；0-9]{{0,8}}?{MONEY}")
+_PER_UNIT = re.compile(
+    rf"(?:按|每)(?:每|照)?(?:节约|新增|吸纳)?(?:一|1)?名?(?P<unit>吨标准煤|人)[^，。；0-9]{{0,8}}?{MONEY}"
+    rf"|{MONEY}\s*/\s*(?P<unit2>吨标准煤|人)"
+)
 # A list of amounts where only the last may carry its unit: 10万、20万、50万元.
 _LIST = rf"{_NUM}\s*(?:亿元|万元|元|亿|万)?(?:\s*[、，和及]\s*{_NUM}\s*(?:亿元|万元|元|亿|万)?)+"
 _TIER_STEPS = re.compile(
@@ -498,8 +533,9 @@ def amount_of(sentence: str) -> tuple[ProposedAmount, list[tuple[int, int]]] | N
                 return ProposedAmount(rule, sentence[rate.start() : end], sure), bounds
     per = _PER_UNIT.search(sentence)
     if per:
-        fact = "energy_saved_tce" if per["unit"] == "吨标准煤" else "social_security_headcount"
-        each = fen(per.group(2), per.group(3))
+        unit = per["unit"] or per["unit2"]
+        fact = "energy_saved_tce" if unit == "吨标准煤" else "social_security_headcount"
+        each = fen(per.group(2), per.group(3)) if per["unit"] else fen(per.group(5), per.group(6))
         if each:
             spec = {"kind": "rate", "fact": fact, "rate": str(each)}
             if cap_fen is not None:
