@@ -20,7 +20,9 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.http import ExternalSystemClient, ExternalSystemRefused, ExternalSystemUnavailable
 from models.data_platform import (
+    MAX_CHANGES_PER_PAGE,
     MAX_FIRMS_PER_BATCH,
+    FactChangesPage,
     FactsAnswer,
     FactsReply,
     RelatedParties,
@@ -70,6 +72,20 @@ class DataPlatformClient(ExternalSystemClient):
         if reply.uscc != uscc or sorted(answered) != sorted(asked):
             raise self.unavailable(f"GET {path}: an answer about other firms or kinds")
         return FactsAnswer(**dict(reply), retrieved_at=_now())
+
+    async def fact_changes(self, cursor: str | None, limit: int = 200) -> FactChangesPage:
+        """The firms whose figures changed after `cursor` (from the first change when
+        None), at most `limit`, each with its latest figures, and the cursor after."""
+        asked = max(1, min(limit, MAX_CHANGES_PER_PAGE))
+        params: dict[str, int | str] = {"limit": asked}
+        if cursor is not None:
+            params["cursor"] = cursor
+        path = "/v1/fact-changes"
+        response = await self._call("GET", path, params=params)
+        page = self._read(response, FactChangesPage, path)
+        if len(page.changes) > asked:
+            raise self.unavailable(f"GET {path}: more firms than asked for")
+        return page
 
     async def related_parties(self, uscc: str) -> RelatedParties | None:
         """The firm's legal representative, parent and related firms; None if the

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from temporalio.converter import DataConverter
 
 from adapters.budget_system import BudgetSystemClient
+from adapters.data_platform import DataPlatformClient
 from cli.audit import audit_app
 from cli.config import settings_or_exit
 from cli.devstack import (
@@ -42,6 +43,7 @@ from core.workdays import SHANGHAI
 from domain.errors import AppError
 from domain.money import budget
 from domain.money.budget import Reconciliation
+from domain.registry import sync
 from domain.registry.importer import ImportReport
 from models.matching import MatchRequest, MatchScope
 from models.reference import User
@@ -458,7 +460,7 @@ def run(
                 env,
                 logs / "data-platform-simulator.log",
             )
-            asyncio.run(_load_data_platform(settings.data_platform_url, enterprises))
+            asyncio.run(_load_data_platform(settings, enterprises))
         if settings.policy_feed_url == SIMULATED_POLICY_FEED:
             children.start(
                 "policy-feed-simulator",
@@ -497,12 +499,21 @@ def run(
         children.stop()
 
 
-async def _load_data_platform(url: str, enterprises: int) -> None:
-    """What the platform holds of the sample firms, on its first start."""
+async def _load_data_platform(settings: Settings, enterprises: int) -> None:
+    """What the platform holds of the sample firms, on its first start. The sample
+    registry is the platform's export: the facts sync starts after it, and reads only
+    what a tester changes on the platform from now on."""
+    url = settings.data_platform_url
     await wait_for_http(f"{url}/v1/_simulator/config")
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         today = datetime.now(SHANGHAI).date()
         await load_data_platform(http, data_platform_records(enterprises, today))
+        engine = make_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as session:
+                await sync.skip_to_end(session, DataPlatformClient(http))
+        finally:
+            await engine.dispose()
 
 
 def _step(what: str) -> None:

@@ -7,8 +7,13 @@ import contextlib
 
 from temporalio.client import Client, Schedule, ScheduleAlreadyRunningError, ScheduleSpec
 
-from workflows import harvest, library_expiry, matching
-from workflows.starts import library_expiry_action, nightly_match_action, policy_harvest_action
+from workflows import facts_sync, harvest, library_expiry, matching
+from workflows.starts import (
+    facts_sync_action,
+    library_expiry_action,
+    nightly_match_action,
+    policy_harvest_action,
+)
 
 
 async def ensure_schedules(client: Client, task_queue: str) -> None:
@@ -37,5 +42,17 @@ async def ensure_schedules(client: Client, task_queue: str) -> None:
             Schedule(
                 action=policy_harvest_action(task_queue),
                 spec=ScheduleSpec(cron_expressions=["5 * * * *"], time_zone_name="Asia/Shanghai"),
+            ),
+        )
+    # Firms' figures changed on the public data platform, every quarter hour, each page
+    # stored with its cursor; the firms it changed are re-matched.
+    with contextlib.suppress(ScheduleAlreadyRunningError):
+        await client.create_schedule(
+            facts_sync.SCHEDULE_ID,
+            Schedule(
+                action=facts_sync_action(task_queue),
+                spec=ScheduleSpec(
+                    cron_expressions=["*/15 * * * *"], time_zone_name="Asia/Shanghai"
+                ),
             ),
         )

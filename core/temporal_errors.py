@@ -35,3 +35,4 @@ class ErrorType(enum.StrEnum):
     MATCH_DATA_ERROR = "MatchDataError"
     # Policy intake.
     POLICY_FEED_REFUSED = "PolicyFeedRefused"
+    DATA_PLATFORM_REFUSED = "DataPlatformRefused"

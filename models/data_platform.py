@@ -59,6 +59,7 @@ DATA_PLATFORM_VALUE_TYPES: dict[str, type[bool] | type[int] | type[str]] = {
 }
 MAX_KINDS_PER_REQUEST = 50
 MAX_FIRMS_PER_BATCH = 1000
+MAX_CHANGES_PER_PAGE = 500
 
 Uscc = Annotated[str, Field(pattern=USCC_PATTERN)]
 # Strict: JSON `true` is a bool and `1` an int, never the one read as the other.
@@ -96,6 +97,22 @@ class FactsReply(BaseModel):
     uscc: Uscc
     readings: list[DataReading]
     missing: list[str]
+
+
+class FirmFacts(BaseModel):
+    """A firm whose figures changed, with its latest figure of every kind."""
+
+    uscc: Uscc
+    readings: list[DataReading] = Field(max_length=len(DATA_PLATFORM_KINDS))
+
+
+class FactChangesPage(BaseModel):
+    """`GET /v1/fact-changes?cursor=...&limit=...`: the firms whose figures changed
+    after the cursor, in the order they changed, and the cursor after the last."""
+
+    changes: list[FirmFacts]
+    next_cursor: str = Field(min_length=1, max_length=256)
+    has_more: bool
 
 
 class FactsAnswer(FactsReply):

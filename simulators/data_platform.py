@@ -6,7 +6,10 @@ its related parties, one firm at a time or up to 1000 at once
 through `PUT /v1/_simulator/enterprises` (an upsert, journaled like every simulator's
 records, so they survive a restart). Related parties are derived from the records:
 the firms sharing a legal representative, the parent, and the firms whose parent the
-firm is.
+firm is. `GET /v1/fact-changes?cursor=...` serves the firms whose records changed after
+an opaque cursor, oldest change first, each with its latest figures (the feed of the
+platform's scheduled sync; the dials below do not touch it, the dials of every
+simulator do).
 
 Besides the dials every simulator has, it answers from an old snapshot on demand
 (`stale_rate`: every reading's `as_of` moved back `stale_days`), withholds figures
@@ -18,6 +21,8 @@ client waits (`hang_rate`). Dialled at start (`zhida simulate data-platform
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,10 +36,13 @@ from pydantic import BaseModel, Field, TypeAdapter
 from core.workdays import SHANGHAI
 from models.data_platform import (
     DATA_PLATFORM_KINDS,
+    MAX_CHANGES_PER_PAGE,
     MAX_KINDS_PER_REQUEST,
     DataReading,
     EnterpriseRecord,
+    FactChangesPage,
     FactsReply,
+    FirmFacts,
     RelatedPartiesBatch,
     RelatedPartiesQuery,
     RelatedPartiesReply,
@@ -64,11 +72,31 @@ class DataPlatformConfig(Dials):
 class _Firm:
     record: EnterpriseRecord
     recorded_on: date  # the day (in Shanghai) the platform last changed the record
+    # Its place in the order records changed in (the change feed's cursor counts these).
+    changed: int = 0
 
 
 class LoadReport(BaseModel):
     received: int
     changed: int  # new or different records; the rest were held already as sent
+
+
+_CURSOR = b"changes:"
+
+
+def encode_cursor(change: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR + str(change).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raw = b""
+    digits = raw.removeprefix(_CURSOR)
+    if not raw.startswith(_CURSOR) or not digits.isdigit() or len(digits) > 12:
+        raise HTTPException(400, "cursor: not a cursor this platform gave")
+    return int(digits)
 
 
 def _checked_uscc(uscc: str) -> str:
@@ -113,9 +141,12 @@ def create_app(config: DataPlatformConfig | None = None, state_file: Path | None
         if new.parent_uscc is not None:
             subsidiaries[new.parent_uscc].add(uscc)
 
+    changes = [0]  # the last change's number
+
     def restored(saved: dict[str, _Firm]) -> None:
         for uscc, firm in saved.items():
             index(uscc, None, firm.record)
+            changes[0] = max(changes[0], firm.changed)
 
     async def hang() -> None:
         if sim.rng.random() < sim.config.hang_rate:
@@ -201,6 +232,42 @@ def create_app(config: DataPlatformConfig | None = None, state_file: Path | None
                 found.append(answer)
         return RelatedPartiesBatch(parties=found, unknown=unknown)
 
+    @protocol.get("/v1/fact-changes", response_model=FactChangesPage)
+    async def fact_changes(
+        cursor: Annotated[str | None, Query(max_length=256)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_CHANGES_PER_PAGE)] = 100,
+    ) -> FactChangesPage:
+        """The firms whose records changed after `cursor`, oldest change first, each with
+        its latest figures; a firm changed twice is served once, at its last change."""
+        await sim.misbehave()
+        after = 0 if cursor is None else decode_cursor(cursor)
+        await hang()
+        changed = sorted(
+            (firm for firm in sim.records.values() if firm.changed > after),
+            key=lambda firm: firm.changed,
+        )
+        page = changed[:limit]
+        last = page[-1].changed if page else after
+        return FactChangesPage(
+            changes=[
+                FirmFacts(
+                    uscc=firm.record.uscc,
+                    readings=[
+                        DataReading(
+                            kind=kind,
+                            value=fact.value,
+                            as_of=fact.as_of,
+                            source=DATA_PLATFORM_KINDS[kind],
+                        )
+                        for kind, fact in sorted(firm.record.facts.items())
+                    ],
+                )
+                for firm in page
+            ],
+            next_cursor=encode_cursor(last),
+            has_more=len(changed) > limit,
+        )
+
     @protocol.put("/v1/_simulator/enterprises", response_model=LoadReport)
     async def load(
         records: Annotated[list[EnterpriseRecord], Body(max_length=MAX_RECORDS_PER_LOAD)],
@@ -214,7 +281,9 @@ def create_app(config: DataPlatformConfig | None = None, state_file: Path | None
                 held = sim.records.get(record.uscc)
                 if held is not None and held.record == record:
                     continue
-                await sim.keep(record.uscc, _Firm(record=record, recorded_on=today))
+                changes[0] += 1
+                firm = _Firm(record=record, recorded_on=today, changed=changes[0])
+                await sim.keep(record.uscc, firm)
                 index(record.uscc, None if held is None else held.record, record)
                 changed += 1
         return LoadReport(received=len(records), changed=changed)

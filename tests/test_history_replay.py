@@ -26,6 +26,7 @@ def test_the_histories_cover_the_case_paths_and_every_workflow() -> None:
         "matching-run",
         "library-expiry",
         "policy-harvest",
+        "facts-sync",
         "commitment-full-settlement",  # stored before the approval notice was patched in
         "commitment-approval-notice",
         "commitment-recovered",

@@ -16,6 +16,7 @@ from models.policy import ItemCreate, VersionStatus
 from tests.fixtures.api import auth
 from tests.fixtures.factories import create_users, item_payload
 from tests.fixtures.stack import Stack
+from tests.fixtures.temporal import drop_schedules
 from tests.history_store import keep_history
 from workflows.library_expiry import SCHEDULE_ID
 from workflows.starts import start_library_expiry
@@ -118,6 +119,7 @@ async def test_nightly_schedule_expires_lapsed_versions(
     await ensure_schedules(dev_server.client, stack.settings.task_queue)
     await ensure_schedules(dev_server.client, stack.settings.task_queue)  # idempotent
     schedule = await dev_server.client.get_schedule_handle(SCHEDULE_ID).describe()
+    await drop_schedules(dev_server.client)
     assert schedule.schedule.spec.time_zone_name == "Asia/Shanghai"
 
     expiry = await start_library_expiry(

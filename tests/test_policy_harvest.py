@@ -35,7 +35,9 @@ from models.policy_feed import (
 )
 from simulators.policy_feed import publications
 from tests.fixtures.factories import create_users, item_payload
+from tests.fixtures.temporal import drop_schedules
 from tests.history_store import keep_history
+from workflows import facts_sync
 from workflows import harvest as harvest_workflow
 from workflows.harvest import HarvestInput, PolicyHarvestWorkflow
 
@@ -234,6 +236,10 @@ async def test_the_scheduled_harvest_reads_the_feed_through_its_failures_once(
     client = dev_server.client
     await ensure_schedules(client, queue)
     described = await client.get_schedule_handle(harvest_workflow.SCHEDULE_ID).describe()
+    facts = await client.get_schedule_handle(facts_sync.SCHEDULE_ID).describe()
+    await drop_schedules(client)
+    assert isinstance(facts.schedule.action, ScheduleActionStartWorkflow)
+    assert facts.schedule.action.workflow == "FactSyncWorkflow"
     assert described.schedule.spec.time_zone_name == "Asia/Shanghai"
     action = described.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)

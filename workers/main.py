@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.cases import CaseActivities
 from activities.commitment import CommitmentActivities
+from activities.facts import FactSyncActivities
 from activities.harvest import HarvestActivities
 from activities.matching import MatchingActivities
 from activities.payments import PaymentActivities
@@ -55,6 +56,7 @@ def build_worker(
     recognition = RecognitionActivities(sessionmaker, channel, data_platform)
     commitment = CommitmentActivities(sessionmaker, budget_system)
     review = ReviewActivities(sessionmaker, data_platform)
+    facts = FactSyncActivities(sessionmaker, data_platform)
     # A worker given no feed (a test or bench of cases alone) does not harvest.
     intake = (
         [] if policy_feed is None else [HarvestActivities(sessionmaker, policy_feed).harvest_page]
@@ -114,6 +116,7 @@ def build_worker(
             commitment.notify,
             review.review_case,
             review.decide_findings,
+            facts.sync_facts_page,
             *intake,
         ],
     )

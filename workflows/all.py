@@ -4,6 +4,7 @@ would otherwise execute, importing all the others with it."""
 
 from workflows.application import ApplicationWorkflow
 from workflows.commitment import CommitmentWorkflow
+from workflows.facts_sync import FactSyncWorkflow
 from workflows.harvest import PolicyHarvestWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchWorkflow
@@ -22,4 +23,5 @@ ALL_WORKFLOWS: list[type] = [
     RecognitionBatchWorkflow,
     RecognitionCaseWorkflow,
     PolicyHarvestWorkflow,
+    FactSyncWorkflow,
 ]

@@ -138,6 +138,17 @@ POLICY_FEED = workflow.ActivityConfig(
     ),
 )
 
+# Reading the data platform's change feed and storing a page: as the policy feed.
+DATA_PLATFORM_FEED = workflow.ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        maximum_interval=timedelta(minutes=2),
+        maximum_attempts=10,
+        non_retryable_error_types=[ErrorType.DATA_PLATFORM_REFUSED],
+    ),
+)
+
 # workflow.patched ids: never change one.
 # A case answers an update only once it has acted on it (an update that arrives while the
 # projection is written waits for the next round): the three case workflows.

@@ -26,9 +26,10 @@ from models.matching import MatchRequest, MatchScope
 from models.policy import Category
 from models.policy_change import PolicyChangeInput, PolicyChangeState
 from models.recognition import BatchInput, BatchProgress, RecognitionBatch
-from workflows import harvest, library_expiry, matching
+from workflows import facts_sync, harvest, library_expiry, matching
 from workflows.application import ApplicationWorkflow
 from workflows.commitment import CommitmentWorkflow
+from workflows.facts_sync import FactSyncInput, FactSyncWorkflow
 from workflows.harvest import HarvestInput, PolicyHarvestWorkflow
 from workflows.library_expiry import LibraryExpiryWorkflow
 from workflows.matching import MatchOutcome, MatchWorkflow, match_workflow_id
@@ -197,6 +198,13 @@ def policy_harvest_action(task_queue: str) -> ScheduleActionStartWorkflow:
     """The policy feed, from where the last harvest stopped."""
     return ScheduleActionStartWorkflow(
         PolicyHarvestWorkflow.run, HarvestInput(), id=harvest.SCHEDULE_ID, task_queue=task_queue
+    )
+
+
+def facts_sync_action(task_queue: str) -> ScheduleActionStartWorkflow:
+    """The data platform's change feed, from where the last sync stopped."""
+    return ScheduleActionStartWorkflow(
+        FactSyncWorkflow.run, FactSyncInput(), id=facts_sync.SCHEDULE_ID, task_queue=task_queue
     )
 
 
