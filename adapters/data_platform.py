@@ -87,6 +87,15 @@ class DataPlatformClient(ExternalSystemClient):
             raise self.unavailable(f"GET {path}: more firms than asked for")
         return page
 
+    async def end_cursor(self) -> str:
+        """The cursor after every change the platform holds now."""
+        cursor: str | None = None
+        while True:
+            page = await self.fact_changes(cursor, limit=MAX_CHANGES_PER_PAGE)
+            cursor = page.next_cursor
+            if not page.has_more:
+                return cursor
+
     async def related_parties(self, uscc: str) -> RelatedParties | None:
         """The firm's legal representative, parent and related firms; None if the
         platform does not know the firm."""

@@ -511,7 +511,7 @@ async def _load_data_platform(settings: Settings, enterprises: int) -> None:
         engine = make_engine(settings.database_url)
         try:
             async with make_sessionmaker(engine).begin() as session:
-                await sync.skip_to_end(session, DataPlatformClient(http))
+                await sync.start_at(session, await DataPlatformClient(http).end_cursor())
         finally:
             await engine.dispose()
 

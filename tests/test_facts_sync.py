@@ -27,7 +27,7 @@ from tests.fixtures.factories import create_enterprise, new_uscc
 from tests.history_store import keep_history
 from workers.main import build_worker
 from workflows.facts_sync import FactSyncInput, FactSyncWorkflow
-from workflows.matching import MatchWorkflow
+from workflows.matching import MatchOutcome
 
 
 def record(uscc: str, **facts: tuple[Any, str]) -> dict[str, Any]:
@@ -66,8 +66,9 @@ async def test_the_sync_writes_valid_figures_skips_bad_ones_and_reads_each_chang
 ) -> None:
     platform = DataPlatformClient(data_platform_simulator)
     feed = f"facts-{uuid.uuid4().hex[:8]}"
-    await sync.skip_to_end(session, platform, feed)  # what other tests loaded is not ours
-    assert not await sync.skip_to_end(session, platform, feed)  # a cursor is kept
+    # What other tests loaded is not ours: start at the platform's end.
+    assert await sync.start_at(session, await platform.end_cursor(), feed)
+    assert not await sync.start_at(session, "another", feed)  # a cursor is kept
 
     good = await create_enterprise(session)
     other = await create_enterprise(session)
@@ -128,7 +129,7 @@ async def test_a_page_lost_to_a_crash_is_read_again_and_a_bad_cursor_is_refused(
         outer = await connection.begin()
         session = AsyncSession(bind=connection, join_transaction_mode="create_savepoint")
         await ensure_reference_data(session)
-        await sync.skip_to_end(session, platform, feed)
+        await sync.start_at(session, await platform.end_cursor(), feed)
         firm = await create_enterprise(session)
         await load(data_platform_simulator, record(firm.uscc, tax_paid_fen=(7, "2025-12-31")))
         after = await sync.cursor_of(session, feed)
@@ -159,7 +160,7 @@ async def test_the_scheduled_sync_rematches_the_firms_it_changed(
     platform = DataPlatformClient(data_platform_simulator)
     async with sessionmaker.begin() as session:
         await ensure_reference_data(session)
-        await sync.skip_to_end(session, platform)
+        await sync.start_at(session, await platform.end_cursor())
         firm = await create_enterprise(session)
     await load(
         data_platform_simulator,
@@ -189,8 +190,8 @@ async def test_the_scheduled_sync_rematches_the_firms_it_changed(
             )
             report = await handle.result()
             assert report.match_run is not None
-            rematch = await client.get_workflow_handle_for(
-                MatchWorkflow.run, report.match_run
+            rematch = await client.get_workflow_handle(
+                report.match_run, result_type=MatchOutcome
             ).result()
     finally:
         await data_platform_simulator.put("/v1/_simulator/config", json={"seed": 7})

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from adapters.data_platform import DataPlatformClient
 from domain.registry.importer import ImportReport, ValidRows, write_rows
 from models.data_platform import FactChangesPage, FirmFacts
 from models.facts import FACT_KINDS
@@ -84,20 +83,13 @@ async def cursor_of(session: AsyncSession, feed: str = FEED_ID) -> str | None:
     return None if row is None else row.cursor
 
 
-async def skip_to_end(
-    session: AsyncSession, platform: DataPlatformClient, feed: str = FEED_ID
-) -> bool:
-    """Start the feed's cursor after every change the platform holds now, unless it has
-    one: for a registry just loaded from the platform's own export (the embedded
-    stack's sample), whose figures the sync need not read again. Whether it moved."""
+async def start_at(session: AsyncSession, cursor: str, feed: str = FEED_ID) -> bool:
+    """Start the feed's cursor at `cursor` (the platform's end, `DataPlatformClient.
+    end_cursor`) unless it has one: for a registry just loaded from the platform's own
+    export (the embedded stack's sample), whose figures the sync need not read again.
+    Whether it was set."""
     if await cursor_of(session, feed) is not None:
         return False
-    cursor: str | None = None
-    while True:
-        page = await platform.fact_changes(cursor, limit=500)
-        cursor = page.next_cursor
-        if not page.has_more:
-            break
     session.add(FeedCursor(feed=feed, cursor=cursor))
     await session.flush()
     return True
