@@ -46,6 +46,7 @@ from domain.money.budget import Reconciliation
 from domain.registry import sync
 from domain.registry.importer import ImportReport
 from models.matching import MatchRequest, MatchScope
+from models.policy_feed import HarvestReport
 from models.reference import User
 from seed.data_platform import data_platform_records
 from seed.reference import demo_user_names
@@ -60,7 +61,7 @@ from simulators.policy_feed import PolicyFeedConfig
 from simulators.policy_feed import create_app as create_policy_feed_simulator
 from workers.main import main as worker_main
 from workflows.registry_import import import_then_rematch
-from workflows.starts import start_match_run
+from workflows.starts import start_facts_sync, start_match_run, start_policy_harvest
 
 app = typer.Typer(
     help="zhida 直达: fiscal funds to enterprises, fast and traceable.", no_args_is_help=True
@@ -372,6 +373,38 @@ async def _ensure_schedules(settings: Settings) -> None:
 
 
 @app.command()
+def harvest() -> None:
+    """Harvest the policy feed now (the schedule does it hourly) and print what it stored."""
+    settings = _settings()
+    report = asyncio.run(_harvest(settings))
+    typer.echo(report.model_dump_json(indent=2))
+
+
+async def _harvest(settings: Settings) -> HarvestReport:
+    client = await connect(settings)
+    tag = f"manual-{datetime.now(SHANGHAI):%Y%m%dT%H%M%S}"
+    return await (await start_policy_harvest(client, settings.task_queue, tag)).result()
+
+
+@app.command("sync-facts")
+def sync_facts() -> None:
+    """Sync the firms' figures changed on the data platform now (the schedule does it every
+    15 minutes), re-match the firms it changed, and print what it stored."""
+    settings = _settings()
+    report = asyncio.run(_sync_facts(settings))
+    typer.echo(report.model_dump_json(indent=2))
+
+
+async def _sync_facts(settings: Settings) -> sync.SyncReport:
+    client = await connect(settings)
+    tag = f"manual-{datetime.now(SHANGHAI):%Y%m%dT%H%M%S}"
+    handle = await start_facts_sync(
+        client, settings.task_queue, tag, receipt_polls_s=settings.push_receipt_polls_s
+    )
+    return await handle.result()
+
+
+@app.command()
 def worker() -> None:
     """Run the Temporal worker."""
     worker_main()
@@ -491,6 +524,8 @@ def run(
         asyncio.run(wait_for_http(f"{base}/healthz"))
         # Refresh the match library (and push what is new) with the data as it stands.
         asyncio.run(_start_full_match(settings, address))
+        # And what the portals published since the last start (hourly thereafter).
+        asyncio.run(_start_harvest(settings, address))
         _banner(settings, base, ui, summary.skipped, time.monotonic() - started)
         children.wait()
     except KeyboardInterrupt:
@@ -535,6 +570,13 @@ async def _start_full_match(settings: Settings, address: str) -> None:
     await start_match_run(client, settings.task_queue, request, tag)
 
 
+async def _start_harvest(settings: Settings, address: str) -> None:
+    client = await connect(settings.model_copy(update={"temporal_address": address}))
+    await start_policy_harvest(
+        client, settings.task_queue, f"startup-{datetime.now(SHANGHAI):%Y%m%dT%H%M%S}"
+    )
+
+
 def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, seconds: float) -> None:
     data = "resumed with existing data" if resumed else "sample data loaded"
     lines = [
@@ -542,6 +584,7 @@ def _banner(settings: Settings, base: str, ui: str | None, resumed: bool, second
         f"zhida is up in {seconds:.0f}s ({data})",
         f"  API        {base}/api/v1   (docs: {base}/docs, health: {base}/healthz)",
         f"  Web pages  {base}/ui/   (sign in by pasting a token below)",
+        f"  Public     {base}/public/policies   (the policy catalogue, no sign-in)",
     ]
     if ui:
         lines.append(f"  Temporal   {ui}")

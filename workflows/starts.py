@@ -19,12 +19,14 @@ from temporalio.common import (
 )
 
 from domain.policy.library import change_workflow_id
+from domain.registry.sync import SyncReport
 from models import search_attributes as sa_keys
 from models.cases import ApplicationInput, CaseStage, CaseState
 from models.commitment import CommitmentInput
 from models.matching import MatchRequest, MatchScope
 from models.policy import Category
 from models.policy_change import PolicyChangeInput, PolicyChangeState
+from models.policy_feed import HarvestReport
 from models.recognition import BatchInput, BatchProgress, RecognitionBatch
 from workflows import facts_sync, harvest, library_expiry, matching
 from workflows.application import ApplicationWorkflow
@@ -42,6 +44,8 @@ PolicyChangeHandle = WorkflowHandle[PolicyChangeWorkflow, PolicyChangeState]
 MatchRunHandle = WorkflowHandle[MatchWorkflow, MatchOutcome]
 LibraryExpiryHandle = WorkflowHandle[LibraryExpiryWorkflow, list[str]]
 BatchHandle = WorkflowHandle[RecognitionBatchWorkflow, BatchProgress]
+HarvestHandle = WorkflowHandle[PolicyHarvestWorkflow, HarvestReport]
+FactSyncHandle = WorkflowHandle[FactSyncWorkflow, SyncReport]
 
 
 async def start_application_case(
@@ -181,6 +185,30 @@ async def start_library_expiry(client: Client, task_queue: str, tag: str) -> Lib
     return await client.start_workflow(
         LibraryExpiryWorkflow.run,
         id=f"{library_expiry.SCHEDULE_ID}/{tag}",
+        task_queue=task_queue,
+    )
+
+
+async def start_policy_harvest(client: Client, task_queue: str, tag: str) -> HarvestHandle:
+    """One harvest of the policy feed now, besides the hourly ones of its schedule (a
+    harvest running meanwhile is harmless: each page is stored under the cursor it was
+    read with, once)."""
+    return await client.start_workflow(
+        PolicyHarvestWorkflow.run,
+        HarvestInput(),
+        id=f"{harvest.SCHEDULE_ID}/{tag}",
+        task_queue=task_queue,
+    )
+
+
+async def start_facts_sync(
+    client: Client, task_queue: str, tag: str, receipt_polls_s: list[float] | None = None
+) -> FactSyncHandle:
+    """One sync of the data platform's changes now, besides the scheduled ones."""
+    return await client.start_workflow(
+        FactSyncWorkflow.run,
+        FactSyncInput(receipt_polls_s=receipt_polls_s),
+        id=f"{facts_sync.SCHEDULE_ID}/{tag}",
         task_queue=task_queue,
     )
 
