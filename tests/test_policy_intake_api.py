@@ -71,6 +71,8 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     computable = next(p for p in proposals if p["amount_rule"] is not None)
     for condition in computable["conditions"]:
         assert condition["quote"] and 0 < condition["confidence"] <= 1
+        if "；" not in condition["quote"]:  # not two alternatives widened into one
+            assert condition["quote"] in condition["sentence"]
     url = f"{INTAKE}/proposals/{computable['id']}/adopt"
 
     # Only the department's own staff adopt, for their own department.

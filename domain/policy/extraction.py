@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
@@ -142,11 +142,13 @@ _THRESHOLD = re.compile(
 
 @dataclass(frozen=True)
 class Proposed:
-    """One proposed condition: a rule node, the sentence it came from, how sure."""
+    """One proposed condition: a rule node, the words it was read from (`quote`), the
+    whole sentence they stand in, and how sure the reading is (0 to 1)."""
 
     rule: dict[str, Any]
     quote: str
     confidence: float
+    sentence: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class ProposedAmount:
     rule: dict[str, Any]
     quote: str
     confidence: float
+    sentence: str = ""
 
 
 @dataclass
@@ -426,6 +429,9 @@ def merged(found: list[Proposed], new: Proposed) -> list[Proposed]:
                     {**old.rule, "value": values},
                     f"{old.quote}；{new.quote}",
                     min(old.confidence, new.confidence),
+                    old.sentence
+                    if new.sentence in ("", old.sentence)
+                    else f"{old.sentence}{new.sentence}",
                 )
                 return [*found[:index], wider, *found[index + 1 :]]
     return [*found, new]
@@ -634,14 +640,14 @@ def read_text(text: str, regions: Mapping[str, str]) -> Reading:
         if found is not None:
             spans = found[1]
             if reading.amount is None:
-                reading.amount = found[0]
+                reading.amount = replace(found[0], sentence=sentence)
         elif reading.amount is None and reading.amount_note is None:
             pays = _PAYS_MONEY.search(sentence)
             if pays:
                 reading.amount_note = sentence
         read = conditions_of(sentence, regions, spans)
         for proposed in read:
-            reading.conditions = merged(reading.conditions, proposed)
+            reading.conditions = merged(reading.conditions, replace(proposed, sentence=sentence))
         if not read:
             note = _manual(sentence)
             if note is not None:

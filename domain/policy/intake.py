@@ -80,7 +80,8 @@ class SourceView(BaseModel):
 
 class ProposedCondition(BaseModel):
     rule: Any
-    quote: str = PydanticField(description="the text the condition was read from")
+    quote: str = PydanticField(description="the words the condition was read from")
+    sentence: str = PydanticField(default="", description="the sentence they stand in")
     confidence: float = PydanticField(description="how sure the reading is, 0 to 1")
     manual: bool = PydanticField(description="a condition no figure can check")
 
@@ -287,15 +288,18 @@ async def propose(
                 category=draft.category.value,
                 eligibility=extraction.eligibility_of(draft),
                 evidence=[
-                    {"rule": p.rule, "quote": p.quote, "confidence": p.confidence, "manual": False}
-                    for p in draft.conditions
-                ]
-                + [
-                    {"rule": p.rule, "quote": p.quote, "confidence": p.confidence, "manual": True}
-                    for p in draft.manual
+                    {
+                        "rule": p.rule,
+                        "quote": p.quote,
+                        "sentence": p.sentence or p.quote,
+                        "confidence": p.confidence,
+                        "manual": manual,
+                    }
+                    for manual, found in ((False, draft.conditions), (True, draft.manual))
+                    for p in found
                 ],
                 amount_rule=draft.amount.rule if draft.amount else None,
-                amount_quote=draft.amount.quote if draft.amount else None,
+                amount_quote=draft.amount.sentence or draft.amount.quote if draft.amount else None,
                 amount_confidence=draft.amount.confidence if draft.amount else None,
                 amount_note=draft.amount_note,
             )
