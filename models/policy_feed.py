@@ -145,14 +145,15 @@ class HarvestedSource(SQLModel, table=True):
 
 
 class FeedCursor(SQLModel, table=True):
-    """How far the harvest has read a feed; moved in the transaction that stores the page."""
+    """How far a feed has been read (the policy feed, the data platform's changes):
+    moved in the transaction that stores the page it follows."""
 
     __tablename__ = "feed_cursor"
 
     feed: str = Field(primary_key=True, max_length=64)
     cursor: str = Field(max_length=256)
     pages: int = 0
-    publications: int = 0
+    items: int = 0  # publications, or firms whose figures changed
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("feed", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("cursor", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
         sa.Column("pages", sa.Integer(), nullable=False),
-        sa.Column("publications", sa.Integer(), nullable=False),
+        sa.Column("items", sa.Integer(), nullable=False),
         sa.Column("updated_at", models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("feed"),
     )

@@ -80,7 +80,7 @@ async def store_page(
         session.add(row)
     row.cursor = page.next_cursor
     row.pages += 1
-    row.publications += len(page.items)
+    row.items += len(page.items)
     row.updated_at = utcnow()
     await session.flush()
     return report

@@ -160,7 +160,7 @@ async def store_changes(
         session.add(row)
     row.cursor = page.next_cursor
     row.pages += 1
-    row.publications += len(page.changes)
+    row.items += len(page.changes)
     row.updated_at = utcnow()
     await session.flush()
     return report
