@@ -4,8 +4,9 @@ A page of the platform's change feed is stored in one transaction with the curso
 it (`store_changes`): a crash before the commit leaves the cursor where it was, and the
 page is fetched again; storing it again changes nothing. Each figure is checked as the
 importer checks a row (`FactRow`: a known kind, a value of its type and range, a period)
-and written by the importer's own upsert; a figure that fails, or a firm the registry
-does not hold, is reported and skipped, never half-written, and never stops the rest.
+and written by the importer's own upsert. A firm's record with a figure that fails, or
+of a firm the registry does not hold, is reported and skipped whole (never half-written)
+and never stops the rest.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class SyncReport(BaseModel):
     facts_updated: int = 0
     unchanged: int = 0
     ignored: int = 0  # kinds the platform serves that no rule reads (patents, penalties)
-    skipped: int = 0
-    skips: list[Skipped] = []
+    skipped: int = 0  # firms whose record was not written: unknown, or a figure failed
+    skips: list[Skipped] = []  # why, figure by figure (the first MAX_REPORTED)
     has_more: bool = False
     # When the first figure changed in this sync (the re-match asks for firms changed
     # since then); None when none changed.
@@ -96,7 +97,10 @@ async def start_at(session: AsyncSession, cursor: str, feed: str = FEED_ID) -> b
 
 
 def _rows(firm: FirmFacts, fetched_at: datetime, report: SyncReport) -> list[FactRow]:
+    """The firm's figures as rows, or none when any of them fails: a firm's record is
+    written whole or not at all, never half."""
     rows: list[FactRow] = []
+    failed = False
     for reading in firm.readings:
         report.readings += 1
         kind = FACT_KINDS.get(reading.kind)
@@ -116,12 +120,15 @@ def _rows(firm: FirmFacts, fetched_at: datetime, report: SyncReport) -> list[Fac
             )
         except ValidationError as exc:
             message = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-            _skip(report, firm.uscc, reading.kind, message)
+            _reason(report, firm.uscc, reading.kind, message)
+            failed = True
+    if failed:
+        report.skipped += 1
+        return []
     return rows
 
 
-def _skip(report: SyncReport, uscc: str, kind: str | None, reason: str) -> None:
-    report.skipped += 1
+def _reason(report: SyncReport, uscc: str, kind: str | None, reason: str) -> None:
     if len(report.skips) < MAX_REPORTED:
         report.skips.append(Skipped(uscc=uscc, kind=kind, reason=reason[:200]))
 
@@ -144,7 +151,8 @@ async def store_changes(
     for firm in page.changes:
         if firm.uscc not in known:
             report.readings += len(firm.readings)
-            _skip(report, firm.uscc, None, "the registry holds no such firm")
+            report.skipped += 1
+            _reason(report, firm.uscc, None, "the registry holds no such firm")
             continue
         valid.facts.extend(_rows(firm, fetched_at, report))
     if valid.facts:
