@@ -28,6 +28,14 @@ HOW_TO_GET: dict[Category, str] = {
 }
 
 
+PERIOD_NAMES: dict[PeriodScheme, str] = {
+    PeriodScheme.ANNUAL: "按年度：每家企业每年最多享受一次",
+    PeriodScheme.QUARTERLY: "按季度：每家企业每季度最多享受一次",
+    PeriodScheme.MONTHLY: "按月：每家企业每月最多享受一次",
+    PeriodScheme.ONE_OFF: "一次性：每家企业仅可享受一次",
+}
+
+
 class LineKind(enum.StrEnum):
     CONDITION = "condition"  # a machine-checked condition
     MANUAL = "manual"  # checked by the department from the firm's materials
@@ -87,6 +95,7 @@ class PublicPolicySummary(BaseModel):
     region_code: str
     region_name: str
     period_scheme: PeriodScheme
+    period_name: str = Field(description="兑付周期（中文）")
     valid_from: date
     valid_to: date
     url: str = Field(description="该事项的公开页面（稳定地址）")

@@ -197,6 +197,7 @@ class DraftProposal(SQLModel, table=True):
     article: str = Field(max_length=64)
     title: str = Field(max_length=256)
     category: str = Field(max_length=16)
+    period_scheme: str = Field(max_length=16)
     eligibility: Any = Field(sa_type=sa.JSON)  # the proposed rule (all of the below)
     evidence: Any = Field(sa_type=sa.JSON)  # [{rule, quote, confidence, manual}]
     amount_rule: Any = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))

@@ -155,6 +155,19 @@ def test_an_amount_no_rule_states_is_left_to_a_person(text: str) -> None:
     assert read_text(text, HUZHOU).amount_note == text
 
 
+@pytest.mark.parametrize(
+    ("text", "scheme"),
+    [
+        ("对新认定的企业给予一次性奖励20万元", "one_off"),
+        ("按季度给予以下支持：每增长1000万元给予1万元", "quarterly"),
+        ("对上年度营业收入2000万元以上的企业按研发费用的10%给予补助", "annual"),
+    ],
+)
+def test_a_drafts_period_scheme_follows_the_text(text: str, scheme: str) -> None:
+    (draft,) = draft_items("通知", [Article(number="第一条", text=text)], HUZHOU)
+    assert draft.period_scheme == scheme
+
+
 def test_a_document_becomes_one_draft_per_paying_part_with_its_common_conditions() -> None:
     articles = [
         Article(

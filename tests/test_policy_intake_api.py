@@ -89,6 +89,7 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     assert version["status"] == "draft"
     assert version["amount_rule"] == {"rounding": "half_up"} | computable["amount_rule"]
     assert version["eligibility"] == computable["eligibility"]
+    assert version["period_scheme"] == computable["period_scheme"]
     assert REPEALED in version["change_reason"]
     again = await api.post(url, json=adoption("CX-HARV-02"), headers=staff)
     assert again.status_code == 409

@@ -144,6 +144,7 @@ async def test_an_items_page_states_its_conditions_amount_units_and_contact_in_c
     assert item["url"] == "/public/policies/HZ-JXJ-01"
     assert item["document"]["doc_number"] == "湖政发〔2024〕8号"
     assert item["level"] == "city" and item["how_to_get"].startswith("申报制")
+    assert item["period_name"] == "按年度：每家企业每年最多享受一次"
     lines = [line["text"] for line in item["conditions"]]
     assert "国民经济行业分类 以此开头 C" in lines
     assert "公共信用评价等级 属于 A、B" in lines

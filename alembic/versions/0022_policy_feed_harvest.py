@@ -155,6 +155,7 @@ def upgrade() -> None:
         sa.Column("article", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("title", sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
         sa.Column("category", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("period_scheme", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("eligibility", sa.JSON(), nullable=False),
         sa.Column("evidence", sa.JSON(), nullable=False),
         sa.Column("amount_rule", sa.JSON(), nullable=True),

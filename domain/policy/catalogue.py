@@ -48,6 +48,7 @@ from domain.engine.rules import (
 from domain.errors import FieldError, InvalidInput, NotFound
 from models.catalogue import (
     HOW_TO_GET,
+    PERIOD_NAMES,
     CatalogueFacets,
     ConditionLine,
     FactInput,
@@ -63,6 +64,7 @@ from models.catalogue import (
 from models.eligibility import Outcome, UnknownReason, Verdict
 from models.facts import FACT_KINDS, FactKind, coerce_fact_value
 from models.money import format_yuan
+from models.period import PeriodScheme
 from models.policy import (
     Category,
     Level,
@@ -183,6 +185,7 @@ def _summary(row: _Row) -> PublicPolicySummary:
         region_code=row.item.region_code,
         region_name=row.region_name,
         period_scheme=version.period_scheme,
+        period_name=PERIOD_NAMES[PeriodScheme(version.period_scheme)],
         valid_from=version.valid_from,
         valid_to=version.valid_to,
         url=f"{PAGE_PATH}/{row.item.code}",

@@ -30,6 +30,7 @@ import opencc
 
 from domain.engine.amounts import parse_amount_rule
 from domain.engine.rules import MAX_RULE_TEXT, parse_rule
+from models.period import PeriodScheme
 from models.policy import Category
 from models.policy_feed import Article
 
@@ -164,6 +165,7 @@ class Draft:
     article: str
     title: str
     category: Category
+    period_scheme: PeriodScheme
     conditions: list[Proposed] = field(default_factory=list)
     manual: list[Proposed] = field(default_factory=list)
     amount: ProposedAmount | None = None
@@ -720,6 +722,7 @@ def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, s
                 article=part.number,
                 title=_title(part, title),
                 category=_own_or(category_of(part.text), category),
+                period_scheme=period_scheme_of(part.text),
                 conditions=[*common, *own],
                 manual=[*common_manual, *reading.manual],
                 amount=reading.amount,
@@ -727,6 +730,23 @@ def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, s
             )
         )
     return drafts
+
+
+_ONE_OFF = re.compile(r"一次性|首次|新认定|新评为|新获评|新入选|首批")
+_QUARTERLY = re.compile(r"按季度?|每季度?|季度(?:兑现|拨付|发放)")
+_MONTHLY = re.compile(r"按月|每月|逐月")
+
+
+def period_scheme_of(text: str) -> PeriodScheme:
+    """How often a firm may be paid: once (一次性, 首次, 新认定 …), by quarter or month
+    when the text says so, else yearly (年度 figures, 每年 申报)."""
+    if _QUARTERLY.search(text):
+        return PeriodScheme.QUARTERLY
+    if _MONTHLY.search(text):
+        return PeriodScheme.MONTHLY
+    if _ONE_OFF.search(text):
+        return PeriodScheme.ONE_OFF
+    return PeriodScheme.ANNUAL
 
 
 def _own_or(own: Category, document: Category) -> Category:

@@ -92,6 +92,7 @@ class ProposalView(BaseModel):
     article: str
     title: str
     category: Category
+    period_scheme: PeriodScheme
     eligibility: Any
     conditions: list[ProposedCondition]
     amount_rule: Any
@@ -202,6 +203,7 @@ def proposal_view(row: DraftProposal) -> ProposalView:
         article=row.article,
         title=row.title,
         category=Category(row.category),
+        period_scheme=PeriodScheme(row.period_scheme),
         eligibility=row.eligibility,
         conditions=[ProposedCondition.model_validate(e) for e in row.evidence],
         amount_rule=row.amount_rule,
@@ -286,6 +288,7 @@ async def propose(
                 article=draft.article[:64],
                 title=draft.title[:256],
                 category=draft.category.value,
+                period_scheme=draft.period_scheme.value,
                 eligibility=extraction.eligibility_of(draft),
                 evidence=[
                     {
@@ -325,7 +328,7 @@ class Adoption(BaseModel):
     category: Category | None = None
     eligibility: Any = None
     amount_rule: Any = None
-    period_scheme: PeriodScheme = PeriodScheme.ANNUAL
+    period_scheme: PeriodScheme | None = None
     valid_from: date | None = None
     valid_to: date | None = None
     commitment: Any = None
@@ -398,7 +401,7 @@ async def adopt(
         "eligibility": body.eligibility if body.eligibility is not None else proposal.eligibility,
         "amount_rule": amount_rule,
         "annual_quota_fen": body.annual_quota_fen,
-        "period_scheme": body.period_scheme,
+        "period_scheme": body.period_scheme or PeriodScheme(proposal.period_scheme),
         "commitment": body.commitment,
         "stages": [
             {
