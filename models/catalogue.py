@@ -131,6 +131,7 @@ class PolicyCheck(BaseModel):
     code: str
     version: int
     as_of: date
+    in_force: bool = Field(description="该政策在 as_of 当天是否在有效期内；不在则不符合")
     verdict: Verdict
     conditions: list[ConditionResult]
     amount_fen: int | None = Field(description="预计金额（分）；不符合或缺少计算所需数据时为空")

@@ -26,6 +26,22 @@ ENV_CREDIT_COLOURS = ("green", "blue", "yellow", "red", "black")
 SIZE_CLASSES = ("large", "medium", "small", "micro")
 SPECIALISED_LEVELS = ("none", "city", "province", "national")
 GREEN_FACTORY_LEVELS = ("none", "city", "province", "national")
+# How people read a graded fact's codes (a condition shown in words).
+_LEVEL_NAMES = {"none": "无", "city": "市级", "province": "省级", "national": "国家级"}
+CHOICE_LABELS: dict[str, dict[str, str]] = {
+    "size_class": {"large": "大型", "medium": "中型", "small": "小型", "micro": "微型"},
+    "env_credit_colour": {
+        "green": "绿色",
+        "blue": "蓝色",
+        "yellow": "黄色",
+        "red": "红色",
+        "black": "黑色",
+    },
+    "specialised_level": _LEVEL_NAMES,
+    "green_factory_level": _LEVEL_NAMES,
+    "mu_grade": {grade: f"{grade}类" for grade in MU_GRADES},
+    "credit_rating": {grade: f"{grade}级" for grade in ZHEJIANG_CREDIT_RATINGS},
+}
 
 
 class FactType(enum.StrEnum):

@@ -214,6 +214,11 @@ class StageLimit(BaseModel):
     working_days: int = PydanticField(ge=1, le=60)
 
 
+# An item's validity lies in these years (as every date a query takes, api/params.py).
+EARLIEST_VALID = date(2000, 1, 1)
+LATEST_VALID = date(2099, 12, 31)
+
+
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -268,8 +273,16 @@ class ItemContent(BaseModel):
         "omitted: exclusivity (where the item has a group), project and invoice",
     )
     stages: list[StageLimit]
-    valid_from: date
-    valid_to: date
+    valid_from: date = PydanticField(ge=EARLIEST_VALID, le=LATEST_VALID)
+    valid_to: date = PydanticField(ge=EARLIEST_VALID, le=LATEST_VALID)
+
+    @field_validator("title", "summary")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # PostgreSQL cannot hold a NUL, and SQLite would keep one nobody can see.
+        if "\x00" in value:
+            raise ValueError("不能包含 NUL 字符")
+        return value
 
     @field_validator("eligibility", "amount_rule", mode="before")
     @classmethod

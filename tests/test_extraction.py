@@ -168,6 +168,44 @@ def test_a_drafts_period_scheme_follows_the_text(text: str, scheme: str) -> None
     assert draft.period_scheme == scheme
 
 
+def test_a_manual_condition_quotes_who_qualifies_not_the_payment_or_the_moneys_use() -> None:
+    paying = read_text("自愿开展清洁生产审核并通过验收的中小企业，给予一次性奖励15万元。", HUZHOU)
+    assert [m.rule["manual"] for m in paying.manual] == ["自愿开展清洁生产审核并通过验收的中小企业"]
+    use = read_text("奖补资金主要用于企业研发投入，不得用于偿还债务。", HUZHOU)
+    assert use.manual == []
+
+
+def test_a_grade_that_is_left_out_is_read_as_left_out() -> None:
+    text = "亩均效益综合评价为D类的企业，不得享受本政策。"
+    assert conditions(text) == [{"fact": "mu_grade", "op": "not_in", "value": ["D"]}]
+
+
+def test_who_a_payment_is_for_is_kept_when_no_figure_says_it() -> None:
+    reading = read_text("对首次入选“亩均效益领跑者”前20名的企业，每家给予奖励20万元。", HUZHOU)
+    assert reading.amount is not None and reading.amount.rule["amount_fen"] == 20_000_000
+    assert [m.rule["manual"] for m in reading.manual] == ["首次入选“亩均效益领跑者”前20名的企业"]
+
+
+def test_an_amendment_proposes_no_item_and_an_articles_own_way_holds_for_its_parts() -> None:
+    amendment = [
+        Article(
+            number="一、",
+            text="将第五条中的“按设备投资额的8%给予补助”修改为“按设备投资额的10%给予补助”。",
+        )
+    ]
+    assert draft_items("关于修改《办法》的通知", amendment, HUZHOU) == []
+    article = Article(
+        number="四、",
+        text="对评价为A类的企业，每家给予奖励10万元；连续三年评价为A类的，奖励提高至20万元。本条实行“免申即享”。",
+    )
+    drafts = draft_items("通知", [article], HUZHOU)
+    assert len(drafts) == 2 and {d.category for d in drafts} == {Category.RECOGNITION}
+    other = Article(number="七、", text="除实行“免申即享”的条款外，其余条款实行申报制。")
+    paying = Article(number="二、", text="对设备投资额500万元以上的项目，给予一次性奖励20万元。")
+    (draft,) = draft_items("通知", [paying, other], HUZHOU)
+    assert draft.category is Category.APPLICATION
+
+
 def test_a_document_becomes_one_draft_per_paying_part_with_its_common_conditions() -> None:
     articles = [
         Article(

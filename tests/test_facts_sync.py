@@ -72,6 +72,7 @@ async def test_the_sync_writes_valid_figures_skips_bad_ones_and_reads_each_chang
 
     good = await create_enterprise(session)
     other = await create_enterprise(session)
+    old = await create_enterprise(session)  # a figure dated 1850: no reading
     stranger = new_uscc()  # the platform knows it; the registry does not
     await load(
         data_platform_simulator,
@@ -89,15 +90,18 @@ async def test_the_sync_writes_valid_figures_skips_bad_ones_and_reads_each_chang
             tax_paid_fen=(9_000, "2025-12-31"),  # good, but the record is not: not written
         ),
         record(stranger, tax_paid_fen=(1, "2025-12-31")),
+        record(old.uscc, tax_paid_fen=(5, "2025-12-31"), revenue_fen=(777, "1850-12-31")),
     )
     report = await sync_all(session, platform, feed)
-    assert report.firms == 3 and report.facts_created == 3
+    assert report.firms == 4 and report.facts_created == 3
     assert report.ignored == 1  # patents: no rule reads them
-    assert report.skipped == 2 and report.changed_since is not None  # two firms' records
+    assert report.skipped == 3 and report.changed_since is not None  # three firms' records
     reasons = {(s.uscc, s.kind): s.reason for s in report.skips}
     assert "must be one of" in reasons[(other.uscc, "credit_rating")]
     assert (other.uscc, "revenue_fen") in reasons
     assert reasons[(stranger, None)] == "the registry holds no such firm"
+    assert "1850-12-31" in reasons[(old.uscc, "revenue_fen")]
+    assert await stored(session, old.uscc) == {}
     assert await stored(session, good.uscc) == {
         ("tax_paid_fen", "2025"): 123_456_789,
         ("social_security_headcount", "2026-10"): 88,

@@ -128,6 +128,42 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     everything = await api.get(f"{INTAKE}/alerts", params={"open": "false"}, headers=staff)
     assert everything.json()["total"] == 1
 
+    # Nothing more is drafted from the repealed document.
+    other_proposal = next(p for p in proposals if p["id"] != computable["id"])
+    late = await api.post(
+        f"{INTAKE}/proposals/{other_proposal['id']}/adopt",
+        json=adoption("CX-HARV-04", amount_rule={"kind": "fixed", "amount_fen": 100}),
+        headers=staff,
+    )
+    assert late.status_code == 409 and "长政发〔2026〕3号" in late.json()["detail"]
+
+    # Drafted from a document amended already: its department is told at once.
+    amended_id = await document_id(api, settings, "湖经信〔2025〕18号")
+    amended = (await api.get(f"{INTAKE}/documents/{amended_id}", headers=staff)).json()
+    assert [k["doc_number"] for k in amended["amended_by"]] == ["湖经信〔2025〕41号"]
+    pick = next(p for p in amended["proposals"] if p["amount_rule"] is not None)
+    pick_url = f"{INTAKE}/proposals/{pick['id']}/adopt"
+    window = {"valid_from": "2026-01-01", "valid_to": "2027-12-31"}
+    for body, field in (
+        (adoption("HZ-HARV-05", valid_from="2027-01-01", valid_to="2026-01-01"), "valid_to"),
+        (adoption("HZ-HARV-05", valid_from="1899-01-01", valid_to="2027-12-31"), "valid_from"),
+        (adoption("HZ-HARV-05", valid_from="2026-01-01", valid_to="2100-12-31"), "valid_to"),
+        (adoption("HZ-HARV-05", title="技改\u0000补助", **window), "title"),
+        (adoption("HZ-HARV-05", period_scheme="yearly", **window), "period_scheme"),
+    ):
+        wrong = await api.post(pick_url, json=body, headers=staff)
+        assert wrong.status_code == 422, (body, wrong.text)
+        assert field in [e["field"] for e in wrong.json()["errors"]], wrong.text
+    fine = adoption("HZ-HARV-05", **window)
+    assert (await api.post(pick_url, json=fine, headers=staff)).status_code == 201
+    warned = (await api.get(f"{INTAKE}/alerts", headers=staff)).json()["items"]
+    assert [(a["item_code"], a["kind"]) for a in warned] == [("HZ-HARV-05", "amended")]
+
+    # A keyword is text, not a pattern.
+    for literal in ("_", "%"):
+        found = await api.get(f"{INTAKE}/documents", params={"q": literal}, headers=staff)
+        assert found.json()["total"] == 0
+
     assert (await api.get(f"{INTAKE}/documents/999999", headers=staff)).status_code == 404
     assert (await api.get(f"{INTAKE}/documents/0", headers=staff)).status_code == 422
     assert (await api.get(f"{INTAKE}/documents")).status_code == 401

@@ -147,10 +147,15 @@ async def test_an_items_page_states_its_conditions_amount_units_and_contact_in_c
     assert item["period_name"] == "按年度：每家企业每年最多享受一次"
     lines = [line["text"] for line in item["conditions"]]
     assert "国民经济行业分类 以此开头 C" in lines
-    assert "公共信用评价等级 属于 A、B" in lines
+    assert "公共信用评价等级 属于 A级、B级" in lines
     assert "并非：列入严重失信名单 = 是" in lines
     assert "技改设备投资额 ≥ 5,000,000.00元" in lines
     assert "技改项目已完成竣工验收（由主管部门审核）" in lines
+    # Codes read as words: a region by its name, a level or size by its Chinese.
+    district = (await api.get(f"{BASE}/policies/WX-JXJ-01")).json()
+    assert "所在区县 = 吴兴区" in [line["text"] for line in district["conditions"]]
+    giant = (await api.get(f"{BASE}/policies/HZ-JXJ-02")).json()
+    assert "专精特新等级 = 国家级" in [line["text"] for line in giant["conditions"]]
     assert item["amount"] == "按技改设备投资额的 8% 计算，最高 5,000,000.00元"
     assert [(s["stage_name"], s["unit_name"], s["working_days"]) for s in item["stages"]] == [
         ("部门审核", "湖州市经济和信息化局", 10),
@@ -204,6 +209,27 @@ async def test_the_calculator_judges_typed_figures_and_names_a_bad_one(
 
     ruled_out = (await api.get(url, params=figures | {"credit_rating": "D"})).json()
     assert ruled_out["verdict"] == "not_eligible" and ruled_out["amount_fen"] is None
+    assert ruled_out["missing"] == []  # settled: nothing more is worth typing in
+
+    # Outside the item's validity (2026–2027) nobody qualifies, whatever the figures.
+    for day in ("2025-12-31", "2030-01-01"):
+        late = (await api.get(url, params=figures | {"as_of": day})).json()
+        assert late["in_force"] is False and late["verdict"] == "not_eligible", late
+        assert late["amount_fen"] is None and "不在有效期内" in late["amount_explanation"]
+    assert (await api.get(url, params=figures | {"as_of": "2026-03-01"})).json()["in_force"]
+
+    # An alternative met: the other alternative's figure is not asked for.
+    either = f"{BASE}/policies/HZ-KJJ-01/check"
+    met: dict[str, str | int] = {
+        "rd_expense_fen": 100_000_000,
+        "high_tech": "true",
+        "blacklisted": "false",
+    }
+    answer = (await api.get(either, params=met)).json()
+    assert answer["verdict"] == "eligible" and answer["missing"] == []
+    # A founding date is any day a firm could have been founded on (1900–2099).
+    founded = await api.get(url, params={"established_on": "1997-12-11"})
+    assert founded.status_code == 200, founded.text
 
     for bad, field in (
         ({"renovation_investment_fen": -1}, "renovation_investment_fen"),
@@ -212,6 +238,7 @@ async def test_the_calculator_judges_typed_figures_and_names_a_bad_one(
         ({"credit_rating": "AAA"}, "credit_rating"),
         ({"blacklisted": "perhaps"}, "blacklisted"),
         ({"established_on": "2026-02-30"}, "established_on"),
+        ({"established_on": "1899-12-31"}, "established_on"),
         ({"as_of": "1066-10-14"}, "as_of"),
         ({"salary": 1}, "salary"),
     ):

@@ -34,7 +34,7 @@ def _typed(kind: FactKind) -> Any:
     if kind.type is FactType.BOOL:
         return bool | None
     if kind.type is FactType.DATE:
-        return IsoDate | None
+        return date | None  # its range is the fact's (1900–2099), checked with the others
     if kind.choices:
         return Literal[kind.choices] | None
     return Annotated[str | None, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]

@@ -41,7 +41,14 @@ from pydantic import (
 )
 
 from models.eligibility import ConditionResult, Evaluation, Outcome, UnknownReason, Verdict
-from models.facts import FACT_KINDS, FactKind, FactType, FactValue, coerce_fact_value
+from models.facts import (
+    CHOICE_LABELS,
+    FACT_KINDS,
+    FactKind,
+    FactType,
+    FactValue,
+    coerce_fact_value,
+)
 from models.money import format_yuan
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "prefix", "between"]
@@ -305,7 +312,13 @@ def describe(condition: Condition) -> str:
         )
         return f"{kind.label} {_OP_SYMBOL[condition.op]} {shown}"
     unit = f" {kind.unit}" if kind.unit else ""
-    return f"{kind.label} {_OP_SYMBOL[condition.op]} {_show(condition.value)}{unit}"
+    names = CHOICE_LABELS.get(condition.fact)
+    value = condition.value
+    if names:
+        value = (
+            [names.get(v, v) for v in value] if isinstance(value, list) else names.get(value, value)
+        )
+    return f"{kind.label} {_OP_SYMBOL[condition.op]} {_show(value)}{unit}"
 
 
 def _child(path: str, segment: str) -> str:

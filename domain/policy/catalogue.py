@@ -192,6 +192,11 @@ def _summary(row: _Row) -> PublicPolicySummary:
     )
 
 
+async def _region_names(session: AsyncSession) -> dict[str, str]:
+    rows = await session.execute(sa.select(col(Region.code), col(Region.name)))
+    return {code: name for code, name in rows}
+
+
 async def _regions_above(session: AsyncSession, region_code: str) -> set[str]:
     """The region and every region above it: the item regions whose items reach its firms."""
     parents = dict(
@@ -291,7 +296,7 @@ async def policy(session: AsyncSession, code: str) -> PublicPolicy:
         **_summary(row).model_dump(),
         version=version.version,
         published_at=version.published_at,
-        conditions=list(plain_rule(rules.rule)),
+        conditions=list(plain_rule(rules.rule, regions=await _region_names(session))),
         amount=plain_amount(rules.amount),
         stages=stages,
         contact=PublicContact(
@@ -325,35 +330,51 @@ async def facets(session: AsyncSession) -> CatalogueFacets:
 # ----- plain Chinese ------------------------------------------------------------------
 
 
-def plain_rule(node: RuleNode, depth: int = 0) -> Iterator[ConditionLine]:
+def _words(condition: Condition, regions: Mapping[str, str]) -> str:
+    """A condition in words, regions by their names (the engine knows only codes)."""
+    if condition.fact == "region_code" and condition.label is None:
+        value = condition.value
+        named = (
+            [regions.get(v, v) for v in value]
+            if isinstance(value, list)
+            else regions.get(value, value)
+        )
+        condition = condition.model_copy(update={"value": named})
+    return describe(condition)
+
+
+def plain_rule(
+    node: RuleNode, depth: int = 0, regions: Mapping[str, str] | None = None
+) -> Iterator[ConditionLine]:
     """The rule as lines a person reads: a top-level `all` is the list itself."""
+    names = regions or {}
     if isinstance(node, AllOf):
         if depth > 0:
             yield ConditionLine(depth=depth, kind=LineKind.GROUP, text="同时满足下列各项：")
             depth += 1
         for child in node.all:
-            yield from plain_rule(child, depth)
+            yield from plain_rule(child, depth, names)
         return
     if isinstance(node, AnyOf):
         yield ConditionLine(depth=depth, kind=LineKind.GROUP, text="满足下列任一项：")
         for child in node.any:
-            yield from plain_rule(child, depth + 1)
+            yield from plain_rule(child, depth + 1, names)
         return
     if isinstance(node, NotRule):
         inner = node.not_
         if isinstance(inner, Condition):
-            text = f"并非：{describe(inner)}"
+            text = f"并非：{_words(inner, names)}"
             yield ConditionLine(depth=depth, kind=LineKind.CONDITION, text=text)
             return
         yield ConditionLine(depth=depth, kind=LineKind.GROUP, text="不得属于下列情形：")
-        yield from plain_rule(inner, depth + 1)
+        yield from plain_rule(inner, depth + 1, names)
         return
     if isinstance(node, ManualCondition):
         yield ConditionLine(
             depth=depth, kind=LineKind.MANUAL, text=f"{node.manual}（由主管部门审核）"
         )
         return
-    yield ConditionLine(depth=depth, kind=LineKind.CONDITION, text=describe(node))
+    yield ConditionLine(depth=depth, kind=LineKind.CONDITION, text=_words(node, names))
 
 
 def _percent(rate: Decimal) -> str:
@@ -446,27 +467,37 @@ async def check(
     facts = typed_facts(raw, as_of)
     evaluation = evaluate(rules.rule, facts, as_of)
     amount = compute_amount(rules.amount, facts)
-    ruled_out = evaluation.verdict is Verdict.NOT_ELIGIBLE
-    missing = sorted(
-        {
+    version = row.version
+    in_force = version.valid_from <= as_of <= version.valid_to
+    verdict = evaluation.verdict if in_force else Verdict.NOT_ELIGIBLE
+    ruled_out = verdict is Verdict.NOT_ELIGIBLE
+    # What is worth typing in: the unknown conditions' figures while the verdict is open,
+    # and the amount rule's figure while the amount is (a settled verdict needs none).
+    missing: set[str] = set()
+    if verdict is Verdict.POSSIBLY_ELIGIBLE:
+        missing |= {
             c.fact
             for c in evaluation.conditions
             if c.outcome is Outcome.UNKNOWN and c.reason is UnknownReason.MISSING and c.fact
         }
-        | (
-            {rules.amount.fact} - facts.keys()
-            if not isinstance(rules.amount, FixedAmount)
-            else set()
-        ),
-        key=list(FACT_KINDS).index,
-    )
+    if not ruled_out and amount.amount_fen is None and not isinstance(rules.amount, FixedAmount):
+        missing |= {rules.amount.fact} - facts.keys()
+    if not in_force:
+        explanation = (
+            f"该政策在 {as_of} 不在有效期内（{version.valid_from} 至 {version.valid_to}），不能享受"
+        )
+    else:
+        explanation = "不符合条件，不计算金额" if ruled_out else amount.explanation
     return PolicyCheck(
         code=code,
-        version=row.version.version,
+        version=version.version,
         as_of=as_of,
-        verdict=evaluation.verdict,
+        in_force=in_force,
+        verdict=verdict,
         conditions=evaluation.conditions,
         amount_fen=None if ruled_out else amount.amount_fen,
-        amount_explanation="不符合条件，不计算金额" if ruled_out else amount.explanation,
-        missing=[fact_input(FACT_KINDS[name]) for name in missing],
+        amount_explanation=explanation,
+        missing=[
+            fact_input(FACT_KINDS[name]) for name in sorted(missing, key=list(FACT_KINDS).index)
+        ],
     )

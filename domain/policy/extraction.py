@@ -214,6 +214,7 @@ _ENV_OK = re.compile(
     r"(?:环保|环境)信用[^，。；]{0,10}?(?P<colours>(?:绿色|蓝色|黄色)(?:[、和或及与/](?:绿色|蓝色|黄色))*)(?P<up>及以上)?"
 )
 _ENV_NOT = re.compile(r"(?:环保|环境)信用[^，。；]{0,12}?(?:红色|黑色)")
+_EXCLUDED = re.compile(r"不得享受|不予(?:支持|享受|奖励|补助)|不享受|不得申报|不列入支持")
 _BLACKLIST = re.compile(r"(?:未|没有|不得|未曾)被?列入[^，。；]{0,10}?(?:严重)?失信")
 _HIGH_TECH = re.compile(r"(?:认定为|为|属于|是)?(?:国家级?)?高新技术企业")
 _SPECIALISED = re.compile(r"(?P<level>国家级|省级|市级)?专精特新(?P<giant>“?小巨人”?)?")
@@ -240,9 +241,16 @@ _INDUSTRIES = (
 )
 # Sentences that state a condition no figure can check (kept as manual conditions).
 _MANUAL_HINTS = re.compile(
-    r"未发生|无重大|不得|已通过|验收|不重复|重复享受|合法经营|依法|无违法|安全生产|环境污染|知识产权|"
+    r"未发生|无重大|不得|已通过|验收|不重复|重复享受|合法经营|依法|无违法|安全生产|环境污染|"
     r"独立法人|财务制度|诚信"
 )
+# Sentences about the money itself (what it is used for, how it is paid out) or about
+# sanctions: no condition of who qualifies.
+_NOT_A_CONDITION = re.compile(
+    r"资金[^。；]{0,10}用于|分.{1,2}年拨付|拨付\d|差别化|追回|取消.{0,6}资格"
+)
+# Where a paying sentence's condition ends and its payment begins.
+_PAYMENT_STARTS = re.compile(r"[，,]?\s*(?:每家|每户|每个)?(?:分别)?(?:给予|奖励|补助|按)")
 # Sentences that say which firms qualify, as opposed to how to apply or pay.
 _CONDITION_CONTEXT = re.compile(r"条件|符合|具备|企业|对|凡|申报|认定|列入|评价")
 
@@ -325,14 +333,13 @@ def _thresholds(sentence: str, amount_spans: list[tuple[int, int]]) -> Iterable[
 
 
 def _categorical(sentence: str) -> Iterable[Proposed]:
-    for match in _MU.finditer(sentence):
-        node = _rule("mu_grade", "in", _grades(match["grades"], bool(match["up"])))
-        if node:
-            yield Proposed(node, match.group(0), 0.9)
-    for match in _CREDIT.finditer(sentence):
-        node = _rule("credit_rating", "in", _grades(match["grades"], bool(match["up"])))
-        if node:
-            yield Proposed(node, match.group(0), 0.9)
+    for fact, pattern in (("mu_grade", _MU), ("credit_rating", _CREDIT)):
+        for match in pattern.finditer(sentence):
+            # 评价为D类的企业…不得享受: the grades named are the ones left out.
+            op = "not_in" if _EXCLUDED.search(sentence, match.end()) else "in"
+            node = _rule(fact, op, _grades(match["grades"], bool(match["up"])))
+            if node:
+                yield Proposed(node, match.group(0), 0.9 if op == "in" else 0.7)
     env = _ENV_OK.search(sentence)
     if env:
         colours = [_COLOURS[c] for c in re.findall("绿色|蓝色|黄色", env["colours"])]
@@ -404,12 +411,45 @@ def _regions(sentence: str, regions: Mapping[str, str]) -> Iterable[Proposed]:
         yield Proposed(node, "、".join(name for name, _ in named), 0.6)
 
 
+_ASIDE = re.compile(r"（(?!含）)[^（）]{1,12}）")
+
+
+def _without_asides(sentence: str) -> tuple[str, list[int]]:
+    """The sentence without its short asides, and where each character left stood."""
+    kept: list[int] = []
+    start = 0
+    for aside in _ASIDE.finditer(sentence):
+        kept.extend(range(start, aside.start()))
+        start = aside.end()
+    kept.extend(range(start, len(sentence)))
+    return "".join(sentence[i] for i in kept), kept
+
+
+def _original(quote: str, plain: str, where: list[int], sentence: str) -> str:
+    """The words of the sentence a quote of its plain form came from, asides and all."""
+    at = plain.find(quote)
+    if at < 0 or not quote:
+        return quote
+    return sentence[where[at] : where[at + len(quote) - 1] + 1]
+
+
 def conditions_of(
     sentence: str, regions: Mapping[str, str], amount_spans: list[tuple[int, int]] | None = None
 ) -> list[Proposed]:
     found: list[Proposed] = []
+    # A short aside between a figure's name and its number (设备投资额（不含税，下同）在
+    # 300万元以上) is read past (the amount's figures found again without it).
+    plain, where = _without_asides(sentence)
+    spans = amount_spans or []
+    if plain != sentence:
+        read = amount_of(plain)
+        spans = read[1] if read else []
+    thresholds = [
+        replace(p, quote=_original(p.quote, plain, where, sentence))
+        for p in _thresholds(plain, spans)
+    ]
     for proposed in (
-        *_thresholds(sentence, amount_spans or []),
+        *thresholds,
         *_categorical(sentence),
         *_regions(sentence, regions),
     ):
@@ -565,7 +605,8 @@ def amount_of(sentence: str) -> tuple[ProposedAmount, list[tuple[int, int]]] | N
     if (
         fixed
         and not re.search(
-            r"最高|最多|不超过|每", sentence[max(0, fixed.start() - 4) : fixed.start(1)]
+            r"最高|最多|不超过|每(?!家|户|个|名企业|企业|项)",
+            sentence[max(0, fixed.start() - 4) : fixed.start(1)],
         )
         and len(_MONEY_RE.findall(sentence)) == 1
     ):
@@ -581,6 +622,21 @@ def amount_of(sentence: str) -> tuple[ProposedAmount, list[tuple[int, int]]] | N
 _COMMON = re.compile(
     r"申报条件|基本条件|应同时(?:符合|满足|具备)|应当具备|须同时|支持对象|适用对象|申报主体"
 )
+
+
+_DOCUMENT_CATEGORY = re.compile(
+    r"本(?:政策|办法|细则|措施|通知|规定)[^。；]{0,20}?(?:实行|适用|采取)[^。；]{0,6}?"
+    r"(?P<how>免申即享|承诺制|申报制)"
+)
+
+
+def document_category(text: str) -> Category:
+    """How a document pays as a whole, only where it says so of itself (本办法实行
+    免申即享); an article that pays its own way says so in itself."""
+    said = _DOCUMENT_CATEGORY.search(text)
+    if said is None:
+        return Category.APPLICATION
+    return category_of(said["how"])
 
 
 def category_of(text: str) -> Category:
@@ -604,10 +660,18 @@ def _title(article: Article, title: str) -> str:
     return f"{inner['t'] if inner else title}{article.number}"[:120]
 
 
-def _manual(sentence: str) -> Proposed | None:
-    if not _MANUAL_HINTS.search(sentence):
+def _manual(sentence: str, pays: bool) -> Proposed | None:
+    """A sentence's condition no figure checks, quoting it; of a sentence that pays, only
+    the part before the payment (通过验收的企业，给予…: 通过验收的企业), which names who
+    qualifies (对首次入选领跑者前20名的企业) even with no word of the hints below."""
+    names_who = False
+    if pays:
+        start = _PAYMENT_STARTS.search(sentence)
+        sentence = sentence[: start.start()] if start else sentence
+        names_who = sentence.startswith("对") and len(sentence) > 3
+    if _NOT_A_CONDITION.search(sentence) or not (names_who or _MANUAL_HINTS.search(sentence)):
         return None
-    text = sentence.strip("。；; ")
+    text = sentence.strip("。；;， ").removeprefix("对")
     if len(text) > MAX_RULE_TEXT:
         text = text[: MAX_RULE_TEXT - 1] + "…"
     return Proposed({"manual": text}, sentence, 0.5)
@@ -651,7 +715,7 @@ def read_text(text: str, regions: Mapping[str, str]) -> Reading:
         for proposed in read:
             reading.conditions = merged(reading.conditions, replace(proposed, sentence=sentence))
         if not read:
-            note = _manual(sentence)
+            note = _manual(sentence, found is not None or bool(_PAYS_MONEY.search(sentence)))
             if note is not None:
                 reading.manual.append(note)
     if reading.amount is not None:
@@ -697,14 +761,25 @@ def _pays(text: str) -> bool:
     return any(amount_of(s) or _PAYS_MONEY.search(s) for s in sentences(text))
 
 
+_AMENDS = re.compile(r"修改为|删去|调整为|删除")
+
+
 def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, str]) -> list[Draft]:
     """One draft per article (or paying part of one) that pays an amount; the document's
     common conditions (an article of 申报条件 that pays nothing) join each."""
     read = [
-        (part, read_text(part.text, regions)) for article in articles for part in parts_of(article)
+        (part, read_text(part.text, regions))
+        for article in articles
+        for part in parts_of(article)
+        if not _AMENDS.search(part.text)  # 将…修改为…: the alert's business, not an item's
     ]
-    # How the document as a whole pays, from the articles that pay nothing themselves.
-    category = category_of("".join(part.text for part, reading in read if not reading.pays))
+    # How the document as a whole pays, from the articles that pay nothing themselves;
+    # an article's own way (本条实行“免申即享”) holds for every part of it.
+    category = document_category("".join(part.text for part, reading in read if not reading.pays))
+    own_way = {
+        article.number: _own_or(category_of(normalised(article.text)), category)
+        for article in articles
+    }
     common: list[Proposed] = []
     common_manual: list[Proposed] = []
     for part, reading in read:
@@ -721,7 +796,7 @@ def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, s
             Draft(
                 article=part.number,
                 title=_title(part, title),
-                category=_own_or(category_of(part.text), category),
+                category=own_way.get(_article_of(part.number), category),
                 period_scheme=period_scheme_of(part.text),
                 conditions=[*common, *own],
                 manual=[*common_manual, *reading.manual],
@@ -730,6 +805,11 @@ def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, s
             )
         )
     return drafts
+
+
+def _article_of(number: str) -> str:
+    """The article a part's number was made from (第五条（一） -> 第五条)."""
+    return re.split(r"[（(]", number, maxsplit=1)[0] if number.endswith(("）", ")")) else number
 
 
 _ONE_OFF = re.compile(r"一次性|首次|新认定|新评为|新获评|新入选|首批")

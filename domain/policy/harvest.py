@@ -24,9 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.access import DEPARTMENT_STAFF
 from domain.policy import intake
-from models.notices import Notice
 from models.policy import PolicyDocument, PolicyItem
 from models.policy_feed import (
     AlertKind,
@@ -37,16 +35,9 @@ from models.policy_feed import (
     HarvestedSource,
     HarvestedVersion,
     HarvestReport,
-    PolicyAlert,
     Publication,
 )
-from models.reference import User
 from models.types import utcnow
-
-ALERT_TITLES = {
-    AlertKind.AMENDED: "政策文件已修改，请核对事项",
-    AlertKind.REPEALED: "政策文件已废止，请暂停或替换事项",
-}
 
 
 async def cursor_of(session: AsyncSession, feed: str) -> str | None:
@@ -203,55 +194,10 @@ async def _alert(
     changed: HarvestedDocument,
     cause: HarvestedDocument,
 ) -> int:
-    """One alert per item drawn from `changed`, once per cause, with a notice to the
-    item department's staff; how many were new."""
-    assert changed.id is not None and cause.id is not None
-    verb = "修改" if kind is AlertKind.AMENDED else "废止"
-    action = (
-        "请核对事项的条件和金额是否仍与文件一致"
-        if kind is AlertKind.AMENDED
-        else ("请尽快暂停该事项，或按新文件提交替换版本")
-    )
+    """An alert to the department of every item drawn from `changed`; how many were new."""
     raised = 0
     for item in await _items_from(session, changed):
-        exists = await session.scalar(
-            select(PolicyAlert.id).where(
-                PolicyAlert.kind == kind,
-                PolicyAlert.item_code == item.code,
-                PolicyAlert.cause_document_id == cause.id,
-            )
+        raised += await intake.alert_item(
+            session, kind, changed, cause, item.code, item.department_code
         )
-        if exists is not None:
-            continue
-        message = (
-            f"事项 {item.code} 的依据文件《{changed.title}》（{changed.doc_number}）"
-            f"已被《{cause.title}》（{cause.doc_number}）{verb}。{action}。"
-        )
-        alert = PolicyAlert(
-            kind=kind,
-            item_code=item.code,
-            department_code=item.department_code,
-            document_id=changed.id,
-            cause_document_id=cause.id,
-            message=message,
-        )
-        session.add(alert)
-        await session.flush()
-        staff = await session.scalars(
-            select(User.name).where(
-                User.department_code == item.department_code,
-                col(User.role).in_(DEPARTMENT_STAFF),
-            )
-        )
-        for name in staff:
-            session.add(
-                Notice(
-                    recipient=name,
-                    title=ALERT_TITLES[kind],
-                    body=message,
-                    subject=f"policy/{item.code}",
-                    dedupe_key=f"policy-alert/{alert.id}",
-                )
-            )
-        raised += 1
     return raised

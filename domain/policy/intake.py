@@ -23,7 +23,8 @@ from domain.access import DEPARTMENT_STAFF, require_department_staff
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from domain.policy import extraction, library
 from models.money import Fen
-from models.period import PeriodScheme
+from models.notices import Notice
+from models.period import PeriodScheme, whole_periods
 from models.policy import (
     FINANCE_STAGES,
     STAGES_BY_CATEGORY,
@@ -43,7 +44,7 @@ from models.policy_feed import (
     HarvestedVersion,
     PolicyAlert,
 )
-from models.reference import Actor, Department, DepartmentKind, Region
+from models.reference import Actor, Department, DepartmentKind, Region, User
 from models.types import utcnow
 
 # ----- what staff read ------------------------------------------------------------------
@@ -175,9 +176,9 @@ async def list_documents(
     if q:
         query = query.where(
             sa.or_(
-                col(HarvestedDocument.title).contains(q),
-                col(HarvestedDocument.doc_number).contains(q),
-                col(HarvestedDocument.issuer).contains(q),
+                col(HarvestedDocument.title).contains(q, autoescape=True),
+                col(HarvestedDocument.doc_number).contains(q, autoescape=True),
+                col(HarvestedDocument.issuer).contains(q, autoescape=True),
             )
         )
     if repealed is not None:
@@ -363,6 +364,12 @@ async def adopt(
             f"proposal {proposal_id} was adopted already as {proposal.adopted_item_code}"
         )
     document = await _document(session, proposal.document_id)
+    if document.repealed_by_id is not None:
+        repealing = await _document(session, document.repealed_by_id)
+        raise Conflict(
+            f"{document.doc_number} was repealed by {repealing.doc_number}: "
+            "nothing is drafted from a repealed document"
+        )
     version = await session.scalar(
         select(HarvestedVersion).where(
             HarvestedVersion.document_id == document.id,
@@ -380,6 +387,8 @@ async def adopt(
     finance = await _finance_unit(session, body.region_code)
     valid_from = body.valid_from or document.effective_from or document.issued_on
     valid_to = body.valid_to or document.expires_on or date(valid_from.year + 2, 12, 31)
+    scheme = body.period_scheme or PeriodScheme(proposal.period_scheme)
+    _check_window(valid_from, valid_to, scheme, given=body.valid_from is not None)
     text = "\n".join(f"{a['number']} {a['text']}" for a in version.content["articles"])
     payload: dict[str, Any] = {
         "code": body.code,
@@ -401,7 +410,7 @@ async def adopt(
         "eligibility": body.eligibility if body.eligibility is not None else proposal.eligibility,
         "amount_rule": amount_rule,
         "annual_quota_fen": body.annual_quota_fen,
-        "period_scheme": body.period_scheme or PeriodScheme(proposal.period_scheme),
+        "period_scheme": scheme,
         "commitment": body.commitment,
         "stages": [
             {
@@ -435,10 +444,98 @@ async def adopt(
     proposal.adopted_by = actor.name
     proposal.adopted_at = utcnow()
     await session.flush()
+    # Drafted from a document amended since: its department checks it against the change.
+    assert document.id is not None
+    amending = await session.scalars(
+        select(HarvestedDocument)
+        .where(HarvestedDocument.amends_id == document.id)
+        .order_by(col(HarvestedDocument.id))
+    )
+    for cause in amending:
+        await alert_item(
+            session, AlertKind.AMENDED, document, cause, body.code, body.department_code
+        )
     return detail
 
 
+def _check_window(valid_from: date, valid_to: date, scheme: PeriodScheme, given: bool) -> None:
+    """The field at fault, where the item's own validators would name only the body."""
+    field = "valid_to" if given or valid_to < valid_from else "valid_from"
+    if valid_to < valid_from:
+        raise InvalidInput.field("valid_to", f"must not be before valid_from ({valid_from})")
+    if not whole_periods(scheme, valid_from, valid_to):
+        raise InvalidInput.field(
+            field,
+            f"no whole {scheme.value} period lies between {valid_from} and {valid_to} "
+            "(the document's own dates unless given): give valid_from and valid_to",
+        )
+
+
 # ----- alerts --------------------------------------------------------------------------
+
+ALERT_TITLES = {
+    AlertKind.AMENDED: "政策文件已修改，请核对事项",
+    AlertKind.REPEALED: "政策文件已废止，请暂停或替换事项",
+}
+
+
+async def alert_item(
+    session: AsyncSession,
+    kind: AlertKind,
+    changed: HarvestedDocument,
+    cause: HarvestedDocument,
+    item_code: str,
+    department_code: str,
+) -> bool:
+    """Warn the item's department, once per item and cause, with a notice to its staff,
+    that the item's document was amended or repealed; whether the alert is new. The item
+    itself is not touched."""
+    assert changed.id is not None and cause.id is not None
+    exists = await session.scalar(
+        select(PolicyAlert.id).where(
+            PolicyAlert.kind == kind,
+            PolicyAlert.item_code == item_code,
+            PolicyAlert.cause_document_id == cause.id,
+        )
+    )
+    if exists is not None:
+        return False
+    verb, action = (
+        ("修改", "请核对事项的条件和金额是否仍与文件一致")
+        if kind is AlertKind.AMENDED
+        else ("废止", "请尽快暂停该事项，或按新文件提交替换版本")
+    )
+    message = (
+        f"事项 {item_code} 的依据文件《{changed.title}》（{changed.doc_number}）"
+        f"已被《{cause.title}》（{cause.doc_number}）{verb}。{action}。"
+    )
+    alert = PolicyAlert(
+        kind=kind,
+        item_code=item_code,
+        department_code=department_code,
+        document_id=changed.id,
+        cause_document_id=cause.id,
+        message=message,
+    )
+    session.add(alert)
+    await session.flush()
+    staff = await session.scalars(
+        select(User.name).where(
+            User.department_code == department_code, col(User.role).in_(DEPARTMENT_STAFF)
+        )
+    )
+    for name in staff:
+        session.add(
+            Notice(
+                recipient=name,
+                title=ALERT_TITLES[kind],
+                body=message,
+                subject=f"policy/{item_code}",
+                dedupe_key=f"policy-alert/{alert.id}",
+            )
+        )
+    await session.flush()
+    return True
 
 
 async def list_alerts(

@@ -17,14 +17,17 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core.workdays import SHANGHAI
 from domain.registry.importer import ImportReport, ValidRows, write_rows
 from models.data_platform import FactChangesPage, FirmFacts
 from models.facts import FACT_KINDS
 from models.policy_feed import FeedCursor
-from models.registry import Enterprise, FactRow
+from models.registry import Enterprise, Fact, FactRow
 from models.types import utcnow
 
 FEED_ID = "data-platform-facts"
+# A figure is for a day from this one to today: older or later ones are no reading.
+EARLIEST_AS_OF = date(2000, 1, 1)
 MAX_REPORTED = 50  # skipped figures named in a report; the rest are counted
 
 
@@ -101,11 +104,21 @@ def _rows(firm: FirmFacts, fetched_at: datetime, report: SyncReport) -> list[Fac
     written whole or not at all, never half."""
     rows: list[FactRow] = []
     failed = False
+    latest = fetched_at.astimezone(SHANGHAI).date()
     for reading in firm.readings:
         report.readings += 1
         kind = FACT_KINDS.get(reading.kind)
         if kind is None or kind.profile:
             report.ignored += 1
+            continue
+        if not EARLIEST_AS_OF <= reading.as_of <= latest:
+            _reason(
+                report,
+                firm.uscc,
+                reading.kind,
+                f"as_of {reading.as_of} is not between {EARLIEST_AS_OF} and today ({latest})",
+            )
+            failed = True
             continue
         try:
             rows.append(
@@ -133,6 +146,32 @@ def _reason(report: SyncReport, uscc: str, kind: str | None, reason: str) -> Non
         report.skips.append(Skipped(uscc=uscc, kind=kind, reason=reason[:200]))
 
 
+async def _changed_only(
+    session: AsyncSession, rows: list[FactRow], report: SyncReport
+) -> list[FactRow]:
+    """The rows whose value differs from the one held for the firm, kind and period (a
+    figure the platform sends again unchanged, whatever source it names, is left)."""
+    held = {
+        (f.uscc, f.kind, f.period): f.value
+        for f in await session.scalars(
+            select(Fact).where(col(Fact.uscc).in_(sorted({r.uscc for r in rows})))
+        )
+    }
+    changed = []
+    for row in rows:
+        if (
+            held.get((row.uscc, row.kind, row.period), _ABSENT)
+            == row.model_dump(mode="json")["value"]
+        ):
+            report.unchanged += 1
+        else:
+            changed.append(row)
+    return changed
+
+
+_ABSENT = object()
+
+
 async def store_changes(
     session: AsyncSession, feed: str, after: str | None, page: FactChangesPage
 ) -> SyncReport:
@@ -155,12 +194,13 @@ async def store_changes(
             _reason(report, firm.uscc, None, "the registry holds no such firm")
             continue
         valid.facts.extend(_rows(firm, fetched_at, report))
+    valid.facts = await _changed_only(session, valid.facts, report)
     if valid.facts:
         written = ImportReport(rows=len(valid.facts))
         await write_rows(session, valid, written)
         report.facts_created = written.facts_created
         report.facts_updated = written.facts_updated
-        report.unchanged = written.unchanged
+        report.unchanged += written.unchanged
         if written.changed:
             report.changed_since = written.written_at
     if row is None:
