@@ -120,7 +120,8 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     detail = (await api.get(f"{INTAKE}/documents/{repealed_id}", headers=staff)).json()
     assert detail["repealed_by"]["doc_number"] == "长政发〔2026〕3号"
 
-    handle = f"{INTAKE}/alerts/{alert['id']}/handled"
+    handle = f"{INTAKE}/items/CX-HARV-01/alerts/{alert['id']}/handled"
+    elsewhere = f"{INTAKE}/items/HZ-HARV-05/alerts/{alert['id']}/handled"
     assert (await api.post(handle, headers=other)).status_code == 403
     handled = await api.post(handle, headers=staff)
     assert handled.status_code == 200 and handled.json()["handled_by"] == "jxj_staff"
@@ -158,6 +159,7 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     assert (await api.post(pick_url, json=fine, headers=staff)).status_code == 201
     warned = (await api.get(f"{INTAKE}/alerts", headers=staff)).json()["items"]
     assert [(a["item_code"], a["kind"]) for a in warned] == [("HZ-HARV-05", "amended")]
+    assert (await api.post(elsewhere, headers=staff)).status_code == 404  # another item's
 
     # A keyword is text, not a pattern.
     for literal in ("_", "%"):

@@ -12,7 +12,7 @@ from api.access import access
 from api.deps import CurrentUser, SessionDep
 from api.idempotency import IdempotencyKey
 from api.pagination import Page, PageDep
-from api.params import MAX_ROW_ID
+from api.params import MAX_ROW_ID, ItemCode
 from domain.access import Rule
 from domain.policy import intake
 from models.policy import ItemDetail, Level
@@ -92,12 +92,17 @@ async def list_alerts(
 
 
 @router.post(
-    "/alerts/{alert_id}/handled",
+    "/items/{code}/alerts/{alert_id}/handled",
     response_model=intake.AlertView,
-    summary="标记预警已处理（事项已暂停、替换或经核对无需改动）",
-    **access(Rule.ITEM_CREATE),
+    summary="标记事项的预警已处理（事项已暂停、替换或经核对无需改动）",
+    **access(Rule.ITEM_EDIT),
 )
 async def handle_alert(
-    session: SessionDep, user: CurrentUser, alert_id: AlertId, _idempotency: IdempotencyKey
+    session: SessionDep,
+    user: CurrentUser,
+    code: ItemCode,
+    alert_id: AlertId,
+    _idempotency: IdempotencyKey,
 ) -> intake.AlertView:
-    return await intake.handle_alert(session, user, alert_id)
+    """The item's department (the rule checks the item) marks one of its alerts handled."""
+    return await intake.handle_alert(session, user, code, alert_id)

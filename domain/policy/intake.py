@@ -575,10 +575,12 @@ def _alert_view(alert: PolicyAlert, keys: Mapping[int, DocumentKey]) -> AlertVie
     )
 
 
-async def handle_alert(session: AsyncSession, actor: Actor, alert_id: int) -> AlertView:
+async def handle_alert(
+    session: AsyncSession, actor: Actor, item_code: str, alert_id: int
+) -> AlertView:
     alert = await session.get(PolicyAlert, alert_id, with_for_update=True)
-    if alert is None:
-        raise NotFound(f"alert {alert_id} not found")
+    if alert is None or alert.item_code != item_code:
+        raise NotFound(f"alert {alert_id} of item {item_code} not found")
     require_department_staff(actor, alert.department_code)
     if alert.handled_at is None:
         alert.handled_at = utcnow()
