@@ -288,11 +288,14 @@ def simulate_policy_feed(
     released: Annotated[
         int | None, typer.Option(min=0, help="serve only the first N publications (default all)")
     ] = None,
+    state_file: Annotated[
+        Path | None, typer.Option(help="journal of the publications testers add")
+    ] = None,
 ) -> None:
     """Run the government portals' policy feed simulator (its dials can also be changed
     at run time: PUT /v1/_simulator/config)."""
     config = PolicyFeedConfig(latency_ms=latency_ms, failure_rate=failure_rate, released=released)
-    _serve_simulator(create_policy_feed_simulator(config), host, port)
+    _serve_simulator(create_policy_feed_simulator(config, state_file), host, port)
 
 
 def _serve_simulator(app: FastAPI, host: str, port: int) -> None:
@@ -497,7 +500,10 @@ def run(
         if settings.policy_feed_url == SIMULATED_POLICY_FEED:
             children.start(
                 "policy-feed-simulator",
-                [sys.executable, "-m", "cli.main", "simulate", "policy-feed"],
+                [
+                    *[sys.executable, "-m", "cli.main", "simulate", "policy-feed"],
+                    *["--state-file", str(logs / "policy-feed-simulator.json")],
+                ],
                 env,
                 logs / "policy-feed-simulator.log",
             )

@@ -64,6 +64,11 @@ class Simulator(Generic[C, R]):
         await asyncio.to_thread(self._journal.write, key, record)
         self.records[key] = record
 
+    async def forget_all(self) -> None:
+        """Drop every record, journal included (a tester's clean start)."""
+        await asyncio.to_thread(self._journal.clear)
+        self.records.clear()
+
     def reconfigure(self, config: C) -> None:
         self.config = config
         if config.seed is not None:

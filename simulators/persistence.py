@@ -82,6 +82,18 @@ class RecordJournal(Generic[R]):
         self._file.flush()
         os.fsync(self._file.fileno())
 
+    def clear(self) -> None:
+        """Forget every record, on disk too."""
+        if self.path is None:
+            return
+        if self._file is not None:
+            self._file.truncate(0)
+            self._file.seek(0)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        elif self.path.exists():
+            self.path.write_bytes(b"")
+
     def close(self) -> None:
         self._opened = False
         if self._file is not None:

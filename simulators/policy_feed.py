@@ -11,7 +11,9 @@ loses it is served everything again.
 Besides the dials every simulator has, `released` holds back all but the first N
 publications (none released at 0, all at null), so that a tester can publish more
 later and watch the harvest pick up only what is new. Dialled at start (`zhida simulate
-policy-feed --released 10`) or at run time (`PUT /v1/_simulator/config`).
+policy-feed --released 10`) or at run time (`PUT /v1/_simulator/config`). A tester also
+publishes documents of their own (`POST /v1/_simulator/publications`, the feed's format;
+journaled with `--state-file`), served after the data set.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Annotated
 
 import yaml
 from fastapi import APIRouter, FastAPI, HTTPException, Query
-from pydantic import Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from models.policy_feed import MAX_PAGE_SIZE, FeedPage, Publication
 from simulators.base import Dials, Simulator
@@ -64,14 +66,23 @@ def decode_cursor(cursor: str) -> int:
     return int(digits)
 
 
+class Published(BaseModel):
+    position: int  # its place in the feed: the cursor after it is this plus one
+
+
 def create_app(config: PolicyFeedConfig | None = None, state_file: Path | None = None) -> FastAPI:
     simulator: Simulator[PolicyFeedConfig, Publication] = Simulator(
         config or PolicyFeedConfig(),
-        state_file,  # nothing is recorded: the feed is read-only
+        state_file,  # the publications a tester added, journaled: the data set is fixed
         TypeAdapter(dict[str, Publication]),
         busy="policy feed busy",
     )
     protocol = APIRouter()
+
+    def served() -> list[Publication]:
+        """The data set, then what a tester published, in the order published."""
+        added = sorted(simulator.records.items(), key=lambda kept: int(kept[0]))
+        return [*publications(), *(publication for _, publication in added)]
 
     @protocol.get("/v1/publications", response_model=FeedPage)
     async def page(
@@ -80,11 +91,26 @@ def create_app(config: PolicyFeedConfig | None = None, state_file: Path | None =
     ) -> FeedPage:
         await simulator.misbehave()
         start = 0 if cursor is None else decode_cursor(cursor)
-        served = publications()
+        feed = served()
         released = simulator.config.released
-        end = len(served) if released is None else min(released, len(served))
-        items = list(served[start : min(start + limit, end)])
+        end = len(feed) if released is None else min(released, len(feed))
+        items = feed[start : min(start + limit, end)]
         after = start + len(items)
         return FeedPage(items=items, next_cursor=encode_cursor(after), has_more=after < end)
+
+    @protocol.post("/v1/_simulator/publications", response_model=Published, status_code=201)
+    async def publish(publication: Publication) -> Published:
+        """A portal publishes one more (the tester's hand: an amendment or repeal of a
+        document an item was drafted from, say); it comes after everything served."""
+        async with simulator.lock:
+            position = len(publications()) + len(simulator.records)
+            await simulator.keep(str(position), publication)
+        return Published(position=position)
+
+    @protocol.delete("/v1/_simulator/publications", status_code=204)
+    async def unpublish() -> None:
+        """Forget what testers published (the data set stays): a test's clean start."""
+        async with simulator.lock:
+            await simulator.forget_all()
 
     return simulator.app("zhida policy feed simulator", protocol)

@@ -169,3 +169,55 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     assert (await api.get(f"{INTAKE}/documents/999999", headers=staff)).status_code == 404
     assert (await api.get(f"{INTAKE}/documents/0", headers=staff)).status_code == 422
     assert (await api.get(f"{INTAKE}/documents")).status_code == 401
+
+
+async def test_a_repeal_published_after_an_item_was_drafted_warns_its_department(
+    api: httpx.AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    policy_feed_simulator: httpx.AsyncClient,
+) -> None:
+    """The tester's story over HTTP: adopt a draft from a document in force, then a
+    portal repeals that document (published through the simulator), then harvest."""
+    await create_users(session)
+    feed = PolicyFeedClient(policy_feed_simulator)
+    staff = auth(settings, "jxj_staff")
+    await harvest_all(session, feed, "feed-story")
+    base = next(p for p in publications() if p.doc_number == "湖政发〔2024〕9号")
+    detail = (
+        await api.get(
+            f"{INTAKE}/documents/{await document_id(api, settings, base.doc_number)}",
+            headers=staff,
+        )
+    ).json()
+    pick = next(p for p in detail["proposals"] if p["amount_rule"] is not None)
+    adopted = await api.post(
+        f"{INTAKE}/proposals/{pick['id']}/adopt",
+        json=adoption(
+            "HZ-STORY-01", region_code="330500", valid_from="2026-01-01", valid_to="2027-12-31"
+        ),
+        headers=staff,
+    )
+    assert adopted.status_code == 201, adopted.text
+
+    repeal = base.model_dump(mode="json") | {
+        "doc_number": "湖政发〔2026〕30号",
+        "title": "湖州市人民政府关于废止《湖州市加快推进制造业高质量发展若干政策》的决定",
+        "source_url": "https://www.huzhou.gov.cn/art/2026/11/20/art_1229_1.html",
+        "published_at": "2026-11-20T10:00:00+08:00",
+        "issued_on": "2026-11-18",
+        "repeals": [{"doc_number": base.doc_number, "issuer": base.issuer}],
+        "articles": [
+            {"number": "一、", "text": "决定废止《湖州市加快推进制造业高质量发展若干政策》。"}
+        ],
+        "attachments": [],
+    }
+    bad = await policy_feed_simulator.post("/v1/_simulator/publications", json={"title": "x"})
+    assert bad.status_code == 422
+    published = await policy_feed_simulator.post("/v1/_simulator/publications", json=repeal)
+    assert published.status_code == 201 and published.json()["position"] == len(publications())
+
+    report = await harvest_all(session, feed, "feed-story")
+    assert (report.publications, report.new_documents, report.alerts) == (1, 1, 1)
+    (alert,) = (await api.get(f"{INTAKE}/alerts", headers=staff)).json()["items"]
+    assert alert["item_code"] == "HZ-STORY-01" and alert["kind"] == "repealed"

@@ -29,7 +29,7 @@ from models.budget_system import (
     RecoveryState,
 )
 from models.message_channel import MessageState, OutgoingMessage
-from simulators import budget_system, message_channel
+from simulators import budget_system, message_channel, policy_feed
 from simulators.persistence import RecordJournal
 
 
@@ -343,3 +343,36 @@ async def test_zhida_simulate_budget_refuses_accounts_and_survives_sigkill(
         finally:
             process.kill()  # SIGKILL: no shutdown hook writes anything
             process.wait()
+
+
+async def test_policy_feed_simulator_keeps_what_testers_published_until_told_to_forget(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "feed.json"
+    served = len(policy_feed.publications())
+    extra = policy_feed.publications()[0].model_dump(mode="json") | {
+        "doc_number": "测试〔2026〕1号",
+        "published_at": "2026-11-20T10:00:00+08:00",
+    }
+
+    async def feed_length() -> int:
+        page = (await http.get("/v1/publications", params={"limit": 100})).json()
+        return len(page["items"])
+
+    for step in ("publish", "restarted", "forget", "forgotten"):
+        app = policy_feed.create_app(policy_feed.PolicyFeedConfig(), state)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://f") as http,
+        ):
+            if step == "publish":
+                answer = await http.post("/v1/_simulator/publications", json=extra)
+                assert answer.json() == {"position": served}
+                assert await feed_length() == served + 1
+            elif step == "restarted":
+                assert await feed_length() == served + 1
+            elif step == "forget":
+                assert (await http.delete("/v1/_simulator/publications")).status_code == 204
+                assert await feed_length() == served
+            else:
+                assert await feed_length() == served
