@@ -251,8 +251,6 @@ _NOT_A_CONDITION = re.compile(
 )
 # Where a paying sentence's condition ends and its payment begins.
 _PAYMENT_STARTS = re.compile(r"[，,]?\s*(?:每家|每户|每个)?(?:分别)?(?:给予|奖励|补助|按)")
-# Sentences that say which firms qualify, as opposed to how to apply or pay.
-_CONDITION_CONTEXT = re.compile(r"条件|符合|具备|企业|对|凡|申报|认定|列入|评价")
 
 
 def _rule(fact: str, op: str, value: Any) -> dict[str, Any] | None:
@@ -516,12 +514,6 @@ _FIXED = re.compile(
     rf"(?:一次性|给予|奖励|补助|补贴|资助)[^，。；0-9]{{0,8}}?{MONEY}(?:的)?(?:一次性)?{_PAYS}?"
 )
 _MONEY_RE = re.compile(MONEY)
-
-
-def _amounts_in(text: str) -> list[int]:
-    return [
-        v for v in (fen(m.group(1), m.group(2)) for m in _MONEY_RE.finditer(text)) if v is not None
-    ]
 
 
 def _checked_amount(rule: dict[str, Any]) -> dict[str, Any] | None:
