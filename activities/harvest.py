@@ -38,4 +38,6 @@ class HarvestActivities:
         async with self._sessionmaker.begin() as session:
             report = await harvest.store_page(session, feed, after, page)
         log.info("harvest.page", feed=feed, **report.model_dump())
+        for reason in page.rejected:
+            log.warning("harvest.publication_rejected", feed=feed, reason=reason)
         return report

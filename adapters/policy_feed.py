@@ -3,8 +3,9 @@
 This is the client production uses; tests and the dev stack point it at the simulator
 in simulators/policy_feed.py. Every call is a read, so a retry is always safe. A page
 that is not the shape the protocol promises (models/policy_feed.py) is treated as no
-answer (`PolicyFeedUnavailable`): storing half of it could skip what it held, as the
-cursor after it would be kept.
+answer (`PolicyFeedUnavailable`); a single publication out of shape is rejected with its
+reason and the page's others are read (`FeedPage.rejected`), so that one bad document
+never holds up every one after it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from adapters.http import ExternalSystemClient, ExternalSystemRefused, ExternalSystemUnavailable
-from models.policy_feed import MAX_PAGE_SIZE, FeedPage
+from models.policy_feed import MAX_PAGE_SIZE, FeedPage, Publication, RawFeedPage
 
 __all__ = [
     "PolicyFeedClient",
@@ -42,10 +43,24 @@ class PolicyFeedClient(ExternalSystemClient):
         path = "/v1/publications"
         response = await self._call("GET", path, params=params)
         try:
-            page = FeedPage.model_validate_json(response.content)
+            raw = RawFeedPage.model_validate_json(response.content)
         except ValidationError as exc:
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "the top"
             raise self.unavailable(f"GET {path}: a malformed page (at {where})") from None
-        if len(page.items) > asked:
+        if len(raw.items) > asked:
             raise self.unavailable(f"GET {path}: more publications than asked for")
-        return page
+        # One publication out of shape is that one's problem: it is reported and skipped,
+        # never a page (and the feed behind it) that can never be stored.
+        items: list[Publication] = []
+        rejected: list[str] = []
+        for item in raw.items:
+            try:
+                items.append(Publication.model_validate(item))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "the top"
+                name = str(item.get("doc_number", "?"))[:64]
+                rejected.append(f"{name}: {where}: {first['msg']}"[:300])
+        return FeedPage(
+            items=items, next_cursor=raw.next_cursor, has_more=raw.has_more, rejected=rejected
+        )

@@ -85,6 +85,8 @@ def _in_years(value: date) -> date:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date), AfterValidator(_in_years)]
+WrittenDate = Annotated[date, BeforeValidator(_iso_date)]
+"""A day written YYYY-MM-DD (never a number), whatever its year: its caller checks that."""
 """A query parameter that is a calendar day, written YYYY-MM-DD, in 2000-2100."""
 IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime), AfterValidator(_in_years)]
 """A query parameter that is a moment, written in ISO 8601, in 2000-2100."""

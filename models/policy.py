@@ -25,7 +25,7 @@ from models.money import Fen, format_yuan
 from models.period import PeriodScheme, whole_periods
 from models.recognition import RecognitionTerms
 from models.review import ReviewChecks
-from models.types import UTCDateTime, utcnow
+from models.types import Day, UTCDateTime, utcnow
 
 
 class Category(enum.StrEnum):
@@ -273,8 +273,8 @@ class ItemContent(BaseModel):
         "omitted: exclusivity (where the item has a group), project and invoice",
     )
     stages: list[StageLimit]
-    valid_from: date = PydanticField(ge=EARLIEST_VALID, le=LATEST_VALID)
-    valid_to: date = PydanticField(ge=EARLIEST_VALID, le=LATEST_VALID)
+    valid_from: Day = PydanticField(ge=EARLIEST_VALID, le=LATEST_VALID)
+    valid_to: Day = PydanticField(ge=EARLIEST_VALID, le=LATEST_VALID)
 
     @field_validator("title", "summary")
     @classmethod

@@ -23,6 +23,9 @@ from models.policy import Level
 from models.types import UTCDateTime, utcnow
 
 MAX_PAGE_SIZE = 100
+# A document's dates lie in these years, as every date the platform takes.
+EARLIEST_DAY = date(1900, 1, 1)
+LATEST_DAY = date(2099, 12, 31)
 FEED_ID = "policy-feed"  # the one feed the platform harvests (its cursor's key)
 
 # ----- the feed's wire format -------------------------------------------------------
@@ -60,9 +63,9 @@ class Publication(_Wire):
     region_code: str = PydanticField(min_length=1, max_length=16)
     department: str = PydanticField(min_length=1, max_length=32)
     title: str = PydanticField(min_length=1, max_length=512)
-    issued_on: date
-    effective_from: date | None = None
-    expires_on: date | None = None
+    issued_on: date = PydanticField(ge=EARLIEST_DAY, le=LATEST_DAY)
+    effective_from: date | None = PydanticField(default=None, ge=EARLIEST_DAY, le=LATEST_DAY)
+    expires_on: date | None = PydanticField(default=None, ge=EARLIEST_DAY, le=LATEST_DAY)
     amends: DocumentKey | None = None
     repeals: list[DocumentKey] = PydanticField(default_factory=list, max_length=50)
     contact: str | None = PydanticField(default=None, max_length=256)
@@ -82,6 +85,17 @@ class Publication(_Wire):
 
 class FeedPage(_Wire):
     items: list[Publication]
+    next_cursor: str = PydanticField(min_length=1, max_length=256)
+    has_more: bool
+    # Publications of the page that were not in the protocol's shape (the adapter reads
+    # each on its own): why, each; the page's others are stored and the cursor moves on.
+    rejected: list[str] = PydanticField(default_factory=list)
+
+
+class RawFeedPage(_Wire):
+    """A page as it arrives, its publications not yet read one by one."""
+
+    items: list[dict[str, Any]]
     next_cursor: str = PydanticField(min_length=1, max_length=256)
     has_more: bool
 
@@ -219,4 +233,5 @@ class HarvestReport(BaseModel):
     new_sources: int = 0
     proposals: int = 0
     alerts: int = 0
+    rejected: int = 0  # publications not in the protocol's shape, skipped
     has_more: bool = False

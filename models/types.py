@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator
 from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -33,3 +34,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _not_a_number(value: object) -> object:
+    # Pydantic would read a number as seconds (or days) since 1970: a client sending
+    # 946684800 for a day has made a mistake worth telling.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("须为日期 YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_not_a_number)]
+"""A calendar day in a body: written YYYY-MM-DD (or a date), never a number."""

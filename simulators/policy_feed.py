@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field, TypeAdapter
 
-from models.policy_feed import MAX_PAGE_SIZE, FeedPage, Publication
+from models.policy_feed import MAX_PAGE_SIZE, Publication, RawFeedPage
 from simulators.base import Dials, Simulator
 
 DATA = Path(__file__).parent / "data" / "policy_feed"
@@ -38,6 +39,13 @@ _CURSOR_PREFIX = b"feed:"
 class PolicyFeedConfig(Dials):
     released: int | None = Field(
         default=None, ge=0, description="publications served (the first N); null: all"
+    )
+    malformed_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of publications served out of shape (a date in 1800), the same "
+        "ones for a seed",
     )
 
 
@@ -84,19 +92,28 @@ def create_app(config: PolicyFeedConfig | None = None, state_file: Path | None =
         added = sorted(simulator.records.items(), key=lambda kept: int(kept[0]))
         return [*publications(), *(publication for _, publication in added)]
 
-    @protocol.get("/v1/publications", response_model=FeedPage)
+    def shown(position: int, publication: Publication) -> dict[str, Any]:
+        """A publication as the portal serves it: now and then out of shape, if dialled
+        (decided by the seed and its place, so the same ones every time)."""
+        item = publication.model_dump(mode="json")
+        chance = random.Random(f"{simulator.config.seed}:{position}").random()
+        if chance < simulator.config.malformed_rate:
+            item["issued_on"] = "1800-01-01"
+        return item
+
+    @protocol.get("/v1/publications", response_model=RawFeedPage)
     async def page(
         cursor: Annotated[str | None, Query(max_length=256)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-    ) -> FeedPage:
+    ) -> RawFeedPage:
         await simulator.misbehave()
         start = 0 if cursor is None else decode_cursor(cursor)
         feed = served()
         released = simulator.config.released
         end = len(feed) if released is None else min(released, len(feed))
-        items = feed[start : min(start + limit, end)]
+        items = [shown(at, feed[at]) for at in range(start, min(start + limit, end))]
         after = start + len(items)
-        return FeedPage(items=items, next_cursor=encode_cursor(after), has_more=after < end)
+        return RawFeedPage(items=items, next_cursor=encode_cursor(after), has_more=after < end)
 
     @protocol.post("/v1/_simulator/publications", response_model=Published, status_code=201)
     async def publish(publication: Publication) -> Published:

@@ -12,7 +12,7 @@ from domain.policy.extraction import amount_of, draft_items, read_text
 from models.policy import Category
 from models.policy_feed import Article
 
-HUZHOU = {"湖州市": "330500", "吴兴区": "330502", "南浔区": "330503"}
+HUZHOU = {"湖州市": "330500", "吴兴区": "330502", "南浔区": "330503", "南太湖新区": "NTH"}
 
 
 def conditions(text: str) -> list[dict[str, Any]]:
@@ -178,6 +178,26 @@ def test_a_manual_condition_quotes_who_qualifies_not_the_payment_or_the_moneys_u
 def test_a_grade_that_is_left_out_is_read_as_left_out() -> None:
     text = "亩均效益综合评价为D类的企业，不得享受本政策。"
     assert conditions(text) == [{"fact": "mu_grade", "op": "not_in", "value": ["D"]}]
+
+
+def test_what_a_text_leaves_out_or_adjusts_is_no_requirement() -> None:
+    where = conditions("本政策适用于注册地在吴兴区（不含南太湖新区托管区域）的工业企业。")
+    assert {"fact": "region_code", "op": "in", "value": ["330502"]} in where
+    adjusted = conditions("上年度亩均效益综合评价为C类的，补助比例下调2个百分点。")
+    assert [c for c in adjusted if c["fact"] == "mu_grade"] == []
+
+
+def test_the_articles_a_document_names_pay_the_way_it_says() -> None:
+    articles = [
+        Article(number="第四条", text="对新认定的企业，给予一次性奖励20万元。"),
+        Article(number="第五条", text="对设备投资额500万元以上的项目，给予一次性奖励30万元。"),
+        Article(number="第八条", text="第四条实行“免申即享”；第五条实行承诺制，先行兑付。"),
+    ]
+    drafts = draft_items("通知", articles, HUZHOU)
+    assert [(d.article, d.category) for d in drafts] == [
+        ("第四条", Category.RECOGNITION),
+        ("第五条", Category.COMMITMENT),
+    ]
 
 
 def test_who_a_payment_is_for_is_kept_when_no_figure_says_it() -> None:

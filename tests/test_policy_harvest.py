@@ -62,8 +62,9 @@ async def harvest_all(
         after = await harvest.cursor_of(session, name)
         page = await feed.page(after, limit)
         report = await harvest.store_page(session, name, after, page)
-        for field in ("publications", "new_documents", "new_versions", "new_sources", "alerts"):
-            setattr(total, field, getattr(total, field) + getattr(report, field))
+        for field, value in report:
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(total, field, getattr(total, field) + value)
         if not page.has_more:
             return total
 
@@ -153,6 +154,18 @@ async def test_a_harvest_keeps_every_document_once_with_its_versions_and_sources
     assert again.publications == len(served)
     assert (again.new_documents, again.new_versions, again.new_sources) == (0, 0, 0)
     assert await count(session, HarvestedVersion) == len(documents) + 1
+
+
+async def test_a_publication_out_of_shape_is_skipped_and_reported_and_the_feed_goes_on(
+    session: AsyncSession, policy_feed_simulator: httpx.AsyncClient
+) -> None:
+    await release(policy_feed_simulator, None, malformed_rate=0.2)
+    report = await harvest_all(session, PolicyFeedClient(policy_feed_simulator), "feed-bad")
+    served = len(publications())
+    assert 0 < report.rejected < served and report.publications + report.rejected == served
+    row = await session.get(FeedCursor, "feed-bad")
+    assert row is not None and row.items == served  # read past them: nothing is stuck
+    assert await count(session, HarvestedDocument) < len({p.key.doc_number for p in publications()})
 
 
 async def test_a_page_lost_to_a_crash_is_fetched_again_and_a_stale_one_is_not_stored(

@@ -115,6 +115,11 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
     assert alert["kind"] == "repealed" and alert["item_code"] == "CX-HARV-01"
     assert alert["cause"]["doc_number"] == "长政发〔2026〕3号"
     assert (await api.get(f"{INTAKE}/alerts", headers=other)).json()["total"] == 0
+    # A district's finance reads no city item's alerts; the city's finance does.
+    district = auth(settings, "wx_czj_staff")
+    assert (await api.get(f"{INTAKE}/alerts", headers=district)).json()["total"] == 0
+    city = (await api.get(f"{INTAKE}/alerts", headers=auth(settings, "czj_staff"))).json()
+    assert city["total"] == 1
     notices = (await api.get("/api/v1/me/notices", headers=staff)).json()
     assert any(n["subject"] == "policy/CX-HARV-01" for n in notices)
     detail = (await api.get(f"{INTAKE}/documents/{repealed_id}", headers=staff)).json()
@@ -151,6 +156,7 @@ async def test_staff_read_documents_adopt_a_proposal_and_handle_the_repeal_alert
         (adoption("HZ-HARV-05", valid_from="2026-01-01", valid_to="2100-12-31"), "valid_to"),
         (adoption("HZ-HARV-05", title="技改\u0000补助", **window), "title"),
         (adoption("HZ-HARV-05", period_scheme="yearly", **window), "period_scheme"),
+        (adoption("HZ-HARV-05", valid_from=946684800, valid_to="2027-12-31"), "valid_from"),
     ):
         wrong = await api.post(pick_url, json=body, headers=staff)
         assert wrong.status_code == 422, (body, wrong.text)

@@ -227,6 +227,29 @@ async def test_the_calculator_judges_typed_figures_and_names_a_bad_one(
     }
     answer = (await api.get(either, params=met)).json()
     assert answer["verdict"] == "eligible" and answer["missing"] == []
+    # Regions by name in every outcome; a per-head rate in yuan; below the lowest tier a
+    # firm is not eligible for nothing.
+    region = (
+        await api.get(f"{BASE}/policies/WX-JXJ-01/check", params={"region_code": "330503"})
+    ).json()
+    assert "所在区县 = 吴兴区" in [c["description"] for c in region["conditions"]]
+    per_head = (
+        await api.get(
+            f"{BASE}/policies/HZ-RSJ-02/check",
+            params={"social_security_headcount": 20, "credit_rating": "A", "blacklisted": "false"},
+        )
+    ).json()
+    assert per_head["amount_fen"] == 1_000_000 and "每人 500.00元" in per_head["amount_explanation"]
+    tiers: dict[str, str | int] = {
+        "industry_code": "C13",
+        "mu_grade": "A",
+        "credit_rating": "A",
+        "blacklisted": "false",
+        "tax_per_mu_fen": 100,
+    }
+    below = (await api.get(f"{BASE}/policies/HZ-JXJ-04/check", params=tiers)).json()
+    assert below["verdict"] == "not_eligible" and below["amount_fen"] is None
+    assert "未达到最低档" in below["amount_explanation"]
     # A founding date is any day a firm could have been founded on (1900–2099).
     founded = await api.get(url, params={"established_on": "1997-12-11"})
     assert founded.status_code == 200, founded.text
@@ -239,6 +262,8 @@ async def test_the_calculator_judges_typed_figures_and_names_a_bad_one(
         ({"blacklisted": "perhaps"}, "blacklisted"),
         ({"established_on": "2026-02-30"}, "established_on"),
         ({"established_on": "1899-12-31"}, "established_on"),
+        ({"established_on": "0"}, "established_on"),
+        ({"established_on": "86400"}, "established_on"),
         ({"as_of": "1066-10-14"}, "as_of"),
         ({"salary": 1}, "salary"),
     ):

@@ -39,6 +39,7 @@ class PolicyHarvestWorkflow:
             total.new_versions += page.new_versions
             total.new_sources += page.new_sources
             total.proposals += page.proposals
+            total.rejected += page.rejected
             total.alerts += page.alerts
             total.has_more = page.has_more
             if not page.has_more:

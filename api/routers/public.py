@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from api.access import access
 from api.deps import SessionDep
 from api.pagination import Page, PageDep
-from api.params import IsoDate, ItemCode
+from api.params import IsoDate, ItemCode, WrittenDate
 from core.workdays import SHANGHAI
 from domain.access import Rule
 from domain.policy import catalogue
@@ -34,7 +34,7 @@ def _typed(kind: FactKind) -> Any:
     if kind.type is FactType.BOOL:
         return bool | None
     if kind.type is FactType.DATE:
-        return date | None  # its range is the fact's (1900–2099), checked with the others
+        return WrittenDate | None  # its range is the fact's (1900–2099), checked with the rest
     if kind.choices:
         return Literal[kind.choices] | None
     return Annotated[str | None, Field(min_length=1, max_length=MAX_TEXT_LENGTH)]

@@ -190,7 +190,9 @@ def compute_amount(rule: AmountRule, facts: Mapping[str, KnownFact]) -> AmountRe
     if isinstance(rule, RateAmount):
         rated = _rated(rule, base)
         amount = _bounded(rule, rated)
-        note = f"{label} {shown} × {rule.rate}分 = {format_yuan(rated)}"
+        per = FACT_KINDS[rule.fact].unit or "单位"
+        each = format_yuan(int(rule.rate)) if rule.rate == int(rule.rate) else f"{rule.rate}分"
+        note = f"{label} {shown} × 每{per} {each} = {format_yuan(rated)}"
         if FACT_KINDS[rule.fact].unit == "分":
             note = f"{label} {shown} × {rule.rate} = {format_yuan(rated)}"
         floored = rated

@@ -29,6 +29,7 @@ from domain.engine.amounts import (
     AmountRule,
     FixedAmount,
     RateAmount,
+    TieredAmount,
     compute_amount,
     format_quantity,
     parse_amount_rule,
@@ -377,6 +378,20 @@ def plain_rule(
     yield ConditionLine(depth=depth, kind=LineKind.CONDITION, text=_words(node, names))
 
 
+def _region_labels(node: RuleNode, regions: Mapping[str, str]) -> RuleNode:
+    """The rule with each region condition labelled by the regions' names, so that every
+    outcome the engine describes reads them (the rule's logic is unchanged)."""
+    if isinstance(node, AllOf):
+        return node.model_copy(update={"all": [_region_labels(c, regions) for c in node.all]})
+    if isinstance(node, AnyOf):
+        return node.model_copy(update={"any": [_region_labels(c, regions) for c in node.any]})
+    if isinstance(node, NotRule):
+        return node.model_copy(update={"not_": _region_labels(node.not_, regions)})
+    if isinstance(node, Condition) and node.fact == "region_code" and node.label is None:
+        return node.model_copy(update={"label": _words(node, regions)})
+    return node
+
+
 def _percent(rate: Decimal) -> str:
     return f"{(rate * 100).normalize():f}%"
 
@@ -465,11 +480,16 @@ async def check(
 ) -> PolicyCheck:
     row, rules = await _one(session, code)
     facts = typed_facts(raw, as_of)
-    evaluation = evaluate(rules.rule, facts, as_of)
+    named = _region_labels(rules.rule, await _region_names(session))
+    evaluation = evaluate(named, facts, as_of)
     amount = compute_amount(rules.amount, facts)
     version = row.version
     in_force = version.valid_from <= as_of <= version.valid_to
     verdict = evaluation.verdict if in_force else Verdict.NOT_ELIGIBLE
+    # Below a tiered rule's lowest tier a firm gets nothing: it is not eligible for 0.
+    below_tiers = isinstance(rules.amount, TieredAmount) and amount.amount_fen == 0
+    if below_tiers:
+        verdict = Verdict.NOT_ELIGIBLE
     ruled_out = verdict is Verdict.NOT_ELIGIBLE
     # What is worth typing in: the unknown conditions' figures while the verdict is open,
     # and the amount rule's figure while the amount is (a settled verdict needs none).
@@ -486,6 +506,8 @@ async def check(
         explanation = (
             f"该政策在 {as_of} 不在有效期内（{version.valid_from} 至 {version.valid_to}），不能享受"
         )
+    elif below_tiers:
+        explanation = f"{amount.explanation}，不能享受"
     else:
         explanation = "不符合条件，不计算金额" if ruled_out else amount.explanation
     return PolicyCheck(

@@ -214,6 +214,7 @@ _ENV_OK = re.compile(
     r"(?:环保|环境)信用[^，。；]{0,10}?(?P<colours>(?:绿色|蓝色|黄色)(?:[、和或及与/](?:绿色|蓝色|黄色))*)(?P<up>及以上)?"
 )
 _ENV_NOT = re.compile(r"(?:环保|环境)信用[^，。；]{0,12}?(?:红色|黑色)")
+_ADJUSTS = re.compile(r"下调|上调|降低|提高至|提高到|减半|扣减|调减")
 _EXCLUDED = re.compile(r"不得享受|不予(?:支持|享受|奖励|补助)|不享受|不得申报|不列入支持")
 _BLACKLIST = re.compile(r"(?:未|没有|不得|未曾)被?列入[^，。；]{0,10}?(?:严重)?失信")
 _HIGH_TECH = re.compile(r"(?:认定为|为|属于|是)?(?:国家级?)?高新技术企业")
@@ -226,7 +227,7 @@ _COLOURS = {"绿色": "green", "蓝色": "blue", "黄色": "yellow"}
 _LEVELS = {"国家级": "national", "省级": "province", "市级": "city"}
 # Firm sizes and industries only where they say who qualifies (对…中小企业, 为规模以上
 # 工业企业), not where a sentence merely names them (中小微企业按60%返还).
-_WHO = r"(?:对|为|属于|是|支持|面向|扶持|鼓励)[^，。；]{0,12}?"
+_WHO = r"(?:对|为|属于|是|支持|面向|扶持|鼓励|适用于)[^，。；]{0,12}?"
 _SIZES = (
     (re.compile(_WHO + r"小微企业"), ["small", "micro"]),
     (re.compile(_WHO + r"中小(?:微)?企业"), ["medium", "small", "micro"]),
@@ -236,7 +237,7 @@ _INDUSTRIES = (
     (re.compile(r"金融机构|金融企业|持牌金融"), ["J"]),
     (re.compile(r"批发(?:和|与|、)?零售(?:业)?企业|商贸(?:流通)?企业"), ["F"]),
     (re.compile(r"制造业(?:企业|技术改造|技改)"), ["C"]),
-    (re.compile(r"规模以上工业企业|" + _WHO + r"工业企业"), ["B", "C", "D"]),
+    (re.compile(r"规模以上工业企业|" + _WHO + r"工业企业|的工业企业和"), ["B", "C", "D"]),
     (re.compile(r"农业(?:产业化)?龙头企业|农产品加工企业"), ["A"]),
 )
 # Sentences that state a condition no figure can check (kept as manual conditions).
@@ -333,6 +334,9 @@ def _thresholds(sentence: str, amount_spans: list[tuple[int, int]]) -> Iterable[
 def _categorical(sentence: str) -> Iterable[Proposed]:
     for fact, pattern in (("mu_grade", _MU), ("credit_rating", _CREDIT)):
         for match in pattern.finditer(sentence):
+            # 为C类的，补助比例下调: a grade that changes the amount is no condition.
+            if _ADJUSTS.search(sentence, match.end()):
+                continue
             # 评价为D类的企业…不得享受: the grades named are the ones left out.
             op = "not_in" if _EXCLUDED.search(sentence, match.end()) else "in"
             node = _rule(fact, op, _grades(match["grades"], bool(match["up"])))
@@ -401,7 +405,9 @@ def _categorical(sentence: str) -> Iterable[Proposed]:
 def _regions(sentence: str, regions: Mapping[str, str]) -> Iterable[Proposed]:
     if not re.search(r"注册|辖区|范围内|区域内|行政区域|落户|所在地", sentence):
         return
-    named = [(name, code) for name, code in regions.items() if name in sentence]
+    # 吴兴区（不含南太湖新区托管区域）: what is left out is not where a firm qualifies.
+    allowed = _LEFT_OUT.sub("", sentence)
+    named = [(name, code) for name, code in regions.items() if name in allowed]
     if not named:
         return
     node = _rule("region_code", "in", sorted({code for _, code in named}))
@@ -410,6 +416,7 @@ def _regions(sentence: str, regions: Mapping[str, str]) -> Iterable[Proposed]:
 
 
 _ASIDE = re.compile(r"（(?!含）)[^（）]{1,12}）")
+_LEFT_OUT = re.compile(r"（(?:不含|不包括|除)[^（）]*）|(?:不含|不包括)[^，。；、）]*")
 
 
 def _without_asides(sentence: str) -> tuple[str, list[int]]:
@@ -768,8 +775,11 @@ def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, s
     # How the document as a whole pays, from the articles that pay nothing themselves;
     # an article's own way (本条实行“免申即享”) holds for every part of it.
     category = document_category("".join(part.text for part, reading in read if not reading.pays))
+    named_ways = _ways_named(" ".join(normalised(a.text) for a in articles))
     own_way = {
-        article.number: _own_or(category_of(normalised(article.text)), category)
+        article.number: named_ways.get(
+            article.number, _own_or(category_of(normalised(article.text)), category)
+        )
         for article in articles
     }
     common: list[Proposed] = []
@@ -797,6 +807,22 @@ def draft_items(title: str, articles: Sequence[Article], regions: Mapping[str, s
             )
         )
     return drafts
+
+
+_NUMERAL = "[一二三四五六七八九十]+"
+_WAYS_NAMED = re.compile(
+    rf"(?P<numbers>第{_NUMERAL}(?:条)?(?:[、和及至]第?{_NUMERAL}条?)*条?)"
+    r"[^。；，]{0,8}?(?:实行|适用|采取)[^。；]{0,4}?[“\"]?(?P<how>免申即享|承诺制|申报制)"
+)
+
+
+def _ways_named(text: str) -> dict[str, Category]:
+    """How the articles a document names pay (第四条、第六条实行“免申即享”; 第四、六条…)."""
+    ways: dict[str, Category] = {}
+    for match in _WAYS_NAMED.finditer(text):
+        for number in re.findall(_NUMERAL, match["numbers"]):
+            ways[f"第{number}条"] = category_of(match["how"])
+    return ways
 
 
 def _article_of(number: str) -> str:

@@ -63,7 +63,9 @@ async def store_page(
     row = await session.get(FeedCursor, feed, with_for_update=True)
     if (None if row is None else row.cursor) != after:
         return HarvestReport(has_more=True)
-    report = HarvestReport(publications=len(page.items), has_more=page.has_more)
+    report = HarvestReport(
+        publications=len(page.items), rejected=len(page.rejected), has_more=page.has_more
+    )
     for publication in page.items:
         await _store(session, publication, report)
     if row is None:
@@ -71,7 +73,7 @@ async def store_page(
         session.add(row)
     row.cursor = page.next_cursor
     row.pages += 1
-    row.items += len(page.items)
+    row.items += len(page.items) + len(page.rejected)
     row.updated_at = utcnow()
     await session.flush()
     return report

@@ -19,7 +19,13 @@ from pydantic import Field as PydanticField
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from domain.access import DEPARTMENT_STAFF, require_department_staff
+from domain.access import (
+    DEPARTMENT_STAFF,
+    READ_ALL,
+    items_reached,
+    require_department_staff,
+    scope_of,
+)
 from domain.errors import Conflict, FieldError, InvalidInput, NotFound
 from domain.policy import extraction, library
 from models.money import Fen
@@ -45,7 +51,7 @@ from models.policy_feed import (
     PolicyAlert,
 )
 from models.reference import Actor, Department, DepartmentKind, Region, User
-from models.types import utcnow
+from models.types import Day, utcnow
 
 # ----- what staff read ------------------------------------------------------------------
 
@@ -330,8 +336,8 @@ class Adoption(BaseModel):
     eligibility: Any = None
     amount_rule: Any = None
     period_scheme: PeriodScheme | None = None
-    valid_from: date | None = None
-    valid_to: date | None = None
+    valid_from: Day | None = None
+    valid_to: Day | None = None
     commitment: Any = None
     working_days: int = PydanticField(default=10, ge=1, le=60, description="每个部门环节的时限")
     finance_working_days: int = PydanticField(default=5, ge=1, le=60)
@@ -542,8 +548,12 @@ async def list_alerts(
     session: AsyncSession, actor: Actor, *, open_only: bool, offset: int, limit: int
 ) -> tuple[int, list[AlertView]]:
     query = select(PolicyAlert)
-    if actor.role in DEPARTMENT_STAFF:
-        query = query.where(PolicyAlert.department_code == actor.department_code)
+    if actor.role not in READ_ALL:  # staff: the alerts of the items their unit reaches
+        scope = await scope_of(session, actor)
+        if scope.unit is None:
+            return 0, []
+        reached = await items_reached(session, scope)
+        query = query.where(col(PolicyAlert.item_code).in_(sorted(reached)))
     if open_only:
         query = query.where(col(PolicyAlert.handled_at).is_(None))
     total = await session.scalar(select(sa.func.count()).select_from(query.subquery()))
