@@ -10,6 +10,8 @@ an error. Each simulator adds its own dials, its record type and its protocol's 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,27 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from simulators.persistence import RecordJournal
+
+
+class Cursor:
+    """An opaque cursor over a place in a feed, as a real system would give one: its
+    clients keep it and send it back, and one it never gave is a 400."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self._prefix = prefix
+
+    def encode(self, position: int) -> str:
+        return base64.urlsafe_b64encode(self._prefix + str(position).encode()).decode()
+
+    def decode(self, cursor: str) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raw = b""
+        digits = raw.removeprefix(self._prefix)
+        if not raw.startswith(self._prefix) or not digits.isdigit() or len(digits) > 12:
+            raise HTTPException(400, "cursor: not a cursor this system gave")
+        return int(digits)
 
 
 class Dials(BaseModel):

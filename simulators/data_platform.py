@@ -21,8 +21,6 @@ client waits (`hang_rate`). Dialled at start (`zhida simulate data-platform
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ from models.data_platform import (
     Relation,
 )
 from models.recognition import USCC_PATTERN
-from simulators.base import Dials, Simulator
+from simulators.base import Cursor, Dials, Simulator
 
 MAX_RECORDS_PER_LOAD = 10_000
 _USCC = re.compile(USCC_PATTERN)
@@ -81,22 +79,7 @@ class LoadReport(BaseModel):
     changed: int  # new or different records; the rest were held already as sent
 
 
-_CURSOR = b"changes:"
-
-
-def encode_cursor(change: int) -> str:
-    return base64.urlsafe_b64encode(_CURSOR + str(change).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raw = b""
-    digits = raw.removeprefix(_CURSOR)
-    if not raw.startswith(_CURSOR) or not digits.isdigit() or len(digits) > 12:
-        raise HTTPException(400, "cursor: not a cursor this platform gave")
-    return int(digits)
+CURSOR = Cursor(b"changes:")
 
 
 def _checked_uscc(uscc: str) -> str:
@@ -240,7 +223,7 @@ def create_app(config: DataPlatformConfig | None = None, state_file: Path | None
         """The firms whose records changed after `cursor`, oldest change first, each with
         its latest figures; a firm changed twice is served once, at its last change."""
         await sim.misbehave()
-        after = 0 if cursor is None else decode_cursor(cursor)
+        after = 0 if cursor is None else CURSOR.decode(cursor)
         await hang()
         changed = sorted(
             (firm for firm in sim.records.values() if firm.changed > after),
@@ -264,7 +247,7 @@ def create_app(config: DataPlatformConfig | None = None, state_file: Path | None
                 )
                 for firm in page
             ],
-            next_cursor=encode_cursor(last),
+            next_cursor=CURSOR.encode(last),
             has_more=len(changed) > limit,
         )
 

@@ -18,22 +18,19 @@ journaled with `--state-file`), served after the data set.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field, TypeAdapter
 
 from models.policy_feed import MAX_PAGE_SIZE, Publication, RawFeedPage
-from simulators.base import Dials, Simulator
+from simulators.base import Cursor, Dials, Simulator
 
 DATA = Path(__file__).parent / "data" / "policy_feed"
-_CURSOR_PREFIX = b"feed:"
 
 
 class PolicyFeedConfig(Dials):
@@ -59,19 +56,7 @@ def publications() -> tuple[Publication, ...]:
     return tuple(sorted(found, key=lambda p: p.published_at))
 
 
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(position).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raw = b""
-    digits = raw.removeprefix(_CURSOR_PREFIX)
-    if not raw.startswith(_CURSOR_PREFIX) or not digits.isdigit() or len(digits) > 9:
-        raise HTTPException(400, "cursor: not a cursor this feed gave")
-    return int(digits)
+CURSOR = Cursor(b"feed:")
 
 
 class Published(BaseModel):
@@ -107,13 +92,13 @@ def create_app(config: PolicyFeedConfig | None = None, state_file: Path | None =
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     ) -> RawFeedPage:
         await simulator.misbehave()
-        start = 0 if cursor is None else decode_cursor(cursor)
+        start = 0 if cursor is None else CURSOR.decode(cursor)
         feed = served()
         released = simulator.config.released
         end = len(feed) if released is None else min(released, len(feed))
         items = [shown(at, feed[at]) for at in range(start, min(start + limit, end))]
         after = start + len(items)
-        return RawFeedPage(items=items, next_cursor=encode_cursor(after), has_more=after < end)
+        return RawFeedPage(items=items, next_cursor=CURSOR.encode(after), has_more=after < end)
 
     @protocol.post("/v1/_simulator/publications", response_model=Published, status_code=201)
     async def publish(publication: Publication) -> Published:
