@@ -145,6 +145,21 @@ class HarvestedVersion(SQLModel, table=True):
     seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class DocumentChange(SQLModel, table=True):
+    """A document's word that it amends or repeals another (by issuer and 文号), kept
+    whether or not that one has been harvested: portals do not always publish in order,
+    and the change is applied when the changed document arrives."""
+
+    __tablename__ = "document_change"
+    __table_args__ = (sa.UniqueConstraint("cause_document_id", "kind", "issuer", "doc_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    cause_document_id: int = Field(foreign_key="harvested_document.id", index=True)
+    kind: str = Field(max_length=16)  # AlertKind: amended or repealed
+    issuer: str = Field(max_length=128)
+    doc_number: str = Field(max_length=64, index=True)
+
+
 class HarvestedSource(SQLModel, table=True):
     """Where a document was published: one row per portal."""
 

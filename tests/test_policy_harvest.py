@@ -285,3 +285,55 @@ async def test_the_scheduled_harvest_reads_the_feed_through_its_failures_once(
     assert second.publications == 0 and second.new_versions == 0
     async with sessionmaker() as session:
         assert await count(session, HarvestedVersion) == report.new_versions
+
+
+async def test_a_change_harvested_before_the_document_it_changes_is_applied_when_it_arrives(
+    session: AsyncSession, policy_feed_simulator: httpx.AsyncClient
+) -> None:
+    users = await create_users(session)
+    payload = item_payload("HV-LATE-01")
+    payload["document"] = payload["document"] | {"doc_number": "湖测〔2026〕9号"}
+    await library.create_item(session, users["jxj_staff"], ItemCreate.model_validate(payload))
+    feed = PolicyFeedClient(policy_feed_simulator)
+    await harvest_all(session, feed, "feed-late")
+    model = publications()[0].model_dump(mode="json")
+    base = model | {
+        "doc_number": "湖测〔2026〕9号",
+        "issuer": "湖州市测试局",
+        "published_at": "2026-11-25T10:00:00+08:00",
+    }
+    key = {"doc_number": base["doc_number"], "issuer": base["issuer"]}
+    amendment = model | {
+        "doc_number": "湖测〔2026〕10号",
+        "issuer": "湖州市测试局",
+        "published_at": "2026-11-20T10:00:00+08:00",
+        "amends": key,
+    }
+    repeal = model | {
+        "doc_number": "湖测〔2026〕11号",
+        "issuer": "湖州市测试局",
+        "published_at": "2026-11-21T10:00:00+08:00",
+        "repeals": [key],
+    }
+    for early in (amendment, repeal):  # the portals publish the changes first
+        assert (
+            await policy_feed_simulator.post("/v1/_simulator/publications", json=early)
+        ).status_code == 201
+    early_report = await harvest_all(session, feed, "feed-late")
+    assert (early_report.publications, early_report.alerts) == (2, 0)
+
+    assert (
+        await policy_feed_simulator.post("/v1/_simulator/publications", json=base)
+    ).status_code == 201
+    late = await harvest_all(session, feed, "feed-late")
+    assert late.new_documents == 1 and late.alerts == 2  # amended, then repealed
+    arrived = await document(session, "湖测〔2026〕9号")
+    assert arrived.repealed_by_id == (await document(session, "湖测〔2026〕11号")).id
+    assert (await document(session, "湖测〔2026〕10号")).amends_id == arrived.id
+    kinds = sorted(
+        a.kind
+        for a in await session.scalars(
+            select(PolicyAlert).where(PolicyAlert.item_code == "HV-LATE-01")
+        )
+    )
+    assert kinds == ["amended", "repealed"]

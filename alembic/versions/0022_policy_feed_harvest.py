@@ -148,6 +148,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_policy_alert_item_code"), ["item_code"], unique=False)
 
     op.create_table(
+        "document_change",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("cause_document_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("issuer", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("doc_number", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["cause_document_id"], ["harvested_document.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("cause_document_id", "kind", "issuer", "doc_number"),
+    )
+    with op.batch_alter_table("document_change", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_document_change_cause_document_id"), ["cause_document_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_document_change_doc_number"), ["doc_number"], unique=False
+        )
+    op.create_table(
         "draft_proposal",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("document_id", sa.Integer(), nullable=False),
@@ -177,6 +195,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("document_change")
     with op.batch_alter_table("draft_proposal", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_draft_proposal_document_id"))
     op.drop_table("draft_proposal")

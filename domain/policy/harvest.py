@@ -10,7 +10,9 @@ columns, which follow its latest version.
 
 An amendment is linked to the document it amends, a repeal marks the repealed document;
 either raises an alert, with a notice, to the department of every library item drawn
-from the changed document (matched by document number). The item itself is not
+from the changed document (matched by document number). Portals do not always publish
+in order: a change to a document not harvested yet is kept (`DocumentChange`) and
+applied when the document arrives. The item itself is not
 touched: its department suspends or replaces it through the library's approval.
 """
 
@@ -28,6 +30,7 @@ from domain.policy import intake
 from models.policy import PolicyDocument, PolicyItem
 from models.policy_feed import (
     AlertKind,
+    DocumentChange,
     DocumentKey,
     FeedCursor,
     FeedPage,
@@ -91,6 +94,7 @@ async def _document(session: AsyncSession, key: DocumentKey) -> HarvestedDocumen
 async def _store(session: AsyncSession, publication: Publication, report: HarvestReport) -> None:
     document = await _document(session, publication.key)
     digest = content_hash(publication)
+    arrived = document is None
     if document is None:
         document = HarvestedDocument(
             issuer=publication.issuer,
@@ -149,17 +153,64 @@ async def _store(session: AsyncSession, publication: Publication, report: Harves
         source.source_url = publication.source_url
         source.published_at = publication.published_at
     await session.flush()
+    changes = [(AlertKind.REPEALED, key) for key in publication.repeals]
     if publication.amends is not None:
-        amended = await _document(session, publication.amends)
-        if amended is not None:
-            document.amends_id = amended.id
-            report.alerts += await _alert(session, AlertKind.AMENDED, amended, document)
-    for key in publication.repeals:
-        repealed = await _document(session, key)
-        if repealed is not None:
-            repealed.repealed_by_id = document.id
-            report.alerts += await _alert(session, AlertKind.REPEALED, repealed, document)
+        changes.append((AlertKind.AMENDED, publication.amends))
+    for kind, key in changes:
+        await _note_change(session, document, kind, key)
+        changed = await _document(session, key)
+        if changed is not None:
+            report.alerts += await _apply(session, kind, changed, document)
+    if arrived:  # an amendment or repeal of it harvested before it: applied now
+        earlier = await session.scalars(
+            select(DocumentChange).where(
+                DocumentChange.issuer == document.issuer,
+                DocumentChange.doc_number == document.doc_number,
+            )
+        )
+        for change in list(earlier):
+            cause = await session.get(HarvestedDocument, change.cause_document_id)
+            assert cause is not None
+            report.alerts += await _apply(session, AlertKind(change.kind), document, cause)
     await session.flush()
+
+
+async def _note_change(
+    session: AsyncSession, cause: HarvestedDocument, kind: AlertKind, key: DocumentKey
+) -> None:
+    assert cause.id is not None
+    noted = await session.scalar(
+        select(DocumentChange.id).where(
+            DocumentChange.cause_document_id == cause.id,
+            DocumentChange.kind == kind.value,
+            DocumentChange.issuer == key.issuer,
+            DocumentChange.doc_number == key.doc_number,
+        )
+    )
+    if noted is None:
+        session.add(
+            DocumentChange(
+                cause_document_id=cause.id,
+                kind=kind.value,
+                issuer=key.issuer,
+                doc_number=key.doc_number,
+            )
+        )
+        await session.flush()
+
+
+async def _apply(
+    session: AsyncSession,
+    kind: AlertKind,
+    changed: HarvestedDocument,
+    cause: HarvestedDocument,
+) -> int:
+    """Link the change to the document it changes, and warn its items' departments."""
+    if kind is AlertKind.AMENDED:
+        cause.amends_id = changed.id
+    else:
+        changed.repealed_by_id = cause.id
+    return await _alert(session, kind, changed, cause)
 
 
 def _summary(publication: Publication) -> dict[str, object]:
