@@ -200,6 +200,21 @@ def test_the_articles_a_document_names_pay_the_way_it_says() -> None:
     ]
 
 
+def test_what_an_article_asks_of_all_its_payments_joins_each_and_is_no_payment() -> None:
+    article = Article(
+        number="第五条",
+        text=(
+            "对年营业收入首次突破10亿元、50亿元的企业，分别给予50万元、100万元奖励；"
+            "对首次入选500强的企业，给予一次性奖励200万元。"
+            "享受本条奖励的企业上年度实缴税金应不低于1000万元。"
+        ),
+    )
+    drafts = draft_items("通知", [article], HUZHOU)
+    assert [d.article for d in drafts] == ["第五条（1）", "第五条（2）"]
+    tax = {"fact": "tax_paid_fen", "op": "gte", "value": 1_000_000_000}
+    assert all(tax in [c.rule for c in d.conditions] for d in drafts)
+
+
 def test_who_a_payment_is_for_is_kept_when_no_figure_says_it() -> None:
     reading = read_text("对首次入选“亩均效益领跑者”前20名的企业，每家给予奖励20万元。", HUZHOU)
     assert reading.amount is not None and reading.amount.rule["amount_fen"] == 20_000_000

@@ -677,8 +677,10 @@ def _manual(sentence: str, pays: bool) -> Proposed | None:
 
 
 # A sentence that pays money, whether or not its amount is one rule can compute.
+# 给予…20万元, 奖励20万元, 奖励提高至20万元; not 享受本条奖励的企业…不低于1000万元 (a
+# condition on the firms paid, which stays with the payment it qualifies).
 _PAYS_MONEY = re.compile(
-    rf"(?:给予|奖励|补助|补贴|资助|奖补)[^。；]{{0,30}}?{_NUM}\s*(?:亿元|万元|元|万)"
+    rf"(?:给予[^。；，]{{0,16}}?|(?:奖励|补助|补贴|资助|奖补)[^。；，0-9]{{0,4}}){_NUM}\s*(?:亿元|万元|元|万)"
 )
 
 
@@ -749,11 +751,19 @@ def parts_of(article: Article) -> list[Article]:
     if len(starts) < 2:
         return [article]
     lead = "".join(said[: starts[0]])
+    # What the article says of all its payments (享受本条奖励的企业…) holds for each part.
+    whole = "".join(x for x in said[starts[-1] + 1 :] if _WHOLE_ARTICLE.search(x))
     bounds = [*starts, len(said)]
     return [
-        Article(number=f"{article.number}（{n}）", text=lead + "".join(said[start:end]))
+        Article(
+            number=f"{article.number}（{n}）",
+            text=lead + "".join(x for x in said[start:end] if x not in whole) + whole,
+        )
         for n, (start, end) in enumerate(pairwise(bounds), start=1)
     ]
+
+
+_WHOLE_ARTICLE = re.compile(r"本条|上述|以上(?:奖励|补助|政策)")
 
 
 def _pays(text: str) -> bool:
