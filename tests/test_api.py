@@ -31,11 +31,13 @@ async def test_a_token_accepted_once_is_refused_once_it_expires(
     api: httpx.AsyncClient, session: AsyncSession, settings: Settings
 ) -> None:
     await create_users(session)
-    # Issued so that it expires a second from now.
-    issued = datetime.now(UTC) - timedelta(hours=settings.token_ttl_hours) + timedelta(seconds=1)
+    # Issued so that it expires three seconds from now: room for the first request on a
+    # loaded machine (a one-second margin once ran out in CI), then wait past it.
+    expires = datetime.now(UTC) + timedelta(seconds=3)
+    issued = expires - timedelta(hours=settings.token_ttl_hours)
     headers = {"Authorization": f"Bearer {issue_token(settings, 'jxj_staff', now=issued)}"}
     assert (await api.get("/api/v1/me", headers=headers)).status_code == 200
-    await asyncio.sleep(1.1)
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 1.1)
     refused = await api.get("/api/v1/me", headers=headers)
     assert refused.status_code == 401
     assert "expired" in refused.json()["detail"]
