@@ -46,6 +46,7 @@ from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Settings
+from core.temporal import exit_after_client
 from core.workdays import SHANGHAI
 from domain.money import budget
 from domain.policy import library
@@ -408,19 +409,18 @@ def main() -> None:
     )
     parser.add_argument("--database-url", help="default: a new SQLite file")
     args = parser.parse_args()
-    sys.exit(
-        asyncio.run(
-            run(
-                args.cases,
-                args.kills,
-                args.seed,
-                args.failure_share,
-                args.workers,
-                args.api_processes,
-                args.database_url,
-            )
+    code = asyncio.run(
+        run(
+            args.cases,
+            args.kills,
+            args.seed,
+            args.failure_share,
+            args.workers,
+            args.api_processes,
+            args.database_url,
         )
     )
+    exit_after_client(code)
 
 
 if __name__ == "__main__":

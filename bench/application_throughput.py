@@ -30,6 +30,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker import Worker as TemporalWorker
 
 from api.main import create_app
+from core.temporal import exit_after_client
 
 # A case paid straight through: check, smart review, two review entries (deadline and
 # projection), reservation, two projections (payment, paid).
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="an empty database (default: a new SQLite file)")
     args = parser.parse_args()
     asyncio.run(run(args.cases, args.concurrency, args.database_url))
+    exit_after_client()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import contextlib
 import math
 import os
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from core.db import make_engine, make_sessionmaker
 from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Settings
+from core.temporal import exit_after_client
 from core.workdays import SHANGHAI
 from domain.matching import match_library
 from domain.money import budget
@@ -885,18 +885,17 @@ def main() -> None:
         "--stall-s", type=float, default=300, help="give up after this long without progress"
     )
     args = parser.parse_args()
-    sys.exit(
-        asyncio.run(
-            run(
-                args.firms,
-                args.verified_share,
-                args.concurrency,
-                args.poll_page,
-                args.follow_s,
-                args.stall_s,
-            )
+    code = asyncio.run(
+        run(
+            args.firms,
+            args.verified_share,
+            args.concurrency,
+            args.poll_page,
+            args.follow_s,
+            args.stall_s,
         )
     )
+    exit_after_client(code)
 
 
 if __name__ == "__main__":

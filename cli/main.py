@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import httpx
 import typer
@@ -39,7 +38,7 @@ from core.logging import configure_logging
 from core.progress import ProgressCallback, TerminalProgress
 from core.security import issue_token
 from core.settings import Settings
-from core.temporal import connect, converter_for
+from core.temporal import connect, converter_for, exit_after_client
 from core.workdays import SHANGHAI
 from domain.errors import AppError
 from domain.money import budget
@@ -143,7 +142,7 @@ def import_enterprises(
     if report.changed and report.match_run is None:  # the import stands all the same
         typer.echo("matching not started (see the warning); the nightly run will do it", err=True)
     typer.echo(report.model_dump_json())
-    leave_after_temporal()
+    exit_after_client()
 
 
 async def _import(
@@ -371,7 +370,7 @@ def schedules() -> None:
     settings = _settings()
     asyncio.run(_ensure_schedules(settings))
     typer.echo("schedules are in place")
-    leave_after_temporal()
+    exit_after_client()
 
 
 async def _ensure_schedules(settings: Settings) -> None:
@@ -384,7 +383,7 @@ def harvest() -> None:
     settings = _settings()
     report = asyncio.run(_harvest(settings))
     typer.echo(report.model_dump_json(indent=2))
-    leave_after_temporal()
+    exit_after_client()
 
 
 async def _harvest(settings: Settings) -> HarvestReport:
@@ -400,7 +399,7 @@ def sync_facts() -> None:
     settings = _settings()
     report = asyncio.run(_sync_facts(settings))
     typer.echo(report.model_dump_json(indent=2))
-    leave_after_temporal()
+    exit_after_client()
 
 
 async def _sync_facts(settings: Settings) -> sync.SyncReport:
@@ -560,16 +559,6 @@ async def _load_data_platform(settings: Settings, enterprises: int) -> None:
                 await sync.start_at(session, await DataPlatformClient(http).end_cursor())
         finally:
             await engine.dispose()
-
-
-def leave_after_temporal(code: int = 0) -> NoReturn:
-    """End a command that used a Temporal client without the interpreter's teardown: the
-    client's Rust threads can outlive it and abort the process on the way out, after the
-    work is done (Fatal Python error: PyGILState_Release …, temporalio/sdk-python#300,
-    seen about one exit in four of `zhida sync-facts`). Output is flushed first."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _step(what: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio.client import (
     Client,
@@ -118,3 +120,14 @@ async def connect(
         retry_config=retry_config,
         interceptors=interceptors,
     )
+
+
+def exit_after_client(code: int = 0) -> NoReturn:
+    """End a short-lived process that used a Temporal client without the interpreter's
+    teardown: the client's Rust threads can outlive it and abort the process on the way
+    out, after the work is done (Fatal Python error: PyGILState_Release …,
+    temporalio/sdk-python#300; seen in `zhida sync-facts` and once in the chaos bench).
+    Output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
