@@ -100,11 +100,7 @@ async def _store(session: AsyncSession, publication: Publication, report: Harves
             issuer=publication.issuer,
             doc_number=publication.doc_number,
             versions=0,
-            title=publication.title,
-            level=publication.level,
-            region_code=publication.region_code,
-            department=publication.department,
-            issued_on=publication.issued_on,
+            **publication.model_dump(include=set(SUMMARY)),
         )
         session.add(document)
         await session.flush()
@@ -127,8 +123,8 @@ async def _store(session: AsyncSession, publication: Publication, report: Harves
             published_at=publication.published_at,
         )
         session.add(version)
-        for name, value in _summary(publication).items():
-            setattr(document, name, value)
+        for name in SUMMARY:  # the document reads as its latest version
+            setattr(document, name, getattr(publication, name))
         document.changed_at = utcnow()
         await session.flush()
         report.new_versions += 1
@@ -213,16 +209,16 @@ async def _apply(
     return await _alert(session, kind, changed, cause)
 
 
-def _summary(publication: Publication) -> dict[str, object]:
-    return {
-        "title": publication.title,
-        "level": publication.level,
-        "region_code": publication.region_code,
-        "department": publication.department,
-        "issued_on": publication.issued_on,
-        "effective_from": publication.effective_from,
-        "expires_on": publication.expires_on,
-    }
+# What a harvested document's own columns hold of its latest version.
+SUMMARY = (
+    "title",
+    "level",
+    "region_code",
+    "department",
+    "issued_on",
+    "effective_from",
+    "expires_on",
+)
 
 
 @dataclass(frozen=True)
