@@ -11,15 +11,25 @@ and this process (the API and the scripted users; for the bare run, its worker t
 Last line:
 
     cases_per_s=X baseline_per_s=Y ratio=Z
+
+With --profile the cases run one at a time, with no bare run, and the worker logs what
+each activity costs it (workers/costs.py); the table printed says, per activity, how
+often a case runs it and its mean statements, CPU and wall time, and how much of the
+worker's CPU per case the activities account for (the rest: workflow tasks, queries,
+polling).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import time
 import uuid
+from collections import defaultdict
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 from application_chaos import POLL_S, _drive_case, _prepare
@@ -115,7 +125,35 @@ async def _bare(env: WorkflowEnvironment, cases: int, concurrency: int) -> tuple
         return cases / elapsed, cpu
 
 
-async def run(cases: int, concurrency: int, database_url: str | None) -> None:
+def activity_costs(log: Path, cases: int) -> list[str]:
+    """The worker's `activity.cost` lines summed up by activity, a line each, dearest first."""
+    fields = ("statements", "cpu_ms", "wall_ms")
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(("calls", *fields), 0.0))
+    for line in log.read_text().splitlines():
+        if "activity.cost" not in line:
+            continue
+        values = dict(re.findall(r"(\w+)=(\S+)", line))
+        row = sums[values["activity"]]
+        row["calls"] += 1
+        for name in fields:
+            row[name] += float(values[name])
+    ranked = sorted(sums.items(), key=lambda pair: -pair[1]["cpu_ms"])
+    lines = [
+        f"activity {name}: per_case={row['calls'] / cases:.1f} "
+        + " ".join(f"{f}={row[f] / row['calls']:.1f}" for f in fields)
+        for name, row in ranked
+    ]
+    total = {f: sum(row[f] for row in sums.values()) / cases for f in fields}
+    lines.append(
+        "activities per case: " + " ".join(f"{f}={value:.1f}" for f, value in total.items())
+    )
+    return lines
+
+
+async def run(cases: int, concurrency: int, database_url: str | None, profile: bool) -> None:
+    if profile:
+        os.environ["ZHIDA_PROFILE_ACTIVITIES"] = "true"  # the worker's environment
+        concurrency = 1
     async with bench_stack(
         "throughput", ["--receipt-delay-s", "0"], database_url=database_url
     ) as stack:
@@ -141,6 +179,10 @@ async def run(cases: int, concurrency: int, database_url: str | None) -> None:
             elapsed, cpu = time.monotonic() - started, cpu_per_case(before, cpu_seconds(), cases)
         stack.worker.stop()
         cases_per_s = cases / elapsed
+        if profile:
+            print(*activity_costs(stack.work / "worker.log", cases), sep="\n")
+            print(f"cpu_ms_per_case cases (one at a time): {cpu}")
+            return
         baseline_per_s, bare_cpu = await _bare(env, cases, concurrency)
     print(f"cases={cases} seconds={elapsed:.1f} (submission to receipt, approvals via the API)")
     print(f"cpu_ms_per_case cases: {cpu}")
@@ -156,8 +198,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--database-url", help="an empty database (default: a new SQLite file)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the cases one at a time and print what each activity costs the worker",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.cases, args.concurrency, args.database_url))
+    asyncio.run(run(args.cases, args.concurrency, args.database_url, args.profile))
     exit_after_client()
 
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # with bench/recognition.py). Determinism is checked where it is cheap instead: every
     # test worker and the replay of every stored history run sandboxed.
     workflow_sandbox: bool = False
+    # Log what each activity costs the worker (`activity.cost`: statements, CPU, wall
+    # time; workers/costs.py). For measuring, e.g. bench/application_throughput.py --profile.
+    profile_activities: bool = False
 
     # The provincial budget system (the simulator on the embedded stack).
     budget_system_url: str = "http://127.0.0.1:8100"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.cases import CaseActivities
@@ -31,6 +32,7 @@ from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect
 from core.workdays import WorkingCalendar, calendar_from
+from workers.costs import ActivityCosts, count_statements
 from workflows.all import ALL_WORKFLOWS
 
 log = structlog.get_logger()
@@ -48,6 +50,7 @@ def build_worker(
     push_per_week: int = 3,
     match_threads: int = 2,
     sandboxed: bool = True,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     library = PolicyLibraryActivities(sessionmaker, calendar)
     cases = CaseActivities(sessionmaker, calendar)
@@ -68,6 +71,7 @@ def build_worker(
         # cancelled half-way through it (on SQLite that would leave the write lock held).
         graceful_shutdown_timeout=timedelta(seconds=10),
         workflows=ALL_WORKFLOWS,
+        interceptors=interceptors,
         workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
         activities=[
             library.working_deadline,
@@ -124,6 +128,8 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     engine = make_engine(settings.database_url, echo=settings.sql_echo)
+    if settings.profile_activities:
+        count_statements(engine)
     client = await connect(settings, identity="zhida-worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,6 +161,7 @@ async def run_worker(settings: Settings) -> None:
             push_per_week=settings.push_per_week,
             match_threads=settings.match_threads,
             sandboxed=settings.workflow_sandbox,
+            interceptors=[ActivityCosts()] if settings.profile_activities else [],
         )
         log.info(
             "worker.started",
