@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,11 +45,15 @@ class PaymentActivities:
     async def send_instruction(self, request: PaymentRequest) -> str:
         """Instruct the payment (idempotent on the key) and record it; returns the voucher."""
         key = payment_key(request.case_id, request.instalment)
+        # The day the server scheduled this attempt: the workflow's day (the clock of a
+        # time-skipping test server too), which a debt's interest is counted to.
+        today = activity.info().current_attempt_scheduled_time.astimezone(SHANGHAI).date()
         try:
             with business_errors():  # e.g. no account on file
                 async with self._reader() as session:
                     enterprise, account = await cases.default_payee(session, request.uscc)
-            withheld = await self._offset(request)
+                    owes = await recovery.may_offset(session, request.uscc, request.case_id, today)
+            withheld = await self._offset(request, today) if owes else 0
             if withheld == request.amount_fen:  # all of it settled a debt: nothing to send
                 return await self._paid_by_offset(request, key)
             instruction = PaymentInstruction(
@@ -91,15 +97,10 @@ class PaymentActivities:
         log.info("payment.instructed", case_id=request.case_id, instalment=request.instalment)
         return status.voucher_no
 
-    async def _offset(self, request: PaymentRequest) -> int:
+    async def _offset(self, request: PaymentRequest, today: date) -> int:
         """Withhold what the firm owes on overdue recovery orders (追回抵扣) from this
-        payment, once per instalment (a retry withholds the same), telling the firm."""
-        # The day the server scheduled this attempt: the workflow's day (the clock of a
-        # time-skipping test server too), which the debt's interest is counted to.
-        today = activity.info().current_attempt_scheduled_time.astimezone(SHANGHAI).date()
-        async with self._reader() as session:
-            if not await recovery.may_offset(session, request.uscc, request.case_id, today):
-                return 0
+        payment, once per instalment (a retry withholds the same), telling the firm.
+        Called when `recovery.may_offset` said the firm may owe something."""
         async with self._sessionmaker.begin() as session:
             taken = await recovery.offset_against(
                 session,

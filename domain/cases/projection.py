@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from core.db import upsert
 from core.workdays import SHANGHAI, WorkingCalendar
 from domain import access, notices
 from domain.access import require_role
@@ -47,6 +48,13 @@ async def project(
     record = await session.get(CaseRecord, state.case_id)
     previous = record.stage if record is not None else None
     counted = _counted(record) if record is not None else None
+    # Read before the record changes, so that the changes go out in one UPDATE (a query
+    # after them would flush them first).
+    first_paid = (
+        await _first_receipt(session, state.case_id)
+        if (record is None or record.paid_at is None) and state.paid_amount_fen > 0
+        else None
+    )
     if record is None:
         category = state.case_id.split("/", 1)[0]
         region_code = (await get_enterprise(session, state.uscc)).region_code
@@ -75,8 +83,8 @@ async def project(
     entitled = state.moments.get("entitled") or state.moments.get("applied")
     if entitled is not None:
         record.entitled_at = entitled
-    if record.paid_at is None and state.paid_amount_fen > 0:
-        record.paid_at = await _first_receipt(session, state.case_id)
+    if first_paid is not None:
+        record.paid_at = first_paid
         if record.entitled_at is not None:
             record.days_to_money = (calendar or WorkingCalendar()).working_days_between(
                 record.entitled_at, record.paid_at
@@ -132,36 +140,39 @@ def _counted(record: CaseRecord) -> tuple[object, ...]:
 
 
 async def count_firm(session: AsyncSession, item_code: str, uscc: str, year: int | None) -> None:
-    """Sum up one firm's cases of one item and year for the dashboards (`CaseFirm`)."""
+    """Sum up one firm's cases of one item and year for the dashboards (`CaseFirm`), in
+    one statement: the sums, inserted or written over the firm's row."""
     if year is None:
         return
-    approved = _approved()
-    row = (
-        await session.execute(
-            sa.select(
-                sa.func.min(col(CaseRecord.region_code)),
-                sa.func.max(sa.case((approved, 1), else_=0)),
-                sa.func.max(sa.case((col(CaseRecord.paid_amount_fen) > 0, 1), else_=0)),
-                sa.func.min(col(CaseRecord.paid_at)),
-            ).where(
-                col(CaseRecord.item_code) == item_code,
-                col(CaseRecord.uscc) == uscc,
-                col(CaseRecord.year) == year,
-            )
+    sums = _firm_sums().where(
+        col(CaseRecord.item_code) == item_code,
+        col(CaseRecord.uscc) == uscc,
+        col(CaseRecord.year) == year,
+    )
+    insert = upsert(session, CaseFirm).from_select(list(_FIRM_SUMS), sums)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["item_code", "uscc", "year"],
+            set_={name: insert.excluded[name] for name in _FIRM_SUMS[3:]},
         )
-    ).one()
-    firm = await session.get(CaseFirm, (item_code, uscc, year))
-    if firm is None:
-        firm = CaseFirm(item_code=item_code, uscc=uscc, year=year, region_code=row[0])
-        session.add(firm)
-    firm.region_code = row[0]
-    firm.approved, firm.paid, firm.first_paid_at = bool(row[1]), bool(row[2]), row[3]
+    )
 
 
 async def count_all_firms(session: AsyncSession) -> None:
     """Sum up every firm's cases again (`CaseFirm`), e.g. after loading cases in bulk."""
+    await session.execute(sa.delete(CaseFirm))
+    sums = _firm_sums().where(col(CaseRecord.year).is_not(None))
+    await session.execute(sa.insert(CaseFirm).from_select(list(_FIRM_SUMS), sums))
+
+
+# `CaseFirm`'s columns, in the order `_firm_sums` selects them.
+_FIRM_SUMS = ("item_code", "uscc", "year", "region_code", "approved", "paid", "first_paid_at")
+
+
+def _firm_sums() -> sa.Select[str, str, int | None, str, bool, bool, datetime | None]:
+    """Each firm's sums of its cases of an item and year, grouped so: `CaseFirm`'s rows."""
     approved = _approved()
-    rows = sa.select(
+    return sa.select(
         col(CaseRecord.item_code),
         col(CaseRecord.uscc),
         col(CaseRecord.year),
@@ -169,15 +180,7 @@ async def count_all_firms(session: AsyncSession) -> None:
         sa.func.max(sa.case((approved, 1), else_=0)) == 1,
         sa.func.max(sa.case((col(CaseRecord.paid_amount_fen) > 0, 1), else_=0)) == 1,
         sa.func.min(col(CaseRecord.paid_at)),
-    ).where(col(CaseRecord.year).is_not(None))
-    rows = rows.group_by(col(CaseRecord.item_code), col(CaseRecord.uscc), col(CaseRecord.year))
-    await session.execute(sa.delete(CaseFirm))
-    await session.execute(
-        sa.insert(CaseFirm).from_select(
-            ["item_code", "uscc", "year", "region_code", "approved", "paid", "first_paid_at"],
-            rows,
-        )
-    )
+    ).group_by(col(CaseRecord.item_code), col(CaseRecord.uscc), col(CaseRecord.year))
 
 
 def budget_year_of(period: str, opened_at: datetime) -> int:

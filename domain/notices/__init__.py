@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from core.db import upsert
 from domain.notices.texts import Text
 from models.notices import Notice
 from models.policy import StageWarning
@@ -105,10 +105,5 @@ async def _send(
     ]
     if not rows:
         return
-    target = ["recipient", "dedupe_key"]
-    if session.get_bind().dialect.name == "postgresql":
-        pg = postgresql.insert(Notice).values(rows).on_conflict_do_nothing(index_elements=target)
-        await session.execute(pg)
-    else:
-        lite = sqlite.insert(Notice).values(rows).on_conflict_do_nothing(index_elements=target)
-        await session.execute(lite)
+    insert = upsert(session, Notice).values(rows)
+    await session.execute(insert.on_conflict_do_nothing(index_elements=["recipient", "dedupe_key"]))
