@@ -90,6 +90,18 @@ async def set_quota(
     return await get_quota(session, item_code, year)
 
 
+async def _entries(
+    session: AsyncSession, case_id: str, instalment: int
+) -> dict[LedgerKind, LedgerEntry]:
+    """The instalment's ledger entries by kind (one each at most), in one read."""
+    entries = await session.scalars(
+        select(LedgerEntry).where(
+            LedgerEntry.case_id == case_id, LedgerEntry.instalment == instalment
+        )
+    )
+    return {LedgerKind(entry.kind): entry for entry in entries}
+
+
 async def _entry(
     session: AsyncSession, case_id: str, instalment: int, kind: LedgerKind
 ) -> LedgerEntry | None:
@@ -110,7 +122,6 @@ async def reserve(
     existing = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
     if existing is not None:
         return existing
-    await get_quota(session, item_code, year)
     result = await session.execute(
         sa.update(BudgetQuota)
         .where(
@@ -122,6 +133,7 @@ async def reserve(
         .values(reserved_fen=col(BudgetQuota.reserved_fen) + amount_fen, updated_at=utcnow())
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
+        await get_quota(session, item_code, year)  # QuotaNotSet where finance set none
         raise QuotaExhausted(f"quota of {item_code} for {year} cannot cover {amount_fen} fen")
     entry = LedgerEntry(
         case_id=case_id,
@@ -136,13 +148,14 @@ async def reserve(
 
 async def release(session: AsyncSession, case_id: str, instalment: int) -> LedgerEntry | None:
     """Give back an unpaid reservation (rejection, cancellation). Idempotent."""
-    reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
+    entries = await _entries(session, case_id, instalment)
+    reserved = entries.get(LedgerKind.RESERVE)
     if reserved is None:
         return None
-    existing = await _entry(session, case_id, instalment, LedgerKind.RELEASE)
+    existing = entries.get(LedgerKind.RELEASE)
     if existing is not None:
         return existing
-    if await _entry(session, case_id, instalment, LedgerKind.RECEIPT) is not None:
+    if LedgerKind.RECEIPT in entries:
         raise Conflict(f"instalment {instalment} of {case_id} is paid; it cannot be released")
     await _move(session, reserved, reserved_delta=-reserved.amount_fen, paid_delta=0)
     entry = _next_entry(reserved, LedgerKind.RELEASE)
@@ -153,10 +166,11 @@ async def consume(
     session: AsyncSession, case_id: str, instalment: int, *, voucher_no: str, bank_serial: str
 ) -> LedgerEntry:
     """A receipt arrived: the reservation becomes paid. Idempotent."""
-    reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
+    entries = await _entries(session, case_id, instalment)
+    reserved = entries.get(LedgerKind.RESERVE)
     if reserved is None:
         raise Conflict(f"instalment {instalment} of {case_id} was never reserved")
-    existing = await _entry(session, case_id, instalment, LedgerKind.RECEIPT)
+    existing = entries.get(LedgerKind.RECEIPT)
     if existing is not None:
         return existing
     await _move(
@@ -237,10 +251,11 @@ async def record_instruction(
     The account number it pays into is kept, so that its receipt verifies that account
     and no other (`instructed_account`). `amount_fen` is what the instruction pays when
     less than the reservation (a debt of the firm was offset against it)."""
-    existing = await _entry(session, case_id, instalment, LedgerKind.INSTRUCT)
+    entries = await _entries(session, case_id, instalment)
+    existing = entries.get(LedgerKind.INSTRUCT)
     if existing is not None:
         return existing
-    reserved = await _entry(session, case_id, instalment, LedgerKind.RESERVE)
+    reserved = entries.get(LedgerKind.RESERVE)
     if reserved is None:
         raise Conflict(f"instalment {instalment} of {case_id} was never reserved")
     entry = _next_entry(

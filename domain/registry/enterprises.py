@@ -385,6 +385,7 @@ def read_fact(kind: FactKind, stored: str | None, end: date | None) -> KnownFact
 
 async def known_facts(session: AsyncSession, uscc: str) -> dict[str, KnownFact]:
     """Everything the rule evaluator may read about one firm."""
-    await get_enterprise(session, uscc)  # 404 for an unknown firm
     table, _regions = await load_fact_table(session, [uscc])
+    if not len(table):  # the registry holds no such firm
+        raise NotFound(f"enterprise {uscc} not found")
     return table.known_facts(0)

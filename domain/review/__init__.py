@@ -117,6 +117,7 @@ async def check(
         session,
         usccs=[request.uscc, *related],
         tokens=[*case.invoices, *case.serials],
+        excluding=request.case_id,  # DuplicateIndex passes over the case's own claim
     )
     drafts = DuplicateIndex(rows).check(case, review.checks, related)
     return await store_findings(

@@ -110,8 +110,11 @@ async def claims_touching(
     *,
     usccs: Iterable[str] = (),
     tokens: Iterable[str] = (),
+    excluding: str | None = None,
 ) -> list[ClaimRow]:
-    """The open and paid claims of these firms, or listing these invoices or serials."""
+    """The open and paid claims of these firms, or listing these invoices or serials,
+    but for the claim of case `excluding` (the case being checked: nothing is read when
+    no other claim touches it)."""
     case_ids: set[str] = set()
     firms = sorted(set(usccs))
     for chunk in _chunks(firms):
@@ -126,7 +129,9 @@ async def claims_touching(
                 select(FundingToken.case_id).where(col(FundingToken.token).in_(chunk)).distinct()
             )
         )
-    return await load_rows(session, sorted(case_ids))
+    if excluding is not None:
+        case_ids.discard(excluding)
+    return await load_rows(session, sorted(case_ids)) if case_ids else []
 
 
 async def load_rows(session: AsyncSession, case_ids: Sequence[str]) -> list[ClaimRow]:
