@@ -9,11 +9,12 @@ execution, so that a retried activity tells the firm once). What they say is in
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from core.db import upsert
 from domain.notices.texts import Text
@@ -60,9 +61,7 @@ async def raise_stage_warning(
     )
     session.add(warning)
     await session.flush()
-    recipients = await session.scalars(
-        select(User.name).where(User.department_code == department_code, col(User.active))
-    )
+    recipients = select(User.name).where(User.department_code == department_code, col(User.active))
     await _send(session, recipients, text, subject=subject, dedupe_key=f"warning/{warning.id}")
     return warning
 
@@ -72,38 +71,36 @@ async def notify_enterprise(
 ) -> None:
     """An in-app notice to every user of a firm (no-op for a firm with no users yet),
     once per `dedupe_key`: the same key again, as on a retry, sends nothing."""
-    recipients = await session.scalars(
-        select(User.name).where(User.enterprise_uscc == uscc, col(User.active))
-    )
+    recipients = select(User.name).where(User.enterprise_uscc == uscc, col(User.active))
     await _send(session, recipients, text, subject=subject, dedupe_key=dedupe_key)
 
 
 async def _send(
     session: AsyncSession,
-    recipients: Iterable[str],
+    recipients: SelectOfScalar[str],
     text: Text,
     *,
     subject: str,
     dedupe_key: str,
 ) -> None:
-    """Store a notice for each recipient who has none under `dedupe_key` yet.
+    """Store a notice for each of `recipients` (a query of user names) who has none under
+    `dedupe_key` yet, in one statement.
 
-    INSERT … ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike): a concurrent copy
-    waits for the first and then inserts nothing, and no error aborts the transaction.
+    INSERT … SELECT … ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike): a concurrent
+    copy waits for the first and then inserts nothing, and no error aborts the
+    transaction. The text is bound, not written into the statement, so that its
+    compiled form is cached like any other.
     """
-    now = utcnow()
-    rows = [
-        {
-            "recipient": name,
-            "title": text.title,
-            "body": text.body,
-            "subject": subject,
-            "dedupe_key": dedupe_key,
-            "created_at": now,
-        }
-        for name in recipients
-    ]
-    if not rows:
-        return
-    insert = upsert(session, Notice).values(rows)
+    notice = Notice.__table__.c  # type: ignore[attr-defined]
+    constants = {
+        "title": text.title,
+        "body": text.body,
+        "subject": subject,
+        "dedupe_key": dedupe_key,
+        "created_at": utcnow(),
+    }
+    rows = recipients.add_columns(
+        *(sa.literal(value, notice[name].type).label(name) for name, value in constants.items())
+    )
+    insert = upsert(session, Notice).from_select(["recipient", *constants], rows)
     await session.execute(insert.on_conflict_do_nothing(index_elements=["recipient", "dedupe_key"]))
