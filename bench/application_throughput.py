@@ -32,6 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import uvloop
 from application_chaos import POLL_S, _drive_case, _prepare
 from stack import bench_stack, cpu_per_case, cpu_seconds
 from temporalio import activity, workflow
@@ -204,7 +205,9 @@ def main() -> None:
         help="run the cases one at a time and print what each activity costs the worker",
     )
     args = parser.parse_args()
-    asyncio.run(run(args.cases, args.concurrency, args.database_url, args.profile))
+    # libuv's loop, as in the worker and the API processes: both runs' own processes (the
+    # cases' API and users, the bare run's worker and users) use it alike.
+    uvloop.run(run(args.cases, args.concurrency, args.database_url, args.profile))
     exit_after_client()
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+import uvloop
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -885,7 +886,8 @@ def main() -> None:
         "--stall-s", type=float, default=300, help="give up after this long without progress"
     )
     args = parser.parse_args()
-    code = asyncio.run(
+    # libuv's loop, as in the worker and the API processes, for both runs alike.
+    code = uvloop.run(
         run(
             args.firms,
             args.verified_share,
