@@ -55,7 +55,7 @@ from api.routers import (
 from api.web.pages import router as web_pages
 from api.web.public import router as public_pages
 from core.codec import EncryptionCodec, key_ring
-from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
+from core.db import make_engine, make_read_sessionmaker, make_sessionmaker, make_sqlite_reader
 from core.logging import configure_logging
 from core.oidc import OidcVerifier
 from core.settings import Environment, Settings, get_settings
@@ -147,10 +147,11 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.bookkeeping = make_sessionmaker(bookkeeping)
         # On SQLite a writer holds its pooled connection while it waits for the one write
         # lock: reads get connections of their own, so that queued writers never take
-        # them all (in WAL mode a read needs no lock). PostgreSQL shares one pool.
+        # them all (in WAL mode a read needs no lock), and run on the event loop's
+        # thread, not aiosqlite's (core/db.py). PostgreSQL shares one pool.
         readers = engine
         if engine.dialect.name == "sqlite":
-            readers = make_engine(
+            readers = make_sqlite_reader(
                 settings.database_url, echo=settings.sql_echo, pool_timeout_s=POOL_TIMEOUT_S
             )
         app.state.read_sessionmaker = make_read_sessionmaker(readers)

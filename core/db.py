@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import Callable, Generator
 from typing import Any
 
-from sqlalchemy import event
+import aiosqlite
+from sqlalchemy import event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -54,7 +59,71 @@ def make_engine(
     )
 
 
-def _make_sqlite_transactional(engine: AsyncEngine) -> None:
+def make_sqlite_reader(
+    url: str, *, echo: bool = False, pool_timeout_s: float = 30.0, pool_size: int = 10
+) -> AsyncEngine:
+    """An engine of read-only connections to the SQLite file at `url`, for
+    `make_read_sessionmaker`, whose statements run at once on the event loop's thread.
+
+    aiosqlite hands every call (cursor, execute, fetch, close) to a thread of the
+    connection's own and wakes the loop with its answer: four round trips between
+    threads per statement, which cost a read request through the API about half its
+    CPU (bench/api_load.py). A read in WAL mode never waits for a lock, so it can run
+    on the loop instead, as the `sqlite3` module's call it is. Writes stay on
+    `make_engine`'s threads: BEGIN IMMEDIATE may wait up to `busy_timeout` for the
+    write lock, and must not hold up the loop meanwhile. Each connection is
+    `query_only` from its start: a write through one is an error."""
+    [database], options = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+    uri = bool(options.get("uri", False))
+
+    def connect() -> _InlineConnection:
+        return _InlineConnection(
+            lambda: sqlite3.connect(database, timeout=30, check_same_thread=False, uri=uri)
+        )
+
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout_s,
+        async_creator=connect,
+    )
+    _make_sqlite_transactional(engine, read_only=True)
+    return engine
+
+
+class _InlineCalls:
+    """Stands in for aiosqlite's queue of calls to its connection's thread: each call is
+    made as it is put, on the caller's thread, and its future is settled with the
+    outcome before the caller awaits it."""
+
+    def put_nowait(self, call: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = call
+        try:
+            result = function()
+        except BaseException as exc:  # aiosqlite's thread hands on whatever was raised
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class _InlineConnection(aiosqlite.Connection):
+    """An aiosqlite connection without its thread (`make_sqlite_reader`). It relies on
+    aiosqlite 0.22's queue attribute, which SQLAlchemy's dialect uses too;
+    tests/test_read_sessions.py checks that its calls run on the loop's thread."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._tx = _InlineCalls()  # type: ignore[assignment]
+
+    def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
+        return self._connect().__await__()  # no thread to start
+
+
+def _make_sqlite_transactional(engine: AsyncEngine, *, read_only: bool = False) -> None:
     """Let SQLAlchemy, not the sqlite3 module, issue BEGIN.
 
     The driver's own implicit transactions break SAVEPOINT and make reads outside a
@@ -63,7 +132,8 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
     BEGIN IMMEDIATE takes the write lock up front so that two writers serialise
     instead of failing on lock upgrade. A transaction that only reads (an engine with
     the `READ_ONLY` option) begins DEFERRED instead: in WAL mode it neither takes nor
-    waits for the write lock, and `query_only` makes any write in it an error.
+    waits for the write lock, and `query_only` makes any write in it an error. The
+    connections of a `read_only` engine are `query_only` from the start.
     """
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -74,16 +144,21 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if read_only:
+            cursor.execute("PRAGMA query_only=1")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        read_only = bool(connection.get_execution_options().get(READ_ONLY))
+        if read_only:  # the engine's, whatever a session asks
+            connection.exec_driver_sql("BEGIN")
+            return
+        session_reads_only = bool(connection.get_execution_options().get(READ_ONLY))
         info = connection.connection.info  # lives as long as the DBAPI connection
-        if info.get(READ_ONLY, False) != read_only:
-            connection.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
-            info[READ_ONLY] = read_only
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if info.get(READ_ONLY, False) != session_reads_only:
+            connection.exec_driver_sql(f"PRAGMA query_only={int(session_reads_only)}")
+            info[READ_ONLY] = session_reads_only
+        connection.exec_driver_sql("BEGIN" if session_reads_only else "BEGIN IMMEDIATE")
 
 
 def upsert(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:

@@ -4,6 +4,7 @@ transaction open, sees only what was committed, and cannot write."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.db import READ_ONLY, make_read_sessionmaker, make_sessionmaker
+from core.db import READ_ONLY, make_read_sessionmaker, make_sessionmaker, make_sqlite_reader
 from core.security import issue_token
 from core.settings import Environment, Settings
 from domain import access
@@ -54,6 +55,50 @@ async def test_a_reader_does_not_wait_for_a_writer_and_cannot_write(
         session.add(Region(code="339903", name="只读区", level=RegionLevel.DISTRICT))
         with pytest.raises(sa.exc.DBAPIError, match=r"(?i)read.?only"):
             await session.flush()
+
+
+async def test_sqlite_readers_run_on_the_loops_thread_and_only_read(
+    own_engine: AsyncEngine,
+) -> None:
+    """The API's SQLite readers (core/db.py `make_sqlite_reader`) make their calls on the
+    event loop's thread, not a thread of aiosqlite's; they see what is committed, never
+    wait for a writer, and cannot write, in read sessions or not."""
+    if own_engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's reads share the API's one pool")
+    readers = make_sqlite_reader(own_engine.url.render_as_string(hide_password=False))
+    try:
+        writer, reader = make_sessionmaker(own_engine), make_read_sessionmaker(readers)
+        async with readers.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.create_function("thread_of_call", 0, threading.get_ident)
+            ran_on = await connection.scalar(sa.text("SELECT thread_of_call()"))
+            assert ran_on == threading.get_ident()
+        async with writer.begin() as session:
+            session.add(Region(code="339911", name="读线程区", level=RegionLevel.DISTRICT))
+
+        async def count() -> int:
+            async with reader() as session:
+                found = await session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(Region)
+                    .where(col(Region.code).in_(["339911", "339912"]))
+                )
+                return int(found or 0)
+
+        async with writer.begin() as holding:  # the write lock, until the end
+            holding.add(Region(code="339912", name="未提交区", level=RegionLevel.DISTRICT))
+            await holding.flush()
+            assert await asyncio.wait_for(count(), timeout=2) == 1
+        assert await count() == 2
+        for sessions in (reader, make_sessionmaker(readers)):
+            async with sessions() as session:
+                session.add(Region(code="339913", name="只读区", level=RegionLevel.DISTRICT))
+                with pytest.raises(sa.exc.DBAPIError, match=r"(?i)read.?only"):
+                    await session.flush()
+    finally:
+        await readers.dispose()
 
 
 async def test_the_apis_reads_never_wait_behind_queued_writers(own_engine: AsyncEngine) -> None:
