@@ -36,12 +36,7 @@ def make_engine(
         # Connections are kept open and reused: opening one (a thread of aiosqlite's,
         # the file, four PRAGMAs) cost a read request about a third of its time.
         engine = create_async_engine(
-            url,
-            echo=echo,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_timeout=pool_timeout_s,
-            connect_args={"timeout": 30},
+            url, **_pooled(echo, pool_timeout_s, pool_size), connect_args={"timeout": 30}
         )
         _make_sqlite_transactional(engine)
         return engine
@@ -50,13 +45,20 @@ def make_engine(
         connect_args["timeout"] = CONNECT_TIMEOUT_S
     return create_async_engine(
         url,
-        echo=echo,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        **_pooled(echo, pool_timeout_s, pool_size),
         pool_pre_ping=True,
-        pool_timeout=pool_timeout_s,
         connect_args=connect_args,
     )
+
+
+def _pooled(echo: bool, pool_timeout_s: float, pool_size: int) -> dict[str, Any]:
+    """The options every engine of ours shares (`make_engine`)."""
+    return {
+        "echo": echo,
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_timeout": pool_timeout_s,
+    }
 
 
 def make_sqlite_reader(
@@ -82,12 +84,7 @@ def make_sqlite_reader(
         )
 
     engine = create_async_engine(
-        url,
-        echo=echo,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_timeout=pool_timeout_s,
-        async_creator=connect,
+        url, **_pooled(echo, pool_timeout_s, pool_size), async_creator=connect
     )
     _make_sqlite_transactional(engine, read_only=True)
     return engine

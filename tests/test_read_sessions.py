@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio.testing import WorkflowEnvironment
 
@@ -29,6 +29,15 @@ from tests.fixtures.factories import create_users, item_payload
 pytestmark = pytest.mark.asyncio
 
 
+async def _regions_seen(reader: async_sessionmaker[AsyncSession], *codes: str) -> int:
+    """How many of the regions `codes` a session of `reader` sees."""
+    async with reader() as session:
+        found = await session.scalar(
+            sa.select(sa.func.count()).select_from(Region).where(col(Region.code).in_(codes))
+        )
+        return int(found or 0)
+
+
 async def test_a_reader_does_not_wait_for_a_writer_and_cannot_write(
     own_engine: AsyncEngine,
 ) -> None:
@@ -39,17 +48,9 @@ async def test_a_reader_does_not_wait_for_a_writer_and_cannot_write(
         session.add(Region(code="339902", name="未提交区", level=RegionLevel.DISTRICT))
         await session.flush()
 
-        async def count() -> int:
-            async with reader() as other:
-                found = await other.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(Region)
-                    .where(col(Region.code).in_(["339901", "339902"]))
-                )
-                return int(found or 0)
-
         # A reader that took the write lock would wait here for 30 s (busy_timeout).
-        assert await asyncio.wait_for(count(), timeout=5) == 1
+        seen = _regions_seen(reader, "339901", "339902")
+        assert await asyncio.wait_for(seen, timeout=5) == 1
 
     async with reader() as session:
         session.add(Region(code="339903", name="只读区", level=RegionLevel.DISTRICT))
@@ -78,20 +79,12 @@ async def test_sqlite_readers_run_on_the_loops_thread_and_only_read(
         async with writer.begin() as session:
             session.add(Region(code="339911", name="读线程区", level=RegionLevel.DISTRICT))
 
-        async def count() -> int:
-            async with reader() as session:
-                found = await session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(Region)
-                    .where(col(Region.code).in_(["339911", "339912"]))
-                )
-                return int(found or 0)
-
+        codes = ("339911", "339912")
         async with writer.begin() as holding:  # the write lock, until the end
             holding.add(Region(code="339912", name="未提交区", level=RegionLevel.DISTRICT))
             await holding.flush()
-            assert await asyncio.wait_for(count(), timeout=2) == 1
-        assert await count() == 2
+            assert await asyncio.wait_for(_regions_seen(reader, *codes), timeout=2) == 1
+        assert await _regions_seen(reader, *codes) == 2
         for sessions in (reader, make_sessionmaker(readers)):
             async with sessions() as session:
                 session.add(Region(code="339913", name="只读区", level=RegionLevel.DISTRICT))
