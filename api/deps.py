@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from temporalio.client import Client
 
+from core.db import Reader
 from core.oidc import Claims, OidcVerifier, ProviderUnreachable, TokenRefused, issuer_of
 from core.security import user_from_token
 from core.settings import Environment, Settings
@@ -80,6 +82,19 @@ async def reading(request: Request, session: AsyncSession) -> AsyncIterator[Asyn
         return
     async with request.app.state.read_sessionmaker() as reader:
         yield reader
+
+
+async def bulk_reader_for(request: Request, session: AsyncSession) -> Reader:
+    """Sessions for a read of everything (a version's budget preview, the dashboards'
+    figures), which may outlive the request that started it: read-only ones of the API's
+    bulk pool (on SQLite, aiosqlite's threads, api/main.py), the request's transaction
+    ended first so that its connection goes back to the pool; or the request's session
+    where it is on one connection (a test's transaction), whose data only it sees."""
+    if isinstance(session.bind, AsyncEngine):
+        await session.commit()
+        sessionmaker: Reader = request.app.state.bulk_read_sessionmaker
+        return sessionmaker
+    return lambda: contextlib.nullcontext(session)
 
 
 async def commit_before_temporal(session: AsyncSession) -> None:

@@ -149,12 +149,19 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         # lock: reads get connections of their own, so that queued writers never take
         # them all (in WAL mode a read needs no lock), and run on the event loop's
         # thread, not aiosqlite's (core/db.py). PostgreSQL shares one pool.
-        readers = engine
+        # Reads of everything (a version's budget preview, the dashboards' figures) take
+        # seconds of SQLite's work: on aiosqlite's threads they use the second core and
+        # leave the loop free, so they get a pool of those (`bulk_read_sessionmaker`).
+        readers = bulk_readers = engine
         if engine.dialect.name == "sqlite":
             readers = make_sqlite_reader(
                 settings.database_url, echo=settings.sql_echo, pool_timeout_s=POOL_TIMEOUT_S
             )
+            bulk_readers = make_engine(
+                settings.database_url, echo=settings.sql_echo, pool_timeout_s=POOL_TIMEOUT_S
+            )
         app.state.read_sessionmaker = make_read_sessionmaker(readers)
+        app.state.bulk_read_sessionmaker = make_read_sessionmaker(bulk_readers)
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))
         app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
@@ -168,6 +175,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         await bookkeeping.dispose()
         if readers is not engine:
             await readers.dispose()
+            await bulk_readers.dispose()
 
     app = FastAPIOffline(  # /docs and /redoc from the installed package, not a CDN
         title="zhida 直达",

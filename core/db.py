@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Generator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiosqlite
@@ -23,6 +24,9 @@ from sqlalchemy.ext.asyncio import (
 CONNECT_TIMEOUT_S = 2.0
 # Execution option marking an engine whose transactions only read (`make_read_sessionmaker`).
 READ_ONLY = "zhida_read_only"
+# What hands out sessions for reads beside a request's own (a sessionmaker, or one
+# session wrapped): `api/deps.py` `bulk_reader_for`.
+Reader = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 
 def make_engine(

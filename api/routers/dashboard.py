@@ -4,20 +4,19 @@ for staff, auditors and admins, each figure filtered to the reader's scope."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Hashable
-from contextlib import AbstractAsyncContextManager
 from typing import Annotated, TypeVar, cast
 
 from async_lru import alru_cache
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.access import access
-from api.deps import CalendarDep, CurrentUser, SessionDep
+from api.deps import CalendarDep, CurrentUser, SessionDep, bulk_reader_for
 from api.params import ITEM_CODE_PATTERN
+from core.db import Reader
 from domain import dashboard
 from domain.access import Rule
 from models.dashboard import (
@@ -36,7 +35,6 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CATEGORIES = r"^(application|recognition|commitment)$"
 
 Figure = TypeVar("Figure", bound=BaseModel)
-Reader = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 Compute = Callable[[AsyncSession], Awaitable[BaseModel]]
 # Scopes times filters an API process keeps figures for; the least recently used go.
 FIGURES_KEPT = 512
@@ -71,18 +69,6 @@ class Figures:
         return cast(Figure, await self._figures(kind, actor, args, compute, reader))
 
 
-async def reader_for(request: Request, session: AsyncSession) -> Reader:
-    """Sessions of a computation that may outlive the request that started it: read-only
-    ones of its own, the request's transaction ended first so that its connection goes
-    back to the pool (the request reads nothing more); or the request's session where it
-    is on one connection (a test's transaction), whose data only it sees."""
-    if isinstance(session.bind, AsyncEngine):
-        await session.commit()
-        sessionmaker: Reader = request.app.state.read_sessionmaker
-        return sessionmaker
-    return lambda: contextlib.nullcontext(session)
-
-
 async def _computed(
     kind: type[BaseModel],
     actor: Actor,
@@ -109,7 +95,7 @@ async def kept_figures(
     compute: Callable[[AsyncSession], Awaitable[Figure]],
 ) -> Figure:
     """The app's figures of `kind` for the actor's scope and `args` (`Figures.get`)."""
-    reader = await reader_for(request, session)
+    reader = await bulk_reader_for(request, session)
     figures: Figures = request.app.state.dashboard_figures
     return await figures.get(reader, actor, kind, args, compute)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api.access import access
-from api.deps import CurrentUser, SessionDep, SettingsDep, WritingSessionDep
+from api.deps import CurrentUser, SessionDep, SettingsDep, WritingSessionDep, bulk_reader_for
 from api.pagination import Page, PageDep
 from api.params import CreditCode, IsoDate, ItemCode, MatchRunId, VersionNumber
 from domain.access import Rule, require_role
@@ -140,6 +140,7 @@ async def matched_firms(
     **access(Rule.ITEM_OVERSIGHT),
 )
 async def budget_preview(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
@@ -150,8 +151,9 @@ async def budget_preview(
     """Before publishing: how many firms the version matches today and what they would
     receive, against its annual quota."""
     day = as_of or match_library.today_in_shanghai()
+    facts = await bulk_reader_for(request, session)
     return await match_library.budget_preview(
-        session, user, item_code, version, day, settings.match_threads
+        session, user, item_code, version, day, settings.match_threads, facts
     )
 
 

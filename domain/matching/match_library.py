@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from core.bulk import fetch_rows, insert_rows, rebuilt_after
-from core.db import reader_of
+from core.db import Reader, reader_of
 from core.workdays import SHANGHAI
 from domain import access
 from domain.access import require_enterprise_access
@@ -901,10 +901,17 @@ async def matched_firms(
 
 
 async def budget_preview(
-    session: AsyncSession, actor: Actor, item_code: str, version: int, as_of: date, threads: int
+    session: AsyncSession,
+    actor: Actor,
+    item_code: str,
+    version: int,
+    as_of: date,
+    threads: int,
+    facts: Reader,
 ) -> BudgetPreview:
     """How many firms a version (typically a draft) would match today, and what they
-    would receive, against its annual quota."""
+    would receive, against its annual quota. Every firm's facts are read through a
+    session of `facts` (`FACT_TABLES` keeps them between calls)."""
     await access.require_item_reader(session, actor, item_code, whole=True)
     compiled = await load_version(session, item_code, version)
     quota = await session.scalar(
@@ -914,7 +921,8 @@ async def budget_preview(
         )
     )
     assert quota is not None  # the version exists: load_version found it
-    table, _regions = await FACT_TABLES.load(session)
+    async with facts() as reading:
+        table, _regions = await FACT_TABLES.load(reading)
     failures: list[ItemFailure] = []
     results = match_items(table, [compiled], as_of, threads, failures=failures)
     if failures:
