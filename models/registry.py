@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field
 from pydantic import Field as PydanticField
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.sql import operators
 from sqlmodel import Field, SQLModel, col
 
 from models.facts import FACT_KINDS, SIZE_CLASSES, FactValue, coerce_fact_value, period_end
@@ -70,7 +71,7 @@ class FactsVersion(SQLModel, table=True):
     """One row whose token changes, in the same transaction, with every write of a
     firm's profile or facts: a process that keeps every firm's facts in memory
     (`domain.registry.enterprises.FactTableCache`) knows from it whether they are
-    still the database's.
+    still the database's. `seq` counts those writes; each leaves a `FactsChange`.
 
     The listeners below change it whichever code path writes: the flush of an
     `Enterprise` or a `Fact`, and an ORM insert, update or delete statement on either.
@@ -81,23 +82,72 @@ class FactsVersion(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     token: str = Field(max_length=32)
+    seq: int = 0
 
+
+class FactsChange(SQLModel, table=True):
+    """One committed write of profiles or facts: the firms it touched, so that a copy
+    of every firm's facts is brought up to date by reading theirs again, not all.
+
+    `usccs` is None where they are unknown or too many to list (a statement with a
+    condition other than the credit code, an import of more than `TRACKED_FIRMS`
+    firms): a copy older than that change is read again whole. `token` is the token
+    the write set: a copy is patched forward only from the change whose token it
+    holds, so a copy of another database (one made again at the same address) is
+    never patched. The last `KEPT_CHANGES` are kept."""
+
+    __tablename__ = "facts_change"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    token: str = Field(max_length=32)
+    usccs: list[str] | None = Field(default=None, sa_type=sa.JSON)
+
+
+TRACKED_FIRMS = 10_000  # a write touching more firms is recorded as "unknown"
+KEPT_CHANGES = 1_000
 
 _FACTS_CHANGED = "zhida.facts_changed"
+_ALL = "all"  # what a session has changed: a set of credit codes, or every firm
 
 
-def _change_facts_version(session: Session) -> None:
+def _touched(session: Session, usccs: Any) -> None:
+    """Note in the session that these firms' facts or profiles were written (None:
+    firms unknown), to be recorded as its transaction commits."""
+    held = session.info.get(_FACTS_CHANGED)
+    if held == _ALL:
+        return
+    if usccs is None:
+        session.info[_FACTS_CHANGED] = _ALL
+        return
+    held = session.info.setdefault(_FACTS_CHANGED, set())
+    held.update(usccs)
+    if len(held) > TRACKED_FIRMS:
+        session.info[_FACTS_CHANGED] = _ALL
+
+
+def _record_facts_change(session: Session, usccs: set[str] | None) -> None:
     # On the session's connection: inside the same transaction, without an autoflush.
-    session.connection().execute(
-        sa.update(FactsVersion).where(col(FactsVersion.id) == 1).values(token=uuid.uuid4().hex)
+    # The update locks the version row until the commit, so changes are numbered in
+    # the order they commit, also on PostgreSQL.
+    connection = session.connection()
+    token = uuid.uuid4().hex
+    version = col(FactsVersion.id) == 1
+    connection.execute(
+        sa.update(FactsVersion).where(version).values(token=token, seq=col(FactsVersion.seq) + 1)
     )
+    seq = connection.scalar(sa.select(col(FactsVersion.seq)).where(version))
+    assert seq is not None  # the row is made by the migration
+    listed = None if usccs is None else sorted(usccs)
+    connection.execute(sa.insert(FactsChange).values(seq=seq, token=token, usccs=listed))
+    connection.execute(sa.delete(FactsChange).where(col(FactsChange.seq) <= seq - KEPT_CHANGES))
 
 
 @event.listens_for(Session, "before_flush")
 def _on_flush(session: Session, _context: UOWTransaction, _instances: Any) -> None:
     changed = (*session.new, *session.dirty, *session.deleted)
-    if any(isinstance(instance, Enterprise | Fact) for instance in changed):
-        session.info[_FACTS_CHANGED] = True
+    firms = [i.uscc for i in changed if isinstance(i, Enterprise | Fact)]
+    if firms:
+        _touched(session, firms)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -105,18 +155,47 @@ def _on_statement(state: ORMExecuteState) -> None:
     if state.is_insert or state.is_update or state.is_delete:
         table = getattr(state.statement, "table", None)
         if getattr(table, "name", None) in {"enterprise", "fact"}:
-            state.session.info[_FACTS_CHANGED] = True
+            _touched(state.session, _firms_written(state))
+
+
+def _firms_written(state: ORMExecuteState) -> list[str] | None:
+    """The credit codes an ORM statement writes, where they can be read off it: the
+    rows of an insert or of a bulk update by primary key, or a condition that is the
+    credit code alone (`== x`, `in_(xs)`); None for any other."""
+    statement: Any = state.statement
+    where = None if state.is_insert else statement.whereclause
+    given = state.parameters
+    rows: list[Any] = [given] if isinstance(given, dict) else list(given or [])
+    if where is None:
+        if rows and all(isinstance(r.get("uscc"), str) for r in rows):
+            return [r["uscc"] for r in rows]
+        return None
+    if (
+        isinstance(where, sa.BinaryExpression)
+        and getattr(getattr(where.left, "table", None), "name", None) == statement.table.name
+        and getattr(where.left, "name", None) == "uscc"
+        and isinstance(where.right, sa.BindParameter)
+    ):
+        value = where.right.effective_value
+        if where.operator is operators.eq and isinstance(value, str):
+            return [value]
+        if where.operator is operators.in_op and isinstance(value, list | tuple):
+            return [str(v) for v in value]
+    return None
 
 
 @event.listens_for(Session, "before_commit")
 def _on_commit(session: Session) -> None:
-    """The token changes as the transaction commits, not at the first write: its row
-    is locked from the update to the commit, and an import's transaction lasts minutes
-    while other writers (a default recorded by a workflow) must not wait on it."""
-    session.flush()  # what is still pending is written, and flagged, now
-    # (A flag left by writes rolled back costs one needless reload, never a stale read.)
-    if session.info.pop(_FACTS_CHANGED, False):
-        _change_facts_version(session)
+    """The change is recorded as the transaction commits, not at the first write: the
+    version row is locked from the update to the commit, and an import's transaction
+    lasts minutes while other writers (a default recorded by a workflow) must not wait
+    on it."""
+    session.flush()  # what is still pending is written, and noted, now
+    # (Firms noted by writes rolled back cost a needless reading of theirs, never a
+    # stale one.)
+    changed = session.info.pop(_FACTS_CHANGED, None)
+    if changed is not None:
+        _record_facts_change(session, None if changed == _ALL else changed)
 
 
 # ----- import rows: what the public data platform sends ---------------------------

@@ -4,16 +4,18 @@ every write of a profile or a fact changes it, as its transaction commits, which
 way it is written."""
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from domain.commitment.recovery import record_default
+from domain.engine.arrays import FactTable
+from domain.engine.rules import KnownFact
 from domain.registry.enterprises import FactTableCache
 from domain.registry.importer import import_content
-from models.registry import BankAccount, Enterprise, Fact, FactsVersion
+from models.registry import BankAccount, Enterprise, Fact, FactsChange, FactsVersion
 from tests.fixtures.factories import create_enterprise
 
 
@@ -92,3 +94,127 @@ async def test_the_cache_keeps_its_table_until_a_fact_changes(session: AsyncSess
     assert fresh.known_facts(fresh.row_of[firm.uscc])["mu_grade"].value == "A"
     assert first.known_facts(first.row_of[firm.uscc])["mu_grade"].value == "B"
     assert (await cache.load(session))[0] is fresh
+
+
+async def _last_change(session: AsyncSession) -> list[str] | None:
+    await session.commit()
+    change = await session.scalar(select(FactsChange).order_by(col(FactsChange.seq).desc()))
+    assert change is not None
+    return change.usccs
+
+
+async def test_each_change_names_the_firms_it_touched_where_it_can(session: AsyncSession) -> None:
+    firm = await create_enterprise(session, facts={"mu_grade": ("B", "2025")})
+    other = await create_enterprise(session, region_code="330503")
+    assert await _last_change(session) == sorted([firm.uscc, other.uscc]), "firms added"
+
+    await import_content(session, _fact_line(firm.uscc, "mu_grade", "A"), "jsonl")
+    assert await _last_change(session) == [firm.uscc], "an import"
+    await record_default(session, other.uscc, date(2026, 11, 2))
+    assert await _last_change(session) == [other.uscc], "a default recorded"
+    firm.size_class = "medium"
+    assert await _last_change(session) == [firm.uscc], "a profile edited on the object"
+    await session.execute(
+        sa.update(Enterprise).where(col(Enterprise.uscc) == other.uscc).values(size_class="micro")
+    )
+    assert await _last_change(session) == [other.uscc], "an update by credit code"
+    await session.execute(sa.delete(Fact).where(col(Fact.uscc).in_([firm.uscc, other.uscc])))
+    assert await _last_change(session) == sorted([firm.uscc, other.uscc]), "a delete by codes"
+
+    # A statement whose firms cannot be read off it is recorded as touching any firm.
+    await session.execute(
+        sa.update(Enterprise)
+        .where(col(Enterprise.region_code) == "330503")
+        .values(size_class="small")
+    )
+    assert await _last_change(session) is None, "an update by region"
+    await session.execute(sa.delete(Fact).where(col(Fact.id) == -1))
+    assert await _last_change(session) is None, "a delete by id"
+
+
+def _how(cache: FactTableCache) -> str | None:
+    """How the cache read its last copy (a function: mypy would narrow the attribute)."""
+    return cache.last_read
+
+
+def _as_read(table: FactTable) -> dict[str, dict[str, KnownFact]]:
+    return {uscc: table.known_facts(row) for uscc, row in table.row_of.items()}
+
+
+async def test_a_kept_copy_is_patched_with_the_changed_firms_to_what_a_full_read_gives(
+    session: AsyncSession,
+) -> None:
+    firms = [
+        await create_enterprise(
+            session, facts={"mu_grade": ("B", "2025"), "talent_count": (3, "2025")}
+        )
+        for _ in range(4)
+    ]
+    await session.commit()
+    cache = FactTableCache()
+    before, _ = await cache.load(session)
+    assert _how(cache) == "whole"
+
+    # A text value the copy's dictionary lacks, an int changed, a fact made invalid
+    # (past every validator, as a database may hold it), a firm added, a firm removed.
+    await import_content(session, _fact_line(firms[0].uscc, "mu_grade", "D"), "jsonl")
+    await import_content(session, _fact_line(firms[1].uscc, "talent_count", 40), "jsonl")
+    session.add(
+        Fact(
+            uscc=firms[2].uscc,
+            kind="mu_grade",
+            period="2026",
+            period_end=date(2026, 12, 31),
+            value="Z",
+            source="test",
+            fetched_at=datetime.now(UTC),
+        )
+    )
+    added = await create_enterprise(
+        session, region_code="330503", facts={"mu_grade": ("C", "2025")}
+    )
+    await session.execute(sa.delete(Fact).where(col(Fact.uscc) == firms[3].uscc))
+    await session.execute(sa.delete(BankAccount).where(col(BankAccount.uscc) == firms[3].uscc))
+    await session.delete(await session.get(Enterprise, firms[3].uscc))
+    await session.commit()
+
+    patched, regions = await cache.load(session)
+    assert _how(cache) == "patched"
+    whole, whole_regions = await FactTableCache().load(session)
+    assert _as_read(patched) == _as_read(whole)
+    assert regions == whole_regions
+    assert added.uscc in patched.row_of and firms[3].uscc not in patched.row_of
+    assert patched.known_facts(patched.row_of[firms[0].uscc])["mu_grade"].value == "D"
+    assert patched.known_facts(patched.row_of[firms[2].uscc])["mu_grade"].invalid is not None
+    # The copy read before is left as it was, for whoever still reads it.
+    assert before.known_facts(before.row_of[firms[0].uscc])["mu_grade"].value == "B"
+    assert firms[3].uscc in before.row_of
+
+    await session.execute(
+        sa.update(Enterprise)
+        .where(col(Enterprise.size_class) == "small")
+        .values(size_class="micro")
+    )
+    await session.commit()
+    again, _ = await cache.load(session)
+    assert _how(cache) == "whole"  # firms not named: everything read again
+    assert _as_read(again) == _as_read((await FactTableCache().load(session))[0])
+
+
+async def test_a_copy_of_another_database_is_never_patched(session: AsyncSession) -> None:
+    """A copy patched forward only from the change whose token it holds: a database
+    made again at the same address, at the same count of changes, is read whole."""
+    await create_enterprise(session, facts={"mu_grade": ("B", "2025")})
+    await session.commit()
+    cache = FactTableCache()
+    await cache.load(session)
+    seq = await session.scalar(select(FactsVersion.seq))
+    assert seq is not None
+    # What a new database would hold: the same count, another token for it.
+    await session.execute(
+        sa.update(FactsChange).where(col(FactsChange.seq) == seq).values(token="0" * 32)
+    )
+    await create_enterprise(session)
+    await session.commit()
+    await cache.load(session)
+    assert _how(cache) == "whole"

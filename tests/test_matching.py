@@ -325,3 +325,32 @@ def test_stored_outcomes_read_back_as_conditions_and_a_rule_that_does_not_read_s
     for rule, letters in ((two, OUTCOME_CODE[Outcome.PASS]), ({"fact": "no_such_fact"}, stored)):
         [unreadable] = condition_views(rule, letters)
         assert (unreadable.path, unreadable.outcome) == ("$", Outcome.UNKNOWN)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    before=st.lists(firm(), min_size=0, max_size=6),
+    after=st.dictionaries(st.integers(0, 9), firm(), max_size=6),
+    leaving=st.sets(st.integers(0, 9), max_size=3),
+)
+def test_a_patched_table_reads_as_one_built_from_the_facts_after(
+    before: list[dict[str, KnownFact]],
+    after: dict[int, dict[str, KnownFact]],
+    leaving: set[int],
+) -> None:
+    """`FactTable.patched` (a kept copy brought up to date with the firms read again)
+    against a table built from scratch: the same firms, each with the same facts,
+    whatever their text dictionaries, invalid facts and absent kinds."""
+    old = {f"firm-{i}": facts for i, facts in enumerate(before)}
+    fresh = {f"firm-{i}": facts for i, facts in after.items() if i not in leaving}
+    gone = {f"firm-{i}" for i in leaving}
+    table = FactTable.build(old.items()).patched(FactTable.build(fresh.items()), gone)
+    after_all = {u: facts for u, facts in {**old, **fresh}.items() if u not in gone}
+    expected = FactTable.build(after_all.items())
+    expected_firms = set(after_all)
+    assert set(table.uscc) == expected_firms == set(expected.uscc)
+    assert len(table.row_of) == len(table)
+    for uscc in expected_firms:
+        assert table.known_facts(table.row_of[uscc]) == expected.known_facts(
+            expected.row_of[uscc]
+        ), uscc

@@ -198,6 +198,56 @@ class FactTable:
             },
         )
 
+    def patched(self, fresh: FactTable, gone: Iterable[str]) -> FactTable:
+        """A new table: this one with the rows of `fresh` (the same firms' facts read
+        again) in place of their own, its firms that this table lacks added at the
+        end, and the firms of `gone` (no longer in the registry) left out. This table
+        is left as it is, for whoever still reads it."""
+        targets = np.fromiter((self.row_of.get(u, -1) for u in fresh.uscc), np.int64)
+        added = [u for u, row in zip(fresh.uscc, targets.tolist(), strict=True) if row < 0]
+        targets[targets < 0] = np.arange(len(self), len(self) + len(added))
+        n = len(self) + len(added)
+        into = set(targets.tolist())
+        columns = {}
+        for name, column in self.columns.items():
+            new = fresh.columns[name]
+            values = np.full(n, _MISSING, dtype=np.int64)
+            values[: len(self)] = column.values
+            dictionary = column.dictionary
+            fresh_values = new.values
+            if column.kind.type is FactType.STR:  # the fresh codes into this dictionary
+                dictionary = list(dictionary)
+                code = {text: c for c, text in enumerate(dictionary)}
+                for text in new.dictionary:
+                    if text not in code:
+                        code[text] = len(dictionary)
+                        dictionary.append(text)
+                recode = np.fromiter(map(code.__getitem__, new.dictionary), np.int64)
+                known = new.values >= 0
+                fresh_values = new.values.copy()
+                fresh_values[known] = recode[new.values[known]]
+            values[targets] = fresh_values
+            present = np.zeros(n, dtype=np.bool_)
+            present[: len(self)] = column.present
+            present[targets] = new.present
+            period_end = None
+            if column.period_end is not None and new.period_end is not None:
+                period_end = np.zeros(n, dtype=np.int32)
+                period_end[: len(self)] = column.period_end
+                period_end[targets] = new.period_end
+            invalid = {row: k for row, k in column.invalid.items() if row not in into}
+            invalid.update((int(targets[row]), k) for row, k in new.invalid.items())
+            columns[name] = FactColumn(
+                column.kind, values, present, period_end, dictionary, invalid
+            )
+        table = FactTable([*self.uscc, *added], columns)
+        leaving = [table.row_of[u] for u in gone if u in table.row_of]
+        if not leaving:
+            return table
+        keep = np.ones(n, dtype=np.bool_)
+        keep[leaving] = False
+        return table.subset(np.flatnonzero(keep).tolist())
+
     def invalid_facts(self) -> list[tuple[str, str, KnownFact]]:
         """(credit code, fact kind, the invalid fact) of every stored value that failed
         validation, by firm."""

@@ -6,8 +6,9 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,7 @@ from domain.errors import NotFound
 from models.facts import FACT_KINDS, FactKind, coerce_fact_value
 from models.reference import Actor
 from models.registry import (
+    KEPT_CHANGES,
     BankAccount,
     BankAccountPublic,
     Enterprise,
@@ -32,6 +34,7 @@ from models.registry import (
     EnterprisePublic,
     Fact,
     FactPublic,
+    FactsChange,
     FactsVersion,
     mask_account,
 )
@@ -232,30 +235,89 @@ def _add_firms(
     builder.add_many("established_on", rows, _ordinals(established), no_period)
 
 
+@dataclass(frozen=True)
+class _Kept:
+    token: str
+    seq: int
+    table: FactTable
+    regions: dict[str, str]
+
+
 class FactTableCache:
-    """Every firm's facts kept in memory between requests of one process, reloaded
-    when the database's `FactsVersion` token has changed since (an import, a default
+    """Every firm's facts kept in memory between requests of one process, brought up
+    to date when the database's `FactsVersion` has changed since (an import, a default
     recorded, a firm's profile edited), so that what reads them all (budget preview)
     costs a query of one row rather than a read of millions of facts.
 
-    The token is read before the facts: a write landing between the two leaves a copy
-    newer than its token, reloaded once too often, never one older. One copy per
-    database. Two requests that find it stale at once both load it; the later one's is
-    kept."""
+    Brought up to date, the copy reads again only the facts of the firms the changes
+    since touched (`FactsChange`), up to `PATCH_UP_TO` firms; more, or changes that
+    could not name their firms or are no longer kept, read everything again.
+
+    The version is read before the facts: a write landing between the two leaves a
+    copy newer than its version, whose firms are read again once too often, never one
+    older. One copy per database. Two requests that find it stale at once both read;
+    the later one's copy is kept."""
+
+    PATCH_UP_TO = 20_000  # firms
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[str, FactTable, dict[str, str]]] = {}
+        self._kept: dict[str, _Kept] = {}
+        self.last_read: Literal["kept", "patched", "whole"] | None = None
 
     async def load(self, session: AsyncSession) -> tuple[FactTable, dict[str, str]]:
         database = session.get_bind().engine.url.render_as_string(hide_password=True)
-        token = await session.scalar(select(FactsVersion.token).where(FactsVersion.id == 1))
+        version = (
+            await session.execute(
+                select(FactsVersion.token, FactsVersion.seq).where(FactsVersion.id == 1)
+            )
+        ).one_or_none()
+        if version is None:  # a database not migrated by us: nothing to keep by
+            self.last_read = "whole"
+            return await load_fact_table(session)
+        token, seq = version
         kept = self._kept.get(database)
-        if kept is not None and token is not None and kept[0] == token:
-            return kept[1], kept[2]
-        table, regions = await load_fact_table(session)
-        if token is not None:
-            self._kept[database] = (token, table, regions)
+        if kept is not None and kept.token == token:
+            self.last_read = "kept"
+            return kept.table, kept.regions
+        changed = None if kept is None else await self._changed(session, kept, seq)
+        if kept is not None and changed is not None:
+            fresh, fresh_regions = await load_fact_table(session, sorted(changed))
+            gone = changed.difference(fresh_regions)
+            table = await _on_thread(kept.table.patched, fresh, gone)
+            regions = {u: r for u, r in kept.regions.items() if u not in gone}
+            regions.update(fresh_regions)
+            self.last_read = "patched"
+        else:
+            table, regions = await load_fact_table(session)
+            self.last_read = "whole"
+        self._kept[database] = _Kept(token, seq, table, regions)
         return table, regions
+
+    async def _changed(self, session: AsyncSession, kept: _Kept, seq: int) -> set[str] | None:
+        """The firms the changes after `kept`'s, up to `seq`, touched; None where they
+        must all be read again."""
+        if not 0 < seq - kept.seq <= KEPT_CHANGES:
+            return None
+        changes = (
+            await session.execute(
+                select(FactsChange.seq, FactsChange.token, FactsChange.usccs)
+                .where(col(FactsChange.seq) >= kept.seq, col(FactsChange.seq) <= seq)
+                .order_by(col(FactsChange.seq))
+            )
+        ).all()
+        first = changes[0] if changes else None
+        if first is None or (first.seq, first.token) != (kept.seq, kept.token):
+            return None  # not the change the copy holds: another database, or pruned
+        if len(changes) != seq - kept.seq + 1:
+            return None
+        firms: set[str] = set()
+        for change in changes[1:]:
+            if change.usccs is None:
+                return None
+            firms.update(change.usccs)
+            if len(firms) > self.PATCH_UP_TO:
+                return None
+        return firms
 
 
 FACT_TABLES = FactTableCache()  # this process's
