@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from adapters.budget_system import BudgetSystemClient
@@ -62,6 +63,7 @@ from core.settings import Environment, Settings, get_settings
 from core.temporal import connect_for_requests
 from domain.access import Rule
 from domain.recognition import upload
+from domain.registry.enterprises import FACT_TABLES
 
 log = structlog.get_logger()
 
@@ -126,6 +128,19 @@ class Health(BaseModel):
     temporal: dict[str, Any]
 
 
+async def _preload_facts(readers: async_sessionmaker[AsyncSession]) -> None:
+    """Every firm's facts into this process's copy (`FACT_TABLES`), before the first
+    budget preview asks. A failure is logged and left to that request to meet again."""
+    clock = time.perf_counter()
+    try:
+        async with readers() as session:
+            table, _regions = await FACT_TABLES.load(session)
+    except Exception:
+        log.exception("facts.preload_failed")
+        return
+    log.info("facts.preloaded", firms=len(table), seconds=round(time.perf_counter() - clock, 1))
+
+
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -162,6 +177,11 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             )
         app.state.read_sessionmaker = make_read_sessionmaker(readers)
         app.state.bulk_read_sessionmaker = make_read_sessionmaker(bulk_readers)
+        app.state.facts_preload = None
+        if settings.preload_facts:
+            app.state.facts_preload = asyncio.create_task(
+                _preload_facts(app.state.bulk_read_sessionmaker)
+            )
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))
         app.state.oidc = OidcVerifier(settings) if settings.oidc_issuer else None
@@ -170,7 +190,12 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             base_url=settings.budget_system_url, timeout=settings.budget_system_timeout_s
         ) as budget_http:
             app.state.budget = BudgetSystemClient(budget_http)
-            yield
+            try:
+                yield
+            finally:
+                if app.state.facts_preload is not None:
+                    app.state.facts_preload.cancel()
+                    await asyncio.gather(app.state.facts_preload, return_exceptions=True)
         await engine.dispose()
         await bookkeeping.dispose()
         if readers is not engine:

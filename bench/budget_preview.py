@@ -8,12 +8,14 @@ one; this script loads it when it is not there), then asks the real app in-proce
 - `--repeats` times more (the facts kept in the process, `FactTableCache`),
 - once after one firm's fact has been written (the facts version changed: that
   firm's facts read again, `FactsChange`),
-- once more, and once after an import has rewritten a fact of 1,000 firms.
+- once more, and once after an import has rewritten a fact of 1,000 firms;
+- then on a fresh app started with `preload_facts` (ZHIDA_PRELOAD_FACTS), once its
+  copy is read: how long the background reading took, and the first request after.
 
     python bench/budget_preview.py --database-url sqlite+aiosqlite:////tmp/matchbench/m.db
 
 Last line: firms=… first_ms=… warm_ms=… after_write_ms=… again_ms=… after_import_1000_ms=…
-first_stall_ms=…
+first_stall_ms=… preload_s=… preloaded_first_ms=…
 (warm: the median; first_stall_ms: the longest the app's event loop stood still during
 the first request, which every other request to the process waited through)
 """
@@ -39,6 +41,7 @@ from core.migrate import upgrade_async
 from core.security import issue_token
 from core.settings import Environment, Settings
 from domain.matching import match_library
+from domain.registry.enterprises import FACT_TABLES
 from models.policy import PolicyItemVersion
 from models.registry import Fact
 from seed.reference import demo_users, ensure_users
@@ -112,6 +115,22 @@ async def run(settings: Settings, enterprises: int, repeats: int) -> None:
         assert again == preview
         await rewrite(1_000)
         after_import_ms, _ = await timed()
+    # A process started with ZHIDA_PRELOAD_FACTS: the copy read as it starts.
+    FACT_TABLES.clear()
+    preloading = create_app(settings.model_copy(update={"preload_facts": True}))
+    async with (
+        preloading.router.lifespan_context(preloading),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=preloading), base_url="http://bench", timeout=600
+        ) as client,
+    ):
+        clock = time.perf_counter()
+        await preloading.state.facts_preload
+        preload_s = time.perf_counter() - clock
+        clock = time.perf_counter()
+        response = await client.get(path, headers=headers)
+        assert response.status_code == 200, response.text[:300]
+        preloaded_first_ms = (time.perf_counter() - clock) * 1000
     await engine.dispose()
     print(
         f"{item_code} v{version}: {preview['eligible']} eligible, "
@@ -121,7 +140,8 @@ async def run(settings: Settings, enterprises: int, repeats: int) -> None:
     print(
         f"firms={preview['firms']} first_ms={first_ms:.0f} warm_ms={statistics.median(warm):.0f} "
         f"after_write_ms={after_write_ms:.0f} again_ms={again_ms:.0f} "
-        f"after_import_1000_ms={after_import_ms:.0f} first_stall_ms={stall_ms:.0f}"
+        f"after_import_1000_ms={after_import_ms:.0f} first_stall_ms={stall_ms:.0f} "
+        f"preload_s={preload_s:.1f} preloaded_first_ms={preloaded_first_ms:.0f}"
     )
 
 

@@ -7,15 +7,19 @@ import json
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col, select
 
+from api.main import create_app
+from core.db import make_sessionmaker
+from core.settings import Environment, Settings
 from domain.commitment.recovery import record_default
 from domain.engine.arrays import FactTable
 from domain.engine.rules import KnownFact
-from domain.registry.enterprises import FactTableCache
+from domain.registry.enterprises import FACT_TABLES, FactTableCache
 from domain.registry.importer import import_content
 from models.registry import BankAccount, Enterprise, Fact, FactsChange, FactsVersion
+from seed.reference import ensure_reference_data
 from tests.fixtures.factories import create_enterprise
 
 
@@ -218,3 +222,22 @@ async def test_a_copy_of_another_database_is_never_patched(session: AsyncSession
     await session.commit()
     await cache.load(session)
     assert _how(cache) == "whole"
+
+
+async def test_an_api_process_can_read_every_firms_facts_as_it_starts(
+    own_engine: AsyncEngine,
+) -> None:
+    """`ZHIDA_PRELOAD_FACTS`: the copy is read in the background as the app starts, so the
+    first budget preview finds it kept."""
+    async with make_sessionmaker(own_engine).begin() as session:
+        await ensure_reference_data(session)
+        firm = await create_enterprise(session, facts={"mu_grade": ("B", "2025")})
+    url = own_engine.url.render_as_string(hide_password=False)
+    settings = Settings(environment=Environment.TEST, database_url=url, preload_facts=True)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.facts_preload
+        async with app.state.bulk_read_sessionmaker() as reading:
+            table, _ = await FACT_TABLES.load(reading)
+        assert FACT_TABLES.last_read == "kept"
+        assert firm.uscc in table.row_of

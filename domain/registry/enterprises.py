@@ -264,6 +264,10 @@ class FactTableCache:
         self._kept: dict[str, _Kept] = {}
         self.last_read: Literal["kept", "patched", "whole"] | None = None
 
+    def clear(self) -> None:
+        """Forget every copy (a benchmark's cold start)."""
+        self._kept.clear()
+
     async def load(self, session: AsyncSession) -> tuple[FactTable, dict[str, str]]:
         database = session.get_bind().engine.url.render_as_string(hide_password=True)
         version = (
