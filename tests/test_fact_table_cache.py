@@ -241,3 +241,33 @@ async def test_an_api_process_can_read_every_firms_facts_as_it_starts(
             table, _ = await FACT_TABLES.load(reading)
         assert FACT_TABLES.last_read == "kept"
         assert firm.uscc in table.row_of
+
+
+async def test_a_copy_behind_a_pruned_change_or_too_many_firms_is_read_whole(
+    session: AsyncSession,
+) -> None:
+    firms = [await create_enterprise(session) for _ in range(2)]
+    await session.commit()
+    cache = FactTableCache()
+    await cache.load(session)
+    for firm in firms:
+        firm.size_class = "medium"
+        await session.commit()
+    # The first change after the copy's is gone (pruned: the last KEPT_CHANGES kept).
+    seq = await session.scalar(select(FactsVersion.seq))
+    assert seq is not None
+    await session.execute(sa.delete(FactsChange).where(col(FactsChange.seq) == seq - 1))
+    await session.commit()
+    await cache.load(session)
+    assert _how(cache) == "whole"
+
+    cache.PATCH_UP_TO = 1
+    for firm in firms:
+        firm.size_class = "small"
+    await session.commit()
+    await cache.load(session)
+    assert _how(cache) == "whole"  # two firms touched, more than it patches
+    firms[0].size_class = "micro"
+    await session.commit()
+    await cache.load(session)
+    assert _how(cache) == "patched"

@@ -285,11 +285,8 @@ class FactTableCache:
             return kept.table, kept.regions
         changed = None if kept is None else await self._changed(session, kept, seq)
         if kept is not None and changed is not None:
-            fresh, fresh_regions = await load_fact_table(session, sorted(changed))
-            gone = changed.difference(fresh_regions)
-            table = await _on_thread(kept.table.patched, fresh, gone)
-            regions = {u: r for u, r in kept.regions.items() if u not in gone}
-            regions.update(fresh_regions)
+            fresh = await load_fact_table(session, sorted(changed))
+            table, regions = await _on_thread(_patched, kept, fresh, changed)
             self.last_read = "patched"
         else:
             table, regions = await load_fact_table(session)
@@ -299,29 +296,45 @@ class FactTableCache:
 
     async def _changed(self, session: AsyncSession, kept: _Kept, seq: int) -> set[str] | None:
         """The firms the changes after `kept`'s, up to `seq`, touched; None where they
-        must all be read again."""
+        must all be read again. Read one change at a time, and no further than needed."""
         if not 0 < seq - kept.seq <= KEPT_CHANGES:
             return None
-        changes = (
-            await session.execute(
-                select(FactsChange.seq, FactsChange.token, FactsChange.usccs)
-                .where(col(FactsChange.seq) >= kept.seq, col(FactsChange.seq) <= seq)
-                .order_by(col(FactsChange.seq))
-            )
-        ).all()
-        first = changes[0] if changes else None
-        if first is None or (first.seq, first.token) != (kept.seq, kept.token):
-            return None  # not the change the copy holds: another database, or pruned
-        if len(changes) != seq - kept.seq + 1:
-            return None
+        changes = await session.stream(
+            select(FactsChange.seq, FactsChange.token, FactsChange.usccs)
+            .where(col(FactsChange.seq) >= kept.seq, col(FactsChange.seq) <= seq)
+            .order_by(col(FactsChange.seq))
+        )
         firms: set[str] = set()
-        for change in changes[1:]:
-            if change.usccs is None:
-                return None
-            firms.update(change.usccs)
-            if len(firms) > self.PATCH_UP_TO:
-                return None
-        return firms
+        expected = kept.seq
+        try:
+            async for change in changes:
+                if change.seq != expected:
+                    return None  # pruned (or, at the first, not the copy's)
+                if change.seq == kept.seq:
+                    if change.token != kept.token:
+                        return None  # another database's copy
+                elif change.usccs is None:
+                    return None
+                else:
+                    firms.update(change.usccs)
+                    if len(firms) > self.PATCH_UP_TO:
+                        return None
+                expected += 1
+        finally:
+            await changes.close()
+        return firms if expected == seq + 1 else None
+
+
+def _patched(
+    kept: _Kept, fresh: tuple[FactTable, dict[str, str]], changed: set[str]
+) -> tuple[FactTable, dict[str, str]]:
+    """The kept copy with the changed firms' facts read again (`fresh`); those of them
+    not read are no longer in the registry."""
+    table, regions = fresh
+    gone = changed.difference(regions)
+    patched = {u: r for u, r in kept.regions.items() if u not in gone}
+    patched.update(regions)
+    return kept.table.patched(table, gone), patched
 
 
 FACT_TABLES = FactTableCache()  # this process's
