@@ -8,6 +8,7 @@ would leave it."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -46,6 +47,19 @@ def cookie(settings: Settings, user: str, flash: httpx.Response | None = None) -
 
 async def view(api: httpx.AsyncClient, settings: Settings, user: str, path: str) -> httpx.Response:
     return await api.get(path, headers=cookie(settings, user))
+
+
+async def view_once_shown(
+    api: httpx.AsyncClient, settings: Settings, user: str, path: str, shown: str
+) -> httpx.Response:
+    """`view`, once the page shows `shown` (or after 5 s): pages read the projection,
+    which an activity writes just after the workflow's stage changes."""
+    for _ in range(50):
+        page = await view(api, settings, user, path)
+        if shown in page.text:
+            break
+        await asyncio.sleep(0.1)
+    return page
 
 
 async def posted(
@@ -355,7 +369,7 @@ async def test_a_case_is_decided_through_its_page_and_the_firm_follows_it(
     here = f"/ui/cases/application/{code}/2026/{uscc}"
     origin = str(api.base_url).rstrip("/")
 
-    inbox = await view(api, settings, "jxj_staff", "/ui/inbox")
+    inbox = await view_once_shown(api, settings, "jxj_staff", "/ui/inbox", f'href="{here}"')
     assert inbox.status_code == 200
     assert f'href="{here}"' in inbox.text
     assert "<td>吴兴区</td>" in inbox.text  # the firm's region by its name
