@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+import sqlalchemy as sa
 from sqlmodel import col, select
 
 from api.main import create_app
@@ -56,13 +57,19 @@ async def run(settings: Settings, enterprises: int, repeats: int) -> None:
     engine = make_engine(url)
     sessionmaker = make_sessionmaker(engine)
     async with sessionmaker.begin() as session:
-        await load_sample(session, enterprises, match_library.today_in_shanghai())
+        sample = await load_sample(session, enterprises, match_library.today_in_shanghai())
         await ensure_users(session, demo_users(None))
         item_code, version = (
             await session.execute(
                 select(PolicyItemVersion.item_code, PolicyItemVersion.version).limit(1)
             )
         ).one()
+    if not sample.skipped:
+        # The planner's statistics of the tables just filled, as autovacuum would gather
+        # them within a minute: without them PostgreSQL scanned every fact to read 500
+        # firms' (0.8 s for a query of 10 ms).
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ANALYZE"))
     app = create_app(settings)
     path = f"/api/v1/items/{item_code}/versions/{version}/budget-preview"
     async with (
