@@ -163,6 +163,16 @@ def _firms_written(state: ORMExecuteState) -> list[str] | None:
     rows of an insert or of a bulk update by primary key, or a condition that is the
     credit code alone (`== x`, `in_(xs)`); None for any other."""
     statement: Any = state.statement
+    if state.is_update:
+        # An update that sets the credit code itself moves a firm to a code it does not
+        # name. (SQLAlchemy keeps `.values()` in `_values`; older releases kept an
+        # ordered update's in `_ordered_values`.)
+        written = [
+            *(getattr(statement, "_values", None) or {}),
+            *dict(getattr(statement, "_ordered_values", None) or ()),
+        ]
+        if any(getattr(column, "key", column) == "uscc" for column in written):
+            return None
     where = None if state.is_insert else statement.whereclause
     given = state.parameters
     rows: list[Any] = [given] if isinstance(given, dict) else list(given or [])

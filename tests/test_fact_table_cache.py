@@ -134,6 +134,10 @@ async def test_each_change_names_the_firms_it_touched_where_it_can(session: Asyn
     assert await _last_change(session) is None, "an update by region"
     await session.execute(sa.delete(Fact).where(col(Fact.id) == -1))
     assert await _last_change(session) is None, "a delete by id"
+    await session.execute(
+        sa.update(Fact).where(col(Fact.uscc) == firm.uscc).values(uscc=other.uscc)
+    )
+    assert await _last_change(session) is None, "an update that moves facts to another firm"
 
 
 def _how(cache: FactTableCache) -> str | None:
