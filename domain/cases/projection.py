@@ -379,7 +379,7 @@ async def list_cases(
         region_code=col(CaseRecord.region_code),
     )
     query = select(CaseRecord).where(readable, *filters.where())
-    return await _page(session, query, offset, limit, soonest_first=False)
+    return await _newest_first(session, query, offset, limit)
 
 
 async def cases_of_enterprise(
@@ -387,24 +387,17 @@ async def cases_of_enterprise(
 ) -> tuple[int, list[CaseRecord]]:
     require_role(actor, Role.ENTERPRISE)
     query = select(CaseRecord).where(col(CaseRecord.uscc) == actor.enterprise_uscc)
-    return await _page(session, query, offset, limit, soonest_first=False)
+    return await _newest_first(session, query, offset, limit)
 
 
-async def _page(
-    session: AsyncSession,
-    query: SelectOfScalar[CaseRecord],
-    offset: int,
-    limit: int,
-    *,
-    soonest_first: bool,
+async def _newest_first(
+    session: AsyncSession, query: SelectOfScalar[CaseRecord], offset: int, limit: int
 ) -> tuple[int, list[CaseRecord]]:
+    """A page of `query`'s cases, the newest first, and how many there are."""
     total = await session.scalar(select(sa.func.count()).select_from(query.subquery()))
-    order = (
-        [col(CaseRecord.due_at).is_(None), col(CaseRecord.due_at), col(CaseRecord.case_id)]
-        if soonest_first
-        else [col(CaseRecord.created_at).desc()]
+    rows = await session.scalars(
+        query.order_by(col(CaseRecord.created_at).desc()).offset(offset).limit(limit)
     )
-    rows = await session.scalars(query.order_by(*order).offset(offset).limit(limit))
     return int(total or 0), list(rows)
 
 
