@@ -103,6 +103,24 @@ class FactsChange(SQLModel, table=True):
     usccs: list[str] | None = Field(default=None, sa_type=sa.JSON)
 
 
+class FactsSnapshot(SQLModel, table=True):
+    """Every firm's facts as the engine reads them (a `FactTable`, in columns), as they
+    stood at change `seq`: a process starting cold reads this one row and the firms
+    changed since (`FactsChange`), not every fact (seconds of a database's work and
+    of Python's for 300,000 firms). `layout` names the code's reading of the facts
+    (`domain.registry.facts_snapshot.LAYOUT`): a snapshot another release wrote is not
+    read. One row; a newer one replaces it."""
+
+    __tablename__ = "facts_snapshot"
+
+    id: int = Field(default=1, primary_key=True)
+    token: str = Field(max_length=32)
+    seq: int
+    layout: str = Field(max_length=64)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    written_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 TRACKED_FIRMS = 10_000  # a write touching more firms is recorded as "unknown"
 KEPT_CHANGES = 1_000
 

@@ -3,6 +3,7 @@ and reads them again only when the database's `FactsVersion` token says they cha
 every write of a profile or a fact changes it, as its transaction commits, whichever
 way it is written."""
 
+import contextlib
 import json
 from datetime import UTC, date, datetime
 
@@ -11,14 +12,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col, select
 
 from api.main import create_app
-from core.db import make_sessionmaker
+from core.db import Reader, make_sessionmaker
 from core.settings import Environment, Settings
 from domain.commitment.recovery import record_default
 from domain.engine.arrays import FactTable
-from domain.engine.rules import KnownFact
-from domain.registry.enterprises import FACT_TABLES, FactTableCache
+from domain.engine.rules import KnownFact, invalid_fact
+from domain.matching import match_library
+from domain.registry import facts_snapshot
+from domain.registry.enterprises import FACT_TABLES, FactTableCache, load_fact_table
 from domain.registry.importer import import_content
-from models.registry import BankAccount, Enterprise, Fact, FactsChange, FactsVersion
+from models.matching import MatchRequest, MatchScope
+from models.registry import (
+    BankAccount,
+    Enterprise,
+    Fact,
+    FactsChange,
+    FactsSnapshot,
+    FactsVersion,
+)
 from seed.reference import ensure_reference_data
 from tests.fixtures.factories import create_enterprise
 
@@ -245,6 +256,12 @@ async def test_an_api_process_can_read_every_firms_facts_as_it_starts(
             table, _ = await FACT_TABLES.load(reading)
         assert FACT_TABLES.last_read == "kept"
         assert firm.uscc in table.row_of
+    # Read whole, the copy was stored for the next process, which starts from it.
+    FACT_TABLES.clear()
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.facts_preload
+        assert _how(FACT_TABLES) == "stored"
 
 
 async def test_a_copy_behind_a_pruned_change_or_too_many_firms_is_read_whole(
@@ -275,3 +292,171 @@ async def test_a_copy_behind_a_pruned_change_or_too_many_firms_is_read_whole(
     await session.commit()
     await cache.load(session)
     assert _how(cache) == "patched"
+
+
+# ----- the stored snapshot a cold process starts from ------------------------------------
+
+
+def _writer(session: AsyncSession) -> Reader:
+    return lambda: contextlib.nullcontext(session)
+
+
+async def _snapshot_seq(session: AsyncSession) -> int | None:
+    return await session.scalar(select(FactsSnapshot.seq))
+
+
+async def _firms_with_every_kind_of_fact(session: AsyncSession) -> list[Enterprise]:
+    """Text and numeric facts, a fact past every validator (invalid), a firm without."""
+    firms = [
+        await create_enterprise(
+            session, facts={"mu_grade": ("B", "2025"), "talent_count": (3, "2025")}
+        )
+        for _ in range(3)
+    ]
+    firms.append(await create_enterprise(session, region_code="330503"))
+    session.add(
+        Fact(
+            uscc=firms[2].uscc,
+            kind="talent_count",
+            period="2026",
+            period_end=date(2026, 12, 31),
+            value="many",
+            source="test",
+            fetched_at=datetime.now(UTC),
+        )
+    )
+    await session.commit()
+    return firms
+
+
+async def test_a_cold_process_starts_from_the_stored_snapshot_to_what_a_full_read_gives(
+    session: AsyncSession,
+) -> None:
+    firms = await _firms_with_every_kind_of_fact(session)
+    first = FactTableCache()
+    await first.load(session, _writer(session))
+    assert _how(first) == "whole"
+    assert await _snapshot_seq(session) == await session.scalar(select(FactsVersion.seq))
+
+    cold = FactTableCache()
+    table, regions = await cold.load(session)  # nothing changed since: the snapshot as it is
+    assert _how(cold) == "stored" and cold.from_snapshot
+    whole, whole_regions = await load_fact_table(session)
+    assert _as_read(table) == _as_read(whole) and regions == whole_regions
+    assert table.invalid_facts() == whole.invalid_facts() != []
+
+    await import_content(session, _fact_line(firms[0].uscc, "mu_grade", "D"), "jsonl")
+    added = await create_enterprise(session, facts={"talent_count": (9, "2025")})
+    await session.commit()
+    cold = FactTableCache()
+    table, regions = await cold.load(session)
+    assert _how(cold) == "patched" and cold.from_snapshot
+    whole, whole_regions = await load_fact_table(session)
+    assert _as_read(table) == _as_read(whole) and regions == whole_regions
+    assert table.known_facts(table.row_of[firms[0].uscc])["mu_grade"].value == "D"
+    assert added.uscc in table.row_of
+
+
+async def test_a_snapshot_is_stored_again_once_far_behind(session: AsyncSession) -> None:
+    firms = await _firms_with_every_kind_of_fact(session)
+    cache = FactTableCache()
+    cache.RESTORE_AFTER = 2
+    store = _writer(session)
+    await cache.load(session, store)
+    stored = await _snapshot_seq(session)
+    assert stored is not None
+    firms[0].size_class = "medium"
+    await session.commit()
+    await cache.load(session, store)
+    assert _how(cache) == "patched" and await _snapshot_seq(session) == stored
+    firms[1].size_class = "medium"
+    await session.commit()
+    await cache.load(session, store)
+    assert _how(cache) == "patched" and await _snapshot_seq(session) == stored + 2
+    # A process without a store (or whose copy is not newer) never replaces it.
+    firms[1].size_class = "micro"
+    await session.commit()
+    await FactTableCache().load(session)
+    assert await _snapshot_seq(session) == stored + 2
+
+
+async def test_a_snapshot_it_cannot_use_is_passed_over_and_replaced(
+    session: AsyncSession,
+) -> None:
+    firms = await _firms_with_every_kind_of_fact(session)
+    store = _writer(session)
+    await FactTableCache().load(session, store)
+    seq = await _snapshot_seq(session)
+
+    # Written by another release (another reading of the facts): read whole, replaced.
+    await session.execute(sa.update(FactsSnapshot).values(layout="another"))
+    await session.commit()
+    cache = FactTableCache()
+    await cache.load(session, store)
+    assert _how(cache) == "whole"
+    assert await session.scalar(select(FactsSnapshot.layout)) == facts_snapshot.LAYOUT
+
+    # Unreadable bytes: read whole, and the next write's whole read replaces them.
+    await session.execute(sa.update(FactsSnapshot).values(data=b"not a snapshot"))
+    await session.commit()
+    cache = FactTableCache()
+    await cache.load(session)
+    assert _how(cache) == "whole"
+
+    # Behind a change no longer kept: read whole, and stored at the version read.
+    firms[0].size_class = "medium"
+    await session.commit()
+    await session.execute(sa.delete(FactsChange).where(col(FactsChange.seq) == seq))
+    await session.commit()
+    cache = FactTableCache()
+    await cache.load(session, store)
+    assert _how(cache) == "whole" and not cache.from_snapshot
+    assert await _snapshot_seq(session) == await session.scalar(select(FactsVersion.seq))
+    await FactTableCache().load(session)
+    table, _ = await FactTableCache().load(session)
+    assert table.known_facts(table.row_of[firms[0].uscc])["size_class"].value == "medium"
+
+
+def test_a_snapshot_reads_back_as_the_table_it_was() -> None:
+    facts = {
+        "mu_grade": KnownFact("A", date(2025, 12, 31)),
+        "talent_count": KnownFact(12, date(2025, 12, 31)),
+        "tax_per_mu_fen": KnownFact(10**12, date(2025, 12, 31)),
+        "size_class": KnownFact("small"),
+        "established_on": KnownFact(date(2003, 5, 1)),
+        "social_security_headcount": invalid_fact("-3", "must be at least 0", date(2025, 12, 31)),
+    }
+    table = FactTable.build([("91330500MA2B000001", facts), ("91330500MA2B000002", {})])
+    regions = {"91330500MA2B000001": "330502", "91330500MA2B000002": "330503"}
+    again, again_regions = facts_snapshot.load(facts_snapshot.dump(table, regions))
+    assert _as_read(again) == _as_read(table) and again_regions == regions
+    assert again.invalid_facts() == table.invalid_facts() != []
+    empty, no_regions = facts_snapshot.load(facts_snapshot.dump(FactTable.build([]), {}))
+    assert len(empty) == 0 and no_regions == {}
+
+
+async def test_a_nightly_run_stores_the_snapshot_and_a_cold_worker_starts_from_it(
+    own_engine: AsyncEngine,
+) -> None:
+    """The match run reads every firm's facts through the process's copy: a worker's
+    first run stores it, a worker started later reads it and the firms changed since."""
+    sessionmaker = make_sessionmaker(own_engine)
+    async with sessionmaker.begin() as session:
+        await ensure_reference_data(session)
+        await create_enterprise(session, facts={"mu_grade": ("B", "2025")})
+    request = MatchRequest(scope=MatchScope.FULL)
+    FACT_TABLES.clear()
+    first = await match_library.run(sessionmaker, request, "t-1", date(2026, 11, 30), 1)
+    async with sessionmaker() as session:
+        assert await _snapshot_seq(session) == await session.scalar(select(FactsVersion.seq))
+
+    async with sessionmaker.begin() as session:
+        added = await create_enterprise(session, facts={"mu_grade": ("A", "2025")})
+    FACT_TABLES.clear()  # a worker started since
+    again = await match_library.run(sessionmaker, request, "t-2", date(2026, 11, 30), 1)
+    assert FACT_TABLES.from_snapshot and _how(FACT_TABLES) == "patched"
+    assert again.firms == first.firms + 1
+    async with sessionmaker() as session:
+        table, _ = await FACT_TABLES.load(session)
+    assert _how(FACT_TABLES) == "kept"
+    assert table.known_facts(table.row_of[added.uscc])["mu_grade"].value == "A"

@@ -13,16 +13,21 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from core.bulk import cyclic_gc_paused, stream_rows
+from core.db import Reader
 from domain.access import firm_filter, require_firm_reader
 from domain.engine.arrays import FactTable, FactTableBuilder
 from domain.engine.rules import KnownFact, invalid_fact
 from domain.errors import NotFound
+from domain.registry import facts_snapshot
 from models.facts import FACT_KINDS, FactKind, coerce_fact_value
 from models.reference import Actor
 from models.registry import (
@@ -35,9 +40,13 @@ from models.registry import (
     Fact,
     FactPublic,
     FactsChange,
+    FactsSnapshot,
     FactsVersion,
     mask_account,
 )
+from models.types import utcnow
+
+log = structlog.get_logger()
 
 
 async def get_enterprise(session: AsyncSession, uscc: str) -> Enterprise:
@@ -253,22 +262,38 @@ class FactTableCache:
     since touched (`FactsChange`), up to `PATCH_UP_TO` firms; more, or changes that
     could not name their firms or are no longer kept, read everything again.
 
+    A process without a copy starts from the stored snapshot (`FactsSnapshot`, one
+    row) where it can be brought up to date that way, and reads everything only
+    where it cannot. Given sessions to write in (`store`), a process that has read
+    everything stores its copy as the snapshot, and one whose copy is `RESTORE_AFTER`
+    changes past the snapshot stores it again, so that a cold process finds one to
+    start from however long the platform has run.
+
+    `session` must only read: on SQLite a session that may write holds the one write
+    lock from its start (`core/db.py`), which storing the snapshot would wait for.
+
     The version is read before the facts: a write landing between the two leaves a
     copy newer than its version, whose firms are read again once too often, never one
     older. One copy per database. Two requests that find it stale at once both read;
     the later one's copy is kept."""
 
     PATCH_UP_TO = 20_000  # firms
+    RESTORE_AFTER = KEPT_CHANGES // 4  # changes past the stored snapshot
 
     def __init__(self) -> None:
         self._kept: dict[str, _Kept] = {}
-        self.last_read: Literal["kept", "patched", "whole"] | None = None
+        self._stored_seq: dict[str, int] = {}  # the seq of the snapshot last seen
+        self.last_read: Literal["kept", "stored", "patched", "whole"] | None = None
+        self.from_snapshot = False  # whether the last copy read started from it
 
     def clear(self) -> None:
         """Forget every copy (a benchmark's cold start)."""
         self._kept.clear()
+        self._stored_seq.clear()
 
-    async def load(self, session: AsyncSession) -> tuple[FactTable, dict[str, str]]:
+    async def load(
+        self, session: AsyncSession, store: Reader | None = None
+    ) -> tuple[FactTable, dict[str, str]]:
         database = session.get_bind().engine.url.render_as_string(hide_password=True)
         version = (
             await session.execute(
@@ -280,8 +305,12 @@ class FactTableCache:
             return await load_fact_table(session)
         token, seq = version
         kept = self._kept.get(database)
+        self.from_snapshot = kept is None
+        if kept is None:
+            kept = await self._snapshot(session, database, token, seq)
         if kept is not None and kept.token == token:
-            self.last_read = "kept"
+            self.last_read = "stored" if self.from_snapshot else "kept"
+            self._kept[database] = kept
             return kept.table, kept.regions
         changed = None if kept is None else await self._changed(session, kept, seq)
         if kept is not None and changed is not None:
@@ -291,8 +320,80 @@ class FactTableCache:
         else:
             table, regions = await load_fact_table(session)
             self.last_read = "whole"
-        self._kept[database] = _Kept(token, seq, table, regions)
+            self.from_snapshot = False
+        fresh_copy = self._kept[database] = _Kept(token, seq, table, regions)
+        stored = self._stored_seq.get(database)
+        if store is not None and (stored is None or seq - stored >= self.RESTORE_AFTER):
+            await self._store(store, database, fresh_copy)
         return table, regions
+
+    async def _snapshot(
+        self, session: AsyncSession, database: str, token: str, seq: int
+    ) -> _Kept | None:
+        """The stored snapshot as a copy, where this code can read it and it can be
+        brought up to date (at the version, or within the changes kept)."""
+        header = (
+            await session.execute(
+                select(FactsSnapshot.token, FactsSnapshot.seq, FactsSnapshot.layout).where(
+                    FactsSnapshot.id == 1
+                )
+            )
+        ).one_or_none()
+        if header is None:
+            return None
+        stored_token, stored_seq, layout = header
+        usable = stored_token == token or 0 < seq - stored_seq <= KEPT_CHANGES
+        if layout != facts_snapshot.LAYOUT or not usable:
+            return None
+        data = await session.scalar(
+            select(FactsSnapshot.data).where(
+                FactsSnapshot.id == 1, col(FactsSnapshot.seq) == stored_seq
+            )
+        )
+        if data is None:  # replaced between the two reads
+            return None
+        try:
+            table, regions = await _on_thread(facts_snapshot.load, data)
+        except facts_snapshot.Unfit:
+            log.warning("facts.snapshot_unreadable", seq=stored_seq, exc_info=True)
+            return None
+        self._stored_seq[database] = stored_seq
+        return _Kept(stored_token, stored_seq, table, regions)
+
+    async def _store(self, store: Reader, database: str, kept: _Kept) -> None:
+        """The copy as the stored snapshot, unless one as new is there already. A
+        failure only costs the next cold process a whole read: logged, not raised."""
+        try:
+            data = await _on_thread(facts_snapshot.dump, kept.table, kept.regions)
+            async with store() as writing:
+                dialect = writing.get_bind().dialect.name
+                insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+                row = insert(FactsSnapshot).values(
+                    id=1,
+                    token=kept.token,
+                    seq=kept.seq,
+                    layout=facts_snapshot.LAYOUT,
+                    data=data,
+                    written_at=utcnow(),
+                )
+                await writing.execute(
+                    row.on_conflict_do_update(
+                        index_elements=[col(FactsSnapshot.id)],
+                        set_={
+                            c: row.excluded[c]
+                            for c in ("token", "seq", "layout", "data", "written_at")
+                        },
+                        # (or one another release wrote, which this one cannot read)
+                        where=(col(FactsSnapshot.seq) < row.excluded.seq)
+                        | (col(FactsSnapshot.layout) != row.excluded.layout),
+                    )
+                )
+                await writing.commit()
+        except (facts_snapshot.Unfit, SQLAlchemyError, OSError):
+            log.warning("facts.snapshot_not_stored", seq=kept.seq, exc_info=True)
+            return
+        self._stored_seq[database] = kept.seq
+        log.info("facts.snapshot_stored", seq=kept.seq, firms=len(kept.table), bytes=len(data))
 
     async def _changed(self, session: AsyncSession, kept: _Kept, seq: int) -> set[str] | None:
         """The firms the changes after `kept`'s, up to `seq`, touched; None where they
