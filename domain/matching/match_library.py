@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from core.bulk import fetch_rows, insert_rows, rebuilt_after
@@ -124,7 +124,13 @@ class InvalidMatchRequest(ValueError):
     """A run asked for something no retry can give."""
 
 
-async def load(session: AsyncSession, request: MatchRequest) -> Loaded:
+async def load(
+    session: AsyncSession, request: MatchRequest, snapshots: Reader | None = None
+) -> Loaded:
+    """What a run evaluates: the published items, and the facts of every firm (the
+    process's kept copy, `FACT_TABLES`, brought up to date; stored as the snapshot a
+    cold process starts from in a session of `snapshots`) or of those an import
+    changed."""
     if request.scope is MatchScope.ITEM and not request.item_code:
         raise InvalidMatchRequest("an item run needs item_code")
     if request.scope is MatchScope.FIRMS and request.changed_since is None:
@@ -135,7 +141,10 @@ async def load(session: AsyncSession, request: MatchRequest) -> Loaded:
     if request.scope is MatchScope.FIRMS:
         assert request.changed_since is not None
         usccs = await changed_firms(session, request.changed_since)
-    table, regions = await load_fact_table(session, usccs)
+    if usccs is None:
+        table, regions = await FACT_TABLES.load(session, snapshots)
+    else:
+        table, regions = await load_fact_table(session, usccs)
     return Loaded(items, table, regions, failures)
 
 
@@ -470,8 +479,10 @@ async def run(
 ) -> MatchSummary:
     """Load, evaluate and store one run; the evaluation is timed on its own."""
     started = utcnow()
+    # The snapshot is stored by an engine's sessions, never in a test's transaction.
+    snapshots = sessionmaker if isinstance(sessionmaker.kw.get("bind"), AsyncEngine) else None
     async with reader_of(sessionmaker)() as session:
-        loaded = await load(session, request)
+        loaded = await load(session, request, snapshots)
     clock = time.perf_counter()
     # numpy does the work outside the event loop, which keeps serving other activities.
     evaluated = await asyncio.to_thread(Evaluated, loaded, as_of, threads)
@@ -908,10 +919,12 @@ async def budget_preview(
     as_of: date,
     threads: int,
     facts: Reader,
+    store: Reader | None = None,
 ) -> BudgetPreview:
     """How many firms a version (typically a draft) would match today, and what they
     would receive, against its annual quota. Every firm's facts are read through a
-    session of `facts` (`FACT_TABLES` keeps them between calls)."""
+    session of `facts` (`FACT_TABLES` keeps them between calls, and stores them as the
+    snapshot a cold process starts from in a session of `store`)."""
     await access.require_item_reader(session, actor, item_code, whole=True)
     compiled = await load_version(session, item_code, version)
     quota = await session.scalar(
@@ -922,7 +935,7 @@ async def budget_preview(
     )
     assert quota is not None  # the version exists: load_version found it
     async with facts() as reading:
-        table, _regions = await FACT_TABLES.load(reading)
+        table, _regions = await FACT_TABLES.load(reading, store)
     failures: list[ItemFailure] = []
     results = match_items(table, [compiled], as_of, threads, failures=failures)
     if failures:
