@@ -365,6 +365,10 @@ async def test_a_snapshot_is_stored_again_once_far_behind(session: AsyncSession)
     await cache.load(session, store)
     stored = await _snapshot_seq(session)
     assert stored is not None
+    other = FactTableCache()  # another process's, started from the same snapshot
+    other.RESTORE_AFTER = 2
+    await other.load(session, store)
+    assert _how(other) == "stored"
     firms[0].size_class = "medium"
     await session.commit()
     await cache.load(session, store)
@@ -378,6 +382,14 @@ async def test_a_snapshot_is_stored_again_once_far_behind(session: AsyncSession)
     await session.commit()
     await FactTableCache().load(session)
     assert await _snapshot_seq(session) == stored + 2
+    # The other process, three changes past the snapshot it read, finds one stored
+    # since that is less than two behind its copy: it stores none.
+    await other.load(session, store)
+    assert _how(other) == "patched" and await _snapshot_seq(session) == stored + 2
+    firms[0].size_class = "micro"
+    await session.commit()
+    await other.load(session, store)
+    assert await _snapshot_seq(session) == stored + 4
 
 
 async def test_a_snapshot_it_cannot_use_is_passed_over_and_replaced(

@@ -322,9 +322,13 @@ class FactTableCache:
             self.last_read = "whole"
             self.from_snapshot = False
         fresh_copy = self._kept[database] = _Kept(token, seq, table, regions)
-        stored = self._stored_seq.get(database)
-        if store is not None and (stored is None or seq - stored >= self.RESTORE_AFTER):
-            await self._store(store, database, fresh_copy)
+        if store is not None:
+            # Read whole: the snapshot may be one no copy can be patched forward from
+            # (behind a change that named no firms), so stored unless one as new is.
+            gap = 1 if self.last_read == "whole" else self.RESTORE_AFTER
+            stored = self._stored_seq.get(database)
+            if stored is None or seq - stored >= gap:
+                await self._store(store, database, fresh_copy, gap)
         return table, regions
 
     async def _snapshot(
@@ -360,10 +364,22 @@ class FactTableCache:
         self._stored_seq[database] = stored_seq
         return _Kept(stored_token, stored_seq, table, regions)
 
-    async def _store(self, store: Reader, database: str, kept: _Kept) -> None:
-        """The copy as the stored snapshot, unless one as new is there already. A
-        failure only costs the next cold process a whole read: logged, not raised."""
+    async def _store(self, store: Reader, database: str, kept: _Kept, gap: int) -> None:
+        """The copy as the stored snapshot, unless the one stored (by another process,
+        say) is less than `gap` changes older. A failure only costs the next cold
+        process a whole read: logged, not raised."""
         try:
+            async with store() as checking:
+                current = (
+                    await checking.execute(
+                        select(FactsSnapshot.seq, FactsSnapshot.layout).where(FactsSnapshot.id == 1)
+                    )
+                ).one_or_none()
+            if current is not None and current.layout == facts_snapshot.LAYOUT:
+                stored_seq = current.seq
+                if kept.seq - stored_seq < gap:  # newer than that already
+                    self._stored_seq[database] = stored_seq
+                    return
             data = await _on_thread(facts_snapshot.dump, kept.table, kept.regions)
             async with store() as writing:
                 dialect = writing.get_bind().dialect.name
