@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -22,7 +21,7 @@ from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from core.bulk import cyclic_gc_paused, stream_rows
-from core.db import Reader
+from core.db import Reader, upsert
 from domain.access import firm_filter, require_firm_reader
 from domain.engine.arrays import FactTable, FactTableBuilder
 from domain.engine.rules import KnownFact, invalid_fact
@@ -382,9 +381,7 @@ class FactTableCache:
                     return
             data = await _on_thread(facts_snapshot.dump, kept.table, kept.regions)
             async with store() as writing:
-                dialect = writing.get_bind().dialect.name
-                insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-                row = insert(FactsSnapshot).values(
+                row = upsert(writing, FactsSnapshot).values(
                     id=1,
                     token=kept.token,
                     seq=kept.seq,
