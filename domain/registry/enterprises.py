@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -303,6 +304,7 @@ class FactTableCache:
             self.last_read = "whole"
             return await load_fact_table(session)
         token, seq = version
+        clock = time.perf_counter()
         kept = self._kept.get(database)
         self.from_snapshot = kept is None
         if kept is None:
@@ -310,6 +312,8 @@ class FactTableCache:
         if kept is not None and kept.token == token:
             self.last_read = "stored" if self.from_snapshot else "kept"
             self._kept[database] = kept
+            if self.from_snapshot:
+                self._log_read(kept.table, clock)
             return kept.table, kept.regions
         changed = None if kept is None else await self._changed(session, kept, seq)
         if kept is not None and changed is not None:
@@ -321,6 +325,7 @@ class FactTableCache:
             self.last_read = "whole"
             self.from_snapshot = False
         fresh_copy = self._kept[database] = _Kept(token, seq, table, regions)
+        self._log_read(table, clock)
         if store is not None:
             # Read whole: the snapshot may be one no copy can be patched forward from
             # (behind a change that named no firms), so stored unless one as new is.
@@ -329,6 +334,11 @@ class FactTableCache:
             if stored is None or seq - stored >= gap:
                 await self._store(store, database, fresh_copy, gap)
         return table, regions
+
+    def _log_read(self, table: FactTable, clock: float) -> None:
+        seconds = round(time.perf_counter() - clock, 3)
+        how, snapshot = self.last_read, self.from_snapshot
+        log.info("facts.read", how=how, from_snapshot=snapshot, firms=len(table), seconds=seconds)
 
     async def _snapshot(
         self, session: AsyncSession, database: str, token: str, seq: int
