@@ -97,16 +97,6 @@ async def bulk_reader_for(request: Request, session: AsyncSession) -> Reader:
     return lambda: contextlib.nullcontext(session)
 
 
-def bookkeeping_for(request: Request, session: AsyncSession) -> Reader | None:
-    """Sessions for the API's own records beside a request (the stored snapshot of every
-    firm's facts, `FactTableCache`): the bookkeeping pool's; none where the request's
-    session is on one connection (a test's transaction), whose data no other sees."""
-    if isinstance(session.bind, AsyncEngine):
-        sessionmaker: Reader = request.app.state.bookkeeping
-        return sessionmaker
-    return None
-
-
 async def commit_before_temporal(session: AsyncSession) -> None:
     """Commit the request's transaction now, before the route calls Temporal; the one
     place a route commits. Two reasons, one rule:

@@ -128,16 +128,13 @@ class Health(BaseModel):
     temporal: dict[str, Any]
 
 
-async def _preload_facts(
-    readers: async_sessionmaker[AsyncSession], store: async_sessionmaker[AsyncSession]
-) -> None:
+async def _preload_facts(readers: async_sessionmaker[AsyncSession]) -> None:
     """Every firm's facts into this process's copy (`FACT_TABLES`), before the first
-    budget preview asks (from the stored snapshot where there is one, stored as it
-    where there is none). A failure is logged and left to that request to meet again."""
+    budget preview asks. A failure is logged and left to that request to meet again."""
     clock = time.perf_counter()
     try:
         async with readers() as session:
-            table, _regions = await FACT_TABLES.load(session, store)
+            table, _regions = await FACT_TABLES.load(session)
     except Exception:
         log.exception("facts.preload_failed")
         return
@@ -183,7 +180,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.facts_preload = None
         if settings.preload_facts:
             app.state.facts_preload = asyncio.create_task(
-                _preload_facts(app.state.bulk_read_sessionmaker, app.state.bookkeeping)
+                _preload_facts(app.state.bulk_read_sessionmaker)
             )
         app.state.temporal = TemporalConnection(settings, temporal)
         app.state.codec = EncryptionCodec(key_ring(settings))

@@ -349,6 +349,7 @@ def test_a_patched_table_reads_as_one_built_from_the_facts_after(
     expected = FactTable.build(after_all.items())
     expected_firms = set(after_all)
     assert set(table.uscc) == expected_firms == set(expected.uscc)
+    assert table.uscc == sorted(table.uscc)  # as a whole read orders them
     assert len(table.row_of) == len(table)
     for uscc in expected_firms:
         assert table.known_facts(table.row_of[uscc]) == expected.known_facts(

@@ -8,14 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from api.access import access
-from api.deps import (
-    CurrentUser,
-    SessionDep,
-    SettingsDep,
-    WritingSessionDep,
-    bookkeeping_for,
-    bulk_reader_for,
-)
+from api.deps import CurrentUser, SessionDep, SettingsDep, WritingSessionDep, bulk_reader_for
 from api.pagination import Page, PageDep
 from api.params import CreditCode, IsoDate, ItemCode, MatchRunId, VersionNumber
 from domain.access import Rule, require_role
@@ -159,9 +152,8 @@ async def budget_preview(
     receive, against its annual quota."""
     day = as_of or match_library.today_in_shanghai()
     facts = await bulk_reader_for(request, session)
-    store = bookkeeping_for(request, session)
     return await match_library.budget_preview(
-        session, user, item_code, version, day, settings.match_threads, facts, store
+        session, user, item_code, version, day, settings.match_threads, facts
     )
 
 

@@ -200,9 +200,11 @@ class FactTable:
 
     def patched(self, fresh: FactTable, gone: Iterable[str]) -> FactTable:
         """A new table: this one with the rows of `fresh` (the same firms' facts read
-        again) in place of their own, its firms that this table lacks added at the
-        end, and the firms of `gone` (no longer in the registry) left out. This table
-        is left as it is, for whoever still reads it."""
+        again) in place of their own, its firms that this table lacks added, and the
+        firms of `gone` (no longer in the registry) left out; where firms were added
+        or left, in credit-code order, as a whole read gives them (a match run's
+        comparison with the stored rows depends on it). This table is left as it is,
+        for whoever still reads it."""
         targets = np.fromiter((self.row_of.get(u, -1) for u in fresh.uscc), np.int64)
         added = [u for u, row in zip(fresh.uscc, targets.tolist(), strict=True) if row < 0]
         targets[targets < 0] = np.arange(len(self), len(self) + len(added))
@@ -241,12 +243,11 @@ class FactTable:
                 column.kind, values, present, period_end, dictionary, invalid
             )
         table = FactTable([*self.uscc, *added], columns)
-        leaving = [table.row_of[u] for u in gone if u in table.row_of]
-        if not leaving:
+        leaving = {table.row_of[u] for u in gone if u in table.row_of}
+        if not leaving and not added:
             return table
-        keep = np.ones(n, dtype=np.bool_)
-        keep[leaving] = False
-        return table.subset(np.flatnonzero(keep).tolist())
+        staying = (row for row in range(n) if row not in leaving)
+        return table.subset(sorted(staying, key=table.uscc.__getitem__))
 
     def invalid_facts(self) -> list[tuple[str, str, KnownFact]]:
         """(credit code, fact kind, the invalid fact) of every stored value that failed
