@@ -130,7 +130,8 @@ class Health(BaseModel):
 
 async def _preload_facts(readers: async_sessionmaker[AsyncSession]) -> None:
     """Every firm's facts into this process's copy (`FACT_TABLES`), before the first
-    budget preview asks. A failure is logged and left to that request to meet again."""
+    budget preview asks: from the snapshot the worker's match runs store, where there
+    is one. A failure is logged and left to that request to meet again."""
     clock = time.perf_counter()
     try:
         async with readers() as session:

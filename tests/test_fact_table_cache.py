@@ -12,15 +12,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlmodel import col, select
 
 from api.main import create_app
-from core.db import Reader, make_sessionmaker
+from core.db import Reader, make_sessionmaker, reader_of
 from core.settings import Environment, Settings
 from domain.commitment.recovery import record_default
 from domain.engine.arrays import FactTable
 from domain.engine.rules import KnownFact, invalid_fact
 from domain.matching import match_library
 from domain.registry import facts_snapshot
-from domain.registry.enterprises import FACT_TABLES, FactTableCache, load_fact_table
+from domain.registry.enterprises import (
+    FACT_TABLES,
+    FactTableCache,
+    load_fact_table,
+    read_fact,
+)
 from domain.registry.importer import import_content
+from models.facts import FACT_KINDS
 from models.matching import MatchRequest, MatchScope
 from models.registry import (
     BankAccount,
@@ -199,8 +205,9 @@ async def test_a_kept_copy_is_patched_with_the_changed_firms_to_what_a_full_read
 
     patched, regions = await cache.load(session)
     assert _how(cache) == "patched"
-    whole, whole_regions = await FactTableCache().load(session)
+    whole, whole_regions = await load_fact_table(session)
     assert _as_read(patched) == _as_read(whole)
+    assert patched.uscc == whole.uscc  # in credit-code order, as match runs compare rows
     assert regions == whole_regions
     assert added.uscc in patched.row_of and firms[3].uscc not in patched.row_of
     assert patched.known_facts(patched.row_of[firms[0].uscc])["mu_grade"].value == "D"
@@ -256,7 +263,11 @@ async def test_an_api_process_can_read_every_firms_facts_as_it_starts(
             table, _ = await FACT_TABLES.load(reading)
         assert FACT_TABLES.last_read == "kept"
         assert firm.uscc in table.row_of
-    # Read whole, the copy was stored for the next process, which starts from it.
+    # A worker's match run stores the snapshot (a process of its own: its own cache);
+    # the next API process starts from it.
+    sessionmaker = make_sessionmaker(own_engine)
+    async with reader_of(sessionmaker)() as reading:
+        await FactTableCache().load(reading, sessionmaker)
     FACT_TABLES.clear()
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -472,3 +483,51 @@ async def test_a_nightly_run_stores_the_snapshot_and_a_cold_worker_starts_from_i
         table, _ = await FACT_TABLES.load(session)
     assert _how(FACT_TABLES) == "kept"
     assert table.known_facts(table.row_of[added.uscc])["mu_grade"].value == "A"
+
+
+async def test_an_older_copy_never_replaces_a_newer_snapshot_and_an_unreadable_one_is_replaced(
+    session: AsyncSession,
+) -> None:
+    firms = await _firms_with_every_kind_of_fact(session)
+    store = _writer(session)
+    behind = FactTableCache()
+    await behind.load(session, store)  # whole, stored at the version
+    seq = await _snapshot_seq(session)
+    assert seq is not None
+    firms[0].size_class = "medium"
+    await session.commit()
+    ahead = FactTableCache()
+    ahead.RESTORE_AFTER = 1
+    await ahead.load(session, store)
+    assert _how(ahead) == "patched" and await _snapshot_seq(session) == seq + 1
+    # A copy read whole at the older version, stored late (a slow process, which took
+    # the newer one for unreadable): the upsert itself keeps it out.
+    key = _database_key(session)
+    behind._unreadable[key] = seq + 1
+    await behind._store(session, store, key, behind._kept[key], 1)
+    assert await _snapshot_seq(session) == seq + 1
+
+    # Bytes no one can read, at the current version: the next whole read replaces them.
+    await session.execute(sa.update(FactsSnapshot).values(data=b"not a snapshot"))
+    await session.commit()
+    cold = FactTableCache()
+    await cold.load(session, store)
+    assert _how(cold) == "whole"
+    cold = FactTableCache()
+    await cold.load(session)
+    assert _how(cold) == "stored"
+
+
+def _database_key(session: AsyncSession) -> str:
+    """The key `FactTableCache` keeps a database's copy under."""
+    return session.get_bind().engine.url.render_as_string(hide_password=True)
+
+
+def test_an_invalid_fact_of_any_text_survives_the_snapshot() -> None:
+    """A stored value is kept as text when invalid, a lone surrogate included (JSON
+    allows the escape; UTF-8 cannot encode it)."""
+    broken = read_fact(FACT_KINDS["mu_grade"], '"\\ud800"', date(2025, 12, 31))
+    assert broken.invalid is not None
+    table = FactTable.build([("91330500MA2B000001", {"mu_grade": broken})])
+    again, _ = facts_snapshot.load(facts_snapshot.dump(table, {"91330500MA2B000001": "330502"}))
+    assert again.invalid_facts() == table.invalid_facts()

@@ -919,12 +919,11 @@ async def budget_preview(
     as_of: date,
     threads: int,
     facts: Reader,
-    store: Reader | None = None,
 ) -> BudgetPreview:
     """How many firms a version (typically a draft) would match today, and what they
     would receive, against its annual quota. Every firm's facts are read through a
-    session of `facts` (`FACT_TABLES` keeps them between calls, and stores them as the
-    snapshot a cold process starts from in a session of `store`)."""
+    session of `facts` (`FACT_TABLES` keeps them between calls; a process without a
+    copy starts from the snapshot the worker's match runs store)."""
     await access.require_item_reader(session, actor, item_code, whole=True)
     compiled = await load_version(session, item_code, version)
     quota = await session.scalar(
@@ -935,7 +934,7 @@ async def budget_preview(
     )
     assert quota is not None  # the version exists: load_version found it
     async with facts() as reading:
-        table, _regions = await FACT_TABLES.load(reading, store)
+        table, _regions = await FACT_TABLES.load(reading)
     failures: list[ItemFailure] = []
     results = match_items(table, [compiled], as_of, threads, failures=failures)
     if failures:

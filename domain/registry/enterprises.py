@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -264,13 +263,15 @@ class FactTableCache:
 
     A process without a copy starts from the stored snapshot (`FactsSnapshot`, one
     row) where it can be brought up to date that way, and reads everything only
-    where it cannot. Given sessions to write in (`store`), a process that has read
-    everything stores its copy as the snapshot, and one whose copy is `RESTORE_AFTER`
-    changes past the snapshot stores it again, so that a cold process finds one to
-    start from however long the platform has run.
+    where it cannot. Given sessions to write in (`store`: the worker's match runs,
+    which no one waits for), a process that has read everything stores its copy as
+    the snapshot, and one whose copy is `RESTORE_AFTER` changes past the stored one
+    stores it again, so that a cold process finds one to start from however long the
+    platform has run. Requests never store: on SQLite the write would wait for the one
+    write lock, which an import holds for minutes.
 
-    `session` must only read: on SQLite a session that may write holds the one write
-    lock from its start (`core/db.py`), which storing the snapshot would wait for.
+    `session` must only read: on SQLite a session that may write holds the write lock
+    from its start (`core/db.py`), which storing the snapshot would wait for.
 
     The version is read before the facts: a write landing between the two leaves a
     copy newer than its version, whose firms are read again once too often, never one
@@ -282,7 +283,8 @@ class FactTableCache:
 
     def __init__(self) -> None:
         self._kept: dict[str, _Kept] = {}
-        self._stored_seq: dict[str, int] = {}  # the seq of the snapshot last seen
+        self._stored_seq: dict[str, int] = {}  # the seq of the snapshot last seen usable
+        self._unreadable: dict[str, int] = {}  # the seq of a snapshot found unreadable
         self.last_read: Literal["kept", "stored", "patched", "whole"] | None = None
         self.from_snapshot = False  # whether the last copy read started from it
 
@@ -290,6 +292,7 @@ class FactTableCache:
         """Forget every copy (a benchmark's cold start)."""
         self._kept.clear()
         self._stored_seq.clear()
+        self._unreadable.clear()
 
     async def load(
         self, session: AsyncSession, store: Reader | None = None
@@ -301,44 +304,48 @@ class FactTableCache:
             )
         ).one_or_none()
         if version is None:  # a database not migrated by us: nothing to keep by
-            self.last_read = "whole"
+            self.last_read, self.from_snapshot = "whole", False
             return await load_fact_table(session)
         token, seq = version
         clock = time.perf_counter()
         kept = self._kept.get(database)
-        self.from_snapshot = kept is None
+        cold = kept is None
         if kept is None:
             kept = await self._snapshot(session, database, token, seq)
         if kept is not None and kept.token == token:
-            self.last_read = "stored" if self.from_snapshot else "kept"
             self._kept[database] = kept
-            if self.from_snapshot:
-                self._log_read(kept.table, clock)
+            if cold:
+                self._read("stored", True, kept.table, clock)
+            else:
+                self.last_read, self.from_snapshot = "kept", False
             return kept.table, kept.regions
         changed = None if kept is None else await self._changed(session, kept, seq)
+        how: Literal["patched", "whole"]
         if kept is not None and changed is not None:
             fresh = await load_fact_table(session, sorted(changed))
             table, regions = await _on_thread(_patched, kept, fresh, changed)
-            self.last_read = "patched"
+            how = "patched"
         else:
             table, regions = await load_fact_table(session)
-            self.last_read = "whole"
-            self.from_snapshot = False
+            how, cold = "whole", False
         fresh_copy = self._kept[database] = _Kept(token, seq, table, regions)
-        self._log_read(table, clock)
+        self._read(how, cold, table, clock)
         if store is not None:
             # Read whole: the snapshot may be one no copy can be patched forward from
             # (behind a change that named no firms), so stored unless one as new is.
-            gap = 1 if self.last_read == "whole" else self.RESTORE_AFTER
+            gap = 1 if how == "whole" else self.RESTORE_AFTER
             stored = self._stored_seq.get(database)
             if stored is None or seq - stored >= gap:
-                await self._store(store, database, fresh_copy, gap)
+                await self._store(session, store, database, fresh_copy, gap)
         return table, regions
 
-    def _log_read(self, table: FactTable, clock: float) -> None:
+    def _read(
+        self, how: Literal["stored", "patched", "whole"], cold: bool, table: FactTable, clock: float
+    ) -> None:
+        """Note how a copy that is not the kept one was read, and log it."""
+        self.last_read, self.from_snapshot = how, cold
         seconds = round(time.perf_counter() - clock, 3)
-        how, snapshot = self.last_read, self.from_snapshot
-        log.info("facts.read", how=how, from_snapshot=snapshot, firms=len(table), seconds=seconds)
+        log.info("facts.read", how=how, from_snapshot=cold, firms=len(table), seconds=seconds)
 
     async def _snapshot(
         self, session: AsyncSession, database: str, token: str, seq: int
@@ -369,24 +376,28 @@ class FactTableCache:
             table, regions = await _on_thread(facts_snapshot.load, data)
         except facts_snapshot.Unfit:
             log.warning("facts.snapshot_unreadable", seq=stored_seq, exc_info=True)
+            self._unreadable[database] = stored_seq
             return None
         self._stored_seq[database] = stored_seq
         return _Kept(stored_token, stored_seq, table, regions)
 
-    async def _store(self, store: Reader, database: str, kept: _Kept, gap: int) -> None:
+    async def _store(
+        self, session: AsyncSession, store: Reader, database: str, kept: _Kept, gap: int
+    ) -> None:
         """The copy as the stored snapshot, unless the one stored (by another process,
-        say) is less than `gap` changes older. A failure only costs the next cold
-        process a whole read: logged, not raised."""
+        say; read through `session`, which takes no lock) is readable and less than
+        `gap` changes older. A failure only costs the next cold process a whole read:
+        logged, not raised."""
         try:
-            async with store() as checking:
-                current = (
-                    await checking.execute(
-                        select(FactsSnapshot.seq, FactsSnapshot.layout).where(FactsSnapshot.id == 1)
-                    )
-                ).one_or_none()
+            current = (
+                await session.execute(
+                    select(FactsSnapshot.seq, FactsSnapshot.layout).where(FactsSnapshot.id == 1)
+                )
+            ).one_or_none()
             if current is not None and current.layout == facts_snapshot.LAYOUT:
                 stored_seq = current.seq
-                if kept.seq - stored_seq < gap:  # newer than that already
+                readable = self._unreadable.get(database) != stored_seq
+                if readable and kept.seq - stored_seq < gap:  # newer than that already
                     self._stored_seq[database] = stored_seq
                     return
             data = await _on_thread(facts_snapshot.dump, kept.table, kept.regions)
@@ -399,23 +410,24 @@ class FactTableCache:
                     data=data,
                     written_at=utcnow(),
                 )
+                columns = ("token", "seq", "layout", "data", "written_at")
                 await writing.execute(
                     row.on_conflict_do_update(
                         index_elements=[col(FactsSnapshot.id)],
-                        set_={
-                            c: row.excluded[c]
-                            for c in ("token", "seq", "layout", "data", "written_at")
-                        },
-                        # (or one another release wrote, which this one cannot read)
-                        where=(col(FactsSnapshot.seq) < row.excluded.seq)
+                        set_={c: row.excluded[c] for c in columns},
+                        # Never an older copy over a newer one; one as new replaces
+                        # it (it may be unreadable), and so does one of this layout
+                        # over another release's, which this one cannot read.
+                        where=(col(FactsSnapshot.seq) <= row.excluded.seq)
                         | (col(FactsSnapshot.layout) != row.excluded.layout),
                     )
                 )
                 await writing.commit()
-        except (facts_snapshot.Unfit, SQLAlchemyError, OSError):
+        except Exception:  # whatever it was, a snapshot not stored costs only a whole read
             log.warning("facts.snapshot_not_stored", seq=kept.seq, exc_info=True)
             return
         self._stored_seq[database] = kept.seq
+        self._unreadable.pop(database, None)
         log.info("facts.snapshot_stored", seq=kept.seq, firms=len(kept.table), bytes=len(data))
 
     async def _changed(self, session: AsyncSession, kept: _Kept, seq: int) -> set[str] | None:

@@ -11,31 +11,57 @@ column's values (in the narrowest integer type that holds them), presence and pe
 ends, and one of JSON for what is not an array (credit codes, dictionaries, invalid
 facts, region names).
 
-`LAYOUT` names this code's reading of the facts: the fact kinds as `models.facts`
-defines them and `FORMAT`. A snapshot written under another layout (another release,
-a kind added or its range changed) is not read: the facts are read whole instead, and
-a new one written. Raise `FORMAT` whenever `FactTable`'s columns, or the way stored
-facts become column values, change without the kinds changing."""
+`LAYOUT` names this code's reading of the facts: `FORMAT`, the fact kinds as
+`models.facts` defines them, the text of the modules that turn stored facts into
+columns, and the database's migrations. A snapshot written under another layout
+(another release that touched any of them, a migration that may have rewritten facts
+behind the listeners' backs) is not read: the facts are read whole instead, and a new
+one written. So a deploy that changes how facts read costs one whole read, never a
+copy read the old way. Raise `FORMAT` whenever the stored bytes' own format changes."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import zipfile
 import zlib
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from core.settings import PROJECT_ROOT
 from domain.engine.arrays import FactColumn, FactTable
 from domain.engine.rules import KnownFact
 from models.facts import FACT_KINDS
 
 FORMAT = 1
-LAYOUT = hashlib.sha256(repr((FORMAT, sorted(FACT_KINDS.items()))).encode()).hexdigest()[:32]
+# What turns stored facts into columns (reading, validating, choosing the latest).
+_READERS = (
+    "models.facts",
+    "domain.engine.arrays",
+    "domain.engine.rules",
+    "domain.registry.enterprises",
+    "domain.registry.facts_snapshot",
+)
+
+
+def _layout() -> str:
+    digest = hashlib.sha256(repr((FORMAT, sorted(FACT_KINDS.items()))).encode())
+    for name in _READERS:
+        spec = importlib.util.find_spec(name)  # its file, without importing it
+        assert spec is not None and spec.origin is not None, name
+        digest.update(Path(spec.origin).read_bytes())
+    migrations = sorted(p.name for p in (PROJECT_ROOT / "alembic" / "versions").glob("*.py"))
+    digest.update(" ".join(migrations).encode())
+    return digest.hexdigest()[:32]
+
+
+LAYOUT = _layout()
 
 _NARROW = (np.int8, np.int16, np.int32)
 
@@ -68,7 +94,8 @@ def dump(table: FactTable, regions: dict[str, str]) -> bytes:
             "invalid": [_invalid(row, known) for row, known in column.invalid.items()],
         }
     meta = {"layout": LAYOUT, "uscc": table.uscc, "regions": list(region_names), "columns": columns}
-    arrays["meta"] = np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), np.uint8)
+    # ASCII: an invalid fact's text may hold a lone surrogate, which UTF-8 cannot encode.
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)
     return zlib.compress(buffer.getvalue(), 1)
