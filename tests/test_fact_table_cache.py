@@ -166,6 +166,19 @@ def _as_read(table: FactTable) -> dict[str, dict[str, KnownFact]]:
     return {uscc: table.known_facts(row) for uscc, row in table.row_of.items()}
 
 
+def _invalid_2026_fact(uscc: str, kind: str, value: object) -> Fact:
+    """A fact past every validator, as a database may hold it."""
+    return Fact(
+        uscc=uscc,
+        kind=kind,
+        period="2026",
+        period_end=date(2026, 12, 31),
+        value=value,
+        source="test",
+        fetched_at=datetime.now(UTC),
+    )
+
+
 async def test_a_kept_copy_is_patched_with_the_changed_firms_to_what_a_full_read_gives(
     session: AsyncSession,
 ) -> None:
@@ -184,17 +197,7 @@ async def test_a_kept_copy_is_patched_with_the_changed_firms_to_what_a_full_read
     # (past every validator, as a database may hold it), a firm added, a firm removed.
     await import_content(session, _fact_line(firms[0].uscc, "mu_grade", "D"), "jsonl")
     await import_content(session, _fact_line(firms[1].uscc, "talent_count", 40), "jsonl")
-    session.add(
-        Fact(
-            uscc=firms[2].uscc,
-            kind="mu_grade",
-            period="2026",
-            period_end=date(2026, 12, 31),
-            value="Z",
-            source="test",
-            fetched_at=datetime.now(UTC),
-        )
-    )
+    session.add(_invalid_2026_fact(firms[2].uscc, "mu_grade", "Z"))
     added = await create_enterprise(
         session, region_code="330503", facts={"mu_grade": ("C", "2025")}
     )
@@ -325,17 +328,7 @@ async def _firms_with_every_kind_of_fact(session: AsyncSession) -> list[Enterpri
         for _ in range(3)
     ]
     firms.append(await create_enterprise(session, region_code="330503"))
-    session.add(
-        Fact(
-            uscc=firms[2].uscc,
-            kind="talent_count",
-            period="2026",
-            period_end=date(2026, 12, 31),
-            value="many",
-            source="test",
-            fetched_at=datetime.now(UTC),
-        )
-    )
+    session.add(_invalid_2026_fact(firms[2].uscc, "talent_count", "many"))
     await session.commit()
     return firms
 
