@@ -133,6 +133,10 @@ async def test_apply_review_correct_pay_and_reconcile(
         headers=auth(settings, "qiye"),
     )
     assert applied.status_code == 201, applied.text
+    started = applied.json()  # the case as it starts, not waiting for the worker
+    assert started["case_id"] == application_case_id(code, "2026", uscc)
+    assert (started["stage"], started["uscc"], started["period"]) == ("check", uscc, "2026")
+    assert started["timeline"] == [] and started["approved_amount_fen"] is None
     again = await api.post(
         "/api/v1/cases", json={"item_code": code, "period": "2026"}, headers=auth(settings, "qiye")
     )
