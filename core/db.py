@@ -184,10 +184,15 @@ def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
 
 
+def on_engine(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine `sessionmaker` is bound to; None where it is bound to one connection
+    (a test's transaction, rolled back)."""
+    bind = sessionmaker.kw.get("bind")
+    return bind if isinstance(bind, AsyncEngine) else None
+
+
 def reader_of(sessionmaker: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
     """The read-only sessions of the engine `sessionmaker` is bound to; the sessionmaker
     itself where it is bound to one connection (a test's transaction, rolled back)."""
-    bind = sessionmaker.kw.get("bind")
-    if isinstance(bind, AsyncEngine):
-        return make_read_sessionmaker(bind)
-    return sessionmaker
+    engine = on_engine(sessionmaker)
+    return sessionmaker if engine is None else make_read_sessionmaker(engine)

@@ -29,11 +29,11 @@ from typing import Any, Literal
 import numpy as np
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from core.bulk import fetch_rows, insert_rows, rebuilt_after
-from core.db import Reader, reader_of
+from core.db import Reader, on_engine, reader_of
 from core.workdays import SHANGHAI
 from domain import access
 from domain.access import require_enterprise_access
@@ -480,7 +480,7 @@ async def run(
     """Load, evaluate and store one run; the evaluation is timed on its own."""
     started = utcnow()
     # The snapshot is stored by an engine's sessions, never in a test's transaction.
-    snapshots = sessionmaker if isinstance(sessionmaker.kw.get("bind"), AsyncEngine) else None
+    snapshots = sessionmaker if on_engine(sessionmaker) else None
     async with reader_of(sessionmaker)() as session:
         loaded = await load(session, request, snapshots)
     clock = time.perf_counter()

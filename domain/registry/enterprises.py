@@ -352,13 +352,7 @@ class FactTableCache:
     ) -> _Kept | None:
         """The stored snapshot as a copy, where this code can read it and it can be
         brought up to date (at the version, or within the changes kept)."""
-        header = (
-            await session.execute(
-                select(FactsSnapshot.token, FactsSnapshot.seq, FactsSnapshot.layout).where(
-                    FactsSnapshot.id == 1
-                )
-            )
-        ).one_or_none()
+        header = await _snapshot_header(session)
         if header is None:
             return None
         stored_token, stored_seq, layout = header
@@ -389,11 +383,7 @@ class FactTableCache:
         `gap` changes older. A failure only costs the next cold process a whole read:
         logged, not raised."""
         try:
-            current = (
-                await session.execute(
-                    select(FactsSnapshot.seq, FactsSnapshot.layout).where(FactsSnapshot.id == 1)
-                )
-            ).one_or_none()
+            current = await _snapshot_header(session)
             if current is not None and current.layout == facts_snapshot.LAYOUT:
                 stored_seq = current.seq
                 readable = self._unreadable.get(database) != stored_seq
@@ -459,6 +449,12 @@ class FactTableCache:
         finally:
             await changes.close()
         return firms if expected == seq + 1 else None
+
+
+async def _snapshot_header(session: AsyncSession) -> sa.Row[str, int, str] | None:
+    """The stored snapshot's (token, seq, layout), without its bytes."""
+    query = select(FactsSnapshot.token, FactsSnapshot.seq, FactsSnapshot.layout)
+    return (await session.execute(query.where(FactsSnapshot.id == 1))).one_or_none()
 
 
 def _patched(
